@@ -1,0 +1,71 @@
+"""mcp-guard: one policy between AI agents and the MCP tools they call.
+
+>>> from mcp_guard import Policy, Guard
+>>> policy = Policy.load("policy.json")
+>>> policy.evaluate("git_log", {"max_count": 5}, server="git").action
+'allow'
+
+The framework adapters live in :mod:`mcp_guard.integrations.langchain` and
+:mod:`mcp_guard.integrations.openai_agents`; this package imports none of the frameworks.
+"""
+
+from mcp_guard._approval import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Approver,
+    auto_approve,
+    auto_deny,
+)
+from mcp_guard._audit import AuditSink, JsonlSink, LoggingSink, MemorySink, OTelSink
+from mcp_guard._decision import CODES, Action, Code, Decision, LimitCharge
+from mcp_guard._errors import (
+    ApprovalError,
+    MCPGuardError,
+    MissingExtraError,
+    PolicyError,
+    PolicyViolation,
+    StoreError,
+)
+from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
+from mcp_guard._policy import Policy, load_policy
+from mcp_guard._retry import RetryPolicy
+from mcp_guard._stores import Store, StoreProtocol, Verdict, store_from_uri
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CODES",
+    "Action",
+    "Admission",
+    "ApprovalDecision",
+    "ApprovalError",
+    "ApprovalRequest",
+    "Approver",
+    "AuditSink",
+    "Code",
+    "Decision",
+    "Guard",
+    "GuardResult",
+    "JsonlSink",
+    "LimitCharge",
+    "LoggingSink",
+    "MCPGuardError",
+    "MemorySink",
+    "MissingExtraError",
+    "OTelSink",
+    "Policy",
+    "PolicyError",
+    "PolicyViolation",
+    "RetryPolicy",
+    "Store",
+    "StoreError",
+    "StoreProtocol",
+    "ToolCall",
+    "Verdict",
+    "__version__",
+    "as_guard",
+    "auto_approve",
+    "auto_deny",
+    "load_policy",
+    "store_from_uri",
+]

@@ -1,0 +1,165 @@
+"""Human approval: what an approver is asked (:class:`ApprovalRequest`) and what it answers (:class:`ApprovalDecision`).
+
+An approver is any callable taking an :class:`ApprovalRequest` and returning ``bool`` or an
+:class:`ApprovalDecision`, sync or async. The guard normalises it once (:func:`as_async_approver`), bounds it
+with a timeout, and turns anything else it does (raise, hang, return garbage) into a denial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+from mcp_guard._errors import ApprovalError
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A call that needs a human's yes, with everything a person needs to decide."""
+
+    tool: str
+    args: Mapping[str, Any]
+    server: str | None = None
+    identity: str | None = None
+    session: str | None = None
+    rule: str | None = None
+    reason: str | None = None
+    risk_class: str | None = None
+    description: str | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """An approver's answer: approve, deny (with a reason the model sees), or approve with edited arguments.
+
+    Build with :meth:`approve`, :meth:`deny` or :meth:`edit`.
+    """
+
+    kind: Literal["approve", "deny", "edit"]
+    reason: str | None = None
+    args: Mapping[str, Any] | None = field(default=None)
+
+    @classmethod
+    def approve(cls) -> ApprovalDecision:
+        return cls("approve")
+
+    @classmethod
+    def deny(cls, reason: str | None = None) -> ApprovalDecision:
+        return cls("deny", reason=reason)
+
+    @classmethod
+    def edit(cls, args: Mapping[str, Any]) -> ApprovalDecision:
+        return cls("edit", args=dict(args))
+
+    @property
+    def approved(self) -> bool:
+        return self.kind != "deny"
+
+    def replace(self, **changes: Any) -> ApprovalDecision:
+        return dataclasses.replace(self, **changes)
+
+
+ApproverResult: TypeAlias = bool | ApprovalDecision
+Approver: TypeAlias = Callable[[ApprovalRequest], ApproverResult | Awaitable[ApproverResult]]
+AsyncApprover: TypeAlias = Callable[[ApprovalRequest], Awaitable[ApproverResult]]
+
+
+def coerce_decision(value: object) -> ApprovalDecision:
+    """Turn what an approver (or a resume value) returned into an :class:`ApprovalDecision`.
+
+    Accepts ``True``/``False``, an :class:`ApprovalDecision`, or a dict ``{"type": "approve"}``,
+    ``{"type": "reject", "message": ...}``, ``{"type": "edit", "args": {...}}`` (LangGraph's resume shape).
+    Anything else raises :class:`ApprovalError`: the caller denies.
+    """
+    if isinstance(value, ApprovalDecision):
+        if value.kind == "edit" and not isinstance(value.args, Mapping):
+            raise ApprovalError("an 'edit' approval must carry the edited arguments as a mapping")
+        return value
+    if value is True:
+        return ApprovalDecision.approve()
+    if value is False:
+        return ApprovalDecision.deny()
+    if isinstance(value, Mapping):
+        kind = value.get("type", value.get("decision"))
+        if kind in ("approve", "accept", "approved"):
+            return ApprovalDecision.approve()
+        if kind in ("reject", "deny", "denied"):
+            message = value.get("message", value.get("reason"))
+            return ApprovalDecision.deny(message if isinstance(message, str) else None)
+        if kind == "edit":
+            args = value.get("args")
+            if isinstance(args, Mapping):
+                return ApprovalDecision.edit(args)
+            raise ApprovalError("an 'edit' decision needs 'args' as an object")
+    raise ApprovalError(f"approver returned {type(value).__name__}, expected bool or ApprovalDecision")
+
+
+def as_async_approver(approver: Approver) -> AsyncApprover:
+    """Normalise a sync or async approver once into an async one.
+
+    Sync approvers run in a daemon thread of their own, so a slow console prompt never blocks the event
+    loop, can be timed out, and a hung one cannot keep the process (or ``asyncio.run``) from exiting.
+    """
+    if inspect.iscoroutinefunction(approver) or inspect.iscoroutinefunction(
+        getattr(approver, "__call__", None)  # noqa: B004 - callable objects with an async __call__
+    ):
+        return approver  # type: ignore[return-value]
+
+    async def call_sync(request: ApprovalRequest) -> ApproverResult:
+        result: Any = await run_in_daemon_thread(approver, request)
+        if inspect.isawaitable(result):  # a sync function that returned a coroutine
+            result = await result
+        answer: ApproverResult = result
+        return answer
+
+    functools.update_wrapper(call_sync, approver)
+    return call_sync
+
+
+async def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in a fresh daemon thread and await its result (cancellable; the thread is abandoned)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def target() -> None:
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            outcome: tuple[bool, Any] = (False, exc)
+        else:
+            outcome = (True, value)
+        # The loop may have closed while we ran (a timed-out approver answering late): drop the answer.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=target, name="mcp-guard-approver", daemon=True).start()
+    return await future
+
+
+# -- built-in approvers -------------------------------------------------------------------------------
+
+
+def auto_approve(request: ApprovalRequest) -> ApprovalDecision:
+    """Approve everything. For tests and scripts only: it removes the human from the loop."""
+    return ApprovalDecision.approve()
+
+
+def auto_deny(request: ApprovalRequest) -> ApprovalDecision:
+    """Deny everything, with a reason that says no human is available."""
+    return ApprovalDecision.deny("approvals are disabled (auto_deny)")

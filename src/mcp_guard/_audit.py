@@ -1,0 +1,159 @@
+"""Audit: one JSON object per call, whatever its outcome, written to one or more sinks.
+
+A sink is anything with ``write(event: Mapping[str, Any]) -> None`` (:class:`AuditSink`). Built-ins:
+:class:`JsonlSink` (a file, whole lines under concurrent writers), :class:`LoggingSink`,
+:class:`MemorySink`, and :class:`OTelSink` (extra ``otel``). Argument values are never written in clear:
+each is replaced by a short hash, or by ``"[redacted]"`` for the rule's ``redact`` paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from mcp_guard._errors import require_extra
+
+log = logging.getLogger("mcp_guard.audit")
+
+REDACTED = "[redacted]"
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Receives one event per call. Must not raise (the guard logs and drops a sink's errors)."""
+
+    def write(self, event: Mapping[str, Any]) -> None: ...
+
+
+def _hash_value(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
+    # Rule paths are written "args.a.b"; the top-level argument key is what we blank out, and nested
+    # paths redact their top-level container too, so no part of a secret is hashed into the log.
+    keys: set[str] = set()
+    for path in redact:
+        parts = path.split(".")
+        if parts and parts[0] == "args":
+            parts = parts[1:]
+        if parts:
+            keys.add(parts[0])
+    return keys
+
+
+def summarize_args(args: Mapping[str, Any], redact: Sequence[str] = ()) -> dict[str, str]:
+    """Argument keys with hashed values, or ``[redacted]`` for the ``redact`` paths."""
+    hidden = _redacted_paths(args, redact) if redact else set()
+    return {k: (REDACTED if k in hidden else _hash_value(v)) for k, v in args.items()}
+
+
+class MemorySink:
+    """Keeps events in a list (``.events``): for tests and notebooks."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.events.append(dict(event))
+
+
+class LoggingSink:
+    """Writes each event as JSON text to a :mod:`logging` logger (``mcp_guard.audit`` by default)."""
+
+    def __init__(self, logger: logging.Logger | str = "mcp_guard.audit", level: int = logging.INFO) -> None:
+        self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        self.level = level
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        self.logger.log(self.level, "%s", json.dumps(event, default=str, ensure_ascii=False))
+
+
+class JsonlSink:
+    """Appends one JSON line per event to a file.
+
+    Each line is written with a single ``os.write`` on a descriptor opened with ``O_APPEND``, so lines
+    stay whole when many threads or processes write the same file at once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        return self._fd
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        line = (json.dumps(event, default=str, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            fd = self._open()
+            written = os.write(fd, line)
+        if written != len(line):  # pragma: no cover - regular files take whole writes
+            log.error("audit line to %s was cut short (%d of %d bytes)", self.path, written, len(line))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+class OTelSink:
+    """Adds each event to the current OpenTelemetry span, or to a short span of its own (extra ``otel``)."""
+
+    def __init__(self, tracer_name: str = "mcp_guard") -> None:
+        trace = require_extra("opentelemetry.trace", "otel", "OTelSink")
+        self._trace = trace
+        self._tracer = trace.get_tracer(tracer_name)
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        attributes = {
+            f"mcp_guard.{k}": (v if isinstance(v, (str, bool, int, float)) else json.dumps(v, default=str))
+            for k, v in event.items()
+            if v is not None
+        }
+        with self._tracer.start_as_current_span(f"mcp_guard {event.get('tool')}", attributes=attributes):
+            pass
+
+
+AuditSpec = AuditSink | str | os.PathLike[str] | Sequence[AuditSink] | None
+
+
+def audit_sinks(spec: Any) -> tuple[AuditSink, ...]:
+    """Coerce the ``audit=`` argument: ``None``; a path (JSONL file); ``"logging"``; a sink; a list of those."""
+    if spec is None:
+        return ()
+    if isinstance(spec, str) and spec == "logging":
+        return (LoggingSink(),)
+    if isinstance(spec, (str, os.PathLike)):
+        return (JsonlSink(spec),)
+    if isinstance(spec, AuditSink):
+        return (spec,)
+    if isinstance(spec, Sequence):
+        sinks: list[AuditSink] = []
+        for item in spec:
+            sinks.extend(audit_sinks(item))
+        return tuple(sinks)
+    raise TypeError(f"audit= takes a path, 'logging', a sink with .write(event), or a list of them; got {spec!r}")
+
+
+def emit(sinks: Sequence[AuditSink], event: Mapping[str, Any]) -> None:
+    """Write ``event`` to every sink; a failing sink is logged, never raised into the agent run."""
+    for sink in sinks:
+        try:
+            sink.write(event)
+        except Exception:
+            log.exception("audit sink %r failed", sink)

@@ -1,0 +1,209 @@
+"""The result of evaluating one tool call: :class:`Decision`, the limits it charges, and the violation payload."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Action = Literal["allow", "deny", "require_approval"]
+Code = Literal[
+    "hidden",
+    "denied",
+    "default_deny",
+    "invalid_arguments",
+    "requirement_failed",
+    "rate_limited",
+    "approval_required",
+    "approval_denied",
+    "approval_timeout",
+    "guard_unavailable",
+]
+Scope = Literal["grant", "identity", "session", "global", "tool"]
+
+CODES: tuple[str, ...] = (
+    "hidden",
+    "denied",
+    "default_deny",
+    "invalid_arguments",
+    "requirement_failed",
+    "rate_limited",
+    "approval_required",
+    "approval_denied",
+    "approval_timeout",
+    "guard_unavailable",
+)
+
+# "grant" is PolicyLayer's word for "per caller identity": both scopes share one budget.
+_SCOPE_KIND = {
+    "grant": "identity",
+    "identity": "identity",
+    "session": "session",
+    "global": "global",
+    "tool": "tool",
+}
+
+
+def _escape(part: str) -> str:
+    # Percent-escape the separator so ("a:b", "c") and ("a", "b:c") can never make the same key.
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCharge:
+    """One rate limit a call is subject to, resolved for that call.
+
+    ``key`` identifies the budget: limits with the same counter and scope key share it, across tools.
+    """
+
+    counter: str
+    scope: Scope
+    scope_id: str
+    window_s: float
+    max: int
+    cost: int
+    rule: str
+    count_failures: bool = False
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kind = _SCOPE_KIND[self.scope]
+        object.__setattr__(self, "key", f"{_escape(self.counter)}:{kind}:{_escape(self.scope_id)}")
+
+    def describe(self, tool: str) -> str:
+        """Human text, e.g. ``git_log is limited to 30 calls per minute``."""
+        unit = "calls" if self.cost == 1 else "units"
+        return f"{tool} is limited to {self.max} {unit} per {_window_text(self.window_s)}"
+
+
+def _window_text(window_s: float) -> str:
+    words = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+    word = words.get(float(window_s))
+    return word if word else f"{window_s:g} s"
+
+
+_HINTS: dict[str, str] = {
+    "hidden": "This tool is not available. Do not call it again.",
+    "denied": "The policy forbids this call. Do not retry it; choose another approach or ask the user.",
+    "default_deny": "No rule allows {tool}. Do not retry it; choose another tool or ask the user.",
+    "invalid_arguments": "Fix the arguments as the reason says, then call {tool} again.",
+    "requirement_failed": "The arguments do not meet the policy's requirements. Change them as the reason says "
+    "or do not retry.",
+    "approval_required": "{tool} needs a human's approval and none could be asked. Do not retry; tell the user.",
+    "approval_denied": "A human declined this call. Do not retry it; ask the user how to proceed.",
+    "approval_timeout": "No human answered in time. Do not retry now; tell the user the call needs approval.",
+    "guard_unavailable": "The policy guard could not check this call. Try again later.",
+}
+
+
+def round_up(seconds: float) -> float:
+    """Round a wait up to 0.01 s, so that waiting the printed time is always enough."""
+    return math.ceil(max(seconds, 0.0) * 100.0) / 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the policy says about one call.
+
+    ``action`` is ``allow``, ``deny`` or ``require_approval``. A ``deny`` has a ``code`` (one of
+    :data:`CODES`), a ``rule`` pointer into the policy and a ``reason``. ``limits`` are the rate limits the
+    call would be charged (the guard checks and reserves them). Build with :meth:`allow`, :meth:`deny`,
+    :meth:`require_approval`; turn a refusal into what the model sees with :meth:`to_payload`.
+    """
+
+    action: Action
+    tool: str
+    server: str | None = None
+    code: Code | None = None
+    rule: str | None = None
+    reason: str | None = None
+    limits: tuple[LimitCharge, ...] = ()
+    retry_after_s: float | None = None
+    policy: str | None = None
+    risk_class: str | None = None
+    approval_timeout_s: float | None = None
+    approval_description: str | None = None
+    redact: tuple[str, ...] = ()
+
+    # -- named constructors -------------------------------------------------------------------------
+    @classmethod
+    def allow(cls, tool: str, **fields: Any) -> Decision:
+        return cls("allow", tool, **fields)
+
+    @classmethod
+    def deny(cls, tool: str, code: Code, **fields: Any) -> Decision:
+        return cls("deny", tool, code=code, **fields)
+
+    @classmethod
+    def require_approval(cls, tool: str, **fields: Any) -> Decision:
+        return cls("require_approval", tool, **fields)
+
+    # -- reading ------------------------------------------------------------------------------------
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+    @property
+    def denied(self) -> bool:
+        return self.action == "deny"
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.action == "require_approval"
+
+    def replace(self, **changes: Any) -> Decision:
+        """A copy with ``changes`` applied (decisions are immutable)."""
+        return dataclasses.replace(self, **changes)
+
+    def violation(
+        self,
+        code: Code,
+        *,
+        reason: str | None = None,
+        rule: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> Decision:
+        """This call refused with ``code``, keeping tool, server, policy and (unless given) rule and reason."""
+        return dataclasses.replace(
+            self,
+            action="deny",
+            code=code,
+            reason=reason if reason is not None else self.reason,
+            rule=rule if rule is not None else self.rule,
+            retry_after_s=None if retry_after_s is None else round_up(retry_after_s),
+        )
+
+    @property
+    def hint(self) -> str | None:
+        """What the model should do next, in one sentence."""
+        if self.code is None:
+            return None
+        if self.code == "rate_limited":
+            if self.retry_after_s is None:
+                return f"This call exceeds the limit for {self.tool} outright. Do not retry it."
+            return f"Wait at least {self.retry_after_s:g} s before calling {self.tool} again."
+        return _HINTS[self.code].format(tool=self.tool)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object of spec section 5; fields that do not apply are left out."""
+        payload: dict[str, Any] = {"error": "policy_violation", "code": self.code, "tool": self.tool}
+        if self.server is not None:
+            payload["server"] = self.server
+        if self.reason is not None:
+            payload["reason"] = self.reason
+        if self.rule is not None:
+            payload["rule"] = self.rule
+        if self.retry_after_s is not None:
+            payload["retry_after_s"] = self.retry_after_s
+        hint = self.hint
+        if hint is not None:
+            payload["hint"] = hint
+        if self.policy is not None:
+            payload["policy"] = self.policy
+        return payload
+
+    def to_json(self) -> str:
+        """:meth:`to_payload` as compact JSON text: what a framework hands the model as the tool result."""
+        return json.dumps(self.to_payload(), ensure_ascii=False, separators=(", ", ": "))

@@ -1,0 +1,118 @@
+"""The rate-limit store contract and the registry that builds stores from a URI.
+
+A store keeps one sliding-window log per budget key and answers three questions for a call's limits,
+all-or-nothing: would they all admit now (``check``), reserve them all now (``reserve``), give a
+reservation back (``release``). Each has an async twin. Stores never decide policy: they only count.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+from mcp_guard._decision import LimitCharge
+from mcp_guard._errors import PolicyError
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A store's answer for one call's limits.
+
+    ``ok``: all limits admit (and, from ``reserve``, are now reserved under ``token``).
+    Otherwise ``charge`` is the limit that refused and ``retry_after_s`` when it will have room again
+    (``None`` when it never will: the call's cost exceeds the limit's ``max``).
+    """
+
+    ok: bool
+    token: str | None = None
+    charge: LimitCharge | None = None
+    retry_after_s: float | None = None
+
+
+ADMIT = Verdict(ok=True)
+
+
+@runtime_checkable
+class StoreProtocol(Protocol):
+    """What a third-party store must provide (the built-ins subclass :class:`Store`)."""
+
+    def check(self, charges: Sequence[LimitCharge]) -> Verdict: ...
+    def reserve(self, charges: Sequence[LimitCharge]) -> Verdict: ...
+    def release(self, charges: Sequence[LimitCharge], token: str) -> None: ...
+    async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict: ...
+    async def areserve(self, charges: Sequence[LimitCharge]) -> Verdict: ...
+    async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None: ...
+
+
+class Store(ABC):
+    """Base of the built-in stores. Subclasses set ``schemes`` to register for :func:`store_from_uri`.
+
+    Semantics every store keeps:
+    - sliding windows: in no interval of ``window_s`` are more than ``max`` units admitted;
+    - all-or-nothing: a call under several limits is reserved by all or by none;
+    - charges with the same ``key`` share one budget; within one call a key is charged once
+      (the largest cost among that key's charges) and every limit on it is checked;
+    - failures to reach the backend raise :class:`~mcp_guard.StoreError` within a bounded time.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    _registry: ClassVar[dict[str, type[Store]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for scheme in cls.schemes:
+            Store._registry[scheme] = cls
+
+    def __init__(self, *, clock: Clock = time.time) -> None:
+        self.clock = clock
+
+    @classmethod
+    @abstractmethod
+    def from_uri(cls, uri: str, **options: Any) -> Store: ...
+
+    @abstractmethod
+    def check(self, charges: Sequence[LimitCharge]) -> Verdict: ...
+
+    @abstractmethod
+    def reserve(self, charges: Sequence[LimitCharge]) -> Verdict: ...
+
+    @abstractmethod
+    def release(self, charges: Sequence[LimitCharge], token: str) -> None: ...
+
+    async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return self.check(charges)
+
+    async def areserve(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return self.reserve(charges)
+
+    async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None:
+        self.release(charges, token)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to close
+        """Release connections. Safe to call twice."""
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def store_from_uri(uri: str, **options: Any) -> Store:
+    """Build a store from a URI: ``memory://``, ``redis://host:port/db``, ``rediss://...``.
+
+    An unknown scheme is a configuration error that lists the known ones.
+    """
+    # Import the built-ins so they register themselves.
+    from mcp_guard._stores import memory  # noqa: F401
+    from mcp_guard._stores import redis as _redis  # noqa: F401  (imports its driver lazily)
+
+    scheme = urlsplit(uri).scheme
+    cls = Store._registry.get(scheme)
+    if cls is None:
+        known = ", ".join(f"{s}://" for s in sorted(Store._registry))
+        raise PolicyError(f"unknown store {uri!r}: the scheme {scheme!r} is not one of {known}")
+    return cls.from_uri(uri, **options)
