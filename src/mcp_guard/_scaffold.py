@@ -1,0 +1,276 @@
+"""``mcp-guard init``: start an MCP server over stdio, read its tools, and write a starter policy.
+
+The starter policy follows the tools' MCP annotations, read with MCP's own defaults (a tool that says nothing
+is assumed to write, destructively, to an open world):
+
+* ``readOnlyHint: true``                 -> allowed
+* writes with ``destructiveHint: false``  -> allowed, rate-limited (30 calls a minute per identity)
+* everything else (destructive, or silent) -> require a human's approval
+* anything not named (a tool added later) -> ``default: deny``, with ``classes`` that treat it by its annotations
+
+Every rule carries a ``description`` saying why, so the file reads as a checklist to review. Annotations are
+hints from the server: do not ship the starter policy without reading it; a server that lies about
+``readOnlyHint`` gets its tools allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcp_guard._errors import MissingExtraError
+
+# The rate limit written for write tools: generous enough not to get in a human's way, tight enough to stop a
+# model that loops. One counter per tool, so one noisy tool cannot starve the others.
+WRITE_LIMIT_MAX = 30
+WRITE_LIMIT_WINDOW = "minute"
+APPROVAL_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ToolInfo:
+    """What ``init`` needs from one MCP tool: its name, description and annotations (as a plain dict)."""
+
+    name: str
+    description: str | None = None
+    annotations: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """The server's own name (from its ``initialize`` answer) and its tools, in the order it listed them."""
+
+    name: str | None
+    tools: tuple[ToolInfo, ...]
+
+
+def risk_class(annotations: Mapping[str, Any]) -> str:
+    """``read``, ``write`` or ``destructive``, from MCP annotations with the MCP spec's defaults.
+
+    ``readOnlyHint`` defaults to false and ``destructiveHint`` to true, so an unannotated tool is destructive.
+    """
+    if annotations.get("readOnlyHint") is True:
+        return "read"
+    if annotations.get("destructiveHint") is False:
+        return "write"
+    return "destructive"
+
+
+def _why(annotations: Mapping[str, Any]) -> str:
+    hints = [f"{k}={json.dumps(annotations[k])}" for k in _HINT_KEYS if k in annotations]
+    return ", ".join(hints) if hints else "no annotations (MCP assumes destructive)"
+
+
+_HINT_KEYS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
+
+
+def _rule_for(tool: ToolInfo) -> dict[str, Any]:
+    kind = risk_class(tool.annotations)
+    why = _why(tool.annotations)
+    open_world = tool.annotations.get("openWorldHint", True) is not False and kind != "read"
+    reach = " It may reach outside systems (openWorldHint)." if open_world else ""
+    if kind == "read":
+        return {"description": f"Read-only ({why}): allowed."}
+    if kind == "write":
+        return {
+            "description": f"Writes without destroying ({why}): allowed, at most {WRITE_LIMIT_MAX} calls a "
+            f"{WRITE_LIMIT_WINDOW} per identity so a looping model stops.{reach}",
+            "limits": [
+                {
+                    "counter": f"{tool.name}_rate",
+                    "window": WRITE_LIMIT_WINDOW,
+                    "max": WRITE_LIMIT_MAX,
+                    "scope": "identity",
+                }
+            ],
+        }
+    return {
+        "action": "require_approval",
+        "description": f"May destroy or change things for good ({why}): a human approves each call.{reach}",
+        "approval": {
+            "timeout_s": APPROVAL_TIMEOUT_S,
+            "description": f"{tool.name}: {_first_line(tool.description) or 'a destructive tool'}",
+        },
+    }
+
+
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0].strip() if text and text.strip() else ""
+
+
+def starter_policy(server: ServerInfo) -> dict[str, Any]:
+    """The starter policy for ``server``'s tools, as a dict ready for ``json.dumps`` (pure: no I/O)."""
+    label = server.name or "the MCP server"
+    counts = {"read": 0, "write": 0, "destructive": 0}
+    tools: dict[str, Any] = {}
+    for tool in server.tools:
+        counts[risk_class(tool.annotations)] += 1
+        tools[tool.name] = _rule_for(tool)
+    return {
+        "version": "1",
+        "name": f"{server.name or 'mcp-server'}-starter",
+        "description": (
+            f"Starter policy written by `mcp-guard init` for {label}: {counts['read']} read, "
+            f"{counts['write']} write and {counts['destructive']} destructive tools, classified by their MCP "
+            "annotations. Annotations are the server's own claims: review every rule before relying on it."
+        ),
+        "default": "deny",
+        "tools": tools,
+        "classes": {
+            "read": {"description": "A read-only tool not named above (e.g. added to the server later): allowed."},
+            "write": {
+                "description": "A non-destructive write tool not named above: allowed, rate-limited.",
+                "limits": [
+                    {
+                        "counter": "unlisted_writes_rate",
+                        "window": WRITE_LIMIT_WINDOW,
+                        "max": WRITE_LIMIT_MAX,
+                        "scope": "identity",
+                    }
+                ],
+            },
+            "destructive": {
+                "action": "require_approval",
+                "description": "A destructive tool not named above: a human approves each call.",
+            },
+        },
+    }
+
+
+def render(policy: Mapping[str, Any], fmt: str) -> str:
+    """The policy as ``json`` or ``yaml`` text (YAML needs the ``yaml`` extra)."""
+    if fmt == "json":
+        return json.dumps(policy, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "yaml":
+        try:
+            import yaml
+        except ImportError as exc:
+            raise MissingExtraError(
+                "writing YAML requires the 'yaml' extra: pip install 'mcp-guard[yaml]' (or write .json)"
+            ) from exc
+        header = "# Starter policy written by `mcp-guard init`. Review every rule before relying on it.\n"
+        text: str = yaml.safe_dump(dict(policy), sort_keys=False, allow_unicode=True, width=120)
+        return header + text
+    raise ValueError(f"unknown format {fmt!r}: use 'json' or 'yaml'")
+
+
+async def read_server(command: Sequence[str], *, timeout_s: float = 30.0, cwd: str | None = None) -> ServerInfo:
+    """Start ``command`` as an MCP server over stdio, list its tools (all pages), and stop it.
+
+    The server inherits this process's environment (stdio_client would otherwise pass only a safe subset,
+    and a server that needs its API key in the environment would fail to start).
+    """
+    if not command:
+        raise ValueError("no server command given: mcp-guard init -- COMMAND [ARGS...]")
+    try:
+        import anyio
+        from mcp import ClientSession, StdioServerParameters
+        from mcp.client.stdio import stdio_client
+    except ImportError as exc:
+        raise MissingExtraError(
+            "mcp-guard init requires the 'mcp' package, in the 'langchain' and 'openai-agents' extras: "
+            "pip install 'mcp-guard[openai-agents]'"
+        ) from exc
+
+    params = StdioServerParameters(command=command[0], args=list(command[1:]), env=dict(os.environ), cwd=cwd)
+    tools: list[ToolInfo] = []
+    with anyio.fail_after(timeout_s):
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            init = await session.initialize()
+            cursor: str | None = None
+            while True:
+                page = await session.list_tools(cursor=cursor) if cursor else await session.list_tools()
+                for tool in page.tools:
+                    annotations = tool.annotations.model_dump(exclude_none=True) if tool.annotations else {}
+                    annotations.pop("title", None)
+                    tools.append(ToolInfo(tool.name, tool.description, annotations))
+                cursor = page.nextCursor
+                if not cursor:
+                    break
+    return ServerInfo(init.serverInfo.name if init.serverInfo else None, tuple(tools))
+
+
+def _format_for(output: str | None, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    if output and Path(output).suffix.lower() in (".yaml", ".yml"):
+        return "yaml"
+    return "json"
+
+
+def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``init`` on the CLI's subparsers (``build_parser`` in ``_cli.py`` calls this)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "init",
+        help="write a starter policy from an MCP server's tools and annotations",
+        description="Start an MCP server over stdio, list its tools and annotations, and write a starter policy: "
+        "default deny; read-only tools allowed; write tools rate-limited; destructive tools require approval.",
+        epilog="example: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py",
+    )
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here (.json, or .yaml/.yml); default stdout")
+    parser.add_argument("--format", choices=("json", "yaml"), help="output format (default: from FILE's suffix)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
+    parser.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    parser.set_defaults(func=run_init)
+    return parser
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """The ``init`` subcommand: 0 on success, 2 when the server cannot be started or read."""
+    command = list(args.server_command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print(
+            "mcp-guard init: give the server command after --, e.g. mcp-guard init -- python server.py", file=sys.stderr
+        )
+        return 2
+    try:
+        server = asyncio.run(read_server(command, timeout_s=args.timeout))
+    except MissingExtraError as exc:
+        print(f"mcp-guard init: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError:
+        print(
+            f"mcp-guard init: {command[0]} did not answer as an MCP server within {args.timeout:g} s", file=sys.stderr
+        )
+        return 2
+    except Exception as exc:
+        # Startup failures surface as OSError or as an ExceptionGroup from the transport's task group.
+        print(f"mcp-guard init: could not read tools from {' '.join(command)!r}: {_describe(exc)}", file=sys.stderr)
+        return 2
+    text = render(starter_policy(server), _format_for(args.output, args.format))
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}: {len(server.tools)} tools from {server.name or command[0]}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    # Unwrap (Base)ExceptionGroups by duck typing: the builtin does not exist on Python 3.10.
+    inner = getattr(exc, "exceptions", None)
+    while isinstance(inner, tuple) and inner:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = [
+    "ServerInfo",
+    "ToolInfo",
+    "add_init_parser",
+    "read_server",
+    "render",
+    "risk_class",
+    "run_init",
+    "starter_policy",
+]
