@@ -15,6 +15,7 @@ from mcp_guard._approval import (
     Approver,
     auto_approve,
     auto_deny,
+    console_approver,
 )
 from mcp_guard._audit import AuditSink, JsonlSink, LoggingSink, MemorySink, OTelSink
 from mcp_guard._decision import CODES, Action, Code, Decision, LimitCharge
@@ -66,6 +67,7 @@ __all__ = [
     "as_guard",
     "auto_approve",
     "auto_deny",
+    "console_approver",
     "load_policy",
     "store_from_uri",
 ]

@@ -12,10 +12,13 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import json
+import sys
 import threading
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TextIO, TypeAlias
 
 from mcp_guard._errors import ApprovalError
 
@@ -96,6 +99,9 @@ def coerce_decision(value: object) -> ApprovalDecision:
             return ApprovalDecision.deny(message if isinstance(message, str) else None)
         if kind == "edit":
             args = value.get("args")
+            edited = value.get("edited_action")  # LangChain HumanInTheLoopMiddleware's shape
+            if args is None and isinstance(edited, Mapping):
+                args = edited.get("args")
             if isinstance(args, Mapping):
                 return ApprovalDecision.edit(args)
             raise ApprovalError("an 'edit' decision needs 'args' as an object")
@@ -163,3 +169,76 @@ def auto_approve(request: ApprovalRequest) -> ApprovalDecision:
 def auto_deny(request: ApprovalRequest) -> ApprovalDecision:
     """Deny everything, with a reason that says no human is available."""
     return ApprovalDecision.deny("approvals are disabled (auto_deny)")
+
+
+def _printable(text: object) -> str:
+    # Tool names, reasons and arguments can come from the model: escape control characters so that no
+    # terminal escape sequence can redraw the prompt or hide part of what the human is approving.
+    return "".join(
+        ch if ch in "\n" or unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode("ascii")
+        for ch in str(text)
+    )
+
+
+def _open_terminal() -> tuple[TextIO | None, bool]:
+    """The controlling terminal (opened by us: True), else stdin when it is a TTY (False), else None."""
+    try:
+        return open("/dev/tty", encoding="utf-8", errors="replace"), True  # the caller closes it
+    except OSError:
+        pass
+    stdin = sys.stdin
+    try:
+        if stdin is not None and stdin.isatty():
+            return stdin, False
+    except (ValueError, OSError):  # a closed or detached stdin
+        pass
+    return None, False
+
+
+def console_approver(
+    request: ApprovalRequest, *, terminal: TextIO | None = None, output: TextIO | None = None
+) -> ApprovalDecision:
+    """Show the call on stderr and read y/n from the terminal (``/dev/tty``, else stdin when it is a TTY).
+
+    With no terminal (a server, a CI job, a notebook kernel) it denies with a reason saying so, so an
+    unattended run is never silently approved. Not for web or chat front-ends: give those an approver of
+    their own (or use the framework's interrupt / ``needs_approval`` flow). ``terminal`` and ``output``
+    replace the terminal and stderr (e.g. a pseudo-terminal in tests).
+    """
+    out = output if output is not None else sys.stderr
+    opened = False
+    if terminal is None:
+        terminal, opened = _open_terminal()
+    if terminal is None:
+        return ApprovalDecision.deny("no terminal to ask a human for approval (console_approver); the call was denied")
+    try:
+        lines = [f"mcp-guard: approval needed for {_printable(request.tool)}"]
+        for label, value in (
+            ("server", request.server),
+            ("identity", request.identity),
+            ("session", request.session),
+            ("rule", request.rule),
+            ("reason", request.reason),
+            ("about", request.description),
+        ):
+            if value is not None:
+                lines.append(f"  {label + ':':<10}{_printable(value)}")
+        arguments = json.dumps(request.args, indent=2, sort_keys=True, default=repr, ensure_ascii=True)
+        lines.append(f"  {'arguments:':<10}" + arguments.replace("\n", "\n  "))
+        out.write("\n".join(lines) + "\n")
+        for _ in range(3):
+            out.write("Approve this call? [y/N] ")
+            out.flush()
+            line = terminal.readline()
+            if not line:
+                return ApprovalDecision.deny("no answer at the console (end of input); the call was denied")
+            answer = line.strip().lower()
+            if answer in ("y", "yes"):
+                return ApprovalDecision.approve()
+            if answer in ("", "n", "no"):
+                return ApprovalDecision.deny("a human declined this call at the console")
+            out.write("Please answer y or n.\n")
+        return ApprovalDecision.deny("no clear answer at the console; the call was denied")
+    finally:
+        if opened:
+            terminal.close()

@@ -32,8 +32,11 @@ class AuditSink(Protocol):
 
 
 def _hash_value(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    try:
+        text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # keys that do not sort together ({1: .., "a": ..}), circular values
+        text = repr(value)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
@@ -41,12 +44,46 @@ def _redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
     # paths redact their top-level container too, so no part of a secret is hashed into the log.
     keys: set[str] = set()
     for path in redact:
+        if path == "args":  # the whole argument object
+            keys.update(args)
+            continue
         parts = path.split(".")
-        if parts and parts[0] == "args":
+        if parts[0] == "args":
             parts = parts[1:]
-        if parts:
+        if parts and parts[0]:
             keys.add(parts[0])
     return keys
+
+
+def _leaves(value: Any, out: list[str], depth: int = 0) -> None:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text = str(value)
+        if text:
+            out.append(text)
+    elif depth < 8 and isinstance(value, Mapping):
+        for item in value.values():
+            _leaves(item, out, depth + 1)
+    elif depth < 8 and isinstance(value, (list, tuple)):
+        for item in value:
+            _leaves(item, out, depth + 1)
+
+
+def scrub(text: str | None, args: Mapping[str, Any], redact: Sequence[str]) -> str | None:
+    """``text`` with every value under a ``redact`` path replaced by ``[redacted]``.
+
+    Denial reasons may quote the argument that failed a check (``deny_if args.card matches ... (got
+    4111...)``); the audit log must not carry a redacted value that way either. Longest values first, so
+    a value that contains another is blanked whole.
+    """
+    if not text or not redact:
+        return text
+    values: list[str] = []
+    for key in _redacted_paths(args, redact):
+        if key in args:
+            _leaves(args[key], values)
+    for value in sorted(set(values), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    return text
 
 
 def summarize_args(args: Mapping[str, Any], redact: Sequence[str] = ()) -> dict[str, str]:
@@ -112,12 +149,16 @@ class JsonlSink:
 
 
 class OTelSink:
-    """Adds each event to the current OpenTelemetry span, or to a short span of its own (extra ``otel``)."""
+    """Records each event as a short span ``mcp_guard <tool>`` (a child of the current span, if any), with the
+    event's fields as ``mcp_guard.*`` attributes (extra ``otel``).
 
-    def __init__(self, tracer_name: str = "mcp_guard") -> None:
+    ``tracer_provider`` defaults to the global one. Non-scalar fields (the argument summary) are JSON text.
+    """
+
+    def __init__(self, tracer_name: str = "mcp_guard", *, tracer_provider: Any = None) -> None:
         trace = require_extra("opentelemetry.trace", "otel", "OTelSink")
         self._trace = trace
-        self._tracer = trace.get_tracer(tracer_name)
+        self._tracer = trace.get_tracer(tracer_name, tracer_provider=tracer_provider)
 
     def write(self, event: Mapping[str, Any]) -> None:
         attributes = {

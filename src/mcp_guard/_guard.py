@@ -10,6 +10,7 @@ one audit event. The steps live once, in generators that *yield* the I/O they ne
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ from mcp_guard._approval import (
     as_async_approver,
     coerce_decision,
 )
-from mcp_guard._audit import AuditSink, audit_sinks, emit, summarize_args
+from mcp_guard._audit import AuditSink, audit_sinks, emit, scrub, summarize_args
 from mcp_guard._decision import Decision, LimitCharge, round_up
 from mcp_guard._errors import ApprovalError, PolicyViolation, StoreError
 from mcp_guard._policy import Policy, load_policy
@@ -174,9 +175,10 @@ class Guard:
             raise ValueError(f"on_violation must be 'return' or 'raise', not {on_violation!r}")
         if fail_mode not in ("closed", "open"):
             raise ValueError(f"fail_mode must be 'closed' or 'open', not {fail_mode!r}")
-        if max_wait_s < 0 or approval_timeout_s <= 0:
+        if not max_wait_s >= 0 or not approval_timeout_s > 0:  # written so that NaN is refused too
             raise ValueError("max_wait_s must be >= 0 and approval_timeout_s > 0")
         self.policy: Policy = policy.policy if isinstance(policy, Guard) else load_policy(policy)
+        self._policy_hash: str | None = getattr(self.policy, "hash", None)
         self.store: Store | StoreProtocol = store_from_uri(store, clock=clock) if isinstance(store, str) else store
         self.approver: Approver | None = approver
         self._approver: AsyncApprover | None = as_async_approver(approver) if approver is not None else None
@@ -268,7 +270,7 @@ class Guard:
         self,
         tool: str,
         args: Mapping[str, Any] | None,
-        fn: Callable[..., Awaitable[Any]],
+        fn: Callable[..., Any],
         *,
         approval: Any = None,
         is_error: Callable[[Any], bool] | None = None,
@@ -290,9 +292,8 @@ class Guard:
         """Run ``fn(**args)`` under the policy; return its result, or the violation payload (or raise)."""
         return self._deliver(self.run(tool, args, fn, **kwargs))
 
-    async def ainvoke(
-        self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Awaitable[Any]], **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """:meth:`invoke` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
         return self._deliver(await self.arun(tool, args, fn, **kwargs))
 
     def close(self) -> None:
@@ -318,14 +319,26 @@ class Guard:
         return ToolCall(tool, {} if args is None else args, server, identity, session, annotations)
 
     def _evaluate(self, call: ToolCall) -> Decision:
-        return self.policy.evaluate(
-            call.tool,
-            call.args,
-            server=call.server,
-            identity=call.identity,
-            session=call.session,
-            annotations=call.annotations,
-        )
+        try:
+            return self.policy.evaluate(
+                call.tool,
+                call.args,
+                server=call.server,
+                identity=call.identity,
+                session=call.session,
+                annotations=call.annotations,
+            )
+        except Exception:
+            # Fail closed: a policy that cannot decide never lets a call through. The model is told the
+            # guard could not check the call; the traceback (which may quote arguments) goes to the log only.
+            log.exception("policy evaluation failed for %s; denying the call (fail closed)", call.tool)
+            return Decision.deny(
+                call.tool,
+                "guard_unavailable",
+                server=call.server,
+                reason="the policy could not be evaluated for this call",
+                policy=self._policy_hash,
+            )
 
     def _budget_steps(self, decision: Decision, op: _Check | _Reserve) -> _Steps[tuple[Decision, Verdict | None]]:
         """Check or reserve ``decision``'s limits; a refusal or a store failure becomes a denial."""
@@ -409,7 +422,7 @@ class Guard:
                 "approval_required",
                 reason=decision.reason or f"{call.tool} requires a human's approval and no approver is set",
             )
-        timeout = decision.approval_timeout_s or self.approval_timeout_s
+        timeout = decision.approval_timeout_s if decision.approval_timeout_s is not None else self.approval_timeout_s
         request = ApprovalRequest(
             tool=call.tool,
             args=dict(call.args),
@@ -433,20 +446,29 @@ class Guard:
             return None
         admission.finished = True
         decision = admission.decision
-        if outcome == "error" and admission.token is not None:
-            # A failed call gives its quota back, except the limits that count failures.
-            give_back = tuple(c for c in decision.limits if not c.count_failures)
+        if admission.token is not None and outcome in ("error", "denied"):
+            # A call that was not made ("denied" after admission: cancelled, refused downstream) gives all
+            # its quota back; a failed call gives back all but the limits that count failures.
+            give_back = (
+                decision.limits if outcome == "denied" else tuple(c for c in decision.limits if not c.count_failures)
+            )
             if give_back:
                 try:
                     yield _Release(give_back, admission.token)
                 except StoreError as exc:
                     log.error("could not give quota back for %s: %s", decision.tool, exc)
         if self.audit_sinks:
-            emit(self.audit_sinks, self._event(admission, outcome, error))
+            try:
+                event = self._event(admission, outcome, error)
+            except Exception:  # auditing must never break the call it records
+                log.exception("could not build the audit event for %s", decision.tool)
+            else:
+                emit(self.audit_sinks, event)
         return None
 
     def _event(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> dict[str, Any]:
         decision, call = admission.decision, admission.call
+        args = call.args if isinstance(call.args, Mapping) else {}
         event: dict[str, Any] = {
             "time": self.clock(),
             "tool": call.tool,
@@ -456,9 +478,9 @@ class Guard:
             "decision": decision.action,
             "code": decision.code,
             "rule": decision.rule,
-            "reason": decision.reason,
-            "policy": self.policy.hash,
-            "args": summarize_args(call.args, decision.redact) if isinstance(call.args, Mapping) else {},
+            "reason": scrub(decision.reason, args, decision.redact),
+            "policy": self._policy_hash,
+            "args": summarize_args(args, decision.redact),
             "outcome": outcome,
             "latency_ms": round((time.perf_counter() - admission.started) * 1000.0, 3),
         }
@@ -484,21 +506,23 @@ class Guard:
         )
 
     def _wait_kwargs(self) -> dict[str, Any]:
-        start = self.clock()
-
         def waitable(admission: Admission) -> bool:
             return admission.decision.code == "rate_limited" and admission.decision.retry_after_s is not None
 
         def wait(rs: RetryCallState) -> float:
-            return float(rs.outcome.result().decision.retry_after_s) if rs.outcome else 0.0
+            assert rs.outcome is not None  # tenacity computes a wait only after an attempt
+            retry_after = rs.outcome.result().decision.retry_after_s
+            return float(retry_after) if retry_after is not None else 0.0
 
         def stop(rs: RetryCallState) -> bool:
-            # Stop when the next wait would take the total past max_wait_s (no pointless sleeping).
-            retry_after = rs.outcome.result().decision.retry_after_s if rs.outcome else None
-            return retry_after is None or (self.clock() - start) + float(retry_after) > self.max_wait_s
+            # tenacity computes the wait before asking to stop: stop when sleeping it would take the total
+            # time slept past max_wait_s (counted from the sleeps themselves, so an injected sleep works).
+            return rs.idle_for + rs.upcoming_sleep > self.max_wait_s
 
         def give_last(rs: RetryCallState) -> Admission:
-            return rs.outcome.result()  # type: ignore[union-attr, no-any-return]
+            assert rs.outcome is not None
+            last: Admission = rs.outcome.result()
+            return last
 
         return {
             "retry": retry_if_result(waitable),
@@ -550,11 +574,16 @@ class Guard:
 
         return Retrying(sleep=self.sleep, **self.retry.tenacity_kwargs())(attempt)
 
-    async def _call_with_retry_async(self, fn: Callable[..., Awaitable[Any]], args: Mapping[str, Any]) -> Any:
+    async def _call_with_retry_async(self, fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
+        # ``fn`` is normally a coroutine function; a plain function is accepted too (its result is used
+        # as is), so adapters need not wrap sync tools.
         if self.retry is None:
-            return await fn(**args)
+            value = fn(**args)
+            return (await value) if inspect.isawaitable(value) else value
         try:
-            value = await fn(**args)
+            value = fn(**args)
+            if inspect.isawaitable(value):
+                value = await value
         except BaseException as exc:
             if not self.retry.is_transient(exc):
                 raise
@@ -565,7 +594,10 @@ class Guard:
             first = _First(value=value)
 
         async def attempt() -> Any:
-            return first.replay() if first.pending else await fn(**args)
+            if first.pending:
+                return first.replay()
+            result = fn(**args)
+            return (await result) if inspect.isawaitable(result) else result
 
         return await AsyncRetrying(sleep=self.asleep, **self.retry.tenacity_kwargs())(attempt)
 
@@ -580,15 +612,16 @@ class Guard:
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
+            if isinstance(op, _Ask):
+                value = self._ask_sync(op)  # turns every approver failure into an answer; never raises
+                continue
             try:
                 if isinstance(op, _Check):
                     value = self.store.check(op.charges)
                 elif isinstance(op, _Reserve):
                     value = self.store.reserve(op.charges)
-                elif isinstance(op, _Release):
-                    self.store.release(op.charges, op.token)
                 else:
-                    value = self._ask_sync(op)
+                    self.store.release(op.charges, op.token)
             except StoreError as exc:
                 error = exc
             except Exception as exc:  # a third-party store that raised something else still fails closed
@@ -604,15 +637,16 @@ class Guard:
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
+            if isinstance(op, _Ask):
+                value = await self._ask_async(op)
+                continue
             try:
                 if isinstance(op, _Check):
                     value = await self.store.acheck(op.charges)
                 elif isinstance(op, _Reserve):
                     value = await self.store.areserve(op.charges)
-                elif isinstance(op, _Release):
-                    await self.store.arelease(op.charges, op.token)
                 else:
-                    value = await self._ask_async(op)
+                    await self.store.arelease(op.charges, op.token)
             except StoreError as exc:
                 error = exc
             except Exception as exc:

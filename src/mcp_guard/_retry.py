@@ -17,8 +17,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     retry_if_result,
-    stop_after_attempt,
-    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -27,8 +25,22 @@ _RETRY_AFTER_TEXT = re.compile(r"retry[ _-]?after\D{0,12}?(\d+(?:\.\d+)?)", re.I
 
 
 def _status_of(exc: BaseException) -> int | None:
-    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
-    return status if isinstance(status, int) else None
+    # httpx/requests/openai put it on .status_code or .response.status_code; aiohttp on .status.
+    for status in (
+        getattr(exc, "status_code", None),
+        getattr(getattr(exc, "response", None), "status_code", None),
+        getattr(exc, "status", None),
+    ):
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status
+    return None
+
+
+def _retry_after_of(exc: BaseException | None) -> float | None:
+    raw = getattr(exc, "retry_after", None)
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw >= 0:
+        return float(raw)
+    return None
 
 
 def _text_of(value: Any) -> str:
@@ -43,7 +55,13 @@ def _text_of(value: Any) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How the guard retries a tool call that failed transiently. ``attempts`` counts the first call."""
+    """How the guard retries a tool call that failed transiently. ``attempts`` counts the first call.
+
+    Waits grow exponentially from ``initial_s`` (capped at ``max_s``) with up to ``jitter_s`` of random
+    jitter, or follow the failure's own retry-after when it is longer. Retrying stops after ``attempts``
+    calls, or before a wait that would take the total time slept past ``max_total_s``. All attempts run
+    under the one rate-limit reservation the call was admitted with.
+    """
 
     attempts: int = 3
     initial_s: float = 0.1
@@ -58,11 +76,13 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("RetryPolicy.attempts must be >= 1 (1 means no retry)")
+        if not (self.initial_s >= 0 and self.max_s >= 0 and self.jitter_s >= 0 and self.max_total_s >= 0):
+            raise ValueError("RetryPolicy times must be >= 0")
 
     def is_transient(self, exc: BaseException) -> bool:
         if isinstance(exc, self.retry_on):
             return True
-        if getattr(exc, "retry_after", None) is not None:
+        if _retry_after_of(exc) is not None:
             return True
         return _status_of(exc) == 429
 
@@ -83,15 +103,24 @@ class RetryPolicy:
             hinted: float | None = None
             if rs.outcome is not None:
                 if rs.outcome.failed:
-                    exc = rs.outcome.exception()
-                    raw = getattr(exc, "retry_after", None)
-                    hinted = float(raw) if isinstance(raw, (int, float)) else None
+                    hinted = _retry_after_of(rs.outcome.exception())
                 else:
                     hinted = self.result_retry_after(rs.outcome.result())
-            base = backoff(rs)
-            return min(max(base, hinted or 0.0), self.max_s)
+            # A server's retry-after is honoured, not cut short (retrying early only fails again); when it
+            # is longer than the time left, the stop below gives up instead.
+            return max(min(backoff(rs), self.max_s), hinted or 0.0)
 
         return wait
+
+    def _stop(self) -> Callable[[RetryCallState], bool]:
+        attempts, total = self.attempts, self.max_total_s
+
+        def stop(rs: RetryCallState) -> bool:
+            # tenacity computes the next wait before asking whether to stop; counting the time slept (not
+            # the wall clock) keeps the bound exact and lets tests inject a sleep that does not sleep.
+            return rs.attempt_number >= attempts or rs.idle_for + rs.upcoming_sleep > total
+
+        return stop
 
     def tenacity_kwargs(self) -> dict[str, Any]:
         """Arguments for ``Retrying``/``AsyncRetrying``: the last failure is re-raised (or its result returned)."""
@@ -99,7 +128,7 @@ class RetryPolicy:
             "retry": retry_if_exception(self.is_transient)
             | retry_if_result(lambda v: self.result_retry_after(v) is not None),
             "wait": self._wait(),
-            "stop": stop_after_attempt(self.attempts) | stop_after_delay(self.max_total_s),
+            "stop": self._stop(),
             "reraise": True,
             "retry_error_callback": _last_result,
         }
