@@ -1,1 +1,439 @@
-"""STUB - replaced by the Redis store."""
+"""The Redis store (``redis://host:port/db``, ``rediss://``, ``unix://``): exact sliding windows shared by every worker.
+
+One round trip per decision: a Lua script checks (and, to reserve, records) every limit of the call
+atomically on the server, so concurrent callers in any number of processes can never together exceed a
+limit, and a call under several limits is recorded by all of them or by none.
+
+Layout, per budget key (``LimitCharge.key``, already escaped so that ids cannot collide):
+
+- ``<prefix>:log:<key>``: a ZSET, one member per admitted call, score = admission time,
+  member = ``<token>:<cost>`` (the token is unique per call: a per-process id and a sequence number);
+- ``<prefix>:meta:<key>``: a HASH, ``w`` = the longest window seen for the key (entries older than it are
+  pruned) and ``s`` = the sum of the costs in the ZSET, so the common case (one window per key) sums in O(1).
+
+Both keys get a TTL of the key's longest window (plus one second), so idle keys expire on their own. The
+prefix is percent-escaped like the key's parts, so it holds no ``:`` and the layout parses one way only.
+
+Time: the admission times are read from the **client's** clock (``clock=``, default :func:`time.time`) and
+sent to the script as an argument, not from the server's ``TIME``. Tests can therefore move time, and
+processes on one machine share ``time.time``. Processes on several machines must keep their clocks in
+sync (NTP): a client whose clock runs ahead sees less of the budget as used, one that runs behind sees
+more. The TTLs are kept by the server's clock, with one second of slack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from mcp_guard._decision import LimitCharge
+from mcp_guard._errors import StoreError, require_extra
+from mcp_guard._stores._base import ADMIT, Clock, Store, Verdict
+from mcp_guard._stores.memory import Group, plan
+
+# KEYS: per budget, its ZSET then its HASH. ARGV: now, mode ("r" reserve, "c" check), token, then per budget
+# its cost and number of limits, then per limit its window and max.
+# Returns {1} when every limit admits (in reserve mode the entries are then recorded), otherwise
+# {0, <1-based index of the refusing limit with the longest wait, in ARGV order>, <wait in seconds>}.
+# Numbers go back to Redis through fmt(): Lua's own number-to-string keeps only 14 digits, which would
+# round an epoch timestamp to 0.1 ms and break exactness at the window's edge.
+_DECIDE = """
+local function fmt(x) return string.format('%.17g', x) end
+local function cost_of(m) return tonumber(string.match(m, ':([^:]*)$')) or 0 end
+
+local now = tonumber(ARGV[1])
+local pos, index = 4, 0
+local budgets = {}
+local worst_wait, worst_index = nil, nil
+for b = 1, #KEYS / 2 do
+  local z, h = KEYS[2 * b - 1], KEYS[2 * b]
+  local cost_text, n = ARGV[pos], tonumber(ARGV[pos + 1])
+  local cost = tonumber(cost_text)
+  pos = pos + 2
+  local meta = redis.call('HMGET', h, 'w', 's')
+  local wmax = tonumber(meta[1]) or 0
+  local held = tonumber(meta[2])
+  local has_meta = held ~= nil
+  local limits = {}
+  for j = 1, n do
+    local w, mx = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
+    pos = pos + 2
+    if w > wmax then wmax = w end
+    limits[j] = {w, mx}
+  end
+  if not has_meta then
+    -- no bookkeeping (a new key, or the hash was lost): count what the log holds
+    held = 0
+    for _, m in ipairs(redis.call('ZRANGE', z, 0, -1)) do held = held + cost_of(m) end
+  end
+  -- prune what no window on this key can still count, keeping the running sum exact
+  local cutoff = fmt(now - wmax)
+  local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+  if #old > 0 then
+    for _, m in ipairs(old) do held = held - cost_of(m) end
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+    if has_meta then redis.call('HSET', h, 's', fmt(held)) end
+  end
+  for j = 1, n do
+    index = index + 1
+    local w, mx = limits[j][1], limits[j][2]
+    local used = held
+    if w < wmax then
+      used = 0
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, '(' .. fmt(now - w), '+inf')) do
+        used = used + cost_of(m)
+      end
+    end
+    if used + cost > mx then
+      -- wait until the oldest entries in this window that free enough units have left it
+      local need = used + cost - mx
+      local entries = redis.call('ZRANGEBYSCORE', z, '(' .. fmt(now - w), '+inf', 'WITHSCORES')
+      local freed, wait = 0, w
+      for i = 1, #entries, 2 do
+        freed = freed + cost_of(entries[i])
+        if freed >= need then
+          wait = tonumber(entries[i + 1]) + w - now
+          break
+        end
+      end
+      if wait < 0 then wait = 0 end
+      if worst_wait == nil or wait > worst_wait then worst_wait, worst_index = wait, index end
+    end
+  end
+  budgets[b] = {z, h, cost, cost_text, wmax, held}
+end
+if worst_index ~= nil then return {0, worst_index, fmt(worst_wait)} end
+if ARGV[2] == 'r' then
+  for b = 1, #budgets do
+    local z, h, cost, cost_text, wmax, held = unpack(budgets[b])
+    if cost > 0 then redis.call('ZADD', z, ARGV[1], ARGV[3] .. ':' .. cost_text) end
+    redis.call('HSET', h, 'w', fmt(wmax), 's', fmt(held + cost))
+    local ttl = math.ceil(wmax * 1000) + 1000
+    redis.call('PEXPIRE', z, ttl)
+    redis.call('PEXPIRE', h, ttl)
+  end
+end
+return {1}
+"""
+
+# KEYS: per budget, its ZSET then its HASH. ARGV: token, its admission time (the members' score).
+# Removes exactly that token's entries; a second release finds nothing and changes nothing.
+_RELEASE = """
+local prefix = ARGV[1] .. ':'
+for b = 1, #KEYS / 2 do
+  local z, h = KEYS[2 * b - 1], KEYS[2 * b]
+  local removed = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, ARGV[2], ARGV[2])) do
+    if string.sub(m, 1, #prefix) == prefix then
+      redis.call('ZREM', z, m)
+      removed = removed + (tonumber(string.match(m, ':([^:]*)$')) or 0)
+    end
+  end
+  if removed > 0 and redis.call('HEXISTS', h, 's') == 1 then
+    redis.call('HINCRBYFLOAT', h, 's', string.format('%.17g', -removed))
+  end
+end
+return 1
+"""
+
+_DECIDE_SHA = hashlib.sha1(_DECIDE.encode()).hexdigest()
+_RELEASE_SHA = hashlib.sha1(_RELEASE.encode()).hexdigest()
+
+# Tokens must be unique across every process sharing the server: a random per-process id (renewed in a
+# forked child, which would otherwise repeat its parent's id and sequence) and a sequence number.
+_node = secrets.token_hex(6)
+
+
+def _renew_node() -> None:
+    global _node
+    _node = secrets.token_hex(6)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_node)
+
+_OPTIONS = ("prefix", "timeout", "max_connections", "pool_timeout")
+
+
+def _escape(part: str) -> str:
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+class RedisStore(Store):
+    """Exact sliding-window rate limits shared by every process that points at one Redis server.
+
+    ``RedisStore("redis://localhost:6379/0", prefix="mcpg", timeout=0.25)``, or through
+    ``store_from_uri("redis://localhost:6379/0?prefix=app&timeout=0.5")``. Options (keyword or URI query):
+
+    - ``prefix``: namespace of every key (default ``mcpg``);
+    - ``timeout``: socket connect and read timeout in seconds (default 0.25). Any Redis failure (refused,
+      timed out, server gone) raises :class:`~mcp_guard.StoreError` with the cause chained, within about
+      this bound: the client does not retry, so a down server costs one timeout, never a hang;
+    - ``max_connections``: connections per client (default 64); ``pool_timeout``: how long a call waits
+      for a free connection when all are busy (default 1 s) before it fails with ``StoreError``.
+
+    Other keywords go to redis-py's connection pool (``password``, ``ssl_ca_certs``...). The sync client
+    (``redis.Redis``) and the async one (``redis.asyncio.Redis``) are created on first use; the async one
+    belongs to the event loop it was first used in (a new loop gets a new client), so call
+    :meth:`aclose` from that loop when done. After a server restart, calls work again: the client
+    reconnects and the scripts are loaded again on ``NOSCRIPT``.
+
+    Not for Redis Cluster (one call's keys may live in several slots). Time comes from the client's
+    ``clock``; see the module docstring.
+    """
+
+    schemes = ("redis", "rediss", "unix")
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        prefix: str = "mcpg",
+        timeout: float = 0.25,
+        max_connections: int = 64,
+        pool_timeout: float = 1.0,
+        clock: Clock = time.time,
+        **pool_options: Any,
+    ) -> None:
+        super().__init__(clock=clock)
+        self._redis = require_extra("redis", "redis", "RedisStore")
+        for module in ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.retry"):
+            importlib.import_module(module)  # submodules the clients below are built from
+        if timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
+            raise ValueError("timeout and pool_timeout must be > 0 and max_connections >= 1")
+        self.url = url
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self._prefix = _escape(prefix)
+        self._pool_options: dict[str, Any] = {
+            "max_connections": int(max_connections),
+            "timeout": float(pool_timeout),
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "driver_info": None,  # no CLIENT SETINFO: one fewer round trip per new connection
+            **pool_options,
+        }
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._sync: Any = None
+        self._sync_pool: Any = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
+        split = urlsplit(url)
+        # Where, for error messages: never the password.
+        self._where = (
+            f"{split.scheme}://{split.hostname or ''}{':' + str(split.port) if split.port else ''}{split.path}"
+        )
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> RedisStore:
+        """Options in the query (``?prefix=app&timeout=0.5``) are ours; keywords override them."""
+        split = urlsplit(uri)
+        ours: dict[str, Any] = {}
+        rest: list[tuple[str, str]] = []
+        for name, value in parse_qsl(split.query, keep_blank_values=True):
+            if name in _OPTIONS:
+                ours[name] = value if name == "prefix" else float(value)
+            else:
+                rest.append((name, value))
+        if "max_connections" in ours:
+            ours["max_connections"] = int(ours["max_connections"])
+        url = urlunsplit(split._replace(query=urlencode(rest)))
+        return cls(url, **{**ours, **options})
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._where!r}, prefix={self.prefix!r})"
+
+    # -- the decisions, once: build the script's arguments, read its answer ---------------------------
+
+    def _decide_args(self, groups: list[Group], mode: str, token: str, now: str) -> tuple[list[str], list[Any]]:
+        keys: list[str] = []
+        argv: list[Any] = [now, mode, token]
+        p = self._prefix
+        for key, cost, limits in groups:
+            keys.append(f"{p}:log:{key}")
+            keys.append(f"{p}:meta:{key}")
+            argv.append(repr(cost))
+            argv.append(len(limits))
+            for c in limits:
+                argv.append(repr(float(c.window_s)))
+                argv.append(c.max)
+        return keys, argv
+
+    @staticmethod
+    def _verdict(reply: Any, groups: list[Group], token: str | None) -> Verdict:
+        if int(reply[0]) == 1:
+            return Verdict(ok=True, token=token)
+        flat = [c for _, _, limits in groups for c in limits]
+        return Verdict(ok=False, charge=flat[int(reply[1]) - 1], retry_after_s=float(reply[2]))
+
+    def _release_args(self, charges: Sequence[LimitCharge], token: str) -> tuple[list[str], list[Any]] | None:
+        if not charges or "@" not in token:
+            return None  # nothing to give back, or not a token of ours: nothing of it is stored
+        keys: list[str] = []
+        p = self._prefix
+        for key in dict.fromkeys(c.key for c in charges):
+            keys.append(f"{p}:log:{key}")
+            keys.append(f"{p}:meta:{key}")
+        return keys, [token, token.rsplit("@", 1)[1]]
+
+    def _prepare(self, charges: Sequence[LimitCharge], reserve: bool) -> tuple[list[Group], Verdict | None, Any]:
+        groups, refused = plan(charges)
+        if refused is not None:
+            return groups, refused, None
+        now = repr(float(self.clock()))
+        token = f"{_node}.{next(self._seq)}@{now}" if reserve else ""
+        return groups, None, (token, *self._decide_args(groups, "r" if reserve else "c", token, now))
+
+    def _fail(self, exc: BaseException) -> StoreError:
+        return StoreError(f"redis store {self._where} failed: {type(exc).__name__}: {exc}")
+
+    # -- sync -----------------------------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    r = self._redis
+                    retry = r.retry.Retry(r.backoff.NoBackoff(), 0)  # bounded: one attempt per call
+                    self._sync_pool = r.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options)
+                    self._sync = r.Redis(connection_pool=self._sync_pool)
+                client = self._sync
+        return client
+
+    def _eval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
+        errors = self._redis.exceptions
+        try:
+            client = self._client()
+            try:
+                return client.evalsha(sha, len(keys), *keys, *argv)
+            except errors.NoScriptError:  # first use on this server, or it restarted: EVAL caches it again
+                return client.eval(script, len(keys), *keys, *argv)
+        except (errors.RedisError, OSError) as exc:
+            raise self._fail(exc) from exc
+
+    def check(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return self._decide(charges, reserve=False)
+
+    def reserve(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return self._decide(charges, reserve=True)
+
+    def _decide(self, charges: Sequence[LimitCharge], *, reserve: bool) -> Verdict:
+        if not charges:
+            return ADMIT
+        groups, refused, call = self._prepare(charges, reserve)
+        if refused is not None:
+            return refused
+        token, keys, argv = call
+        reply = self._eval(_DECIDE, _DECIDE_SHA, keys, argv)
+        return self._verdict(reply, groups, token or None)
+
+    def release(self, charges: Sequence[LimitCharge], token: str) -> None:
+        args = self._release_args(charges, token)
+        if args is not None:
+            self._eval(_RELEASE, _RELEASE_SHA, *args)
+
+    # -- async ----------------------------------------------------------------------------------------
+
+    def _aclient(self) -> Any:
+        loop = asyncio.get_running_loop()
+        current = self._async
+        if current is not None and current[0] is loop:
+            return current[1]
+        if current is not None:
+            _abandon(current[0], current[2])
+        r = self._redis
+        retry = r.asyncio.retry.Retry(r.backoff.NoBackoff(), 0)
+        pool = r.asyncio.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options)
+        client = r.asyncio.Redis(connection_pool=pool)
+        self._async = (loop, client, pool)
+        return client
+
+    async def _aeval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
+        errors = self._redis.exceptions
+        try:
+            client = self._aclient()
+            try:
+                return await client.evalsha(sha, len(keys), *keys, *argv)
+            except errors.NoScriptError:
+                return await client.eval(script, len(keys), *keys, *argv)
+        except (errors.RedisError, OSError) as exc:
+            raise self._fail(exc) from exc
+
+    async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return await self._adecide(charges, reserve=False)
+
+    async def areserve(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return await self._adecide(charges, reserve=True)
+
+    async def _adecide(self, charges: Sequence[LimitCharge], *, reserve: bool) -> Verdict:
+        if not charges:
+            return ADMIT
+        groups, refused, call = self._prepare(charges, reserve)
+        if refused is not None:
+            return refused
+        token, keys, argv = call
+        reply = await self._aeval(_DECIDE, _DECIDE_SHA, keys, argv)
+        return self._verdict(reply, groups, token or None)
+
+    async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None:
+        args = self._release_args(charges, token)
+        if args is not None:
+            await self._aeval(_RELEASE, _RELEASE_SHA, *args)
+
+    # -- closing --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sync client's connections (the async client's need :meth:`aclose`). Safe to call twice."""
+        with self._lock:
+            pool, self._sync, self._sync_pool = self._sync_pool, None, None
+        if pool is not None:
+            pool.disconnect()
+
+    async def aclose(self) -> None:
+        """Close both clients. Call it from the event loop the async methods ran in."""
+        self.close()
+        current, self._async = self._async, None
+        if current is None:
+            return
+        loop, _client, pool = current
+        if loop is asyncio.get_running_loop():
+            await pool.disconnect()
+        else:
+            _abandon(loop, pool)
+
+
+def _abandon(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
+    """Drop an async pool whose event loop is no longer ours, closing its sockets without that loop."""
+    connections = list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ()))
+    for conn in connections:
+        writer = getattr(conn, "_writer", None)
+        if writer is None:
+            continue
+        transport = writer.transport
+        try:
+            if loop.is_closed():
+                # The loop cannot run the transport's close callbacks any more: close the socket directly
+                # (asyncio keeps it in ``_sock``) so nothing leaks and nothing warns at garbage collection.
+                sock = getattr(transport, "_sock", None)
+                if sock is not None:
+                    sock.close()
+                    transport._sock = None
+                transport._closing = True  # what the stream's __del__ asks before warning
+            else:
+                loop.call_soon_threadsafe(transport.close)
+        except Exception:  # best effort: a half-closed transport must not break the caller's new loop
+            pass
+        conn._writer = conn._reader = None
+
+
+__all__ = ["RedisStore"]
