@@ -1,26 +1,477 @@
-"""STUB - replaced by the policy model + evaluator. Interface is the contract."""
+"""The :class:`Policy`: a validated policy compiled for fast, pure evaluation (spec sections 3 and 4, steps 1-3).
+
+Everything that can be decided at load is decided at load: exact names go in a dict, globs are compiled,
+conditions become closures, JSON Schemas become fastjsonschema validators. The resolution of a
+(server, tool, risk class) to the rules that apply is memoised in a bounded dict, and a rule whose outcome
+cannot depend on the arguments or the caller returns a :class:`Decision` built once.
+
+``evaluate`` is pure: no I/O, no clock, no callbacks. The guard (:mod:`mcp_guard._guard`) does the rest.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
-from mcp_guard._decision import Decision
+from mcp_guard._conditions import MISSING, Check, Kind, compile_conditions
+from mcp_guard._decision import Action, Decision, LimitCharge, Scope
+from mcp_guard._errors import PolicyError
+from mcp_guard._matching import Pattern, parse_pattern, pointer
+from mcp_guard._model import (
+    WINDOWS,
+    AllTools,
+    Limit,
+    PolicyDocument,
+    Rule,
+    canonical_json,
+    compile_schema,
+    json_schema,
+    parse_json,
+    parse_yaml,
+    policy_error,
+    validate_document,
+)
+
+_STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
+_CACHE_MAX = 10_000  # resolutions memoised per policy; names are model-supplied, so the memo is bounded
+_CALLER_CACHE_MAX = 1_024  # per-rule decisions memoised per (identity, session)
+
+Args = Mapping[str, Any]
+
+
+def risk_class(annotations: Mapping[str, Any] | None) -> str | None:
+    """The risk class of a tool from its MCP annotations, with MCP's defaults; ``None`` without annotations.
+
+    ``readOnlyHint`` true -> ``read``; else ``destructiveHint`` (default true) -> ``destructive``; else
+    ``openWorldHint`` (default true) -> ``open_world``; else ``write``. A hint that is not a boolean counts as
+    its default (the stricter reading).
+    """
+    if not annotations or not isinstance(annotations, Mapping):
+        return None
+    if annotations.get("readOnlyHint") is True:
+        return "read"
+    if annotations.get("destructiveHint", True) is not False:
+        return "destructive"
+    if annotations.get("openWorldHint", True) is not False:
+        return "open_world"
+    return "write"
+
+
+def _args_getter(path: str) -> Callable[[Args], Any]:
+    segments = tuple(path[5:].split("."))
+
+    def get(args: Args) -> Any:
+        cur: Any = args
+        for seg in segments:
+            if isinstance(cur, Mapping):
+                cur = cur.get(seg, MISSING)
+            elif isinstance(cur, (list, tuple)) and seg.isdigit() and int(seg) < len(cur):
+                cur = cur[int(seg)]
+            else:
+                return MISSING
+            if cur is MISSING:
+                return MISSING
+        return cur
+
+    return get
+
+
+@dataclass(frozen=True, slots=True)
+class _LimitSpec:
+    counter: str
+    scope: Scope
+    window_s: float
+    max: int
+    cost: int
+    cost_path: str | None
+    rule: str
+    count_failures: bool
+    cost_get: Callable[[Args], Any] | None = None
+
+    @property
+    def per_caller(self) -> bool:
+        return self.scope in ("grant", "identity", "session")
+
+    def scope_id(self, tool: str, server: str | None, identity: str | None, session: str | None) -> str:
+        if self.scope in ("grant", "identity"):
+            return identity if identity is not None else "anonymous"
+        if self.scope == "session":
+            return session if session is not None else "anonymous"
+        if self.scope == "global":
+            return ""
+        return f"{server}/{tool}" if server is not None else tool
+
+    def charge(
+        self, tool: str, server: str | None, identity: str | None, session: str | None, cost: int | None = None
+    ) -> LimitCharge:
+        return LimitCharge(
+            counter=self.counter,
+            scope=self.scope,
+            scope_id=self.scope_id(tool, server, identity, session),
+            window_s=self.window_s,
+            max=self.max,
+            cost=self.cost if cost is None else cost,
+            rule=self.rule,
+            count_failures=self.count_failures,
+        )
+
+    def cost_of(self, args: Args) -> int | str:
+        """The cost for these arguments, or the reason it cannot be read."""
+        if self.cost_get is None:
+            return self.cost
+        value = self.cost_get(args)
+        if value is MISSING:
+            return f"{self.cost_path} is missing; it sets the cost of this call"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {value!r}"
+        if not math.isfinite(value) or value < 0:
+            return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {value!r}"
+        return math.ceil(value)
+
+
+@dataclass(slots=True)
+class _Rule:
+    """One compiled rule (tool pattern, class, all_tools or default)."""
+
+    pointer: str
+    action: Action
+    reason: str | None = None
+    schema: tuple[str, Callable[[Any], Any]] | None = None
+    require: tuple[tuple[str, Check], ...] = ()
+    deny_if: tuple[tuple[str, Check], ...] = ()
+    approve_if: tuple[tuple[str, Check], ...] = ()
+    limits: tuple[_LimitSpec, ...] = ()
+    redact: tuple[str, ...] = ()
+    approval_timeout_s: float | None = None
+    approval_description: str | None = None
+    pattern: Pattern | None = None
+    order: int = 0
+
+
+def _window_s(window: Any) -> float:
+    return WINDOWS[window] if isinstance(window, str) else float(window)
+
+
+def _parse_rate(text: str) -> tuple[int, float]:
+    count, _, unit = text.partition("/")
+    window = WINDOWS[unit] if unit in WINDOWS else float(unit.rstrip("s"))
+    return int(count), window
+
+
+def _compile_rule(
+    rule: Rule | AllTools, ptr: str, label: str, action: Action, reason: str | None, order: int = 0
+) -> _Rule:
+    redact = tuple(rule.redact)
+    redacted_keys = frozenset((p[5:] if p.startswith("args.") else p).split(".")[0] for p in redact)
+
+    def conds(block: Mapping[str, Mapping[str, Any]], kind: Kind) -> tuple[tuple[str, Check], ...]:
+        return compile_conditions(block, kind, f"{ptr}/{kind}", redacted_keys)
+
+    limits: list[_LimitSpec] = []
+    for i, lim in enumerate(rule.limits):
+        limits.append(_limit_spec(lim, f"{ptr}/limits/{i}", f"{label}:limits/{i}"))
+    if rule.rate_limit is not None:
+        count, window = _parse_rate(rule.rate_limit)
+        limits.append(_LimitSpec(f"{label}:rate_limit", "grant", window, count, 1, None, f"{ptr}/rate_limit", False))
+    schema = None
+    if rule.args_schema is not None:
+        schema = (f"{ptr}/args_schema", compile_schema(canonical_json(rule.args_schema)))
+    approval = rule.approval
+    return _Rule(
+        pointer=ptr,
+        action=action,
+        reason=reason,
+        schema=schema,
+        require=conds(rule.require, "require"),
+        deny_if=conds(rule.deny_if, "deny_if"),
+        approve_if=conds(rule.approve_if, "approve_if"),
+        limits=tuple(limits),
+        redact=redact,
+        approval_timeout_s=None if approval is None or approval.timeout_s is None else float(approval.timeout_s),
+        approval_description=None if approval is None else approval.description,
+        order=order,
+    )
+
+
+def _limit_spec(lim: Limit, ptr: str, default_counter: str) -> _LimitSpec:
+    cost_path = lim.cost if isinstance(lim.cost, str) else None
+    return _LimitSpec(
+        counter=lim.counter if lim.counter is not None else default_counter,
+        scope=lim.scope,
+        window_s=_window_s(lim.window),
+        max=lim.max,
+        cost=1 if cost_path else int(lim.cost),
+        cost_path=cost_path,
+        rule=ptr,
+        count_failures=lim.count_failures,
+        cost_get=_args_getter(cost_path) if cost_path else None,
+    )
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What applies to one (server, tool, risk class): a constant decision, or the checks to run."""
+
+    tool: str
+    server: str | None
+    kind: str  # "hidden" | "deny" | "run"
+    decision: Decision  # hidden / deny: the answer; run: the answer when every check passes
+    main: _Rule | None = None
+    rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
+    schemas: tuple[tuple[str, Callable[[Any], Any], _Rule], ...] = ()
+    require: tuple[tuple[str, Check, _Rule], ...] = ()
+    deny_if: tuple[tuple[str, Check, _Rule], ...] = ()
+    approve_if: tuple[tuple[str, Check, _Rule], ...] = ()
+    limits: tuple[_LimitSpec, ...] = ()
+    per_caller: bool = False  # limits depend on identity / session
+    per_args: bool = False  # a limit's cost is read from the arguments
+    constant: bool = False  # no checks, no per-call limits: ``decision`` is always the answer
+    by_caller: dict[tuple[str | None, str | None], Decision] = field(default_factory=dict)
 
 
 class Policy:
+    """A validated, compiled policy.
+
+    Build with :meth:`load` (a ``.json``, ``.yaml`` or ``.yml`` file), :meth:`from_dict`, :meth:`from_json`
+    or :meth:`from_yaml`; a policy that does not validate raises :class:`~mcp_guard.PolicyError` listing every
+    problem and is never half-loaded. :meth:`evaluate` is the pure decision for one call (steps 1-3 of the
+    spec, plus the limits the call would be charged); it does not count anything: use a
+    :class:`~mcp_guard.Guard` to enforce limits and ask for approvals.
+    """
+
     name: str | None
     description: str | None
     hash: str
+    default: Action
+
+    _DEFAULT_POINTER: ClassVar[str] = "/default"
+
+    def __init__(self, document: PolicyDocument, source_doc: Any, *, source: str | None = None) -> None:
+        """Prefer the ``load`` / ``from_*`` constructors; this takes an already validated document."""
+        try:
+            digest_input = canonical_json(source_doc)
+        except (TypeError, ValueError) as exc:
+            raise policy_error(
+                [{"path": "", "message": f"the policy holds a value that is not JSON ({exc})"}], source
+            ) from exc
+        import hashlib
+
+        self.hash = "sha256:" + hashlib.sha256(digest_input.encode("utf-8")).hexdigest()
+        self.document = document
+        self.name = document.name
+        self.description = document.description
+        self.default = document.default
+        self.source = source
+        self._compile(document)
+
+    # -- construction ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Policy:
+        """A policy from a parsed document (a mapping as ``json.load`` would give)."""
+        return cls(validate_document(data, source), data, source=source)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str | None = None) -> Policy:
+        """A policy from JSON text; duplicate keys are an error (``json`` would silently keep the last)."""
+        return cls.from_dict(parse_json(text, source), source=source)
+
+    @classmethod
+    def from_yaml(cls, text: str | bytes, *, source: str | None = None) -> Policy:
+        """A policy from YAML text (needs the ``yaml`` extra); duplicate keys are an error."""
+        return cls.from_dict(parse_yaml(text, source), source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Policy:
-        raise NotImplementedError
+        """A policy from a file: JSON for ``.json``, YAML for ``.yaml`` / ``.yml``."""
+        p = Path(path)
+        source = str(p)
+        suffix = p.suffix.lower()
+        if suffix not in (".json", ".yaml", ".yml"):
+            raise policy_error(
+                [{"path": "", "message": f"unknown policy file type {suffix or '(none)'!r}; use .json, .yaml or .yml"}],
+                source,
+            )
+        try:
+            text = p.read_bytes()
+        except OSError as exc:
+            raise policy_error(
+                [{"path": "", "message": f"cannot read the file: {exc.strerror or exc}"}], source
+            ) from exc
+        if suffix == ".json":
+            return cls.from_json(text, source=source)
+        return cls.from_yaml(text, source=source)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
-        raise NotImplementedError
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of a policy document."""
+        return json_schema()
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Policy{label} {self.hash[:19]}… default={self.default}>"
+
+    # -- compilation -------------------------------------------------------------------------------------
+
+    def _compile(self, doc: PolicyDocument) -> None:
+        self._exact: dict[str, list[_Rule]] = {}  # unqualified exact names
+        self._exact_q: dict[tuple[str, str], list[_Rule]] = {}  # (server, name)
+        self._globs: list[_Rule] = []  # unqualified globs
+        self._globs_q: dict[str, list[_Rule]] = {}  # server -> its globs
+        for order, (text, rule) in enumerate(doc.tools.items()):
+            pat = parse_pattern(text)
+            compiled = _compile_rule(rule, pointer("tools", text), text, rule.action, rule.reason, order)
+            compiled.pattern = pat
+            if pat.exact:
+                if pat.server is None:
+                    self._exact.setdefault(pat.name, []).append(compiled)
+                else:
+                    self._exact_q.setdefault((pat.server, pat.name), []).append(compiled)
+            elif pat.server is None:
+                self._globs.append(compiled)
+            else:
+                self._globs_q.setdefault(pat.server, []).append(compiled)
+        self._hide = tuple((i, parse_pattern(text)) for i, text in enumerate(doc.hide))
+        self._hide_exact: dict[str, int] = {}
+        for i, pat in self._hide:
+            if pat.exact and pat.server is None:
+                self._hide_exact.setdefault(pat.name, i)
+        self._classes = {
+            cls_name: _compile_rule(rule, pointer("classes", cls_name), f"classes.{cls_name}", rule.action, rule.reason)
+            for cls_name, rule in doc.classes.items()
+        }
+        self._all = (
+            _compile_rule(doc.all_tools, "/all_tools", "all_tools", "allow", None)
+            if doc.all_tools is not None
+            else None
+        )
+        self._default_rule = _Rule(pointer=self._DEFAULT_POINTER, action=doc.default)
+        self._cache: dict[tuple[str | None, str, str | None], _Plan] = {}
+
+    def _hidden_at(self, tool: str, server: str | None) -> int | None:
+        best: int | None = self._hide_exact.get(tool)
+        for i, pat in self._hide:
+            if best is not None and i >= best:
+                break
+            if pat.matches(tool, server):
+                return i
+        return best
+
+    def _matching(self, tool: str, server: str | None) -> list[_Rule]:
+        """The most specific matching tool rules (several when tied)."""
+        if server is not None:
+            found = self._exact_q.get((server, tool))
+            if found:
+                return found
+            best = self._best_globs(self._globs_q.get(server, ()), tool)
+            if best:
+                return best
+        found = self._exact.get(tool)
+        if found:
+            return found
+        return self._best_globs(self._globs, tool)
+
+    @staticmethod
+    def _best_globs(rules: Any, tool: str) -> list[_Rule]:
+        best: list[_Rule] = []
+        top = -1
+        for r in rules:
+            pat: Pattern = r.pattern
+            if pat.matches(tool, pat.server):
+                lit = pat.specificity[2]
+                if lit > top:
+                    top, best = lit, [r]
+                elif lit == top:
+                    best.append(r)
+        return best
+
+    def _resolve(self, tool: str, server: str | None, rc: str | None) -> _Plan:
+        common: dict[str, Any] = {"tool": tool, "server": server, "policy": self.hash, "risk_class": rc}
+        hidden = self._hidden_at(tool, server)
+        if hidden is not None:
+            d = Decision.deny(
+                code="hidden",
+                rule=f"/hide/{hidden}",
+                reason=f"{tool} is not available (hidden by the policy)",
+                **common,
+            )
+            return _Plan(tool, server, "hidden", d)
+        matched = self._matching(tool, server)
+        if matched:
+            matched = sorted(matched, key=lambda r: (-_STRICTNESS[r.action], r.order))
+        elif rc is not None and rc in self._classes:
+            matched = [self._classes[rc]]
+        else:
+            matched = [self._default_rule]
+        main = matched[0]
+        if main.action == "deny":
+            if main is self._default_rule:
+                d = Decision.deny(
+                    code="default_deny",
+                    rule=main.pointer,
+                    reason=f"no rule allows {tool} (default: deny)",
+                    **common,
+                )
+            else:
+                d = Decision.deny(
+                    code="denied",
+                    rule=main.pointer,
+                    reason=main.reason or f"{tool} is denied by the policy",
+                    **common,
+                )
+            return _Plan(tool, server, "deny", d)
+        rules = tuple(([self._all] if self._all is not None else []) + matched)
+        limits = tuple(spec for r in rules for spec in r.limits)
+        redact: list[str] = []
+        for r in rules:
+            redact.extend(p for p in r.redact if p not in redact)
+        base: dict[str, Any] = dict(common, rule=main.pointer, redact=tuple(redact))
+        if main.action == "require_approval":
+            base.update(
+                reason=main.reason or f"{tool} requires a human's approval under the policy",
+                approval_timeout_s=main.approval_timeout_s,
+                approval_description=main.approval_description,
+            )
+        per_args = any(s.cost_get is not None for s in limits)
+        decision = Decision(
+            main.action,
+            limits=() if per_args else tuple(s.charge(tool, server, None, None) for s in limits),
+            **base,
+        )
+        plan = _Plan(
+            tool,
+            server,
+            "run",
+            decision,
+            main=main,
+            rules=rules,
+            schemas=tuple((r.schema[0], r.schema[1], r) for r in rules if r.schema is not None),
+            require=tuple((p, c, r) for r in rules for p, c in r.require),
+            deny_if=tuple((p, c, r) for r in rules for p, c in r.deny_if),
+            approve_if=tuple((p, c, r) for r in rules for p, c in r.approve_if),
+            limits=limits,
+            per_caller=any(s.per_caller for s in limits),
+            per_args=per_args,
+        )
+        plan.constant = not (
+            plan.schemas or plan.require or plan.deny_if or plan.approve_if or plan.per_caller or plan.per_args
+        )
+        return plan
+
+    def _plan(self, tool: str, server: str | None, rc: str | None) -> _Plan:
+        key = (server, tool, rc)
+        plan = self._cache.get(key)
+        if plan is None:
+            plan = self._resolve(tool, server, rc)
+            if len(self._cache) < _CACHE_MAX:
+                self._cache[key] = plan
+        return plan
+
+    # -- evaluation ----------------------------------------------------------------------------------------
 
     def evaluate(
         self,
@@ -32,11 +483,130 @@ class Policy:
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
     ) -> Decision:
-        raise NotImplementedError
+        """The decision for one call: steps 1-3 of the spec, and the limits the call would be charged.
+
+        Pure: no I/O, no clock, no callbacks; the same inputs always give the same decision. It does not
+        check or count the limits (the :class:`~mcp_guard.Guard` does that with a store).
+        """
+        rc = risk_class(annotations) if annotations else None
+        plan = self._cache.get((server, tool, rc))
+        if plan is None:
+            plan = self._plan(tool, server, rc)
+        if plan.constant and (args is None or type(args) is dict):
+            return plan.decision
+        if plan.kind != "run":
+            return plan.decision
+        return self._run(plan, args, identity, session)
+
+    def _deny(self, plan: _Plan, code: Any, rule: str, reason: str, owner: _Rule | None) -> Decision:
+        if owner is not None and owner.reason:
+            reason = f"{owner.reason} ({reason})"
+        base = plan.decision
+        return Decision.deny(
+            plan.tool,
+            code,
+            server=plan.server,
+            rule=rule,
+            reason=reason,
+            policy=self.hash,
+            risk_class=base.risk_class,
+            redact=base.redact,
+        )
+
+    def _run(self, plan: _Plan, args: Any, identity: str | None, session: str | None) -> Decision:
+        tool, server = plan.tool, plan.server
+        if args is None:
+            args = {}
+        elif not isinstance(args, Mapping):
+            return self._deny(
+                plan,
+                "invalid_arguments",
+                plan.main.pointer if plan.main else self._DEFAULT_POINTER,
+                f"the arguments must be a JSON object (a mapping of name to value), got {type(args).__name__}",
+                None,
+            )
+        for ptr, validate, owner in plan.schemas:
+            try:
+                validate(args)
+            except Exception as exc:  # fastjsonschema's JsonSchemaValueException, or a value it cannot handle
+                return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc), owner)
+        for ptr, check, owner in plan.require:
+            why = check(args, identity, session, server, tool)
+            if why is not None:
+                return self._deny(plan, "requirement_failed", ptr, why, owner)
+        for ptr, check, owner in plan.deny_if:
+            why = check(args, identity, session, server, tool)
+            if why is not None:
+                return self._deny(plan, "denied", ptr, why, owner)
+        decision = plan.decision
+        main = plan.main or self._default_rule
+        if plan.per_args:
+            charges: list[LimitCharge] = []
+            for spec in plan.limits:
+                cost = spec.cost_of(args)
+                if isinstance(cost, str):
+                    return self._deny(plan, "invalid_arguments", f"{spec.rule}/cost", cost, None)
+                charges.append(spec.charge(tool, server, identity, session, cost))
+            decision = decision.replace(limits=tuple(charges))
+        elif plan.per_caller:
+            key = (identity, session)
+            cached = plan.by_caller.get(key)
+            if cached is None:
+                cached = decision.replace(
+                    limits=tuple(spec.charge(tool, server, identity, session) for spec in plan.limits)
+                )
+                if len(plan.by_caller) < _CALLER_CACHE_MAX:
+                    plan.by_caller[key] = cached
+            decision = cached
+        if decision.action == "allow":
+            for ptr, check, owner in plan.approve_if:
+                why = check(args, identity, session, server, tool)
+                if why is not None:
+                    return decision.replace(
+                        action="require_approval",
+                        rule=ptr,
+                        reason=why,
+                        approval_timeout_s=owner.approval_timeout_s or main.approval_timeout_s,
+                        approval_description=owner.approval_description or main.approval_description,
+                    )
+        return decision
 
     def exposes(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> bool:
-        raise NotImplementedError
+        """Whether the model should be shown ``tool``: False when it is hidden or denied outright.
+
+        A tool whose calls may still be refused by conditions, schemas or limits is exposed.
+        """
+        rc = risk_class(annotations) if annotations else None
+        return self._plan(tool, server, rc).kind == "run"
+
+
+def _schema_reason(exc: Exception) -> str:
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        return f"the arguments could not be checked against the schema: {exc}"
+    name = getattr(exc, "name", None)
+    if isinstance(name, str) and name.startswith("data"):
+        path = "args" + name[4:]
+        if message.startswith(name):
+            message = path + message[len(name) :]
+    return f"invalid arguments: {message}"
 
 
 def load_policy(source: Any) -> Policy:
-    raise NotImplementedError
+    """A :class:`Policy` from a Policy (as is), a mapping, a path (``str`` / ``PathLike``) or a Guard."""
+    if isinstance(source, Policy):
+        return source
+    if isinstance(source, Mapping):
+        return Policy.from_dict(source)
+    if isinstance(source, (str, os.PathLike)):
+        return Policy.load(source)
+    inner = getattr(source, "policy", None)
+    if isinstance(inner, Policy):
+        return inner
+    raise TypeError(
+        "expected a policy: a Policy, a Guard, a mapping (the parsed document), or a path to a .json / .yaml "
+        f"file; got {type(source).__name__}"
+    )
+
+
+__all__ = ["Policy", "PolicyError", "load_policy", "risk_class"]

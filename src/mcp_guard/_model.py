@@ -1,0 +1,576 @@
+"""The policy document (spec section 3) as pydantic v2 models, and the translation of every validation
+problem into one :class:`~mcp_guard.PolicyError` that names the field path, what was wrong and what is
+allowed.
+
+The models validate; they do not compile. :mod:`mcp_guard._policy` compiles a validated model into the
+structures the evaluator runs on. Reading files (JSON with duplicate-key detection, YAML through the
+``yaml`` extra) lives here too, so every way into a policy meets the same checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Annotated, Any, Union
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+
+from mcp_guard._conditions import OPERATORS, _type_name, validate_conditions
+from mcp_guard._errors import PolicyError, require_extra
+from mcp_guard._matching import check_pattern, pointer
+
+ACTIONS = ("allow", "deny", "require_approval")
+SCOPES = ("grant", "identity", "session", "global", "tool")
+RISK_CLASSES = ("read", "write", "destructive", "open_world")
+WINDOWS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+_WINDOW_HELP = "allowed: second, minute, hour, day, or a number of seconds > 0"
+_RATE_RE = re.compile(r"^(\d+)/(second|minute|hour|day|\d+(?:\.\d+)?s?)$")
+
+
+class _Problems(ValueError):
+    """Several problems inside one field (conditions, a JSON Schema), each at its own relative path."""
+
+    def __init__(self, problems: list[tuple[tuple[str, ...], str]]) -> None:
+        super().__init__("; ".join(m for _, m in problems))
+        self.problems = problems
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -- field validators ----------------------------------------------------------------------------------
+
+
+def _v_version(v: Any) -> str:
+    if v == "1" or (type(v) is int and v == 1):
+        return "1"
+    raise ValueError(f'unsupported version {v!r}; allowed: "1" (the integer 1 is accepted too)')
+
+
+def _enum(what: str, choices: tuple[str, ...]) -> Any:
+    def check(v: Any) -> Any:
+        if isinstance(v, str) and v in choices:
+            return v
+        shown = repr(v) if isinstance(v, str) else _type_name(v)
+        raise ValueError(f"{shown} is not {what}; allowed: {', '.join(choices)}")
+
+    return check
+
+
+def _v_window(v: Any) -> Any:
+    if isinstance(v, str):
+        if v in WINDOWS:
+            return v
+        raise ValueError(f"{v!r} is not a window; {_WINDOW_HELP}")
+    if _is_number(v) and v > 0:
+        return v
+    shown = repr(v) if _is_number(v) else _type_name(v)
+    raise ValueError(f"{shown} is not a window; {_WINDOW_HELP}")
+
+
+def _v_max(v: Any) -> Any:
+    if type(v) is int and v >= 0:
+        return v
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a valid max (a boolean); allowed: an integer >= 0")
+    if isinstance(v, int):
+        raise ValueError(f"{v} is not a valid max (negative); allowed: an integer >= 0")
+    shown = repr(v) if isinstance(v, float) else _type_name(v)
+    raise ValueError(f"{shown} is not a valid max (not an integer); allowed: an integer >= 0")
+
+
+def _v_cost(v: Any) -> Any:
+    if type(v) is int and v >= 0:
+        return v
+    if isinstance(v, str):
+        if v.startswith("args.") and all(v[5:].split(".")):
+            return v
+        raise ValueError(f"{v!r} is not a cost path; allowed: an integer >= 0 or an argument path like 'args.amount'")
+    shown = repr(v) if _is_number(v) else _type_name(v)
+    raise ValueError(f"{shown} is not a valid cost; allowed: an integer >= 0 or an argument path like 'args.amount'")
+
+
+def _v_counter(v: Any) -> Any:
+    if isinstance(v, str) and v:
+        return v
+    raise ValueError(f"a counter must be a non-empty string, got {_type_name(v) if v != '' else 'an empty string'}")
+
+
+def _v_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        return v
+    raise ValueError(f"expected true or false, got {_type_name(v)}")
+
+
+def _v_rate_limit(v: Any) -> Any:
+    if isinstance(v, str):
+        m = _RATE_RE.match(v)
+        if m and (m.group(2) in WINDOWS or float(m.group(2).rstrip("s")) > 0):
+            return v
+    shown = repr(v) if isinstance(v, str) else _type_name(v)
+    raise ValueError(
+        f"{shown} is not a rate limit; write '<max>/<window>' with window second, minute, hour, day or a "
+        "number of seconds > 0, e.g. '30/minute', '30/60s' or '30/60'"
+    )
+
+
+def _v_conditions(v: Any) -> Any:
+    problems = validate_conditions(v)
+    if problems:
+        raise _Problems(problems)
+    return v
+
+
+def _v_timeout(v: Any) -> Any:
+    if _is_number(v) and v > 0:
+        return v
+    shown = repr(v) if _is_number(v) else _type_name(v)
+    raise ValueError(f"{shown} is not a timeout; allowed: a number of seconds > 0")
+
+
+def _v_text(v: Any) -> Any:
+    if isinstance(v, str):
+        return v
+    raise ValueError(f"expected a string, got {_type_name(v)}")
+
+
+def _v_pattern(v: Any) -> Any:
+    why = check_pattern(v)
+    if why:
+        raise ValueError(why)
+    return v
+
+
+def _v_class(v: Any) -> Any:
+    if isinstance(v, str) and v in RISK_CLASSES:
+        return v
+    raise ValueError(f"{v!r} is not a risk class; allowed: {', '.join(RISK_CLASSES)}")
+
+
+def _v_redact_path(v: Any) -> Any:
+    if isinstance(v, str) and v and all(v.split(".")):
+        return v
+    raise ValueError(f"{v!r} is not an argument path; allowed: 'args.name' or 'name', dotted for nested values")
+
+
+def _remote_refs(schema: Any, where: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    # A remote $ref would make the validator fetch a URL; the evaluator must do no I/O.
+    found: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(schema, Mapping):
+        for k, v in schema.items():
+            if k == "$ref" and isinstance(v, str) and not v.startswith("#"):
+                found.append(((*where, "$ref"), f"only local references ('#/...') are allowed, got {v!r}"))
+            else:
+                found.extend(_remote_refs(v, (*where, str(k))))
+    elif isinstance(schema, list):
+        for i, v in enumerate(schema):
+            found.extend(_remote_refs(v, (*where, str(i))))
+    return found
+
+
+def _v_schema(v: Any) -> Any:
+    if not isinstance(v, (Mapping, bool)):
+        raise ValueError(f"args_schema must be a JSON Schema (an object or a boolean), got {_type_name(v)}")
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+    from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
+
+    try:
+        Draft202012Validator.check_schema(v)
+    except SchemaError as exc:
+        raise _Problems([(tuple(str(p) for p in exc.path), f"invalid JSON Schema: {exc.message}")]) from None
+    refs = _remote_refs(v)
+    if refs:
+        raise _Problems(refs)
+    try:
+        compile_schema(canonical_json(v))
+    except Exception as exc:  # fastjsonschema raises its own errors for schemas it cannot compile
+        raise ValueError(f"the JSON Schema cannot be compiled: {exc}") from None
+    return v
+
+
+@lru_cache(maxsize=4096)
+def compile_schema(schema_json: str) -> Any:
+    """A fastjsonschema validator for a schema given as canonical JSON; identical schemas compile once."""
+    import fastjsonschema
+
+    # use_default=False: validating must never write defaults into the caller's arguments.
+    return fastjsonschema.compile(json.loads(schema_json), use_default=False)
+
+
+def canonical_json(doc: Any) -> str:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+Version = Annotated[Any, BeforeValidator(_v_version), WithJsonSchema({"anyOf": [{"const": "1"}, {"const": 1}]})]
+ActionT = Annotated[Any, BeforeValidator(_enum("an action", ACTIONS)), WithJsonSchema({"enum": list(ACTIONS)})]
+ScopeT = Annotated[Any, BeforeValidator(_enum("a scope", SCOPES)), WithJsonSchema({"enum": list(SCOPES)})]
+WindowT = Annotated[
+    Any,
+    BeforeValidator(_v_window),
+    WithJsonSchema({"anyOf": [{"enum": list(WINDOWS)}, {"type": "number", "exclusiveMinimum": 0}]}),
+]
+MaxT = Annotated[Any, BeforeValidator(_v_max), WithJsonSchema({"type": "integer", "minimum": 0})]
+CostT = Annotated[
+    Any,
+    BeforeValidator(_v_cost),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^args\..+"}]}),
+]
+CounterT = Annotated[Any, BeforeValidator(_v_counter), WithJsonSchema({"type": "string", "minLength": 1})]
+BoolT = Annotated[Any, BeforeValidator(_v_bool), WithJsonSchema({"type": "boolean"})]
+RateT = Annotated[Any, BeforeValidator(_v_rate_limit), WithJsonSchema({"type": "string", "pattern": _RATE_RE.pattern})]
+TextT = Annotated[Any, BeforeValidator(_v_text), WithJsonSchema({"type": "string"})]
+TimeoutT = Annotated[Any, BeforeValidator(_v_timeout), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+PatternT = Annotated[str, BeforeValidator(_v_pattern)]
+ClassT = Annotated[str, BeforeValidator(_v_class)]
+RedactT = Annotated[str, BeforeValidator(_v_redact_path)]
+_COND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": r"^(args\..+|identity|session|server|tool)$"},
+    "additionalProperties": {
+        "type": "object",
+        "propertyNames": {"enum": list(OPERATORS)},
+        "minProperties": 1,
+    },
+}
+ConditionsT = Annotated[Any, BeforeValidator(_v_conditions), WithJsonSchema(_COND_SCHEMA)]
+SchemaT = Annotated[
+    Any,
+    BeforeValidator(_v_schema),
+    WithJsonSchema({"type": ["object", "boolean"], "description": "a JSON Schema for the arguments"}),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+
+class Limit(_Strict):
+    """One rate limit: ``max`` calls (or cost units) per sliding ``window``, per ``scope``."""
+
+    counter: CounterT = None
+    window: WindowT
+    max: MaxT
+    scope: ScopeT = "grant"
+    cost: CostT = 1
+    count_failures: BoolT = False
+
+
+class Approval(_Strict):
+    timeout_s: TimeoutT = None
+    description: TextT = None
+
+
+class _RuleBase(_Strict):
+    limits: list[Limit] = Field(default_factory=list)
+    rate_limit: RateT = None
+    require: ConditionsT = Field(default_factory=dict)
+    deny_if: ConditionsT = Field(default_factory=dict)
+    approve_if: ConditionsT = Field(default_factory=dict)
+    args_schema: SchemaT = None
+    approval: Approval | None = None
+    redact: list[RedactT] = Field(default_factory=list)
+    description: TextT = None
+
+
+class Rule(_RuleBase):
+    """A tool or class rule. ``{}`` allows, as in PolicyLayer."""
+
+    action: ActionT = "allow"
+    reason: TextT = Field(default=None, validation_alias=AliasChoices("reason", "on_deny"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_reason(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "reason" in data and "on_deny" in data:
+            raise ValueError("give either 'reason' or its alias 'on_deny', not both")
+        return data
+
+
+class AllTools(_RuleBase):
+    """Limits and conditions applied to every call, in addition to the rule that matched."""
+
+
+class PolicyDocument(_Strict):
+    version: Version
+    default: ActionT
+    tools: dict[PatternT, Rule] = Field(default_factory=dict)
+    hide: list[PatternT] = Field(default_factory=list)
+    all_tools: AllTools | None = None
+    classes: dict[ClassT, Rule] = Field(default_factory=dict)
+    name: TextT = None
+    description: TextT = None
+
+
+# -- error translation ---------------------------------------------------------------------------------
+
+_MISSING_HELP = {
+    "version": 'allowed: "1"',
+    "default": f"allowed: {', '.join(ACTIONS)}",
+    "window": _WINDOW_HELP,
+    "max": "allowed: an integer >= 0",
+}
+
+
+def _fields_of(model: type[BaseModel]) -> list[str]:
+    names: list[str] = [n for n in ("action", "reason") if n in model.model_fields]
+    for name, info in model.model_fields.items():
+        if name not in names:
+            names.append(name)
+        if isinstance(info.validation_alias, AliasChoices):
+            names.extend(str(c) for c in info.validation_alias.choices if c != name)
+    return names
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            inner = _unwrap(arg)
+            if inner is not type(None):
+                return inner
+    return annotation
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that holds the field at ``loc`` (so we can list its allowed fields)."""
+    current: Any = PolicyDocument
+    i = 0
+    while i < len(loc):
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            info = current.model_fields.get(str(loc[i]))
+            if info is None:
+                return None
+            current = _unwrap(info.annotation)
+            i += 1
+            continue
+        origin = typing.get_origin(current)
+        if origin in (dict, list):
+            current = _unwrap(typing.get_args(current)[-1])
+            i += 1
+            continue
+        return None
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        parent = _model_at(loc[:-1])
+        if parent is AllTools and name in ("action", "reason", "on_deny"):
+            return [
+                (
+                    loc,
+                    f"'all_tools' cannot carry {name!r}: its limits and conditions apply in addition to the rule "
+                    "that matched each call; put actions and reasons on tool rules, 'classes' or 'default'",
+                )
+            ]
+        allowed = ", ".join(_fields_of(parent)) if parent else "see `mcp-guard schema`"
+        return [(loc, f"unknown field {name!r}; allowed fields: {allowed}")]
+    if kind == "missing":
+        name = str(loc[-1])
+        extra = _MISSING_HELP.get(name)
+        return [(loc, f"required field {name!r} is missing" + (f"; {extra}" if extra else ""))]
+    if kind in ("value_error", "assertion_error"):
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, _Problems):
+            return [((*loc, *rel), msg) for rel, msg in error.problems]
+        return [(loc, str(error) if error is not None else str(err["msg"]))]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return [(loc, f"expected a mapping (JSON object), got {_type_name(value)}")]
+    if kind in ("list_type", "tuple_type"):
+        return [(loc, f"expected a list, got {_type_name(value)}")]
+    if kind == "string_type":
+        return [(loc, f"expected a string, got {_type_name(value)}")]
+    return [(loc, str(err["msg"]))]
+
+
+def translate(exc: ValidationError) -> list[dict[str, str]]:
+    """pydantic's errors as ``[{"path": JSON pointer, "message": ...}]``, without pydantic's URLs."""
+    out: list[dict[str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p != "[key]")
+        for where, msg in _message(err, loc):
+            out.append({"path": pointer(*where), "message": msg})
+    return out
+
+
+def policy_error(errors: list[dict[str, str]], source: str | None = None) -> PolicyError:
+    where = f" {source}" if source else ""
+    count = len(errors)
+    head = f"invalid policy{where}: {count} problem{'s' if count != 1 else ''}"
+    lines = [f"  {e['path'] or '/'}: {e['message']}" for e in errors]
+    return PolicyError("\n".join([head, *lines]), errors)
+
+
+def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
+    """Validate a parsed document, or raise :class:`PolicyError` listing every problem."""
+    if doc is None:
+        raise policy_error(
+            [{"path": "", "message": "the policy is empty; it needs at least 'version' and 'default'"}], source
+        )
+    if not isinstance(doc, Mapping):
+        raise policy_error(
+            [
+                {
+                    "path": "",
+                    "message": f"a policy must be a mapping (JSON object) at the top level, got {_type_name(doc)}",
+                }
+            ],
+            source,
+        )
+    try:
+        return PolicyDocument.model_validate(dict(doc))
+    except ValidationError as exc:
+        raise policy_error(translate(exc), source) from None
+
+
+# -- reading documents ---------------------------------------------------------------------------------
+
+
+class _Pairs(dict[str, Any]):
+    """A JSON object that remembers keys it saw more than once (``json`` would silently keep the last)."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs()
+    dups: list[str] = []
+    for k, v in pairs:
+        if k in obj:
+            dups.append(k)
+        obj[k] = v
+    if dups:
+        obj.duplicates = tuple(dups)
+    return obj
+
+
+def _find_duplicates(node: Any, where: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+    if isinstance(node, _Pairs):
+        for k in node.duplicates:
+            found.append(
+                {
+                    "path": pointer(*where, k),
+                    "message": f"duplicate key {k!r}: JSON would silently keep only the last one; write it once",
+                }
+            )
+        for k, v in node.items():
+            found.extend(_find_duplicates(v, (*where, k)))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found.extend(_find_duplicates(v, (*where, str(i))))
+    return found
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def parse_json(text: str | bytes, source: str | None = None) -> Any:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    if not text.strip():
+        raise policy_error(
+            [{"path": "", "message": "the policy is empty; it needs at least 'version' and 'default'"}], source
+        )
+    try:
+        doc = json.loads(text, object_pairs_hook=_pairs_hook)
+    except json.JSONDecodeError as exc:
+        raise policy_error(
+            [{"path": "", "message": f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"}], source
+        ) from exc
+    dups = _find_duplicates(doc)
+    if dups:
+        raise policy_error(dups, source)
+    return _plain(doc)
+
+
+@lru_cache(maxsize=1)
+def _yaml_loader() -> Any:
+    yaml = require_extra("yaml", "yaml", "YAML policies")
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+        """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                duplicate = False
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {key!r}: YAML would silently keep only the last one; write it once",
+                    key_node.start_mark,
+                )
+            if _hashable(key):
+                seen.add(key)
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
+    loader = _yaml_loader()
+    yaml = require_extra("yaml", "yaml", "YAML policies")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    if not text.strip():
+        raise policy_error(
+            [{"path": "", "message": "the policy is empty; it needs at least 'version' and 'default'"}], source
+        )
+    try:
+        return yaml.load(text, Loader=loader)  # the loader is a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise policy_error([{"path": "", "message": f"malformed YAML{at}: {problem}"}], source) from exc
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a policy document (for editors and ``mcp-guard schema``)."""
+    schema = PolicyDocument.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mcp-guard policy"
+    rule = schema.get("$defs", {}).get("Rule", {}).get("properties", {})
+    if "reason" in rule:
+        rule["on_deny"] = {**rule["reason"], "description": "alias of 'reason'"}
+    return schema
