@@ -1,0 +1,558 @@
+"""OpenAI Agents SDK adapter: a policy tool input guardrail, guarded function tools, guarded MCP servers.
+
+>>> from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_tools, policy_guardrail
+>>> server = guard_mcp_server(MCPServerStdio(params=..., name="exchange"), "policy.json")
+>>> agent = Agent(name="a", tools=guard_tools([get_quote], "policy.json"), mcp_servers=[server])
+
+How the SDK's hooks are used (this module holds no policy logic; it translates to :class:`~mcp_guard.Guard`):
+
+- **Tool input guardrail** (:func:`policy_guardrail`): runs right before a tool executes. It admits the call
+  (steps 1-6 of the evaluation order: decide, ask an inline approver, reserve rate-limit quota) or answers
+  the model with ``reject_content(<violation JSON>)`` (spec section 5), or raises when the guard was built
+  with ``on_violation="raise"`` (the SDK then raises ``ToolInputGuardrailTripwireTriggered``).
+- **Execution wrapper** (:func:`guard_tools`, :func:`guard_mcp_server`): the admitted call runs with the
+  arguments the guard admitted (an approver may have edited them); a failed call gives its quota back and
+  exactly one audit event is written when the call ends.
+- **Approvals**: with no inline ``approver``, tools whose rule can require approval get a ``needs_approval``
+  callable, so the run pauses with ``result.interruptions`` and resumes with ``state.approve()`` /
+  ``state.reject()`` (also after ``state.to_string()`` / ``RunState.from_string()``). No quota is consumed
+  before the human answers, and none for a rejected call.
+- **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
+  MCP servers; left out of the list for function tools).
+
+Identity and session come from the run context (``Runner.run(..., context=...)``): a ``user_id`` /
+``session_id`` key of a mapping or attribute of an object, unless ``identity=`` / ``session=`` is a string or
+a callable taking that context.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mcp_guard._decision import Decision
+from mcp_guard._errors import require_extra
+from mcp_guard._guard import Admission, Guard, PolicySource, ToolCall, as_guard
+
+_agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
+
+if TYPE_CHECKING:
+    from agents import FunctionTool, ToolGuardrailFunctionOutput, ToolInputGuardrail, ToolInputGuardrailData
+    from agents.mcp import MCPServer
+    from agents.mcp.util import ToolFilterContext
+
+log = logging.getLogger("mcp_guard.openai_agents")
+
+#: How identity / session are found: a fixed string, or a callable taking the run context object.
+WhoLookup = str | Callable[[Any], str | None] | None
+
+__all__ = ["guard_mcp_server", "guard_tools", "policy_guardrail", "unguard_mcp_server"]
+
+# Admitted calls waiting for the execution wrapper. The SDK runs a tool's input guardrails inline and then
+# starts the tool in a new asyncio task, which copies this context: the wrapper of *this* call, and no
+# other, sees the admission its guardrail made (parallel tool calls each run in their own task).
+_PENDING: contextvars.ContextVar[_Pending | None] = contextvars.ContextVar("mcp_guard_agents_pending", default=None)
+
+# needs_approval answers we gave, by call id, so the guardrail can tell the SDK's pre-approval pass
+# (RunConfig tool_execution pre_approval_tool_input_guardrails) from an execution. Bounded: answers whose
+# call never reaches a guardrail (the run was abandoned) must not pile up.
+_ASKED_MAX = 10_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    call_id: str
+    tool: str
+    admission: Admission
+    consumed: bool = False
+
+
+def _lookup(spec: WhoLookup, context: Any, key: str) -> str | None:
+    if isinstance(spec, str):
+        return spec
+    if spec is not None:
+        value = spec(context)
+        return None if value is None else str(value)
+    found = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
+    return None if found is None else str(found)
+
+
+def _annotations_of(tool: Any) -> dict[str, Any] | None:
+    """MCP ToolAnnotations (an MCP tool's ``.annotations`` or a FunctionTool's ``.mcp_annotations``) as a dict."""
+    raw = getattr(tool, "annotations", None)
+    if raw is None:
+        raw = getattr(tool, "mcp_annotations", None)
+    if raw is None:
+        return None
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    dump = getattr(raw, "model_dump", None)
+    if callable(dump):
+        dumped = dump(exclude_none=True)
+        return dumped if isinstance(dumped, dict) and dumped else None
+    return None
+
+
+def _parse_args(raw: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The model's argument text as an object, or ``None`` and why not."""
+    if raw is None or not raw.strip():
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return None, f"the arguments are not valid JSON ({exc.msg} at position {exc.pos})"
+    except (ValueError, RecursionError):  # e.g. nesting too deep for the parser
+        return None, "the arguments are not valid JSON"
+    if not isinstance(value, dict):
+        return None, f"the arguments must be a JSON object, not {type(value).__name__}"
+    return value, None
+
+
+class _Binding:
+    """One guard bound to one place (a server name, or none) and to the run context lookups."""
+
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        server: str | None,
+        identity: WhoLookup,
+        session: WhoLookup,
+        wrapped: bool,
+    ) -> None:
+        self.guard = guard
+        self.server = server
+        self.identity = identity
+        self.session = session
+        # True when an execution wrapper (guard_tools / guard_mcp_server) will run and finish the call.
+        self.wrapped = wrapped
+        self.annotations: dict[str, dict[str, Any] | None] = {}
+        self._asked: OrderedDict[str, bool] = OrderedDict()
+
+    # -- who is calling -------------------------------------------------------------------------------
+
+    def who(self, run_context: Any, tool: str) -> dict[str, Any]:
+        user_context = getattr(run_context, "context", None)
+        return {
+            "server": self.server,
+            "identity": _lookup(self.identity, user_context, "user_id"),
+            "session": _lookup(self.session, user_context, "session_id"),
+            "annotations": self.annotations.get(tool),
+        }
+
+    # -- approvals through the SDK ---------------------------------------------------------------------
+
+    def may_need_approval(self, tool: str, annotations: Mapping[str, Any] | None) -> bool:
+        """Whether a call of ``tool`` can be held for a human, for tools wired to the SDK's approval flow."""
+        return _may_need_approval(self.guard, tool, server=self.server, annotations=annotations)
+
+    def remember(self, call_id: str, asked: bool) -> None:
+        self._asked[call_id] = asked
+        while len(self._asked) > _ASKED_MAX:
+            self._asked.popitem(last=False)
+
+    # -- the guardrail ---------------------------------------------------------------------------------
+
+    async def guardrail(self, data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        ctx = data.context
+        tool, call_id = ctx.tool_name, ctx.tool_call_id
+        who = self.who(ctx, tool)
+        args, problem = _parse_args(ctx.tool_arguments)
+        if args is None:
+            decision = Decision.deny(
+                tool,
+                "invalid_arguments",
+                server=self.server,
+                reason=problem,
+                policy=self.guard.policy.hash,
+            )
+            return await self._refuse(Admission(ToolCall(tool, {}, **who), decision))
+
+        status = _approval_status(ctx, tool, call_id)
+        asked = self._asked.pop(call_id, None)
+        if status is None and asked is True and self.guard.approver is None:
+            # The SDK's pre-approval pass: the run is about to pause for a human. Check, reserve nothing.
+            checked = await self.guard.acheck(tool, args, **who)
+            if checked.denied:
+                return await self._refuse(Admission(ToolCall(tool, args, **who), checked))
+            return _out().allow(output_info={"mcp_guard": "awaiting approval"})
+
+        admission = await self.guard.aadmit(tool, args, approval=True if status else None, **who)
+        if not admission.admitted:
+            return await self._refuse(admission)
+        if self.wrapped:
+            _PENDING.set(_Pending(call_id, tool, admission))
+            return _out().allow(output_info={"mcp_guard": "admitted"})
+        # A bare guardrail cannot see the tool run: the call counts as made, and edited arguments cannot
+        # be applied, so an edit is refused rather than silently running the model's original arguments.
+        if admission.call.args != args:
+            await self.guard.afinish(admission, "error")  # gives the reserved quota back
+            refused = admission.decision.violation(
+                "approval_denied",
+                reason="the approver edited the arguments, which a bare policy_guardrail cannot apply; "
+                "use guard_tools or guard_mcp_server",
+            )
+            return self._verdict(refused)
+        await self.guard.afinish(admission, "admitted")
+        return _out().allow(output_info={"mcp_guard": "admitted"})
+
+    async def _refuse(self, admission: Admission) -> ToolGuardrailFunctionOutput:
+        await self.guard.afinish(admission, "denied")
+        return self._verdict(admission.decision)
+
+    def _verdict(self, decision: Decision) -> ToolGuardrailFunctionOutput:
+        if self.guard.on_violation == "raise":
+            return _out().raise_exception(output_info=decision.to_payload())
+        return _out().reject_content(decision.to_json(), output_info=decision.to_payload())
+
+    # -- running an admitted call ----------------------------------------------------------------------
+
+    def take_pending(self, tool: str, call_id: str | None = None) -> Admission | None:
+        pending = _PENDING.get()
+        if pending is None or pending.consumed or pending.tool != tool:
+            return None
+        if call_id is not None and pending.call_id != call_id:
+            return None
+        pending.consumed = True
+        return pending.admission
+
+
+def _out() -> type[ToolGuardrailFunctionOutput]:
+    output_cls: type[ToolGuardrailFunctionOutput] = _agents.ToolGuardrailFunctionOutput
+    return output_cls
+
+
+def _approval_status(ctx: Any, tool: str, call_id: str) -> bool | None:
+    """What a human said about this call through the SDK (``state.approve`` / ``state.reject``), if anything."""
+    is_approved = getattr(ctx, "is_tool_approved", None)
+    if not callable(is_approved):
+        return None
+    status = is_approved(tool, call_id)
+    return status if isinstance(status, bool) else None
+
+
+def _may_need_approval(guard: Guard, tool: str, *, server: str | None, annotations: Mapping[str, Any] | None) -> bool:
+    """Whether some call of ``tool`` can require approval under the policy (decides ``needs_approval`` wiring).
+
+    Wiring matters beyond cost: the SDK holds *every* call of a tool with a ``needs_approval`` callable whose
+    arguments are not a JSON object for a human, instead of letting the guardrail answer ``invalid_arguments``.
+    When the policy cannot say, assume yes (the callable still answers per call, with the call's arguments).
+    """
+    policy: Any = guard.policy
+    probe = getattr(policy, "may_require_approval", None)
+    if callable(probe):
+        return bool(probe(tool, server=server, annotations=annotations))
+    try:
+        # The compiled plan of the rules that apply to (server, tool, risk class).
+        from mcp_guard._policy import risk_class
+
+        plan = policy._plan(tool, server, risk_class(annotations) if annotations else None)
+        return bool(plan.kind == "run" and (plan.decision.action == "require_approval" or plan.approve_if))
+    except Exception:  # a Policy without this internal: fail towards asking a human
+        return True
+
+
+def _build_guard(policy_or_guard: PolicySource, approver: Any, guard_options: dict[str, Any]) -> Guard:
+    if approver is not None:
+        if isinstance(policy_or_guard, Guard):
+            raise TypeError("approver= is for a new Guard; pass Guard(..., approver=...) instead")
+        guard_options = {**guard_options, "approver": approver}
+    return as_guard(policy_or_guard, **guard_options)
+
+
+def _make_guardrail(binding: _Binding, name: str) -> ToolInputGuardrail[Any]:
+    guardrail: ToolInputGuardrail[Any] = _agents.ToolInputGuardrail(guardrail_function=binding.guardrail, name=name)
+    return guardrail
+
+
+# -- public API --------------------------------------------------------------------------------------------
+
+
+def policy_guardrail(
+    policy_or_guard: PolicySource,
+    *,
+    server: str | None = None,
+    approver: Any = None,
+    identity: WhoLookup = None,
+    session: WhoLookup = None,
+    **guard_options: Any,
+) -> ToolInputGuardrail[Any]:
+    """A tool input guardrail that enforces the policy on every call of the tools it is attached to.
+
+    ``function_tool(fn, tool_input_guardrails=[policy_guardrail(policy)])``. ``server`` makes
+    server-qualified rules (``github/create_issue``) apply. A violation is returned to the model as
+    ``reject_content`` with the JSON of spec section 5; ``on_violation="raise"`` raises instead.
+
+    When not to use it alone: a bare guardrail never sees the tool run, so a call that then fails keeps its
+    rate-limit quota, an approver's edited arguments cannot be applied (the call is refused), and a
+    ``require_approval`` rule with no ``approver`` is refused with ``approval_required`` instead of pausing
+    the run. :func:`guard_tools` and :func:`guard_mcp_server` do all three properly.
+    """
+    guard = _build_guard(policy_or_guard, approver, guard_options)
+    binding = _Binding(guard, server=server, identity=identity, session=session, wrapped=False)
+    return _make_guardrail(binding, "mcp_guard_policy")
+
+
+def guard_tools(
+    tools: Sequence[Any],
+    policy_or_guard: PolicySource,
+    *,
+    server: str | None = None,
+    approver: Any = None,
+    identity: WhoLookup = None,
+    session: WhoLookup = None,
+    **guard_options: Any,
+) -> list[Any]:
+    """Guarded copies of ``tools`` (the originals are untouched), without the tools the policy hides or denies.
+
+    Each ``FunctionTool`` gets the policy guardrail (after its own guardrails) and an execution wrapper
+    that runs the admitted arguments and gives quota back when the tool fails. With no ``approver``, tools
+    whose rule can require approval pause the run through the SDK (``needs_approval``). Tools of other
+    kinds (hosted tools, computer, shell) are returned unchanged: the SDK offers no input guardrail for them.
+    """
+    guard = _build_guard(policy_or_guard, approver, guard_options)
+    binding = _Binding(guard, server=server, identity=identity, session=session, wrapped=True)
+    guardrail = _make_guardrail(binding, "mcp_guard_policy")
+    guarded: list[Any] = []
+    for tool in tools:
+        if not isinstance(tool, _agents.FunctionTool):
+            guarded.append(tool)
+            continue
+        annotations = _annotations_of(tool)
+        binding.annotations[tool.name] = annotations
+        if not guard.policy.exposes(tool.name, server=server, annotations=annotations):
+            continue
+        guarded.append(_guard_function_tool(tool, binding, guardrail, annotations))
+    return guarded
+
+
+def _guard_function_tool(
+    tool: FunctionTool, binding: _Binding, guardrail: ToolInputGuardrail[Any], annotations: Mapping[str, Any] | None
+) -> FunctionTool:
+    original = tool.on_invoke_tool
+    guard = binding.guard
+
+    async def invoke(ctx: Any, input_json: str) -> Any:
+        admission = binding.take_pending(tool.name, getattr(ctx, "tool_call_id", None))
+        if admission is None:
+            # Reached without our guardrail (a guardrail before ours rejected nothing, yet ours did not run:
+            # e.g. someone called on_invoke_tool directly). Never run an unchecked call.
+            decision = Decision.deny(
+                tool.name,
+                "guard_unavailable",
+                server=binding.server,
+                reason="the call did not pass the policy guardrail",
+                policy=guard.policy.hash,
+            )
+            return decision.to_json()
+        args = admission.call.args
+        text = input_json if _same_args(input_json, args) else json.dumps(dict(args))
+        try:
+            result = await original(ctx, text)
+        except BaseException as exc:
+            await guard.afinish(admission, "error", error=exc)
+            raise
+        # The SDK turns a raising tool into an error message for the model and marks the context.
+        failed = bool(getattr(ctx, "_function_tool_default_failure_handled", False))
+        await guard.afinish(admission, "error" if failed else "ok")
+        return result
+
+    needs_approval: Any = tool.needs_approval
+    if guard.approver is None and needs_approval is not True and binding.may_need_approval(tool.name, annotations):
+        needs_approval = _compose_needs_approval(binding, tool.name, needs_approval)
+    return dataclasses.replace(
+        tool,
+        on_invoke_tool=invoke,
+        tool_input_guardrails=[*(tool.tool_input_guardrails or []), guardrail],
+        needs_approval=needs_approval,
+    )
+
+
+def _same_args(input_json: str, args: Mapping[str, Any]) -> bool:
+    parsed, _ = _parse_args(input_json)
+    return parsed == dict(args)
+
+
+def _compose_needs_approval(
+    binding: _Binding, tool: str, existing: Any
+) -> Callable[[Any, dict[str, Any], str], Awaitable[bool]]:
+    """Our per-call answer, or-ed with an approval setting the tool already had (never weakened)."""
+
+    async def needs_approval(run_context: Any, params: dict[str, Any], call_id: str) -> bool:
+        if callable(existing):
+            answer = existing(run_context, params, call_id)
+            if hasattr(answer, "__await__"):
+                answer = await answer
+            if answer:
+                binding.remember(call_id, True)
+                return True
+        decision = await binding.guard.acheck(tool, params, **binding.who(run_context, tool))
+        binding.remember(call_id, decision.needs_approval)
+        return decision.needs_approval
+
+    return needs_approval
+
+
+def guard_mcp_server(
+    server: MCPServer,
+    policy_or_guard: PolicySource,
+    *,
+    approver: Any = None,
+    identity: WhoLookup = None,
+    session: WhoLookup = None,
+    **guard_options: Any,
+) -> MCPServer:
+    """Put ``server`` (``MCPServerStdio``, ``MCPServerSse``, ``MCPServerStreamableHttp``, ...) under the policy.
+
+    Configures the server in place and returns it (so ``async with guard_mcp_server(server, policy)``
+    works): hidden and outright-denied tools are filtered from its tool list (composed with any
+    ``tool_filter`` it has), every call passes the guardrail bound to ``server.name`` (so
+    ``exchange/withdraw`` rules apply), admitted calls run with the admitted arguments and give their quota
+    back when the server reports an error, and tools whose rule requires approval pause the run through
+    the SDK (``result.interruptions``, ``state.approve()`` / ``state.reject()``) unless an inline
+    ``approver`` decides. A direct ``server.call_tool(...)`` outside an agent run goes through the whole
+    guard pipeline too.
+
+    Guarding a server again replaces the earlier guard (its filter, guardrail and wrappers are removed
+    first); :func:`unguard_mcp_server` removes it altogether.
+    """
+    unguard_mcp_server(server)
+    guard = _build_guard(policy_or_guard, approver, guard_options)
+    binding = _Binding(guard, server=server.name, identity=identity, session=session, wrapped=True)
+    guardrail = _make_guardrail(binding, f"mcp_guard_policy[{server.name}]")
+    target: Any = server
+    # What to put back on unguard: the attributes we replace, as they were (instance dict entries or absent).
+    saved = {name: target.__dict__.get(name, _ABSENT) for name in _REPLACED}
+    target.tool_input_guardrails = [*(server.tool_input_guardrails or []), guardrail]
+    _install_tool_filter(target, binding)
+    _install_needs_approval(target, binding)
+    _install_call_tool(target, binding)
+    target._mcp_guard = (binding, saved)
+    return server
+
+
+_ABSENT = object()
+_REPLACED = ("tool_input_guardrails", "tool_filter", "list_tools", "_get_needs_approval_for_tool", "call_tool")
+
+
+def unguard_mcp_server(server: MCPServer) -> MCPServer:
+    """Undo :func:`guard_mcp_server` on ``server`` (a no-op for a server that is not guarded); returns it."""
+    target: Any = server
+    state = target.__dict__.pop("_mcp_guard", None)
+    if state is None:
+        return server
+    _, saved = state
+    for name, value in saved.items():
+        if value is _ABSENT:
+            target.__dict__.pop(name, None)
+        else:
+            target.__dict__[name] = value
+    return server
+
+
+def _install_tool_filter(server: Any, binding: _Binding) -> None:
+    existing = getattr(server, "tool_filter", None)
+    if not hasattr(server, "tool_filter"):
+        # MCP server classes without a tool_filter (custom subclasses): filter their listing directly.
+        _install_list_filter(server, binding)
+        return
+
+    async def tool_filter(ctx: ToolFilterContext, tool: Any) -> bool:
+        annotations = _annotations_of(tool)
+        binding.annotations[tool.name] = annotations
+        if not binding.guard.policy.exposes(tool.name, server=binding.server, annotations=annotations):
+            return False
+        if existing is None:
+            return True
+        if isinstance(existing, Mapping):
+            allowed = existing.get("allowed_tool_names")
+            blocked = existing.get("blocked_tool_names")
+            return (allowed is None or tool.name in allowed) and (blocked is None or tool.name not in blocked)
+        answer = existing(ctx, tool)
+        if hasattr(answer, "__await__"):
+            answer = await answer
+        return bool(answer)
+
+    server.tool_filter = tool_filter
+
+
+def _install_list_filter(server: Any, binding: _Binding) -> None:
+    original = server.list_tools
+
+    async def list_tools(run_context: Any = None, agent: Any = None) -> list[Any]:
+        tools = await original(run_context, agent)
+        kept = []
+        for tool in tools:
+            annotations = _annotations_of(tool)
+            binding.annotations[tool.name] = annotations
+            if binding.guard.policy.exposes(tool.name, server=binding.server, annotations=annotations):
+                kept.append(tool)
+        return kept
+
+    server.list_tools = list_tools
+
+
+def _install_needs_approval(server: Any, binding: _Binding) -> None:
+    # The SDK builds each MCP tool's FunctionTool.needs_approval from the server's approval policy, whose
+    # callable form cannot see the call's arguments (approve_if needs them). Hook the per-tool factory on
+    # this instance instead; an approval the server itself already requires is kept.
+    original = server._get_needs_approval_for_tool
+
+    def get_needs_approval(tool: Any, agent: Any) -> Any:
+        existing = original(tool, agent)
+        if binding.guard.approver is not None or existing is True:
+            return existing
+        annotations = _annotations_of(tool)
+        binding.annotations[tool.name] = annotations
+        if not binding.may_need_approval(tool.name, annotations):
+            return existing
+        return _compose_needs_approval(binding, tool.name, existing if callable(existing) else None)
+
+    server._get_needs_approval_for_tool = get_needs_approval
+
+
+def _install_call_tool(server: Any, binding: _Binding) -> None:
+    original = server.call_tool
+    guard = binding.guard
+    types = require_extra("mcp.types", "openai-agents", "guard_mcp_server")
+
+    async def raw_call(tool_name: str, arguments: Mapping[str, Any], meta: dict[str, Any] | None) -> Any:
+        if meta is None:
+            return await original(tool_name, dict(arguments))
+        return await original(tool_name, dict(arguments), meta=meta)
+
+    async def call_tool(tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None) -> Any:
+        admission = binding.take_pending(tool_name)
+        if admission is None:
+            # Not admitted by our guardrail (a direct call): run the whole pipeline here.
+            result = await guard.arun(
+                tool_name,
+                arguments or {},
+                lambda **kw: raw_call(tool_name, kw, meta),
+                server=binding.server,
+                annotations=binding.annotations.get(tool_name),
+            )
+            if result.violation is None:
+                return result.value
+            if guard.on_violation == "raise":
+                from mcp_guard._errors import PolicyViolation
+
+                raise PolicyViolation(result.violation)
+            return types.CallToolResult(
+                isError=True, content=[types.TextContent(type="text", text=result.violation.to_json())]
+            )
+        try:
+            value = await raw_call(tool_name, admission.call.args, meta)
+        except BaseException as exc:
+            await guard.afinish(admission, "error", error=exc)
+            raise
+        await guard.afinish(admission, "error" if getattr(value, "isError", False) is True else "ok")
+        return value
+
+    server.call_tool = call_tool
