@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, NamedTuple, TypeVar, Union
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_result
 
@@ -43,9 +43,12 @@ PolicySource = Union[Policy, "Guard", Mapping[str, Any], str, "os.PathLike[str]"
 Outcome = Literal["ok", "error", "denied", "admitted"]
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One call as the guard sees it: tool name, arguments, and who is calling."""
+class ToolCall(NamedTuple):
+    """One call as the guard sees it: tool name, arguments, and who is calling. Immutable.
+
+    A named tuple rather than a frozen dataclass: it is built on every call, and a frozen dataclass costs
+    about 1 µs to build here, a fifth of the guard's whole budget on the allow path.
+    """
 
     tool: str
     args: Mapping[str, Any]
@@ -55,7 +58,19 @@ class ToolCall:
     annotations: Mapping[str, Any] | None = None
 
     def with_args(self, args: Mapping[str, Any]) -> ToolCall:
-        return ToolCall(self.tool, args, self.server, self.identity, self.session, self.annotations)
+        return self._replace(args=args)
+
+
+def _new_call(
+    tool: str,
+    args: Mapping[str, Any] | None,
+    server: str | None,
+    identity: str | None,
+    session: str | None,
+    annotations: Mapping[str, Any] | None,
+) -> ToolCall:
+    # tuple.__new__ skips the named tuple's generated __new__ (argument parsing), 3x faster on this path.
+    return tuple.__new__(ToolCall, (tool, {} if args is None else args, server, identity, session, annotations))
 
 
 @dataclass(slots=True)
@@ -200,43 +215,86 @@ class Guard:
 
     # -- public entry points ---------------------------------------------------------------------------
 
-    def check(self, tool: str, args: Mapping[str, Any] | None = None, **who: Any) -> Decision:
-        """Steps 1-4 without side effects: the decision, and whether budget remains (nothing reserved)."""
-        return self._drive(self._check_steps(self._call(tool, args, **who)))
+    def check(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        server: str | None = None,
+        identity: str | None = None,
+        session: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """Steps 1-4 without side effects: the decision, and whether budget remains (nothing reserved).
 
-    async def acheck(self, tool: str, args: Mapping[str, Any] | None = None, **who: Any) -> Decision:
-        return await self._adrive(self._check_steps(self._call(tool, args, **who)))
+        For a pre-flight look (e.g. before pausing for a human); it does not admit the call: a later
+        :meth:`admit` may still be refused if other callers take the budget meanwhile.
+        """
+        call = _new_call(tool, args, server, identity, session, annotations)
+        return self._drive(self._check_steps(call))
 
-    def admit(self, tool: str, args: Mapping[str, Any] | None = None, *, approval: Any = None, **who: Any) -> Admission:
+    async def acheck(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        server: str | None = None,
+        identity: str | None = None,
+        session: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """:meth:`check` for async callers (the store is asked without blocking the event loop)."""
+        call = _new_call(tool, args, server, identity, session, annotations)
+        return await self._adrive(self._check_steps(call))
+
+    def admit(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        approval: Any = None,
+        server: str | None = None,
+        identity: str | None = None,
+        session: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> Admission:
         """Steps 1-6: decide, ask for approval (unless ``approval`` is given), reserve. Nothing is called.
 
-        Always follow with :meth:`finish`. ``approval`` is an answer obtained elsewhere (a LangGraph resume
-        value, an Agents SDK approval): ``True``/``False``, an :class:`ApprovalDecision` or a resume dict.
+        Always follow with :meth:`finish`, or quota reserved for a call that is never made stays used
+        until its window passes. ``approval`` is an answer obtained elsewhere (a LangGraph resume value,
+        an Agents SDK approval): ``True``/``False``, an :class:`ApprovalDecision` or a resume dict.
         """
-        call = self._call(tool, args, **who)
-        state = _AttemptState(approval=self._coerce_given(approval))
-        admission = self._drive(self._admit_steps(call, state))
-        if self._should_wait(admission):
-            admission = self._wait_sync(call, state, admission)
-        return admission
+        call = _new_call(tool, args, server, identity, session, annotations)
+        return self._admit(call, approval, None)
 
     async def aadmit(
-        self, tool: str, args: Mapping[str, Any] | None = None, *, approval: Any = None, **who: Any
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        approval: Any = None,
+        server: str | None = None,
+        identity: str | None = None,
+        session: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> Admission:
-        call = self._call(tool, args, **who)
-        state = _AttemptState(approval=self._coerce_given(approval))
-        admission = await self._adrive(self._admit_steps(call, state))
-        if self._should_wait(admission):
-            admission = await self._wait_async(call, state, admission)
-        return admission
+        """:meth:`admit` for async callers; always follow with :meth:`afinish`."""
+        call = _new_call(tool, args, server, identity, session, annotations)
+        return await self._aadmit(call, approval, None)
 
     def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None:
-        """Step 7's bookkeeping and step 8: give quota back if the call failed, write the audit event."""
+        """Step 7's bookkeeping and step 8: give quota back where due, write the audit event. Idempotent.
+
+        ``outcome``: ``"ok"``; ``"error"`` (the tool failed: quota back unless the limit counts failures);
+        ``"denied"`` (refused, or admitted but never called: all quota back); ``"admitted"`` (the call was
+        handed on and its result is not known here: nothing given back).
+        """
         self._drive(self._finish_steps(admission, outcome, error))
 
     async def afinish(
         self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None
     ) -> None:
+        """:meth:`finish` for async callers."""
         await self._adrive(self._finish_steps(admission, outcome, error))
 
     def run(
@@ -247,14 +305,26 @@ class Guard:
         *,
         approval: Any = None,
         is_error: Callable[[Any], bool] | None = None,
-        **who: Any,
+        server: str | None = None,
+        identity: str | None = None,
+        session: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> GuardResult:
         """The whole pipeline around ``fn(**args)``, never raising a violation: see :class:`GuardResult`.
 
         The tool's own exceptions propagate (after quota is given back and the event is written).
-        ``is_error`` tells whether a returned value is a failed call (e.g. an MCP result with ``isError``).
+        ``is_error`` tells whether a returned value is a failed call (default: an MCP result with
+        ``isError`` or a LangChain ``ToolMessage`` with ``status="error"``).
         """
-        admission = self.admit(tool, args, approval=approval, **who)
+        call = _new_call(tool, args, server, identity, session, annotations)
+        decision: Decision | None = None
+        if approval is None and not self.audit_sinks:
+            decision = self._evaluate(call)
+            if decision.action == "allow" and not decision.limits:
+                # The common case pays for nothing else: no quota to reserve or give back, no event to write.
+                value = self._call_with_retry_sync(fn, call.args)
+                return GuardResult(value=value, admission=Admission(call, decision, finished=True))
+        admission = self._admit(call, approval, decision)
         if not admission.admitted:
             self.finish(admission, "denied")
             return GuardResult(violation=admission.decision, admission=admission)
@@ -274,9 +344,20 @@ class Guard:
         *,
         approval: Any = None,
         is_error: Callable[[Any], bool] | None = None,
-        **who: Any,
+        server: str | None = None,
+        identity: str | None = None,
+        session: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
     ) -> GuardResult:
-        admission = await self.aadmit(tool, args, approval=approval, **who)
+        """:meth:`run` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
+        call = _new_call(tool, args, server, identity, session, annotations)
+        decision: Decision | None = None
+        if approval is None and not self.audit_sinks:
+            decision = self._evaluate(call)
+            if decision.action == "allow" and not decision.limits:
+                value = await self._call_with_retry_async(fn, call.args)
+                return GuardResult(value=value, admission=Admission(call, decision, finished=True))
+        admission = await self._aadmit(call, approval, decision)
         if not admission.admitted:
             await self.afinish(admission, "denied")
             return GuardResult(violation=admission.decision, admission=admission)
@@ -289,7 +370,10 @@ class Guard:
         return GuardResult(value=value, admission=admission)
 
     def invoke(self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """Run ``fn(**args)`` under the policy; return its result, or the violation payload (or raise)."""
+        """Run ``fn(**args)`` under the policy; return its result, or the violation payload (or raise).
+
+        Takes the keyword arguments of :meth:`run`.
+        """
         return self._deliver(self.run(tool, args, fn, **kwargs))
 
     async def ainvoke(self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -306,17 +390,19 @@ class Guard:
 
     # -- the steps, once -------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        tool: str,
-        args: Mapping[str, Any] | None,
-        *,
-        server: str | None = None,
-        identity: str | None = None,
-        session: str | None = None,
-        annotations: Mapping[str, Any] | None = None,
-    ) -> ToolCall:
-        return ToolCall(tool, {} if args is None else args, server, identity, session, annotations)
+    def _admit(self, call: ToolCall, approval: Any, decision: Decision | None) -> Admission:
+        state = _AttemptState(approval=self._coerce_given(approval))
+        admission = self._drive(self._admit_steps(call, state, decision))
+        if self._should_wait(admission):
+            admission = self._wait_sync(call, state, admission)
+        return admission
+
+    async def _aadmit(self, call: ToolCall, approval: Any, decision: Decision | None) -> Admission:
+        state = _AttemptState(approval=self._coerce_given(approval))
+        admission = await self._adrive(self._admit_steps(call, state, decision))
+        if self._should_wait(admission):
+            admission = await self._wait_async(call, state, admission)
+        return admission
 
     def _evaluate(self, call: ToolCall) -> Decision:
         try:
@@ -376,9 +462,10 @@ class Guard:
         decision, _ = yield from self._budget_steps(decision, _Check(decision.limits))
         return decision
 
-    def _admit_steps(self, call: ToolCall, state: _AttemptState) -> _Steps[Admission]:
+    def _admit_steps(self, call: ToolCall, state: _AttemptState, decision: Decision | None = None) -> _Steps[Admission]:
         started = state.started
-        decision = self._evaluate(call)  # steps 1-3
+        if decision is None:
+            decision = self._evaluate(call)  # steps 1-3
         if decision.denied:
             return Admission(call, decision, started=started)
         if decision.needs_approval or state.approval is not None:
