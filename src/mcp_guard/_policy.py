@@ -10,6 +10,7 @@ cannot depend on the arguments or the caller returns a :class:`Decision` built o
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -262,6 +263,8 @@ class Policy:
 
         self.hash = "sha256:" + hashlib.sha256(digest_input.encode("utf-8")).hexdigest()
         self.document = document
+        # A private copy of the document as given, so later changes to the caller's dict change nothing.
+        self._raw: Any = json.loads(digest_input)
         self.name = document.name
         self.description = document.description
         self.default = document.default
@@ -305,6 +308,22 @@ class Policy:
         if suffix == ".json":
             return cls.from_json(text, source=source)
         return cls.from_yaml(text, source=source)
+
+    def rule_at(self, rule_pointer: str) -> Any:
+        """The part of the policy document a rule pointer names (``/tools/git_log``), or ``None``.
+
+        Check pointers (``/tools/x/deny_if/args.amount-gt``) are resolved to the deepest part that exists.
+        """
+        node = self._raw
+        for token in rule_pointer.split("/")[1:]:
+            key = token.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+                node = node[int(key)]
+            else:
+                break
+        return node
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
@@ -499,7 +518,10 @@ class Policy:
         return self._run(plan, args, identity, session)
 
     def _deny(self, plan: _Plan, code: Any, rule: str, reason: str, owner: _Rule | None) -> Decision:
-        if owner is not None and owner.reason:
+        # A rule's own reason is what the model sees when that rule denies; for an allow rule that is a
+        # failed check, so the check's detail follows in brackets. A require_approval rule's reason is
+        # about approval, not about this refusal, so it is not repeated here.
+        if owner is not None and owner.reason and owner.action == "allow":
             reason = f"{owner.reason} ({reason})"
         base = plan.decision
         return Decision.deny(
