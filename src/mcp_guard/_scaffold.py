@@ -3,10 +3,14 @@
 The starter policy follows the tools' MCP annotations, read with MCP's own defaults (a tool that says nothing
 is assumed to write, destructively, to an open world):
 
-* ``readOnlyHint: true``                 -> allowed
-* writes with ``destructiveHint: false``  -> allowed, rate-limited (30 calls a minute per identity)
-* everything else (destructive, or silent) -> require a human's approval
-* anything not named (a tool added later) -> ``default: deny``, with ``classes`` that treat it by its annotations
+* ``readOnlyHint: true`` (class ``read``)                    -> allowed
+* ``destructiveHint: false`` (class ``write`` or ``open_world``) -> allowed, rate-limited (30 a minute per identity)
+* everything else (``destructive``, or no annotations at all)   -> a human approves each call
+* a tool not named (added to the server later) -> ``classes`` treat it the same way by its annotations, and
+  ``default: deny`` refuses it when it has none
+
+The classification is the evaluator's own (:func:`mcp_guard._policy.risk_class`), so the rules written here
+and the ``classes`` applied at run time agree.
 
 Every rule carries a ``description`` saying why, so the file reads as a checklist to review. Annotations are
 hints from the server: do not ship the starter policy without reading it; a server that lies about
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_guard._errors import MissingExtraError
+from mcp_guard._policy import risk_class as _policy_risk_class
 
 # The rate limit written for write tools: generous enough not to get in a human's way, tight enough to stop a
 # model that loops. One counter per tool, so one noisy tool cannot starve the others.
@@ -52,15 +57,12 @@ class ServerInfo:
 
 
 def risk_class(annotations: Mapping[str, Any]) -> str:
-    """``read``, ``write`` or ``destructive``, from MCP annotations with the MCP spec's defaults.
+    """``read``, ``write``, ``open_world`` or ``destructive``: the policy's own classification (so the rules
+    written here and the ``classes`` the evaluator applies agree), with MCP's defaults for missing hints.
 
     ``readOnlyHint`` defaults to false and ``destructiveHint`` to true, so an unannotated tool is destructive.
     """
-    if annotations.get("readOnlyHint") is True:
-        return "read"
-    if annotations.get("destructiveHint") is False:
-        return "write"
-    return "destructive"
+    return _policy_risk_class(annotations) or "destructive"
 
 
 def _why(annotations: Mapping[str, Any]) -> str:
@@ -74,11 +76,10 @@ _HINT_KEYS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHin
 def _rule_for(tool: ToolInfo) -> dict[str, Any]:
     kind = risk_class(tool.annotations)
     why = _why(tool.annotations)
-    open_world = tool.annotations.get("openWorldHint", True) is not False and kind != "read"
-    reach = " It may reach outside systems (openWorldHint)." if open_world else ""
     if kind == "read":
         return {"description": f"Read-only ({why}): allowed."}
-    if kind == "write":
+    if kind in ("write", "open_world"):
+        reach = " It may reach systems outside the server (openWorldHint)." if kind == "open_world" else ""
         return {
             "description": f"Writes without destroying ({why}): allowed, at most {WRITE_LIMIT_MAX} calls a "
             f"{WRITE_LIMIT_WINDOW} per identity so a looping model stops.{reach}",
@@ -93,7 +94,7 @@ def _rule_for(tool: ToolInfo) -> dict[str, Any]:
         }
     return {
         "action": "require_approval",
-        "description": f"May destroy or change things for good ({why}): a human approves each call.{reach}",
+        "description": f"May destroy or change things for good ({why}): a human approves each call.",
         "approval": {
             "timeout_s": APPROVAL_TIMEOUT_S,
             "description": f"{tool.name}: {_first_line(tool.description) or 'a destructive tool'}",
@@ -108,7 +109,7 @@ def _first_line(text: str | None) -> str:
 def starter_policy(server: ServerInfo) -> dict[str, Any]:
     """The starter policy for ``server``'s tools, as a dict ready for ``json.dumps`` (pure: no I/O)."""
     label = server.name or "the MCP server"
-    counts = {"read": 0, "write": 0, "destructive": 0}
+    counts = {"read": 0, "write": 0, "open_world": 0, "destructive": 0}
     tools: dict[str, Any] = {}
     for tool in server.tools:
         counts[risk_class(tool.annotations)] += 1
@@ -118,7 +119,8 @@ def starter_policy(server: ServerInfo) -> dict[str, Any]:
         "name": f"{server.name or 'mcp-server'}-starter",
         "description": (
             f"Starter policy written by `mcp-guard init` for {label}: {counts['read']} read, "
-            f"{counts['write']} write and {counts['destructive']} destructive tools, classified by their MCP "
+            f"{counts['write'] + counts['open_world']} write and {counts['destructive']} destructive tools, "
+            "classified by their MCP "
             "annotations. Annotations are the server's own claims: review every rule before relying on it."
         ),
         "default": "deny",
@@ -127,6 +129,18 @@ def starter_policy(server: ServerInfo) -> dict[str, Any]:
             "read": {"description": "A read-only tool not named above (e.g. added to the server later): allowed."},
             "write": {
                 "description": "A non-destructive write tool not named above: allowed, rate-limited.",
+                "limits": [
+                    {
+                        "counter": "unlisted_writes_rate",
+                        "window": WRITE_LIMIT_WINDOW,
+                        "max": WRITE_LIMIT_MAX,
+                        "scope": "identity",
+                    }
+                ],
+            },
+            "open_world": {
+                "description": "A non-destructive tool not named above that reaches outside the server: allowed, "
+                "rate-limited.",
                 "limits": [
                     {
                         "counter": "unlisted_writes_rate",

@@ -1,0 +1,124 @@
+"""``mcp-guard init``: against two real MCP servers over stdio, and the policy it writes must validate and mean
+what its descriptions say (reads allowed, writes rate-limited, destructive tools held for a human)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mcp_guard import Policy
+from mcp_guard._scaffold import ServerInfo, ToolInfo, read_server, risk_class, starter_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ROOT / "examples" / "servers"
+CLI = [sys.executable, "-c", "import sys; from mcp_guard._cli import main; sys.exit(main())"]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
+
+
+@pytest.fixture(scope="module")
+def exchange_policy_text() -> str:
+    run = cli("init", "--", sys.executable, str(SERVERS / "exchange_server.py"))
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_init_exchange_to_stdout_validates(exchange_policy_text: str, tmp_path: Path) -> None:
+    data = json.loads(exchange_policy_text)
+    assert data["default"] == "deny"
+    assert set(data["tools"]) == {
+        "get_balance",
+        "get_open_orders",
+        "get_ticker",
+        "create_listen_key",
+        "keepalive_listen_key",
+        "place_order",
+        "cancel_order",
+        "withdraw",
+        "delete_api_key",
+    }
+    assert all(rule["description"] for rule in data["tools"].values())
+    path = tmp_path / "starter.json"
+    path.write_text(exchange_policy_text)
+    check = cli("validate", str(path))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_init_exchange_policy_means_what_it_says(exchange_policy_text: str) -> None:
+    policy = Policy.from_dict(json.loads(exchange_policy_text))
+    read = policy.evaluate("get_balance", {}, server="exchange")
+    assert read.action == "allow"
+    assert read.limits == ()
+    write = policy.evaluate("place_order", {"symbol": "BTCUSD", "side": "buy", "amount": 5}, identity="alice")
+    assert write.action == "allow"
+    assert [(c.max, c.window_s, c.scope) for c in write.limits] == [(30, 60.0, "identity")]
+    assert policy.evaluate("withdraw", {"asset": "USD", "amount": 1, "address": "x"}).action == "require_approval"
+    assert policy.evaluate("delete_api_key", {"api_key_id": "k"}).action == "require_approval"
+    unknown = policy.evaluate("transfer_everything", {})
+    assert (unknown.action, unknown.code) == ("deny", "default_deny")
+
+
+def test_init_notes_server_to_yaml_file_validates(tmp_path: Path) -> None:
+    out = tmp_path / "notes.yaml"
+    run = cli("init", "--output", str(out), "--", sys.executable, str(SERVERS / "notes_server.py"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == ""  # the policy went to the file, not stdout
+    assert "5 tools" in run.stderr
+    data: dict[str, Any] = yaml.safe_load(out.read_text())
+    rules = data["tools"]
+    assert "action" not in rules["list_notes"]
+    assert rules["add_note"]["limits"][0]["counter"] == "add_note_rate"
+    assert rules["delete_note"]["action"] == "require_approval"
+    # search_web has no annotations at all: MCP's defaults make it destructive, so a human approves it.
+    assert rules["search_web"]["action"] == "require_approval"
+    assert "no annotations" in rules["search_web"]["description"]
+    check = cli("validate", str(out))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+async def test_read_server_lists_tools_with_annotations() -> None:
+    server = await read_server([sys.executable, str(SERVERS / "notes_server.py")])
+    assert server.name == "notes"
+    by_name = {t.name: t for t in server.tools}
+    assert by_name["read_note"].annotations == {"readOnlyHint": True}
+    assert by_name["search_web"].annotations == {}
+    assert by_name["delete_note"].description == "Delete a note for good."
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        ({"readOnlyHint": True}, "read"),
+        ({"readOnlyHint": True, "destructiveHint": True}, "read"),  # destructiveHint only counts for writes
+        ({"readOnlyHint": False, "destructiveHint": False, "openWorldHint": False}, "write"),
+        ({"destructiveHint": False}, "open_world"),  # MCP's default openWorldHint is true
+        ({"readOnlyHint": False}, "destructive"),  # MCP's default destructiveHint is true
+        ({}, "destructive"),
+        ({"openWorldHint": False, "idempotentHint": True}, "destructive"),
+    ],
+)
+def test_risk_class_follows_mcp_defaults(annotations: dict[str, Any], expected: str) -> None:
+    assert risk_class(annotations) == expected
+
+
+def test_starter_policy_is_deterministic_and_loads() -> None:
+    server = ServerInfo("svc", (ToolInfo("a", "A.", {"readOnlyHint": True}), ToolInfo("b", None, {})))
+    first, second = starter_policy(server), starter_policy(server)
+    assert first == second
+    assert Policy.from_dict(first).evaluate("b", {}).action == "require_approval"
+
+
+def test_init_without_command_or_with_a_dead_server_exits_2() -> None:
+    assert cli("init").returncode == 2
+    missing = cli("init", "--timeout", "10", "--", "definitely-not-a-command-mcp-guard")
+    assert missing.returncode == 2
+    assert "could not read tools" in missing.stderr
+    assert missing.stdout == ""
