@@ -1,0 +1,80 @@
+"""Shared pieces of the Agents SDK tests: a scripted run against a guarded server, and reading what the model got.
+
+Offline: ``agents.testing.ScriptedModel`` plays the model, tracing is off, and the MCP server is the real
+counter server (``tests/servers/counter_server.py``) over stdio.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from agents import Agent, RunConfig, Runner
+from agents.result import RunResult
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+
+class Clock:
+    """A clock the test moves by hand (stores and guards take ``clock=``): no sleeping for windows."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def call(tool: str, args: dict[str, Any] | str, call_id: str) -> Any:
+    """One scripted function call (``args`` may be raw text, to script malformed JSON)."""
+    return function_call(tool, args, call_id=call_id)
+
+
+def script(*turns: Sequence[Any] | Any, final: str = "done") -> ScriptedModel:
+    """A model that makes each turn's calls, then answers ``final``."""
+    steps: list[Any] = [list(t) if isinstance(t, (list, tuple)) else [t] for t in turns]
+    steps.append([assistant_message(final)])
+    return ScriptedModel(steps)
+
+
+async def run(
+    model: ScriptedModel,
+    *,
+    mcp_servers: Sequence[Any] = (),
+    tools: Sequence[Any] = (),
+    context: Any = None,
+    run_config: RunConfig | None = None,
+) -> tuple[Agent[Any], RunResult]:
+    agent: Agent[Any] = Agent(name="trader", model=model, mcp_servers=list(mcp_servers), tools=list(tools))
+    result = await Runner.run(agent, "go", context=context, run_config=run_config)
+    return agent, result
+
+
+def tool_outputs(model: ScriptedModel, call_index: int = -1) -> dict[str, str]:
+    """What the model received as tool results in one of its calls, by call id (text)."""
+    outputs: dict[str, str] = {}
+    for item in model.calls[call_index].input:
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            output = item["output"]
+            if isinstance(output, list):  # MCP content parts
+                output = "".join(part.get("text", "") for part in output)
+            outputs[item["call_id"]] = output
+    return outputs
+
+
+def violation(text: str) -> dict[str, Any] | None:
+    """The policy violation payload in a tool result, or None when the result is not one."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(payload, dict) and payload.get("error") == "policy_violation":
+        return payload
+    return None
+
+
+def tools_sent(model: ScriptedModel, call_index: int = 0) -> list[str]:
+    return [t.name for t in model.calls[call_index].tools]
