@@ -39,7 +39,6 @@ CASES_POLICY: dict[str, Any] = {
         "place_*": {
             "require": {"args.side": {"in": ["buy", "sell"]}},
             "deny_if": {"args.amount": {"gt": 1000}},
-            "reason": "orders above 1000 are not allowed",
             "rate_limit": "100/minute",
         },
         # server-qualified beats unqualified: withdraw is only possible through the exchange server, with a human
