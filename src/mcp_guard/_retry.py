@@ -8,6 +8,7 @@ whose failures may have taken effect: pass ``retry=False`` to the guard for thos
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     retry_if_result,
-    wait_exponential_jitter,
 )
 
 _RATE_TEXT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
@@ -97,9 +97,14 @@ class RetryPolicy:
         return float(match.group(1)) if match else 0.0
 
     def _wait(self) -> Callable[[RetryCallState], float]:
-        backoff = wait_exponential_jitter(initial=self.initial_s, max=self.max_s, jitter=self.jitter_s)
+        initial, cap, jitter = self.initial_s, self.max_s, self.jitter_s
 
         def wait(rs: RetryCallState) -> float:
+            # Exponential from initial_s with up to jitter_s of random jitter, capped at max_s (tenacity's
+            # wait_exponential_jitter, written out: its ``initial`` argument is deprecated in tenacity 9.2
+            # and its replacement does not exist in the 8.x we support).
+            exponent = min(rs.attempt_number - 1, 64)  # no float overflow for absurd attempt counts
+            backoff = min(initial * 2.0**exponent + random.uniform(0.0, jitter), cap)
             hinted: float | None = None
             if rs.outcome is not None:
                 if rs.outcome.failed:
@@ -108,7 +113,7 @@ class RetryPolicy:
                     hinted = self.result_retry_after(rs.outcome.result())
             # A server's retry-after is honoured, not cut short (retrying early only fails again); when it
             # is longer than the time left, the stop below gives up instead.
-            return max(min(backoff(rs), self.max_s), hinted or 0.0)
+            return max(backoff, hinted or 0.0)
 
         return wait
 
