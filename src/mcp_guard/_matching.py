@@ -8,6 +8,8 @@ or a Cyrillic look-alike. Globs are compiled to regular expressions once, at loa
 from __future__ import annotations
 
 import fnmatch
+import functools
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,14 +73,12 @@ class Pattern:
     name: str
     exact: bool
     specificity: tuple[int, int, int]
-    _match: Callable[[str], object]
+    _match: Callable[[str], bool]
 
     def matches(self, tool: str, server: str | None) -> bool:
         if self.server is not None and self.server != server:
             return False
-        if self.exact:
-            return tool == self.name
-        return self._match(tool) is not None
+        return self._match(tool)
 
 
 def check_pattern(text: str) -> str | None:
@@ -105,6 +105,8 @@ def parse_pattern(text: str) -> Pattern:
     server, name = (server_part, name_part) if sep else (None, text)
     qualified = 1 if server is not None else 0
     if is_glob(name):
-        regex = re.compile(fnmatch.translate(name))
-        return Pattern(text, server, name, False, (qualified, 0, _literal_count(name)), regex.match)
-    return Pattern(text, server, name, True, (qualified, 1, len(name)), re.compile(re.escape(name) + r"\Z").match)
+        regex_match = re.compile(fnmatch.translate(name)).match
+        return Pattern(
+            text, server, name, False, (qualified, 0, _literal_count(name)), lambda t: regex_match(t) is not None
+        )
+    return Pattern(text, server, name, True, (qualified, 1, len(name)), functools.partial(operator.eq, name))

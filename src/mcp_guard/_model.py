@@ -186,21 +186,35 @@ def _remote_refs(schema: Any, where: tuple[str, ...] = ()) -> list[tuple[tuple[s
 def _v_schema(v: Any) -> Any:
     if not isinstance(v, (Mapping, bool)):
         raise ValueError(f"args_schema must be a JSON Schema (an object or a boolean), got {_type_name(v)}")
+    try:
+        text = canonical_json(v)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"args_schema must be JSON: {exc}") from None
+    problems = _schema_problems(text)
+    if problems:
+        raise _Problems(list(problems))
+    return v
+
+
+@lru_cache(maxsize=4096)
+def _schema_problems(schema_json: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+    # Checked once per distinct schema: a policy with 10,000 copies of one schema pays for one check.
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 
+    schema = json.loads(schema_json)
     try:
-        Draft202012Validator.check_schema(v)
+        Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
-        raise _Problems([(tuple(str(p) for p in exc.path), f"invalid JSON Schema: {exc.message}")]) from None
-    refs = _remote_refs(v)
+        return (((*(str(p) for p in exc.path),), f"invalid JSON Schema: {exc.message}"),)
+    refs = _remote_refs(schema)
     if refs:
-        raise _Problems(refs)
+        return tuple(refs)
     try:
-        compile_schema(canonical_json(v))
+        compile_schema(schema_json)
     except Exception as exc:  # fastjsonschema raises its own errors for schemas it cannot compile
-        raise ValueError(f"the JSON Schema cannot be compiled: {exc}") from None
-    return v
+        return (((), f"the JSON Schema cannot be compiled: {exc}"),)
+    return ()
 
 
 @lru_cache(maxsize=4096)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcp_guard._conditions import MISSING, Check, Kind, compile_conditions
-from mcp_guard._decision import Action, Decision, LimitCharge, Scope
+from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import Pattern, parse_pattern, pointer
 from mcp_guard._model import (
@@ -224,13 +224,13 @@ class _Plan:
     main: _Rule | None = None
     rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
     schemas: tuple[tuple[str, Callable[[Any], Any], _Rule], ...] = ()
-    require: tuple[tuple[str, Check, _Rule], ...] = ()
-    deny_if: tuple[tuple[str, Check, _Rule], ...] = ()
+    checks: tuple[tuple[str, Check, _Rule, Code], ...] = ()  # require, then deny_if
     approve_if: tuple[tuple[str, Check, _Rule], ...] = ()
     limits: tuple[_LimitSpec, ...] = ()
     per_caller: bool = False  # limits depend on identity / session
     per_args: bool = False  # a limit's cost is read from the arguments
     constant: bool = False  # no checks, no per-call limits: ``decision`` is always the answer
+    checks_only: bool = False  # only require / deny_if checks; when they pass, ``decision`` is the answer
     by_caller: dict[tuple[str | None, str | None], Decision] = field(default_factory=dict)
 
 
@@ -469,16 +469,16 @@ class Policy:
             main=main,
             rules=rules,
             schemas=tuple((r.schema[0], r.schema[1], r) for r in rules if r.schema is not None),
-            require=tuple((p, c, r) for r in rules for p, c in r.require),
-            deny_if=tuple((p, c, r) for r in rules for p, c in r.deny_if),
+            checks=tuple((p, c, r, "requirement_failed") for r in rules for p, c in r.require)
+            + tuple((p, c, r, "denied") for r in rules for p, c in r.deny_if),
             approve_if=tuple((p, c, r) for r in rules for p, c in r.approve_if),
             limits=limits,
             per_caller=any(s.per_caller for s in limits),
             per_args=per_args,
         )
-        plan.constant = not (
-            plan.schemas or plan.require or plan.deny_if or plan.approve_if or plan.per_caller or plan.per_args
-        )
+        per_call = bool(plan.schemas or plan.approve_if or plan.per_caller or plan.per_args)
+        plan.constant = not (per_call or plan.checks)
+        plan.checks_only = not per_call
         return plan
 
     def _plan(self, tool: str, server: str | None, rc: str | None) -> _Plan:
@@ -515,6 +515,13 @@ class Policy:
             return plan.decision
         if plan.kind != "run":
             return plan.decision
+        if plan.checks_only and type(args) is dict:
+            # The common shape (require / deny_if on an allow rule): run the checks inline, no other work.
+            for ptr, check, owner, code in plan.checks:
+                why = check(args, identity, session, server, tool)
+                if why is not None:
+                    return self._deny(plan, code, ptr, why, owner)
+            return plan.decision
         return self._run(plan, args, identity, session)
 
     def _deny(self, plan: _Plan, code: Any, rule: str, reason: str, owner: _Rule | None) -> Decision:
@@ -539,7 +546,7 @@ class Policy:
         tool, server = plan.tool, plan.server
         if args is None:
             args = {}
-        elif not isinstance(args, Mapping):
+        elif type(args) is not dict and not isinstance(args, Mapping):
             return self._deny(
                 plan,
                 "invalid_arguments",
@@ -552,14 +559,10 @@ class Policy:
                 validate(args)
             except Exception as exc:  # fastjsonschema's JsonSchemaValueException, or a value it cannot handle
                 return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc), owner)
-        for ptr, check, owner in plan.require:
+        for ptr, check, owner, code in plan.checks:
             why = check(args, identity, session, server, tool)
             if why is not None:
-                return self._deny(plan, "requirement_failed", ptr, why, owner)
-        for ptr, check, owner in plan.deny_if:
-            why = check(args, identity, session, server, tool)
-            if why is not None:
-                return self._deny(plan, "denied", ptr, why, owner)
+                return self._deny(plan, code, ptr, why, owner)
         decision = plan.decision
         main = plan.main or self._default_rule
         if plan.per_args:

@@ -1,0 +1,114 @@
+"""Per-decision cost of ``Policy.evaluate`` (the pure evaluator), by policy size and rule kind.
+
+Run: ``.venv/bin/python benchmarks/decision.py`` (``--quick`` for fewer batches).
+
+Each case times batches of calls with ``time.perf_counter_ns`` and reports the median and p99 of the
+per-call time over the batches, then the ratio of the 10,000-rule policy to the 10-rule one. Targets
+(issue 2): median <= 0.5 µs for an exact-name allow with no conditions, <= 1.5 µs with one ``deny_if``
+numeric condition, and no more than 1.2x slower at 10,000 rules than at 10.
+
+Not a timed test: figures depend on the machine; the script prints them and checks nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mcp_guard import Policy
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"amount": {"type": "number", "minimum": 0}, "memo": {"type": "string", "maxLength": 64}},
+    "required": ["amount"],
+    "additionalProperties": False,
+}
+
+
+def make_policy(n: int, kind: str) -> tuple[Policy, str, dict[str, Any]]:
+    """A policy of ``n`` tool rules of one kind, the tool to call (in the middle) and its arguments."""
+    mid = n // 2
+    rule: dict[str, Any] = {}
+    args: dict[str, Any] = {"amount": 5}
+    if kind == "deny_if":
+        rule = {"deny_if": {"args.amount": {"gt": 1000}}}
+    elif kind == "args_schema":
+        rule = {"args_schema": SCHEMA}
+    elif kind == "identity_limit":
+        rule = {"limits": [{"counter": "c", "window": "minute", "max": 30, "scope": "grant"}]}
+    if kind == "glob":
+        tools = {f"ns{i}_*": dict(rule) for i in range(n)}
+        tool = f"ns{mid}_read"
+    else:
+        tools = {f"tool_{i}": dict(rule) for i in range(n)}
+        tool = f"tool_{mid}"
+    policy = Policy.from_dict({"version": "1", "default": "deny", "tools": tools})
+    return policy, tool, args
+
+
+def measure(call: Callable[[], object], batches: int, per_batch: int) -> tuple[float, float]:
+    """(median, p99) in µs per call, over ``batches`` batches of ``per_batch`` calls."""
+    for _ in range(per_batch):  # warm the memo and the caches
+        call()
+    samples: list[float] = []
+    gc.disable()
+    try:
+        for _ in range(batches):
+            start = time.perf_counter_ns()
+            for _ in range(per_batch):
+                call()
+            samples.append((time.perf_counter_ns() - start) / per_batch / 1000.0)
+    finally:
+        gc.enable()
+    samples.sort()
+    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer batches (a rough figure in a few seconds)")
+    opts = parser.parse_args()
+    batches, per_batch = (50, 500) if opts.quick else (300, 1000)
+    sizes = (10, 1_000, 10_000)
+    kinds = {
+        "exact allow": ("exact", {}),
+        "glob allow": ("glob", {}),
+        "deny_if numeric": ("deny_if", {}),
+        "args_schema": ("args_schema", {}),
+        "grant-scoped limit": ("identity_limit", {"identity": "alice"}),
+    }
+    print(f"Policy.evaluate, µs per decision (median / p99 over {batches} batches of {per_batch} calls)\n")
+    header = f"{'case':<22}" + "".join(f"{f'{n:,} rules':>22}" for n in sizes) + f"{'10k / 10':>10}"
+    print(header)
+    print("-" * len(header))
+    for label, (kind, extra) in kinds.items():
+        medians: list[float] = []
+        cells: list[str] = []
+        for n in sizes:
+            t0 = time.perf_counter()
+            policy, tool, args = make_policy(n, kind)
+            load_s = time.perf_counter() - t0
+            evaluate = policy.evaluate
+            decision = evaluate(tool, args, **extra)
+            if decision.action != "allow":
+                raise SystemExit(f"benchmark policy is wrong: {label} at {n} rules gave {decision}")
+            med, p99 = measure(lambda e=evaluate, t=tool, a=args, x=extra: e(t, a, **x), batches, per_batch)
+            medians.append(med)
+            cells.append(f"{med:6.3f} / {p99:6.3f} ({load_s:4.1f}s)")
+        ratio = medians[-1] / medians[0]
+        print(f"{label:<22}" + "".join(f"{c:>22}" for c in cells) + f"{ratio:>9.2f}x")
+    print("\n(load time of the policy in brackets)")
+    # The deny path builds a new Decision per call: show what a firing condition costs.
+    policy, tool, _ = make_policy(10, "deny_if")
+    med, p99 = measure(lambda: policy.evaluate(tool, {"amount": 5000}), batches, per_batch)
+    print(f"deny_if firing (10 rules): {med:.3f} / {p99:.3f} µs")
+    med, p99 = measure(lambda: policy.evaluate("unknown_tool", {}), batches, per_batch)
+    print(f"default_deny (10 rules):   {med:.3f} / {p99:.3f} µs")
+
+
+if __name__ == "__main__":
+    main()
