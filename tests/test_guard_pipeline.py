@@ -381,3 +381,62 @@ def test_an_evaluator_that_raises_denies_even_with_no_audit_and_no_limits() -> N
     tool = Tool()
     assert guard.invoke("anything", {}, tool)["code"] == "guard_unavailable"
     assert tool.calls == []
+
+
+# -- store failures ---------------------------------------------------------------------------------------
+
+
+class UnreachableStore:
+    """A third-party store (the StoreProtocol) whose backend is gone and which raises its own error type."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def _fail(self, *_: Any) -> Any:
+        self.asked += 1
+        raise OSError("connection refused by 10.0.0.7:6379")
+
+    check = reserve = release = _fail
+
+    async def acheck(self, *_: Any) -> Any:
+        return self._fail()
+
+    async def areserve(self, *_: Any) -> Any:
+        return self._fail()
+
+    async def arelease(self, *_: Any) -> Any:
+        return self._fail()
+
+
+async def test_a_store_failure_denies_when_closed_and_allows_when_open() -> None:
+    closed_sink, open_sink = MemorySink(), MemorySink()
+    closed = _guard(store=UnreachableStore(), audit=closed_sink)
+    opened = _guard(store=UnreachableStore(), audit=open_sink, fail_mode="open")
+    tool = Tool(result="ran")
+    for payload in (closed.invoke("limited", {}, tool), await closed.ainvoke("limited", {}, tool.acall)):
+        assert payload["code"] == "guard_unavailable"
+        assert "10.0.0.7" not in str(payload)
+    assert tool.calls == []
+    assert opened.invoke("limited", {}, tool) == "ran"
+    assert await opened.ainvoke("limited", {}, tool.acall) == "ran"
+    assert len(tool.calls) == 2
+    assert [e.get("fail_open") for e in open_sink.events] == [True, True]
+    assert [e["code"] for e in closed_sink.events] == ["guard_unavailable"] * 2
+    # Calls with no limits never touch the store, so they still run.
+    assert closed.invoke("ping", {}, tool) == "ran"
+
+
+def test_a_dead_redis_denies_within_its_timeout() -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    guard = _guard(store=f"redis://127.0.0.1:{port}/0?timeout=0.2")
+    tool = Tool()
+    started = time.monotonic()
+    assert guard.invoke("limited", {}, tool)["code"] == "guard_unavailable"
+    assert time.monotonic() - started < 2.0
+    assert tool.calls == []
+    guard.close()

@@ -381,8 +381,21 @@ class Guard:
         return self._deliver(await self.arun(tool, args, fn, **kwargs))
 
     def close(self) -> None:
+        """Close the store's connections and the audit sinks that hold files. Safe to call twice.
+
+        Inside a running event loop that used the async methods, prefer :meth:`aclose`.
+        """
         if isinstance(self.store, Store):
             self.store.close()
+        self._close_sinks()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from the event loop the async methods ran in (closes async store clients cleanly)."""
+        if isinstance(self.store, Store):
+            await self.store.aclose()
+        self._close_sinks()
+
+    def _close_sinks(self) -> None:
         for sink in self.audit_sinks:
             closer = getattr(sink, "close", None)
             if callable(closer):
@@ -807,7 +820,11 @@ class _First:
 
 def _failed(value: Any, is_error: Callable[[Any], bool] | None) -> bool:
     if is_error is not None:
-        return bool(is_error(value))
+        try:
+            return bool(is_error(value))
+        except Exception:  # the tool ran; a broken predicate must not turn its result into a crash
+            log.exception("is_error raised; counting the call as successful")
+            return False
     # MCP CallToolResult and LangChain ToolMessage report failure without raising.
     return getattr(value, "isError", False) is True or getattr(value, "status", None) == "error"
 
