@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from agents import FunctionTool, Runner, ToolInputGuardrailTripwireTriggered, function_tool, set_tracing_disabled
+from agents.tool_context import ToolContext
 from agents_helpers import Clock, call, run, script, tool_outputs, tools_sent, violation
 
 from mcp_guard import ApprovalDecision, Guard, MemorySink
@@ -240,3 +241,19 @@ async def test_raise_when_asked() -> None:
 def test_a_guard_and_an_approver_together_is_an_error() -> None:
     with pytest.raises(TypeError, match="approver"):
         guard_tools([get_balance], Guard(POLICY), approver=lambda r: True)
+
+
+async def test_invoking_a_guarded_tool_outside_the_runner_still_goes_through_the_guard() -> None:
+    tools = by_name(guard_tools(ALL, Guard(POLICY)))
+
+    def ctx(args: str) -> ToolContext[Any]:
+        return ToolContext(context=None, tool_name="x", tool_call_id="direct", tool_arguments=args)
+
+    assert await tools["get_balance"].on_invoke_tool(ctx('{"asset": "BTC"}'), '{"asset": "BTC"}') == "BTC: 1.5"
+    refused = await tools["place_order"].on_invoke_tool(ctx("{}"), '{"symbol": "X", "amount": 5000}')
+    assert (violation(refused) or {})["code"] == "denied"
+    held = await tools["withdraw"].on_invoke_tool(ctx("{}"), '{"asset": "BTC", "amount": 1}')
+    assert (violation(held) or {})["code"] == "approval_required"
+    broken = await tools["get_balance"].on_invoke_tool(ctx("{"), "{")
+    assert (violation(broken) or {})["code"] == "invalid_arguments"
+    assert ran == [("get_balance", {"asset": "BTC"})]

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcp_guard._decision import Decision
-from mcp_guard._errors import require_extra
-from mcp_guard._guard import Admission, Guard, PolicySource, ToolCall, as_guard
+from mcp_guard._errors import PolicyViolation, require_extra
+from mcp_guard._guard import Admission, Guard, GuardResult, PolicySource, ToolCall, as_guard
 
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 
@@ -64,12 +64,17 @@ _PENDING: contextvars.ContextVar[_Pending | None] = contextvars.ContextVar("mcp_
 # call never reaches a guardrail (the run was abandoned) must not pile up.
 _ASKED_MAX = 10_000
 
+# What the guardrail reports in ``output_info`` when it lets a call through (shared: read-only).
+_ADMITTED = {"mcp_guard": "admitted"}
+_AWAITING = {"mcp_guard": "awaiting approval"}
+
 
 @dataclass(slots=True)
 class _Pending:
     call_id: str
     tool: str
     admission: Admission
+    edited: bool  # an approver changed the arguments: run admission.call.args, not the model's
     consumed: bool = False
 
 
@@ -181,14 +186,14 @@ class _Binding:
             checked = await self.guard.acheck(tool, args, **who)
             if checked.denied:
                 return await self._refuse(Admission(ToolCall(tool, args, **who), checked))
-            return _out().allow(output_info={"mcp_guard": "awaiting approval"})
+            return _out().allow(output_info=_AWAITING)
 
         admission = await self.guard.aadmit(tool, args, approval=True if status else None, **who)
         if not admission.admitted:
             return await self._refuse(admission)
         if self.wrapped:
-            _PENDING.set(_Pending(call_id, tool, admission))
-            return _out().allow(output_info={"mcp_guard": "admitted"})
+            _PENDING.set(_Pending(call_id, tool, admission, edited=admission.call.args is not args))
+            return _out().allow(output_info=_ADMITTED)
         # A bare guardrail cannot see the tool run: the call counts as made, and edited arguments cannot
         # be applied, so an edit is refused rather than silently running the model's original arguments.
         if admission.call.args != args:
@@ -200,7 +205,7 @@ class _Binding:
             )
             return self._verdict(refused)
         await self.guard.afinish(admission, "admitted")
-        return _out().allow(output_info={"mcp_guard": "admitted"})
+        return _out().allow(output_info=_ADMITTED)
 
     async def _refuse(self, admission: Admission) -> ToolGuardrailFunctionOutput:
         await self.guard.afinish(admission, "denied")
@@ -213,14 +218,34 @@ class _Binding:
 
     # -- running an admitted call ----------------------------------------------------------------------
 
-    def take_pending(self, tool: str, call_id: str | None = None) -> Admission | None:
+    async def run_unadmitted(
+        self, tool: str, ctx: Any, input_json: str, invoke: Callable[[str], Awaitable[Any]]
+    ) -> Any:
+        """The whole guard pipeline around a function tool reached without our guardrail's admission."""
+        who = self.who(ctx, tool)
+        args, problem = _parse_args(input_json)
+        if args is None:
+            decision = Decision.deny(
+                tool, "invalid_arguments", server=self.server, reason=problem, policy=self.guard.policy.hash
+            )
+            await self.guard.afinish(Admission(ToolCall(tool, {}, **who), decision), "denied")
+            result = GuardResult(violation=decision)
+        else:
+            result = await self.guard.arun(tool, args, lambda **kw: invoke(json.dumps(kw)), **who)
+        if result.violation is None:
+            return result.value
+        if self.guard.on_violation == "raise":
+            raise PolicyViolation(result.violation)
+        return result.violation.to_json()
+
+    def take_pending(self, tool: str, call_id: str | None = None) -> _Pending | None:
         pending = _PENDING.get()
         if pending is None or pending.consumed or pending.tool != tool:
             return None
         if call_id is not None and pending.call_id != call_id:
             return None
         pending.consumed = True
-        return pending.admission
+        return pending
 
 
 def _out() -> type[ToolGuardrailFunctionOutput]:
@@ -230,6 +255,8 @@ def _out() -> type[ToolGuardrailFunctionOutput]:
 
 def _approval_status(ctx: Any, tool: str, call_id: str) -> bool | None:
     """What a human said about this call through the SDK (``state.approve`` / ``state.reject``), if anything."""
+    if not getattr(ctx, "_approvals", True):  # nothing was approved or rejected in this run: skip the lookup
+        return None
     is_approved = getattr(ctx, "is_tool_approved", None)
     if not callable(is_approved):
         return None
@@ -339,20 +366,13 @@ def _guard_function_tool(
     guard = binding.guard
 
     async def invoke(ctx: Any, input_json: str) -> Any:
-        admission = binding.take_pending(tool.name, getattr(ctx, "tool_call_id", None))
-        if admission is None:
-            # Reached without our guardrail (a guardrail before ours rejected nothing, yet ours did not run:
-            # e.g. someone called on_invoke_tool directly). Never run an unchecked call.
-            decision = Decision.deny(
-                tool.name,
-                "guard_unavailable",
-                server=binding.server,
-                reason="the call did not pass the policy guardrail",
-                policy=guard.policy.hash,
-            )
-            return decision.to_json()
-        args = admission.call.args
-        text = input_json if _same_args(input_json, args) else json.dumps(dict(args))
+        pending = binding.take_pending(tool.name, getattr(ctx, "tool_call_id", None))
+        if pending is None:
+            # Not admitted by our guardrail (called outside the runner, or after a guardrail that does not
+            # belong to us let it through without ours running): the whole pipeline runs here instead.
+            return await binding.run_unadmitted(tool.name, ctx, input_json, lambda text: original(ctx, text))
+        admission = pending.admission
+        text = json.dumps(dict(admission.call.args)) if pending.edited else input_json
         try:
             result = await original(ctx, text)
         except BaseException as exc:
@@ -372,11 +392,6 @@ def _guard_function_tool(
         tool_input_guardrails=[*(tool.tool_input_guardrails or []), guardrail],
         needs_approval=needs_approval,
     )
-
-
-def _same_args(input_json: str, args: Mapping[str, Any]) -> bool:
-    parsed, _ = _parse_args(input_json)
-    return parsed == dict(args)
 
 
 def _compose_needs_approval(
@@ -528,8 +543,8 @@ def _install_call_tool(server: Any, binding: _Binding) -> None:
         return await original(tool_name, dict(arguments), meta=meta)
 
     async def call_tool(tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None) -> Any:
-        admission = binding.take_pending(tool_name)
-        if admission is None:
+        pending = binding.take_pending(tool_name)
+        if pending is None:
             # Not admitted by our guardrail (a direct call): run the whole pipeline here.
             result = await guard.arun(
                 tool_name,
@@ -541,12 +556,11 @@ def _install_call_tool(server: Any, binding: _Binding) -> None:
             if result.violation is None:
                 return result.value
             if guard.on_violation == "raise":
-                from mcp_guard._errors import PolicyViolation
-
                 raise PolicyViolation(result.violation)
             return types.CallToolResult(
                 isError=True, content=[types.TextContent(type="text", text=result.violation.to_json())]
             )
+        admission = pending.admission
         try:
             value = await raw_call(tool_name, admission.call.args, meta)
         except BaseException as exc:
