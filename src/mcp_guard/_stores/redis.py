@@ -393,23 +393,26 @@ class RedisStore(Store):
     # -- closing --------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sync client's connections (the async client's need :meth:`aclose`). Safe to call twice."""
+        """Close both clients' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
         with self._lock:
             pool, self._sync, self._sync_pool = self._sync_pool, None, None
+            current, self._async = self._async, None
         if pool is not None:
             pool.disconnect()
+        if current is not None:
+            loop, _client, apool = current
+            if not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(apool.disconnect())
+            else:
+                _abandon(loop, apool)
 
     async def aclose(self) -> None:
         """Close both clients. Call it from the event loop the async methods ran in."""
+        current = self._async
+        if current is not None and current[0] is asyncio.get_running_loop():
+            self._async = None
+            await current[2].disconnect()
         self.close()
-        current, self._async = self._async, None
-        if current is None:
-            return
-        loop, _client, pool = current
-        if loop is asyncio.get_running_loop():
-            await pool.disconnect()
-        else:
-            _abandon(loop, pool)
 
 
 def _abandon(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
