@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FakeClock
+
 from mcp_guard import LimitCharge
 from mcp_guard._stores import Store
 

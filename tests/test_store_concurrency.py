@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
 from conftest import FakeClock
+
 from mcp_guard import LimitCharge
 from mcp_guard._stores import Store
 from mcp_guard._stores.memory import MemoryStore

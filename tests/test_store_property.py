@@ -8,10 +8,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from conftest import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FakeClock
 from mcp_guard import LimitCharge
 from mcp_guard._stores import Store
 
