@@ -341,12 +341,14 @@ _MISSING_HELP = {
 
 
 def _fields_of(model: type[BaseModel]) -> list[str]:
-    names: list[str] = [n for n in ("action", "reason") if n in model.model_fields]
-    for name, info in model.model_fields.items():
-        if name not in names:
-            names.append(name)
-        if isinstance(info.validation_alias, AliasChoices):
-            names.extend(str(c) for c in info.validation_alias.choices if c != name)
+    # The rule's own fields (action, reason) first, each alias right after its field.
+    first = [n for n in ("action", "reason") if n in model.model_fields]
+    names: list[str] = []
+    for name in first + [n for n in model.model_fields if n not in first]:
+        names.append(name)
+        alias = model.model_fields[name].validation_alias
+        if isinstance(alias, AliasChoices):
+            names.extend(str(c) for c in alias.choices if c != name)
     return names
 
 
