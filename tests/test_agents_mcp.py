@@ -16,7 +16,7 @@ from cases import CASES_POLICY
 from servers.counter_server import read_counts, server_params
 
 from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink
-from mcp_guard.integrations.openai_agents import guard_mcp_server, unguard_mcp_server
+from mcp_guard.integrations.openai_agents import guard_mcp_server, reject, unguard_mcp_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -328,3 +328,32 @@ async def test_no_pause_for_a_call_that_would_be_refused(server: MCPServerStdio,
     assert not result.interruptions
     assert (violation(tool_outputs(model)["c1"]) or {})["code"] == "denied"
     assert calls() == {}
+
+
+@pytest.mark.parametrize("serialize", [False, True], ids=["in-memory", "to_string"])
+async def test_reject_helper_gives_the_model_the_violation_and_writes_one_audit_event(
+    server: MCPServerStdio, calls: Any, serialize: bool
+) -> None:
+    guard, sink, _ = new_guard()
+    guard_mcp_server(server, guard)
+    model = script(call("withdraw", WITHDRAW, "c1"))
+    agent, paused = await run(model, mcp_servers=[server], context={"user_id": "alice"})
+    state = paused.to_state()
+    if serialize:
+        state = await RunState.from_string(agent, state.to_string())
+    for item in state.get_interruptions():
+        reject(state, item, "not before the audit")
+    result = await Runner.run(agent, state)
+    assert result.final_output == "done"
+    payload = violation(tool_outputs(model)["c1"])
+    assert payload is not None
+    assert (payload["code"], payload["reason"], payload["server"]) == (
+        "approval_denied",
+        "not before the audit",
+        "exchange",
+    )
+    assert calls() == {}
+    assert [(e["tool"], e["code"], e["outcome"], e["identity"]) for e in sink.events] == [
+        ("withdraw", "approval_denied", "denied", "alice")
+    ]
+    assert guard.check("withdraw", WITHDRAW, server="exchange").needs_approval  # budget untouched

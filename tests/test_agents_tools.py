@@ -12,7 +12,7 @@ from agents.tool_context import ToolContext
 from agents_helpers import Clock, call, run, script, tool_outputs, tools_sent, violation
 
 from mcp_guard import ApprovalDecision, Guard, MemorySink
-from mcp_guard.integrations.openai_agents import guard_tools, policy_guardrail
+from mcp_guard.integrations.openai_agents import guard_tools, policy_guardrail, reject
 
 set_tracing_disabled(True)
 
@@ -257,3 +257,16 @@ async def test_invoking_a_guarded_tool_outside_the_runner_still_goes_through_the
     broken = await tools["get_balance"].on_invoke_tool(ctx("{"), "{")
     assert (violation(broken) or {})["code"] == "invalid_arguments"
     assert ran == [("get_balance", {"asset": "BTC"})]
+
+
+async def test_reject_helper_on_a_function_tool() -> None:
+    sink = MemorySink()
+    tools = guard_tools([withdraw], Guard(POLICY, audit=sink))
+    model = script(call("withdraw", {"asset": "BTC", "amount": 1}, "c1"))
+    agent, paused = await run(model, tools=tools)
+    state = paused.to_state()
+    reject(state, paused.interruptions[0])
+    await Runner.run(agent, state)
+    assert (violation(tool_outputs(model)["c1"]) or {})["code"] == "approval_denied"
+    assert [(e["tool"], e["code"]) for e in sink.events] == [("withdraw", "approval_denied")]
+    assert ran == []

@@ -52,7 +52,7 @@ log = logging.getLogger("mcp_guard.openai_agents")
 #: How identity / session are found: a fixed string, or a callable taking the run context object.
 WhoLookup = str | Callable[[Any], str | None] | None
 
-__all__ = ["guard_mcp_server", "guard_tools", "policy_guardrail", "unguard_mcp_server"]
+__all__ = ["guard_mcp_server", "guard_tools", "policy_guardrail", "reject", "unguard_mcp_server"]
 
 # Admitted calls waiting for the execution wrapper. The SDK runs a tool's input guardrails inline and then
 # starts the tool in a new asyncio task, which copies this context: the wrapper of *this* call, and no
@@ -570,3 +570,58 @@ def _install_call_tool(server: Any, binding: _Binding) -> None:
         return value
 
     server.call_tool = call_tool
+
+
+def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = False) -> None:
+    """``state.reject(item)`` that tells the model in the policy's words and writes the call's audit event.
+
+    The SDK never runs a guardrail or a tool for a call a human rejected, so mcp-guard does not see it:
+    plain ``state.reject(item)`` uses no quota (right) but writes no audit event and gives the model the
+    SDK's own text. This finds the guard of the tool ``item`` is for (a tool from :func:`guard_tools` or a
+    server from :func:`guard_mcp_server` on the item's agent), and rejects with the ``approval_denied``
+    violation JSON of spec section 5 as the rejection message, writing one audit event. For a tool that no
+    mcp-guard adapter guards, it rejects with a plain ``approval_denied`` payload and writes nothing.
+    """
+    tool = str(getattr(item, "tool_name", None) or getattr(item, "name", None) or "")
+    args, _ = _parse_args(getattr(item, "arguments", None))
+    why = reason or "a human declined this call"
+    binding = _binding_for(item, tool)
+    if binding is None:
+        message = Decision.deny(tool, "approval_denied", reason=why).to_json()
+    else:
+        wrapper = getattr(state, "_context", None)
+        who = binding.who(wrapper, tool)
+        call_args = args if args is not None else {}
+        decision = binding.guard.policy.evaluate(
+            tool,
+            call_args,
+            server=who["server"],
+            identity=who["identity"],
+            session=who["session"],
+            annotations=who["annotations"],
+        )
+        refused = decision.violation("approval_denied", reason=why)
+        binding.guard.finish(Admission(ToolCall(tool, call_args, **who), refused), "denied")
+        message = refused.to_json()
+    state.reject(item, always_reject=always, rejection_message=message)
+
+
+def _binding_for(item: Any, tool: str) -> _Binding | None:
+    agent = getattr(item, "agent", None)
+    origin = getattr(item, "tool_origin", None)
+    server_name = getattr(origin, "mcp_server_name", None)
+    if server_name is not None:
+        for server in getattr(agent, "mcp_servers", None) or ():
+            state = getattr(server, "__dict__", {}).get("_mcp_guard")
+            if state is not None and server.name == server_name:
+                found: _Binding = state[0]
+                return found
+        return None
+    for candidate in getattr(agent, "tools", None) or ():
+        if getattr(candidate, "name", None) != tool:
+            continue
+        for guardrail in getattr(candidate, "tool_input_guardrails", None) or ():
+            owner = getattr(getattr(guardrail, "guardrail_function", None), "__self__", None)
+            if isinstance(owner, _Binding):
+                return owner
+    return None
