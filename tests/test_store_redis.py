@@ -1,0 +1,192 @@
+"""What only the Redis store has: key layout and TTLs, one round trip per decision, script reloads, faults."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from conftest import FakeClock, RedisServer
+
+from mcp_guard import LimitCharge, StoreError, store_from_uri
+from mcp_guard._stores.redis import RedisStore
+
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 0.25
+MARGIN = 0.35  # scheduling slack on a loaded 2-core CI box; a hang would take seconds, not this
+
+
+def limit(max: int = 3, window: float = 60.0, *, counter: str = "calls", scope_id: str = "") -> LimitCharge:
+    return LimitCharge(counter, "session", scope_id, window, max, 1, "/tools/t/limits/0")
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def test_keys_are_namespaced_escaped_and_expire(redis_url: str, raw: redis.Redis, clock: FakeClock) -> None:
+    store = store_from_uri(redis_url + "?prefix=app:1", clock=clock)
+    assert isinstance(store, RedisStore)
+    try:
+        assert store.reserve([limit(window=90, counter="c:x", scope_id="s/1")]).ok
+    finally:
+        store.close()
+    keys = sorted(k.decode() for k in raw.keys("*"))
+    # The prefix's ":" is escaped like the key's parts, so the layout parses one way only.
+    assert keys == ["app%3A1:log:c%3Ax:session:s/1", "app%3A1:meta:c%3Ax:session:s/1"]
+    for key in keys:
+        ttl = raw.pttl(key)
+        assert 89_000 < ttl <= 91_000  # the key's longest window plus a second of slack
+    assert raw.hget(keys[1], "w") == b"90"
+    # TTLs run on the server's clock: a later, longer window on the same key lengthens them.
+    store = RedisStore(redis_url, prefix="app:1", clock=clock)
+    try:
+        assert store.reserve([limit(window=3600, counter="c:x", scope_id="s/1")]).ok
+    finally:
+        store.close()
+    assert all(3_599_000 < raw.pttl(key) <= 3_601_000 for key in keys)
+
+
+def test_prefixes_are_separate_namespaces(redis_url: str, clock: FakeClock) -> None:
+    a = RedisStore(redis_url, prefix="a", clock=clock)
+    b = RedisStore(redis_url, prefix="b", clock=clock)
+    try:
+        assert a.reserve([limit(max=1)]).ok
+        assert not a.reserve([limit(max=1)]).ok
+        assert b.reserve([limit(max=1)]).ok
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_clients_share_one_budget(redis_url: str, clock: FakeClock) -> None:
+    a = RedisStore(redis_url, clock=clock)
+    b = RedisStore(redis_url, clock=clock)
+    try:
+        assert a.reserve([limit(max=2)]).ok
+        token = b.reserve([limit(max=2)]).token
+        assert token is not None
+        assert not a.reserve([limit(max=2)]).ok
+        a.release([limit(max=2)], token)  # a token can be given back through any client
+        assert a.reserve([limit(max=2)]).ok
+    finally:
+        a.close()
+        b.close()
+
+
+def test_one_round_trip_per_decision(redis_url: str, raw: redis.Redis, clock: FakeClock) -> None:
+    store = RedisStore(redis_url, clock=clock)
+    try:
+        assert store.reserve([limit(max=100)]).ok  # connects and loads the script
+        raw.config_resetstat()
+        for _ in range(10):
+            assert store.reserve([limit(max=100), limit(max=50, counter="other")]).ok
+        assert store.check([limit(max=100)]).ok
+        stats = raw.info("commandstats")
+    finally:
+        store.close()
+    assert stats["cmdstat_evalsha"]["calls"] == 11
+    top_level = {"cmdstat_eval", "cmdstat_script", "cmdstat_multi", "cmdstat_exec", "cmdstat_get", "cmdstat_ping"}
+    assert not top_level & set(stats)
+
+
+def test_script_is_reloaded_after_a_flush(redis_url: str, raw: redis.Redis, clock: FakeClock) -> None:
+    store = RedisStore(redis_url, clock=clock)
+    try:
+        assert store.reserve([limit(max=2)]).ok
+        raw.script_flush()  # what a server restart does to the script cache
+        assert store.reserve([limit(max=2)]).ok
+        assert not store.reserve([limit(max=2)]).ok
+    finally:
+        store.close()
+
+
+def test_uri_options(redis_url: str) -> None:
+    store = store_from_uri(redis_url + "?prefix=p&timeout=0.5&max_connections=4&pool_timeout=2")
+    assert isinstance(store, RedisStore)
+    assert (store.prefix, store.timeout) == ("p", 0.5)
+    assert store_from_uri(redis_url + "?timeout=0.5", timeout=1.5).timeout == 1.5  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="timeout"):
+        RedisStore(redis_url, timeout=0)
+
+
+# -- faults: a private server the test stops, restarts and pauses ------------------------------------
+
+
+def _timed_failure(call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    with pytest.raises(StoreError) as info:
+        call()
+    elapsed = time.perf_counter() - started
+    assert isinstance(info.value.__cause__, redis.RedisError)  # the driver's error is chained
+    return elapsed
+
+
+def test_server_stopped_fails_fast_and_recovers_on_restart(redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    store = RedisStore(server.url, timeout=TIMEOUT)
+    c = limit(max=100)
+    try:
+        assert store.reserve([c]).ok
+        server.stop()
+        for op in (lambda: store.reserve([c]), lambda: store.check([c]), lambda: store.release([c], "x.1@1.0")):
+            assert _timed_failure(op) < TIMEOUT + MARGIN
+        server.start()  # same port, empty script cache
+        assert store.reserve([c]).ok
+        assert store.check([c]).ok
+    finally:
+        store.close()
+
+
+async def test_server_stopped_fails_fast_and_recovers_async(redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    store = RedisStore(server.url, timeout=TIMEOUT)
+    c = limit(max=100)
+    try:
+        assert (await store.areserve([c])).ok
+        server.stop()
+        started = time.perf_counter()
+        with pytest.raises(StoreError) as info:
+            await store.areserve([c])
+        assert time.perf_counter() - started < TIMEOUT + MARGIN
+        assert isinstance(info.value.__cause__, redis.RedisError)
+        server.start()
+        assert (await store.areserve([c])).ok
+    finally:
+        await store.aclose()
+
+
+def test_hung_server_times_out_instead_of_hanging(redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    store = RedisStore(server.url, timeout=TIMEOUT)
+    c = limit(max=100)
+    try:
+        assert store.reserve([c]).ok
+        server.pause()  # connections are accepted by the kernel, nothing answers
+        try:
+            elapsed = _timed_failure(lambda: store.reserve([c]))
+            assert TIMEOUT * 0.8 < elapsed < TIMEOUT + MARGIN
+        finally:
+            server.resume()
+        assert store.reserve([c]).ok
+    finally:
+        store.close()
+
+
+def test_errors_do_not_show_the_password(redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    url = server.url.replace("redis://", "redis://:hunter2@")
+    server.stop()
+    store = RedisStore(url, timeout=TIMEOUT)
+    try:
+        with pytest.raises(StoreError) as info:
+            store.reserve([limit()])
+        assert "hunter2" not in str(info.value)
+        assert "hunter2" not in repr(store)
+    finally:
+        store.close()
