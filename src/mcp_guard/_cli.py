@@ -16,7 +16,7 @@ from typing import Any
 
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyError
-from mcp_guard._matching import Pattern, parse_pattern
+from mcp_guard._matching import Pattern, parse_pattern, pointer
 from mcp_guard._policy import Policy
 
 AddCommand = Callable[[Any], argparse.ArgumentParser]
@@ -44,8 +44,8 @@ def policy_warnings(policy: Policy) -> list[str]:
         for i, hide in hides:
             if _shadows(hide, pat):
                 out.append(
-                    f"/tools/{text}: never applies: every tool it matches is hidden by /hide/{i} ({hide.text!r}), "
-                    "and hidden tools are denied before any rule is looked at"
+                    f"{pointer('tools', text)}: never applies: every tool it matches is hidden by /hide/{i} "
+                    f"({hide.text!r}), and hidden tools are denied before any rule is looked at"
                 )
                 break
     catch_all = [t for t, p in patterns.items() if p.server is None and p.name == "*"]
@@ -57,7 +57,7 @@ def policy_warnings(policy: Policy) -> list[str]:
     for text, rule in doc.tools.items():
         for n, lim in enumerate(rule.limits):
             if lim.max == 0:
-                out.append(f"/tools/{text}/limits/{n}/max: max is 0, so this limit refuses every call")
+                out.append(f"{pointer('tools', text, 'limits', n, 'max')}: max is 0, so this limit refuses every call")
     if doc.all_tools is not None:
         for n, lim in enumerate(doc.all_tools.limits):
             if lim.max == 0:

@@ -1,0 +1,129 @@
+"""Property tests: a rule is reached only by the names its pattern matches, byte for byte.
+
+No normalisation of any kind: case variants, doubled underscores and Unicode look-alikes (Cyrillic letters,
+fullwidth forms, zero-width characters, ligatures) of a rule's name fall through to ``default``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import unicodedata
+
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from mcp_guard import Policy
+
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyz_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+names = st.text(alphabet=NAME_CHARS, min_size=1, max_size=24)
+# Glob pieces: literal runs, *, ?, and small bracket sets.
+glob_pieces = st.one_of(
+    st.text(alphabet=NAME_CHARS, min_size=1, max_size=6),
+    st.just("*"),
+    st.just("?"),
+    st.sampled_from(["[abc]", "[!a]", "[a-z]", "[_0-9]"]),
+)
+patterns = st.lists(glob_pieces, min_size=1, max_size=5).map("".join)
+
+CYRILLIC = {"a": "а", "c": "с", "e": "е", "o": "о", "p": "р", "x": "х", "y": "у", "i": "і", "s": "ѕ"}
+ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+
+
+def _policy(rules: dict[str, dict[str, str]], default: str) -> Policy:
+    return Policy.from_dict({"version": "1", "default": default, "tools": rules})
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=patterns, name=names, action=st.sampled_from(["allow", "deny", "require_approval"]))
+def test_a_rule_is_reached_exactly_by_the_names_its_pattern_matches(pattern: str, name: str, action: str) -> None:
+    other = {"allow": "deny", "deny": "allow", "require_approval": "deny"}[action]
+    policy = _policy({pattern: {"action": action}}, other)
+    decision = policy.evaluate(name)
+    # Independent oracle: fnmatchcase on the full name (no normalisation).
+    if fnmatch.fnmatchcase(name, pattern):
+        assert decision.rule == "/tools/" + pattern
+        assert decision.action == action
+    else:
+        assert decision.rule == "/default"
+        assert policy.exposes(name) is (other != "deny")
+
+
+@st.composite
+def look_alikes(draw: st.DrawFn) -> tuple[str, str]:
+    """(name, a variant that looks like it or differs only in case / underscores / invisible characters)."""
+    name = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=2, max_size=20))
+    assume(any(c.isalpha() for c in name))
+    kind = draw(st.sampled_from(["case", "underscore", "cyrillic", "fullwidth", "zero_width", "ligature", "nfkc"]))
+    i = draw(st.integers(min_value=0, max_value=len(name) - 1))
+    letters = [j for j, c in enumerate(name) if c.isalpha()]
+    if kind == "case":
+        j = draw(st.sampled_from(letters))
+        variant = name[:j] + name[j].upper() + name[j + 1 :]
+    elif kind == "underscore":
+        variant = name[:i] + "_" + name[i:]
+    elif kind == "cyrillic":
+        swappable = [j for j, c in enumerate(name) if c in CYRILLIC]
+        assume(swappable)
+        j = draw(st.sampled_from(swappable))
+        variant = name[:j] + CYRILLIC[name[j]] + name[j + 1 :]
+    elif kind == "fullwidth":
+        j = draw(st.sampled_from(letters))
+        variant = name[:j] + chr(ord(name[j]) + 0xFEE0) + name[j + 1 :]
+    elif kind == "zero_width":
+        variant = name[: i + 1] + draw(st.sampled_from(ZERO_WIDTH)) + name[i + 1 :]
+    elif kind == "ligature":
+        assume("fi" in name or "fl" in name)
+        variant = name.replace("fi", "\ufb01").replace("fl", "\ufb02")
+    else:
+        # Any character whose NFKC form is a letter of the name: mathematical bold, circled, etc.
+        j = draw(st.sampled_from(letters))
+        base = ord(name[j]) - ord("a")
+        variant = name[:j] + chr(0x1D41A + base) + name[j + 1 :]  # MATHEMATICAL BOLD SMALL
+    assume(variant != name)
+    return name, variant
+
+
+@settings(max_examples=400, deadline=None)
+@given(pair=look_alikes(), action=st.sampled_from(["allow", "deny", "require_approval"]))
+@example(pair=("get_balance", "GET_BALANCE"), action="deny")
+@example(pair=("get_balance", "get__balance"), action="allow")
+@example(pair=("get_balance", "Get_Balance"), action="allow")
+@example(pair=("get_balance", "get_bаlance"), action="deny")  # Cyrillic а
+@example(pair=("get_balance", "ｇet_balance"), action="allow")  # fullwidth g
+@example(pair=("get_balance", "get_bal\u200dance"), action="deny")  # zero-width joiner
+def test_look_alikes_fall_to_default(pair: tuple[str, str], action: str) -> None:
+    name, variant = pair
+    default = "allow" if action != "allow" else "deny"
+    policy = _policy({name: {"action": action}, f"srv/{name}": {"action": action}}, default)
+    assert policy.evaluate(name).rule == f"/tools/{name}"
+    for server in (None, "srv"):
+        decision = policy.evaluate(variant, server=server)
+        assert decision.rule == "/default", (variant, decision)
+        assert decision.action == default
+        if default == "deny":
+            assert decision.code == "default_deny"
+
+
+@settings(max_examples=200, deadline=None)
+@given(pair=look_alikes())
+def test_look_alikes_are_not_normalised_away(pair: tuple[str, str]) -> None:
+    # Guard against a future "helpful" normalisation: NFKC-equal or case-equal names still differ here.
+    name, variant = pair
+    policy = _policy({name: {"action": "deny", "reason": "exact"}}, "allow")
+    if unicodedata.normalize("NFKC", variant).lower() == name.lower():
+        assert policy.evaluate(variant).allowed
+        assert policy.exposes(variant)
+    assert not policy.exposes(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(server=names, other=names, name=names)
+def test_server_qualified_rules_need_that_exact_server(server: str, other: str, name: str) -> None:
+    assume(server != other)
+    policy = _policy({f"{server}/{name}": {"action": "allow"}}, "deny")
+    assert policy.evaluate(name, server=server).allowed
+    assert policy.evaluate(name, server=other).code == "default_deny"
+    assert policy.evaluate(name).code == "default_deny"
+    assert policy.evaluate(name, server=server.swapcase()).code == (
+        "default_deny" if server.swapcase() != server else None
+    )
