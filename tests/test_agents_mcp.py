@@ -357,3 +357,17 @@ async def test_reject_helper_gives_the_model_the_violation_and_writes_one_audit_
         ("withdraw", "approval_denied", "denied", "alice")
     ]
     assert guard.check("withdraw", WITHDRAW, server="exchange").needs_approval  # budget untouched
+
+
+async def test_parallel_calls_in_one_turn_are_admitted_exactly_to_the_budget(
+    server: MCPServerStdio, calls: Any
+) -> None:
+    guard, sink, _ = new_guard()
+    guard_mcp_server(server, guard)
+    model = script([call("create_listen_key", {}, f"c{i}") for i in range(5)])
+    await run(model, mcp_servers=[server])
+    out = tool_outputs(model)
+    codes = sorted((violation(v) or {}).get("code", "ok") for v in out.values())
+    assert codes == ["ok", "ok", "rate_limited", "rate_limited", "rate_limited"]
+    assert calls() == {"create_listen_key": 2}
+    assert sorted(e["outcome"] for e in sink.events) == ["denied", "denied", "denied", "ok", "ok"]
