@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from agents import RunConfig, Runner, RunState, ToolInputGuardrailTripwireTriggered, set_tracing_disabled
+from agents import Agent, RunConfig, Runner, RunState, ToolInputGuardrailTripwireTriggered, set_tracing_disabled
 from agents.mcp import MCPServerStdio
 from agents_helpers import Clock, call, run, script, tool_outputs, tools_sent, violation
 from cases import CASES_POLICY
@@ -371,3 +371,23 @@ async def test_parallel_calls_in_one_turn_are_admitted_exactly_to_the_budget(
     assert codes == ["ok", "ok", "rate_limited", "rate_limited", "rate_limited"]
     assert calls() == {"create_listen_key": 2}
     assert sorted(e["outcome"] for e in sink.events) == ["denied", "denied", "denied", "ok", "ok"]
+
+
+async def test_server_prefixed_tool_names_still_meet_their_rules(server: MCPServerStdio, calls: Any) -> None:
+    # With include_server_in_tool_names the model sees mcp_exchange__withdraw; the rules name withdraw.
+    guard, sink, _ = new_guard()
+    guard_mcp_server(server, guard)
+    model = script(
+        [
+            call("mcp_exchange__withdraw", {**WITHDRAW, "address": "bad"}, "c1"),
+            call("mcp_exchange__get_balance", {"asset": "BTC"}, "c2"),
+        ]
+    )
+    agent = Agent(name="t", model=model, mcp_servers=[server], mcp_config={"include_server_in_tool_names": True})
+    await Runner.run(agent, "go")
+    assert "mcp_exchange__delete_api_key" not in tools_sent(model)
+    out = tool_outputs(model)
+    assert (violation(out["c1"]) or {})["rule"] == "/tools/exchange~1withdraw/deny_if/args.address-regex"
+    assert out["c2"] == "BTC: 1.5"
+    assert calls() == {"get_balance": 1}
+    assert sorted(e["tool"] for e in sink.events) == ["get_balance", "withdraw"]

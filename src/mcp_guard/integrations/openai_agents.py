@@ -16,9 +16,16 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
 - **Approvals**: with no inline ``approver``, tools whose rule can require approval get a ``needs_approval``
   callable, so the run pauses with ``result.interruptions`` and resumes with ``state.approve()`` /
   ``state.reject()`` (also after ``state.to_string()`` / ``RunState.from_string()``). No quota is consumed
-  before the human answers, and none for a rejected call.
+  before the human answers, and none for a rejected call. Reject with :func:`reject` (``reject(state, item,
+  reason)``) so the model gets the ``approval_denied`` payload and the audit log its event: the SDK runs
+  none of our code for a call ``state.reject`` refused.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
   MCP servers; left out of the list for function tools).
+
+Known limits (the SDK decides these, not us): a tool wired to the SDK's approval flow whose arguments are
+not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
+is refused with ``invalid_arguments`` after approval; a call our guardrail admitted that the SDK then never
+starts (its task cancelled) keeps its reserved quota until the window passes and writes no audit event.
 
 Identity and session come from the run context (``Runner.run(..., context=...)``): a ``user_id`` /
 ``session_id`` key of a mapping or attribute of an object, unless ``identity=`` / ``session=`` is a string or
@@ -30,7 +37,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import json
-import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +53,6 @@ if TYPE_CHECKING:
     from agents.mcp import MCPServer
     from agents.mcp.util import ToolFilterContext
 
-log = logging.getLogger("mcp_guard.openai_agents")
 
 #: How identity / session are found: a fixed string, or a callable taking the run context object.
 WhoLookup = str | Callable[[Any], str | None] | None
@@ -138,7 +143,19 @@ class _Binding:
         # True when an execution wrapper (guard_tools / guard_mcp_server) will run and finish the call.
         self.wrapped = wrapped
         self.annotations: dict[str, dict[str, Any] | None] = {}
+        # Public tool name -> the MCP tool's own name, for agents that prefix MCP tool names with the server
+        # (mcp_config={"include_server_in_tool_names": True}): rules are written for the server's names.
+        self.raw_names: dict[str, str] = {}
         self._asked: OrderedDict[str, bool] = OrderedDict()
+
+    def saw_mcp_tool(self, tool: Any) -> dict[str, Any] | None:
+        """Remember an MCP tool's annotations and the public names the SDK may give it; return the annotations."""
+        annotations = _annotations_of(tool)
+        self.annotations[tool.name] = annotations
+        if self.server is not None and tool.name not in self.raw_names:
+            for public in _prefixed_names(self.server, tool.name):
+                self.raw_names.setdefault(public, tool.name)
+        return annotations
 
     # -- who is calling -------------------------------------------------------------------------------
 
@@ -166,7 +183,8 @@ class _Binding:
 
     async def guardrail(self, data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
         ctx = data.context
-        tool, call_id = ctx.tool_name, ctx.tool_call_id
+        public, call_id = ctx.tool_name, ctx.tool_call_id
+        tool = self.raw_names.get(public, public)
         who = self.who(ctx, tool)
         args, problem = _parse_args(ctx.tool_arguments)
         if args is None:
@@ -179,7 +197,7 @@ class _Binding:
             )
             return await self._refuse(Admission(ToolCall(tool, {}, **who), decision))
 
-        status = _approval_status(ctx, tool, call_id)
+        status = _approval_status(ctx, public, call_id)
         asked = self._asked.pop(call_id, None)
         if status is None and asked is True and self.guard.approver is None:
             # The SDK's pre-approval pass: the run is about to pause for a human. Check, reserve nothing.
@@ -246,6 +264,19 @@ class _Binding:
             return None
         pending.consumed = True
         return pending
+
+
+def _prefixed_names(server: str, tool: str) -> tuple[str, ...]:
+    """The names the SDK gives ``tool`` of ``server`` when it prefixes MCP tool names (its own naming rule)."""
+    try:
+        from agents.mcp._logging import get_mcp_server_log_name
+        from agents.mcp.util import MCPUtil
+
+        name = get_mcp_server_log_name(server)
+        base = MCPUtil._build_prefixed_tool_base_name(name, tool)
+        return (base, MCPUtil._shorten_tool_name(base, f"{name}\0{tool}"))
+    except Exception:  # another SDK version: fall back to the documented shape
+        return (f"mcp_{server}__{tool}",)
 
 
 def _out() -> type[ToolGuardrailFunctionOutput]:
@@ -479,8 +510,7 @@ def _install_tool_filter(server: Any, binding: _Binding) -> None:
         return
 
     async def tool_filter(ctx: ToolFilterContext, tool: Any) -> bool:
-        annotations = _annotations_of(tool)
-        binding.annotations[tool.name] = annotations
+        annotations = binding.saw_mcp_tool(tool)
         if not binding.guard.policy.exposes(tool.name, server=binding.server, annotations=annotations):
             return False
         if existing is None:
@@ -504,8 +534,7 @@ def _install_list_filter(server: Any, binding: _Binding) -> None:
         tools = await original(run_context, agent)
         kept = []
         for tool in tools:
-            annotations = _annotations_of(tool)
-            binding.annotations[tool.name] = annotations
+            annotations = binding.saw_mcp_tool(tool)
             if binding.guard.policy.exposes(tool.name, server=binding.server, annotations=annotations):
                 kept.append(tool)
         return kept
@@ -523,8 +552,7 @@ def _install_needs_approval(server: Any, binding: _Binding) -> None:
         existing = original(tool, agent)
         if binding.guard.approver is not None or existing is True:
             return existing
-        annotations = _annotations_of(tool)
-        binding.annotations[tool.name] = annotations
+        annotations = binding.saw_mcp_tool(tool)
         if not binding.may_need_approval(tool.name, annotations):
             return existing
         return _compose_needs_approval(binding, tool.name, existing if callable(existing) else None)
@@ -582,10 +610,11 @@ def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = F
     violation JSON of spec section 5 as the rejection message, writing one audit event. For a tool that no
     mcp-guard adapter guards, it rejects with a plain ``approval_denied`` payload and writes nothing.
     """
-    tool = str(getattr(item, "tool_name", None) or getattr(item, "name", None) or "")
+    public = str(getattr(item, "tool_name", None) or getattr(item, "name", None) or "")
     args, _ = _parse_args(getattr(item, "arguments", None))
     why = reason or "a human declined this call"
-    binding = _binding_for(item, tool)
+    binding = _binding_for(item, public)
+    tool = binding.raw_names.get(public, public) if binding is not None else public
     if binding is None:
         message = Decision.deny(tool, "approval_denied", reason=why).to_json()
     else:
