@@ -17,10 +17,13 @@ with ``on_violation="raise"``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from mcp_guard._decision import Decision
@@ -67,10 +70,6 @@ def _field(source: Any, key: str) -> Any:
     return getattr(source, key, None)
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def resolve_caller(
     identity: WhoOption = None, session: WhoOption = None, *, runtime: Any = None, config: Any = None
 ) -> tuple[str | None, str | None]:
@@ -81,36 +80,38 @@ def resolve_caller(
     option is used as is; a callable gets the ``ToolRuntime`` (or the ``RunnableConfig`` when there is none) and
     its answer is used even when it is ``None``. ``config`` defaults to the runtime's, else LangChain's current one.
     """
+    if identity.__class__ is str and session.__class__ is str:  # both fixed: nothing to look up
+        return identity, session
     if config is None:
-        config = getattr(runtime, "config", None)
+        config = getattr(runtime, "config", None) if runtime is not None else None
         if config is None:
             config = var_child_runnable_config.get()
-    configurable = _field(config, "configurable") or {}
-    context = getattr(runtime, "context", None)
-    if context is None:
+    configurable = (config.get("configurable") if config.__class__ is dict else _field(config, "configurable")) or {}
+    if runtime is not None:
+        context = getattr(runtime, "context", None)
+    else:  # a tool without an injected runtime: the graph's Runtime is in the config
         context = getattr(configurable.get(_RUNTIME_KEY), "context", None)
-    subject = runtime if runtime is not None else config
 
-    if callable(identity):
-        who = identity(subject)
-    elif identity is not None:
-        who = identity
-    else:
+    if identity is None:
         who = _field(context, "user_id")
         if who is None:
             who = _field(context, "identity")
         if who is None:
             who = configurable.get("user_id")
-
-    if callable(session):
-        sess = session(subject)
-    elif session is not None:
-        sess = session
+    elif callable(identity):
+        who = identity(runtime if runtime is not None else config)
     else:
+        who = identity
+
+    if session is None:
         sess = configurable.get("thread_id")
         if sess is None:
             sess = _field(context, "session_id")
-    return _text(who), _text(sess)
+    elif callable(session):
+        sess = session(runtime if runtime is not None else config)
+    else:
+        sess = session
+    return (None if who is None else str(who)), (None if sess is None else str(sess))
 
 
 def _server_for(server: ServerOption, tool: str) -> str | None:
@@ -198,83 +199,105 @@ class _ToolSpec:
         injected.update(getattr(tool, "_injected_args_keys", ()))
         self.injected = frozenset(injected)
 
-    def split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        call_args = {k: v for k, v in kwargs.items() if k not in self.injected}
-        extra = {k: v for k, v in kwargs.items() if k in self.injected}
+    def split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, Any]]:
+        """(the model's arguments, what LangChain injected). ``kwargs`` is a fresh dict per call: ours to keep."""
+        injected = self.injected
+        if injected.isdisjoint(kwargs):  # the common case: nothing injected, no copy
+            call_args: dict[str, Any] = kwargs
+            extra: Mapping[str, Any] = _NOTHING
+        else:
+            call_args, extra = {}, {}
+            for key, value in kwargs.items():
+                (extra if key in injected else call_args)[key] = value
         if args:  # a single-input tool called with a string: the policy sees it as ``tool_input``
             call_args["tool_input"] = args[0] if len(args) == 1 else list(args)
         return call_args, extra
 
-    def who(self, extra: Mapping[str, Any]) -> dict[str, Any]:
-        identity, session = resolve_caller(self.identity, self.session, runtime=extra.get("runtime"))
-        return {
-            "server": self.server,
-            "identity": identity,
-            "session": session,
-            "annotations": self.annotations,
-        }
+    def caller(self, extra: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        return resolve_caller(self.identity, self.session, runtime=extra.get("runtime"))
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 def _positional(args: tuple[Any, ...], call_args: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    if not args:
-        return (), dict(call_args)
     rest = dict(call_args)
     value = rest.pop("tool_input", args[0] if len(args) == 1 else list(args))
     return ((value,) if len(args) == 1 else tuple(value)), rest
 
 
+def _same_signature(wrapper: Callable[..., Any], original: Callable[..., Any]) -> None:
+    # functools.wraps keeps the original's annotations (and __wrapped__): LangChain reads them to decide what
+    # to inject (an MCP tool's ``runtime``, a RunnableConfig, callbacks), so the wrapper gets exactly what the
+    # original would have got, and passes it on. A precomputed __signature__ spares LangChain unwrapping and
+    # re-deriving it on every call.
+    functools.update_wrapper(wrapper, original)
+    # A callable without a signature (TypeError/ValueError): LangChain unwraps __wrapped__ as before.
+    with contextlib.suppress(TypeError, ValueError):
+        wrapper.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
+
+
 def _async_wrapper(original: Callable[..., Awaitable[Any]], spec: _ToolSpec) -> Callable[..., Awaitable[Any]]:
-    # functools.wraps keeps the original signature and annotations: LangChain reads them to decide what to
-    # inject (an MCP tool's ``runtime``, a RunnableConfig, callbacks), so the wrapper gets exactly what the
-    # original would have got, and passes it on.
-    @functools.wraps(original)
+    guard, name, server, annotations = spec.guard, spec.name, spec.server, spec.annotations
+
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         call_args, extra = spec.split(args, kwargs)
+        identity, session = spec.caller(extra)
         called = False
 
         async def call(**edited: Any) -> Any:
             nonlocal called
             called = True
-            pos, named = _positional(args, edited)
-            return await original(*pos, **named, **extra)
+            if args:
+                pos, named = _positional(args, edited)
+                return await original(*pos, **named, **extra)
+            return await original(**edited, **extra)
 
-        guard = spec.guard
         try:
-            result: GuardResult = await guard.arun(spec.name, call_args, call, **spec.who(extra))
+            result: GuardResult = await guard.arun(
+                name, call_args, call, server=server, identity=identity, session=session, annotations=annotations
+            )
         except Exception as exc:
             if called:  # the tool's own failure: exactly what the unguarded tool would have raised
                 raise
-            raise _GuardToolException(_guard_failed(guard, spec.name, spec.server, exc)) from exc
+            raise _GuardToolException(_guard_failed(guard, name, server, exc)) from exc
         if result.violation is not None:
             raise _GuardToolException(_violation_or_raise(guard, result.violation))
         return result.value
 
+    _same_signature(guarded, original)
     return guarded
 
 
 def _sync_wrapper(original: Callable[..., Any], spec: _ToolSpec) -> Callable[..., Any]:
-    @functools.wraps(original)
+    guard, name, server, annotations = spec.guard, spec.name, spec.server, spec.annotations
+
     def guarded(*args: Any, **kwargs: Any) -> Any:
         call_args, extra = spec.split(args, kwargs)
+        identity, session = spec.caller(extra)
         called = False
 
         def call(**edited: Any) -> Any:
             nonlocal called
             called = True
-            pos, named = _positional(args, edited)
-            return original(*pos, **named, **extra)
+            if args:
+                pos, named = _positional(args, edited)
+                return original(*pos, **named, **extra)
+            return original(**edited, **extra)
 
-        guard = spec.guard
         try:
-            result: GuardResult = guard.run(spec.name, call_args, call, **spec.who(extra))
+            result: GuardResult = guard.run(
+                name, call_args, call, server=server, identity=identity, session=session, annotations=annotations
+            )
         except Exception as exc:
             if called:
                 raise
-            raise _GuardToolException(_guard_failed(guard, spec.name, spec.server, exc)) from exc
+            raise _GuardToolException(_guard_failed(guard, name, server, exc)) from exc
         if result.violation is not None:
             raise _GuardToolException(_violation_or_raise(guard, result.violation))
         return result.value
 
+    _same_signature(guarded, original)
     return guarded
 
 
