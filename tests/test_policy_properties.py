@@ -7,6 +7,7 @@ fullwidth forms, zero-width characters, ligatures) of a rule's name fall through
 from __future__ import annotations
 
 import fnmatch
+import re
 import unicodedata
 
 from hypothesis import assume, example, given, settings
@@ -127,3 +128,34 @@ def test_server_qualified_rules_need_that_exact_server(server: str, other: str, 
     assert policy.evaluate(name, server=server.swapcase()).code == (
         "default_deny" if server.swapcase() != server else None
     )
+
+
+def _literals(glob: str) -> int:
+    return len(re.sub(r"\[!?\]?[^\]]*\]", "", glob).replace("*", "").replace("?", ""))
+
+
+STRICT = {"allow": 0, "require_approval": 1, "deny": 2}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.dictionaries(
+        st.one_of(names, patterns), st.sampled_from(["allow", "deny", "require_approval"]), min_size=1, max_size=8
+    ),
+    name=names,
+)
+def test_precedence_against_a_brute_force_oracle(rules: dict[str, str], name: str) -> None:
+    policy = _policy({p: {"action": a} for p, a in rules.items()}, "deny")
+    decision = policy.evaluate(name)
+    matching = [p for p in rules if fnmatch.fnmatchcase(name, p)]
+    if not matching:
+        assert decision.rule == "/default"
+        return
+    if name in rules:
+        best = [name]  # exact before glob
+    else:
+        top = max(_literals(p) for p in matching)
+        best = [p for p in matching if _literals(p) == top]
+    strictest = max(best, key=lambda p: STRICT[rules[p]])
+    assert decision.action == rules[strictest]
+    assert decision.rule == "/tools/" + next(p for p in best if rules[p] == rules[strictest])

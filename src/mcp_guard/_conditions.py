@@ -262,8 +262,8 @@ def _operator(op: str, expected: Any) -> Callable[[Any], object]:
         search = re.compile(expected).search
         return lambda v: (search(v) is not None) if isinstance(v, str) else _MISMATCH
     if op == "glob":
-        pat = expected
-        return lambda v: fnmatch.fnmatchcase(v, pat) if isinstance(v, str) else _MISMATCH
+        glob_match = re.compile(fnmatch.translate(expected)).match  # fnmatchcase semantics, compiled once
+        return lambda v: (glob_match(v) is not None) if isinstance(v, str) else _MISMATCH
 
     # contains: substring for strings, membership for lists
     def contains(v: Any) -> object:

@@ -11,10 +11,12 @@ import fnmatch
 import functools
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 GLOB_CHARS = frozenset("*?[")
+T = TypeVar("T")
 
 
 def pointer_escape(token: str) -> str:
@@ -110,3 +112,39 @@ def parse_pattern(text: str) -> Pattern:
             text, server, name, False, (qualified, 0, _literal_count(name)), lambda t: regex_match(t) is not None
         )
     return Pattern(text, server, name, True, (qualified, 1, len(name)), functools.partial(operator.eq, name))
+
+
+def literal_prefix(glob: str) -> str:
+    """The characters before the first wildcard: ``git_*`` -> ``git_``; ``*_log`` -> ``""``."""
+    for i, c in enumerate(glob):
+        if c in GLOB_CHARS:
+            return glob[:i]
+    return glob
+
+
+class GlobIndex(Generic[T]):
+    """Globs bucketed by literal prefix, so a name is tested only against globs whose prefix it starts with.
+
+    With 10,000 globs such as ``ns42_*`` a lookup costs one dict probe per distinct prefix length, not
+    10,000 regex matches: resolving a never-seen name (model-supplied) stays cheap as policies grow.
+    """
+
+    def __init__(self, entries: Iterable[tuple[Pattern, T]]) -> None:
+        self._by_prefix: dict[str, list[tuple[Pattern, T]]] = {}
+        for pat, item in entries:
+            self._by_prefix.setdefault(literal_prefix(pat.name), []).append((pat, item))
+        self._lengths = sorted({len(p) for p in self._by_prefix})
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._by_prefix.values())
+
+    def matching(self, name: str) -> Iterator[tuple[Pattern, T]]:
+        """Every (pattern, item) whose glob matches ``name`` (server parts are not looked at)."""
+        for length in self._lengths:
+            if length > len(name):
+                break
+            bucket = self._by_prefix.get(name[:length])
+            if bucket:
+                for pat, item in bucket:
+                    if pat._match(name):
+                        yield pat, item

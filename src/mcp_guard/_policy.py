@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from mcp_guard._conditions import MISSING, Check, Kind, compile_conditions
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
-from mcp_guard._matching import Pattern, parse_pattern, pointer
+from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
 from mcp_guard._model import (
     WINDOWS,
     AllTools,
@@ -40,6 +40,7 @@ from mcp_guard._model import (
 _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
 _CACHE_MAX = 10_000  # resolutions memoised per policy; names are model-supplied, so the memo is bounded
 _CALLER_CACHE_MAX = 1_024  # per-rule decisions memoised per (identity, session)
+_CALLERS_CACHED_MAX = 100_000  # and across all rules of one policy, so memory stays bounded
 
 Args = Mapping[str, Any]
 
@@ -339,8 +340,8 @@ class Policy:
     def _compile(self, doc: PolicyDocument) -> None:
         self._exact: dict[str, list[_Rule]] = {}  # unqualified exact names
         self._exact_q: dict[tuple[str, str], list[_Rule]] = {}  # (server, name)
-        self._globs: list[_Rule] = []  # unqualified globs
-        self._globs_q: dict[str, list[_Rule]] = {}  # server -> its globs
+        globs: list[tuple[Pattern, _Rule]] = []  # unqualified globs
+        globs_q: dict[str, list[tuple[Pattern, _Rule]]] = {}  # server -> its globs
         for order, (text, rule) in enumerate(doc.tools.items()):
             pat = parse_pattern(text)
             compiled = _compile_rule(rule, pointer("tools", text), text, rule.action, rule.reason, order)
@@ -351,9 +352,11 @@ class Policy:
                 else:
                     self._exact_q.setdefault((pat.server, pat.name), []).append(compiled)
             elif pat.server is None:
-                self._globs.append(compiled)
+                globs.append((pat, compiled))
             else:
-                self._globs_q.setdefault(pat.server, []).append(compiled)
+                globs_q.setdefault(pat.server, []).append((pat, compiled))
+        self._globs = GlobIndex(globs)
+        self._globs_q = {server: GlobIndex(entries) for server, entries in globs_q.items()}
         self._hide = tuple((i, parse_pattern(text)) for i, text in enumerate(doc.hide))
         self._hide_exact: dict[str, int] = {}
         for i, pat in self._hide:
@@ -370,6 +373,7 @@ class Policy:
         )
         self._default_rule = _Rule(pointer=self._DEFAULT_POINTER, action=doc.default)
         self._cache: dict[tuple[str | None, str, str | None], _Plan] = {}
+        self._callers_cached = 0
 
     def _hidden_at(self, tool: str, server: str | None) -> int | None:
         best: int | None = self._hide_exact.get(tool)
@@ -386,26 +390,26 @@ class Policy:
             found = self._exact_q.get((server, tool))
             if found:
                 return found
-            best = self._best_globs(self._globs_q.get(server, ()), tool)
-            if best:
-                return best
+            index = self._globs_q.get(server)
+            if index is not None:
+                best = self._best_globs(index, tool)
+                if best:
+                    return best
         found = self._exact.get(tool)
         if found:
             return found
         return self._best_globs(self._globs, tool)
 
     @staticmethod
-    def _best_globs(rules: Any, tool: str) -> list[_Rule]:
+    def _best_globs(index: GlobIndex[_Rule], tool: str) -> list[_Rule]:
         best: list[_Rule] = []
         top = -1
-        for r in rules:
-            pat: Pattern = r.pattern
-            if pat.matches(tool, pat.server):
-                lit = pat.specificity[2]
-                if lit > top:
-                    top, best = lit, [r]
-                elif lit == top:
-                    best.append(r)
+        for pat, r in index.matching(tool):
+            lit = pat.specificity[2]
+            if lit > top:
+                top, best = lit, [r]
+            elif lit == top:
+                best.append(r)
         return best
 
     def _resolve(self, tool: str, server: str | None, rc: str | None) -> _Plan:
@@ -580,8 +584,9 @@ class Policy:
                 cached = decision.replace(
                     limits=tuple(spec.charge(tool, server, identity, session) for spec in plan.limits)
                 )
-                if len(plan.by_caller) < _CALLER_CACHE_MAX:
+                if len(plan.by_caller) < _CALLER_CACHE_MAX and self._callers_cached < _CALLERS_CACHED_MAX:
                     plan.by_caller[key] = cached
+                    self._callers_cached += 1
             decision = cached
         if decision.action == "allow":
             for ptr, check, owner in plan.approve_if:
