@@ -200,6 +200,23 @@ async def test_an_approver_that_hangs_times_out_on_time(path: str, flavour: str,
     assert tool.calls == []
 
 
+@pytest.mark.parametrize("path", PATHS)
+async def test_an_approver_that_ignores_cancellation_does_not_hold_the_call(path: str) -> None:
+    async def stubborn(_: ApprovalRequest) -> bool:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(2)  # ignores the first cancellation for a while (a second one ends it)
+        return True
+
+    tool = Tool()
+    started = time.monotonic()
+    result = await _call(Guard(POLICY, approver=stubborn), path, "withdraw", {"amount": 5}, tool)
+    assert result["code"] == "approval_timeout"
+    assert time.monotonic() - started < 0.2 + TIMEOUT_MARGIN_S
+    assert tool.calls == []
+
+
 async def test_the_guard_timeout_applies_when_the_rule_has_none(release: threading.Event) -> None:
     guard = Guard(POLICY, approver=lambda _: release.wait(3600), approval_timeout_s=0.1)
     started = time.monotonic()

@@ -756,9 +756,23 @@ class Guard:
     async def _ask_async(self, op: _Ask) -> _Answer:
         assert self._approver is not None
         try:
-            raw = await asyncio.wait_for(self._approver(op.request), timeout=op.timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
-            return _Answer(code="approval_timeout", reason=f"no approval within {op.timeout_s:g} s")
+            task: asyncio.Future[Any] = asyncio.ensure_future(self._approver(op.request))
+            try:
+                # asyncio.wait, not wait_for: wait_for waits for the cancelled approver to finish, and one
+                # that swallows the cancellation would hold the call forever.
+                done, _ = await asyncio.wait((task,), timeout=op.timeout_s)
+            except BaseException:  # the caller was cancelled: do not leave the approver running
+                task.cancel()
+                raise
+            if not done:
+                task.cancel()
+                task.add_done_callback(_consume_outcome)
+                return _Answer(code="approval_timeout", reason=f"no approval within {op.timeout_s:g} s")
+            if task.cancelled():  # the approver cancelled itself: no answer
+                return _Answer(code="approval_denied", reason="the approval could not be obtained")
+            raw = task.result()
+        except asyncio.CancelledError:
+            raise
         except Exception:
             # The model is told a human did not approve; the details go to the log, not to the model.
             log.exception("approver failed for %s", op.request.tool)
@@ -816,6 +830,13 @@ class _First:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    # A timed-out approver may still finish (or fail) later: read its outcome so asyncio does not log
+    # "exception was never retrieved" for an answer nobody is waiting for.
+    if not future.cancelled():
+        future.exception()
 
 
 def _failed(value: Any, is_error: Callable[[Any], bool] | None) -> bool:
