@@ -164,7 +164,14 @@ class Guard:
     window frees (at most ``max_wait_s`` in all) and tries again.
     ``on_violation``: ``"return"`` gives back the violation payload; ``"raise"`` raises :class:`PolicyViolation`.
     ``fail_mode``: what a store failure means: ``"closed"`` denies (``guard_unavailable``), ``"open"`` allows
-    and logs. ``clock``/``sleep``/``asleep`` are injectable for tests.
+    and logs. ``approver``: a callable taking an :class:`ApprovalRequest` (sync or async), asked for at most
+    ``approval_timeout_s`` (a rule's ``approval.timeout_s`` wins). ``audit``: a JSONL path, ``"logging"``, a
+    sink, or a list of them. ``retry``: a :class:`RetryPolicy` for transient upstream failures (on by
+    default); pass ``retry=False`` for tools that are not idempotent, where a connection error may come after
+    the call took effect. ``clock``/``sleep``/``asleep`` are injectable for tests.
+
+    An evaluator that raises, a store that fails (closed mode), an approver that raises, hangs or answers
+    nonsense: each ends in a structured denial, never in an allowed call.
     """
 
     def __init__(
