@@ -4,6 +4,8 @@ each decision, no quota used by the paused pass), hidden tools kept from the mod
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 import pytest_asyncio
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware, ToolRetryMiddleware
+from langchain_core.messages import AIMessage
 from langchain_core.tools import StructuredTool
 from langchain_helpers import ExchangeServer, call, script, text_of, tool_messages, violation
 from langgraph.checkpoint.memory import InMemorySaver
@@ -347,3 +350,44 @@ def test_sync_hooks_callback_and_interrupt() -> None:
 def test_rejects_unknown_approval_mode() -> None:
     with pytest.raises(ValueError, match="approval"):
         GuardMiddleware(POLICY, approval="email")  # type: ignore[arg-type]
+
+
+def test_parallel_calls_pause_once_each_and_resume_by_interrupt_id() -> None:
+    add = StructuredTool.from_function(func=_add, name="add", description="Add two numbers.")
+    both = AIMessage(
+        "",
+        tool_calls=[
+            {"name": "add", "args": {"a": 11, "b": 1}, "id": "x1", "type": "tool_call"},
+            {"name": "add", "args": {"a": 12, "b": 1}, "id": "x2", "type": "tool_call"},
+        ],
+    )
+    agent = create_agent(
+        script(both),
+        [add],
+        middleware=[GuardMiddleware(POLICY, approval="interrupt")],
+        checkpointer=InMemorySaver(),
+    )
+    paused = agent.invoke({"messages": [("user", "go")]}, config=thread("par"))
+    pauses = {p.value["tool_call_id"]: p.id for p in paused["__interrupt__"]}
+    assert sorted(pauses) == ["x1", "x2"]
+
+    answers = {pauses["x1"]: {"type": "reject", "message": "no"}, pauses["x2"]: {"type": "approve"}}
+    state = agent.invoke(Command(resume=answers), config=thread("par"))
+
+    results = {m.tool_call_id: m for m in tool_messages(state["messages"])}
+    payload = violation(results["x1"])
+    assert payload is not None
+    assert payload["code"] == "approval_denied"
+    assert (results["x2"].content, results["x2"].status) == ("13", "success")
+
+
+def test_missing_extra_names_the_install_command() -> None:
+    # A fresh interpreter where LangChain cannot be imported: the error names the extra to install.
+    code = (
+        "import sys; sys.modules['langchain'] = None\n"
+        "try:\n    import mcp_guard.integrations.langchain\n"
+        "except ImportError as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.startswith("MissingExtraError")
+    assert "pip install 'mcp-guard[langchain]'" in out.stdout

@@ -441,8 +441,10 @@ class GuardMiddleware(AgentMiddleware):
     arguments are evaluated again. With ``hide_denied`` the tools the policy hides or denies outright are taken
     out of what the model is shown. ``server`` names the MCP server (one name, or a map from tool name).
 
-    Put it inside (after) ``ToolRetryMiddleware`` so each retry is checked and counted; LangChain's
-    ``HumanInTheLoopMiddleware`` asks before any of this runs, so a call can need both approvals.
+    Put it inside (after) ``ToolRetryMiddleware`` so each retry is checked and counted, and build its Guard with
+    ``retry=False`` there so retries are not nested. LangChain's ``HumanInTheLoopMiddleware`` asks before any of
+    this runs (after the model turn), so a call can need both approvals. Several tool calls in one model turn
+    pause once each; resume them together with ``Command(resume={interrupt_id: value, ...})``.
     """
 
     def __init__(
