@@ -9,16 +9,18 @@ Layout, per budget key (``LimitCharge.key``, already escaped so that ids cannot 
 - ``<prefix>:log:<key>``: a ZSET, one member per admitted call, score = admission time,
   member = ``<token>:<cost>`` (the token is unique per call: a per-process id and a sequence number);
 - ``<prefix>:meta:<key>``: a HASH, ``w`` = the longest window seen for the key (entries older than it are
-  pruned) and ``s`` = the sum of the costs in the ZSET, so the common case (one window per key) sums in O(1).
+  pruned), ``s`` = the sum of the costs in the ZSET (so a call that fits is decided in O(1)) and ``r`` =
+  when the TTLs were last renewed.
 
-Both keys get a TTL of the key's longest window (plus one second), so idle keys expire on their own. The
+Both keys get a TTL of twice the key's longest window plus one second, renewed once per window, so idle
+keys expire on their own. The
 prefix is percent-escaped like the key's parts, so it holds no ``:`` and the layout parses one way only.
 
 Time: the admission times are read from the **client's** clock (``clock=``, default :func:`time.time`) and
 sent to the script as an argument, not from the server's ``TIME``. Tests can therefore move time, and
 processes on one machine share ``time.time``. Processes on several machines must keep their clocks in
 sync (NTP): a client whose clock runs ahead sees less of the budget as used, one that runs behind sees
-more. The TTLs are kept by the server's clock, with one second of slack.
+more. The TTLs are kept by the server's clock, with a window and a second of slack.
 """
 
 from __future__ import annotations
@@ -44,11 +46,22 @@ from mcp_guard._stores.memory import Group, plan
 # its cost and number of limits, then per limit its window and max.
 # Returns {1} when every limit admits (in reserve mode the entries are then recorded), otherwise
 # {0, <1-based index of the refusing limit with the longest wait, in ARGV order>, <wait in seconds>}.
+#
+# The common path is three commands (HMGET, ZADD, HSET): the running sum ``s`` covers every entry still in
+# the ZSET, some possibly expired, so it is never below what any window holds. When ``s + cost`` fits, the
+# call fits every window on the key, exactly; only when it does not are expired entries pruned and the
+# window counted exactly. The TTL is set to twice the longest window (plus a second) and renewed once per
+# window (``r`` = when it was last renewed), not on every call.
 # Numbers go back to Redis through fmt(): Lua's own number-to-string keeps only 14 digits, which would
 # round an epoch timestamp to 0.1 ms and break exactness at the window's edge.
 _DECIDE = """
 local function fmt(x) return string.format('%.17g', x) end
 local function cost_of(m) return tonumber(string.match(m, ':([^:]*)$')) or 0 end
+local function total(members)
+  local s = 0
+  for _, m in ipairs(members) do s = s + cost_of(m) end
+  return s
+end
 
 local now = tonumber(ARGV[1])
 local pos, index = 4, 0
@@ -59,67 +72,70 @@ for b = 1, #KEYS / 2 do
   local cost_text, n = ARGV[pos], tonumber(ARGV[pos + 1])
   local cost = tonumber(cost_text)
   pos = pos + 2
-  local meta = redis.call('HMGET', h, 'w', 's')
-  local wmax = tonumber(meta[1]) or 0
+  local meta = redis.call('HMGET', h, 'w', 's', 'r')
+  local stored_w = tonumber(meta[1]) or 0
   local held = tonumber(meta[2])
   local has_meta = held ~= nil
-  local limits = {}
+  if not has_meta then held = total(redis.call('ZRANGE', z, 0, -1)) end  -- new key, or the hash was lost
+  local wmax = stored_w
+  local first = pos
   for j = 1, n do
-    local w, mx = tonumber(ARGV[pos]), tonumber(ARGV[pos + 1])
-    pos = pos + 2
+    local w = tonumber(ARGV[pos])
     if w > wmax then wmax = w end
-    limits[j] = {w, mx}
+    pos = pos + 2
   end
-  if not has_meta then
-    -- no bookkeeping (a new key, or the hash was lost): count what the log holds
-    held = 0
-    for _, m in ipairs(redis.call('ZRANGE', z, 0, -1)) do held = held + cost_of(m) end
-  end
-  -- prune what no window on this key can still count, keeping the running sum exact
-  local cutoff = fmt(now - wmax)
-  local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
-  if #old > 0 then
-    for _, m in ipairs(old) do held = held - cost_of(m) end
-    redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-    if has_meta then redis.call('HSET', h, 's', fmt(held)) end
-  end
+  local pruned = false
   for j = 1, n do
     index = index + 1
-    local w, mx = limits[j][1], limits[j][2]
-    local used = held
-    if w < wmax then
-      used = 0
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', z, '(' .. fmt(now - w), '+inf')) do
-        used = used + cost_of(m)
-      end
-    end
-    if used + cost > mx then
-      -- wait until the oldest entries in this window that free enough units have left it
-      local need = used + cost - mx
-      local entries = redis.call('ZRANGEBYSCORE', z, '(' .. fmt(now - w), '+inf', 'WITHSCORES')
-      local freed, wait = 0, w
-      for i = 1, #entries, 2 do
-        freed = freed + cost_of(entries[i])
-        if freed >= need then
-          wait = tonumber(entries[i + 1]) + w - now
-          break
+    local w, mx = tonumber(ARGV[first + 2 * j - 2]), tonumber(ARGV[first + 2 * j - 1])
+    if held + cost > mx then
+      if not pruned then
+        -- drop what no window on this key still counts, keeping the running sum exact
+        pruned = true
+        local cutoff = fmt(now - wmax)
+        local old = redis.call('ZRANGEBYSCORE', z, '-inf', cutoff)
+        if #old > 0 then
+          held = held - total(old)
+          redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
+          if has_meta then redis.call('HSET', h, 's', fmt(held)) end
         end
       end
-      if wait < 0 then wait = 0 end
-      if worst_wait == nil or wait > worst_wait then worst_wait, worst_index = wait, index end
+      local used = held
+      if w < wmax then used = total(redis.call('ZRANGEBYSCORE', z, '(' .. fmt(now - w), '+inf')) end
+      if used + cost > mx then
+        -- wait until the oldest entries in this window that free enough units have left it
+        local need = used + cost - mx
+        local entries = redis.call('ZRANGEBYSCORE', z, '(' .. fmt(now - w), '+inf', 'WITHSCORES')
+        local freed, wait = 0, w
+        for i = 1, #entries, 2 do
+          freed = freed + cost_of(entries[i])
+          if freed >= need then
+            wait = tonumber(entries[i + 1]) + w - now
+            break
+          end
+        end
+        if wait < 0 then wait = 0 end
+        if worst_wait == nil or wait > worst_wait then worst_wait, worst_index = wait, index end
+      end
     end
   end
-  budgets[b] = {z, h, cost, cost_text, wmax, held}
+  local renewed = tonumber(meta[3])
+  local renew = (not has_meta) or renewed == nil or wmax > stored_w or now >= renewed + wmax or now < renewed
+  budgets[b] = {z, h, cost, cost_text, wmax, held, renew}
 end
 if worst_index ~= nil then return {0, worst_index, fmt(worst_wait)} end
 if ARGV[2] == 'r' then
   for b = 1, #budgets do
-    local z, h, cost, cost_text, wmax, held = unpack(budgets[b])
+    local z, h, cost, cost_text, wmax, held, renew = unpack(budgets[b])
     if cost > 0 then redis.call('ZADD', z, ARGV[1], ARGV[3] .. ':' .. cost_text) end
-    redis.call('HSET', h, 'w', fmt(wmax), 's', fmt(held + cost))
-    local ttl = math.ceil(wmax * 1000) + 1000
-    redis.call('PEXPIRE', z, ttl)
-    redis.call('PEXPIRE', h, ttl)
+    if renew then
+      redis.call('HSET', h, 'w', fmt(wmax), 's', fmt(held + cost), 'r', ARGV[1])
+      local ttl = math.ceil(wmax * 2000) + 1000
+      redis.call('PEXPIRE', z, ttl)
+      redis.call('PEXPIRE', h, ttl)
+    else
+      redis.call('HSET', h, 's', fmt(held + cost))
+    end
   end
 end
 return {1}

@@ -1,0 +1,175 @@
+"""Per-call cost of the guard's runtime: decision plus reservation on ``memory://`` and ``redis://``.
+
+Run: ``.venv/bin/python benchmarks/runtime.py`` (``--quick`` for fewer samples).
+
+Starts its own redis-server on a free port (the Redis rows are skipped, with a message, when there is no
+``redis-server``), then prints median and p99 µs per call for:
+
+- ``Policy.evaluate`` + ``MemoryStore.reserve`` and the same with ``RedisStore.reserve``;
+- one raw Redis round trip (``PING`` on a redis-py client configured like the store's), measured in the
+  same run, interleaved with the guarded calls so both see the same machine load;
+- the ratio guarded Redis decision / raw round trip (target <= 1.5x: one round trip per decision);
+- ``Guard.admit`` + ``Guard.finish`` (the whole pipeline without the tool) on memory and on Redis.
+
+Not a timed test: figures depend on the machine; the script prints them and checks nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+
+from mcp_guard import Guard, Policy
+from mcp_guard._stores.memory import MemoryStore
+
+POLICY = Policy.from_dict(
+    {
+        "version": "1",
+        "default": "deny",
+        "tools": {
+            "git_log": {"limits": [{"counter": "git", "window": "minute", "max": 1_000_000_000, "scope": "grant"}]},
+        },
+    }
+)
+ARGS = {"max_count": 5}
+
+
+def measure(call: Callable[[], object], samples: int, per_sample: int = 1) -> list[float]:
+    """µs per call for each sample of ``per_sample`` calls (batches hide the timer's cost for fast calls)."""
+    for _ in range(min(samples, 200)):
+        call()
+    out: list[float] = []
+    gc.disable()
+    try:
+        for _ in range(samples):
+            start = time.perf_counter_ns()
+            for _ in range(per_sample):
+                call()
+            out.append((time.perf_counter_ns() - start) / per_sample / 1000.0)
+    finally:
+        gc.enable()
+    return out
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as c:
+                c.sendall(b"PING\r\n")
+                if c.recv(16).startswith(b"+PONG"):
+                    return proc, port
+        except OSError:
+            time.sleep(0.02)
+    proc.terminate()
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    opts = parser.parse_args()
+    n_fast, n_slow = (300, 1500) if opts.quick else (1500, 6000)
+    rows: list[tuple[str, float, float]] = []
+
+    def evaluate() -> object:
+        return POLICY.evaluate("git_log", ARGS, server="git", identity="alice")
+
+    rows.append(("Policy.evaluate alone", *stats(measure(evaluate, n_fast, 100))))
+
+    memory = MemoryStore()
+
+    def memory_decision() -> object:
+        verdict = memory.reserve(evaluate().limits)
+        assert verdict.ok
+        return verdict
+
+    rows.append(("evaluate + memory reserve", *stats(measure(memory_decision, n_fast, 100))))
+    memory_guard = Guard(POLICY, store=memory)
+
+    def memory_admit() -> None:
+        memory_guard.finish(memory_guard.admit("git_log", ARGS, server="git", identity="alice"))
+
+    rows.append(("Guard.admit + finish, memory", *stats(measure(memory_admit, n_fast, 20))))
+
+    ratio: float | None = None
+    redis_note = ""
+    started = start_redis()
+    if started is None:
+        redis_note = "Redis rows skipped: no redis-server on PATH (apt-get install redis-server)."
+    else:
+        proc, port = started
+        try:
+            ratio = redis_rows(rows, f"redis://127.0.0.1:{port}/0", n_slow, evaluate)
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'per call':<{width}}  {'median µs':>10}  {'p99 µs':>10}")
+    print(f"{'-' * width}  {'-' * 10}  {'-' * 10}")
+    for name, median, p99 in rows:
+        print(f"{name:<{width}}  {median:>10.2f}  {p99:>10.2f}")
+    if ratio is not None:
+        verdict = "meets" if ratio <= 1.5 else "misses"
+        print(f"\nguarded Redis decision / raw Redis round trip: {ratio:.2f}x ({verdict} the 1.5x target)")
+    if redis_note:
+        print("\n" + redis_note)
+
+
+def redis_rows(rows: list[tuple[str, float, float]], url: str, samples: int, evaluate: Callable[[], object]) -> float:
+    import redis
+
+    from mcp_guard._stores.redis import RedisStore
+
+    store = RedisStore(url, prefix="bench")
+    raw = redis.Redis.from_url(url, socket_timeout=store.timeout, socket_connect_timeout=store.timeout)
+
+    def redis_decision() -> object:
+        verdict = store.reserve(evaluate().limits)  # type: ignore[attr-defined]
+        assert verdict.ok
+        return verdict
+
+    guard = Guard(POLICY, store=store)
+
+    def redis_admit() -> None:
+        guard.finish(guard.admit("git_log", ARGS, server="git", identity="alice"))
+
+    # Interleave: each round measures a slice of each, so load changes hit all of them alike.
+    guarded: list[float] = []
+    ping: list[float] = []
+    admit: list[float] = []
+    rounds = 10
+    for _ in range(rounds):
+        ping += measure(raw.ping, samples // rounds)
+        guarded += measure(redis_decision, samples // rounds)
+        admit += measure(redis_admit, samples // rounds)
+    rows.append(("raw Redis round trip (PING)", *stats(ping)))
+    rows.append(("evaluate + Redis reserve", *stats(guarded)))
+    rows.append(("Guard.admit + finish, Redis", *stats(admit)))
+    raw.close()
+    store.close()
+    return statistics.median(guarded) / statistics.median(ping)
+
+
+if __name__ == "__main__":
+    main()
