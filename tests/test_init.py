@@ -13,25 +13,44 @@ import pytest
 import yaml
 
 from mcp_guard import Policy
+from mcp_guard._cli import main
 from mcp_guard._scaffold import ServerInfo, ToolInfo, read_server, risk_class, starter_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "examples" / "servers"
-CLI = [sys.executable, "-c", "import sys; from mcp_guard._cli import main; sys.exit(main())"]
+# The console script pip installs: the command exactly as a user types it.
+CONSOLE_SCRIPT = Path(sys.executable).with_name("mcp-guard")
 
 
-def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
+def cli(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process (``main`` is what the console script calls), to save an interpreter start per call.
+
+    capfd, not capsys: the MCP stdio client hands ``sys.stderr`` to the server process, which needs a real fd.
+    """
+    capfd.readouterr()
+    code = main(list(args))
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["mcp-guard", *args], code, out, err)
 
 
 @pytest.fixture(scope="module")
 def exchange_policy_text() -> str:
-    run = cli("init", "--", sys.executable, str(SERVERS / "exchange_server.py"))
+    # Once through the real console script, in a fresh process, as a user would run it.
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "mcp_guard._cli"]
+    run = subprocess.run(
+        [*command, "init", "--", sys.executable, str(SERVERS / "exchange_server.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout
 
 
-def test_init_exchange_to_stdout_validates(exchange_policy_text: str, tmp_path: Path) -> None:
+def test_init_exchange_to_stdout_validates(
+    exchange_policy_text: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     data = json.loads(exchange_policy_text)
     assert data["default"] == "deny"
     assert set(data["tools"]) == {
@@ -48,7 +67,7 @@ def test_init_exchange_to_stdout_validates(exchange_policy_text: str, tmp_path: 
     assert all(rule["description"] for rule in data["tools"].values())
     path = tmp_path / "starter.json"
     path.write_text(exchange_policy_text)
-    check = cli("validate", str(path))
+    check = cli(capfd, "validate", str(path))
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -66,9 +85,9 @@ def test_init_exchange_policy_means_what_it_says(exchange_policy_text: str) -> N
     assert (unknown.action, unknown.code) == ("deny", "default_deny")
 
 
-def test_init_notes_server_to_yaml_file_validates(tmp_path: Path) -> None:
+def test_init_notes_server_to_yaml_file_validates(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "notes.yaml"
-    run = cli("init", "--output", str(out), "--", sys.executable, str(SERVERS / "notes_server.py"))
+    run = cli(capfd, "init", "--output", str(out), "--", sys.executable, str(SERVERS / "notes_server.py"))
     assert run.returncode == 0, run.stderr
     assert run.stdout == ""  # the policy went to the file, not stdout
     assert "5 tools" in run.stderr
@@ -80,7 +99,7 @@ def test_init_notes_server_to_yaml_file_validates(tmp_path: Path) -> None:
     # search_web has no annotations at all: MCP's defaults make it destructive, so a human approves it.
     assert rules["search_web"]["action"] == "require_approval"
     assert "no annotations" in rules["search_web"]["description"]
-    check = cli("validate", str(out))
+    check = cli(capfd, "validate", str(out))
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -116,9 +135,9 @@ def test_starter_policy_is_deterministic_and_loads() -> None:
     assert Policy.from_dict(first).evaluate("b", {}).action == "require_approval"
 
 
-def test_init_without_command_or_with_a_dead_server_exits_2() -> None:
-    assert cli("init").returncode == 2
-    missing = cli("init", "--timeout", "10", "--", "definitely-not-a-command-mcp-guard")
+def test_init_without_command_or_with_a_dead_server_exits_2(capfd: pytest.CaptureFixture[str]) -> None:
+    assert cli(capfd, "init").returncode == 2
+    missing = cli(capfd, "init", "--timeout", "10", "--", "definitely-not-a-command-mcp-guard")
     assert missing.returncode == 2
     assert "could not read tools" in missing.stderr
     assert missing.stdout == ""

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mcp_guard._errors import MissingExtraError
 from mcp_guard._policy import risk_class as _policy_risk_class
@@ -196,7 +196,7 @@ async def read_server(command: Sequence[str], *, timeout_s: float = 30.0, cwd: s
     params = StdioServerParameters(command=command[0], args=list(command[1:]), env=dict(os.environ), cwd=cwd)
     tools: list[ToolInfo] = []
     with anyio.fail_after(timeout_s):
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        async with stdio_client(params, errlog=_errlog()) as (read, write), ClientSession(read, write) as session:
             init = await session.initialize()
             cursor: str | None = None
             while True:
@@ -209,6 +209,16 @@ async def read_server(command: Sequence[str], *, timeout_s: float = 30.0, cwd: s
                 if not cursor:
                     break
     return ServerInfo(init.serverInfo.name if init.serverInfo else None, tuple(tools))
+
+
+def _errlog() -> TextIO:
+    """Where the server's stderr goes: ours, read now (mcp's default was bound when it was first imported),
+    or the process's original stderr when ours has no file descriptor (Jupyter, captured test output)."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    return sys.stderr
 
 
 def _format_for(output: str | None, fmt: str | None) -> str:
