@@ -310,3 +310,14 @@ def test_jsonl_lines_stay_whole_with_many_processes(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()
     _check_lines(path, {(f"p{i}", n) for i in range(4) for n in range(300)})
+
+
+def test_jsonl_lines_are_valid_utf8_whatever_the_text(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlSink(path)
+    sink.write({"tool": "bad\ud800surrogate", "identity": "zoë ☃", "obj": object()})
+    sink.close()
+    event = json.loads(path.read_bytes().decode("utf-8"))  # strict decoding
+    assert event["identity"] == "zoë ☃"
+    assert event["tool"].startswith("bad")
+    assert event["obj"].startswith("<object object")

@@ -31,9 +31,15 @@ class AuditSink(Protocol):
     def write(self, event: Mapping[str, Any]) -> None: ...
 
 
+# One encoder for every hash: json.dumps with options builds a new encoder per call, which was most of the
+# audit's cost per event.
+_CANONICAL = json.JSONEncoder(sort_keys=True, default=repr, ensure_ascii=False, separators=(",", ":"))
+_LINE = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
+
+
 def _hash_value(value: Any) -> str:
     try:
-        text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False, separators=(",", ":"))
+        text = _CANONICAL.encode(value)
     except (TypeError, ValueError):  # keys that do not sort together ({1: .., "a": ..}), circular values
         text = repr(value)
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
@@ -112,7 +118,7 @@ class LoggingSink:
         self.level = level
 
     def write(self, event: Mapping[str, Any]) -> None:
-        self.logger.log(self.level, "%s", json.dumps(event, default=str, ensure_ascii=False))
+        self.logger.log(self.level, "%s", _LINE.encode(event))
 
 
 class JsonlSink:
@@ -134,7 +140,8 @@ class JsonlSink:
         return self._fd
 
     def write(self, event: Mapping[str, Any]) -> None:
-        line = (json.dumps(event, default=str, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        # "replace": a lone surrogate (possible in model-made text) must not make the line invalid UTF-8.
+        line = (_LINE.encode(event) + "\n").encode("utf-8", "replace")
         with self._lock:
             fd = self._open()
             written = os.write(fd, line)
@@ -162,7 +169,7 @@ class OTelSink:
 
     def write(self, event: Mapping[str, Any]) -> None:
         attributes = {
-            f"mcp_guard.{k}": (v if isinstance(v, (str, bool, int, float)) else json.dumps(v, default=str))
+            f"mcp_guard.{k}": (v if isinstance(v, (str, bool, int, float)) else _LINE.encode(v))
             for k, v in event.items()
             if v is not None
         }
