@@ -18,6 +18,7 @@ Semantics where data is missing or of the wrong type:
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import operator
 import re
@@ -108,6 +109,8 @@ def _type_name(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN (not a number)"
     if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, str):
@@ -119,7 +122,8 @@ def _type_name(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _show(value: object, redacted: bool = False) -> str:
+def show_value(value: object, redacted: bool = False) -> str:
+    """A value for a reason: ``repr`` for strings and numbers, JSON otherwise, cut to 80 characters."""
     if redacted:
         return "[redacted]"
     try:
@@ -131,8 +135,6 @@ def _show(value: object, redacted: bool = False) -> str:
 
 
 def _json_text(value: object) -> str:
-    import json
-
     try:
         return json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError):
@@ -202,21 +204,14 @@ def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
 # -- compilation ----------------------------------------------------------------------------------------
 
 
-def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str], Any]:
-    if path == "identity":
-        return lambda a, i, s, v, t: MISSING if i is None else i
-    if path == "session":
-        return lambda a, i, s, v, t: MISSING if s is None else s
-    if path == "server":
-        return lambda a, i, s, v, t: MISSING if v is None else v
-    if path == "tool":
-        return lambda a, i, s, v, t: t
+def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
+    """A reader for an ``args.a.b`` path: digit segments index lists; anything absent gives ``MISSING``."""
     segments = tuple(path[5:].split("."))
     if len(segments) == 1:
         key = segments[0]
-        return lambda a, i, s, v, t: a.get(key, MISSING)
+        return lambda a: a.get(key, MISSING)
 
-    def get(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> Any:
+    def get(a: Mapping[str, Any]) -> Any:
         cur: Any = a
         for seg in segments:
             if isinstance(cur, Mapping):
@@ -231,6 +226,19 @@ def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, s
         return cur
 
     return get
+
+
+def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str], Any]:
+    if path == "identity":
+        return lambda a, i, s, v, t: MISSING if i is None else i
+    if path == "session":
+        return lambda a, i, s, v, t: MISSING if s is None else s
+    if path == "server":
+        return lambda a, i, s, v, t: MISSING if v is None else v
+    if path == "tool":
+        return lambda a, i, s, v, t: t
+    read = args_getter(path)
+    return lambda a, i, s, v, t: read(a)
 
 
 def _operator(op: str, expected: Any) -> Callable[[Any], object]:
@@ -287,7 +295,7 @@ def _need(op: str) -> str:
 def compile_check(path: str, op: str, expected: Any, kind: Kind, redacted: bool = False) -> Check:
     """One (path, operator) check as a closure returning ``None`` or the reason it fails (require) / fires."""
     get = _getter(path)
-    exp = _show(expected)
+    exp = show_value(expected)
     if op == "exists":
         want = bool(expected)
 
@@ -318,10 +326,10 @@ def compile_check(path: str, op: str, expected: Any, kind: Kind, redacted: bool 
                 return None
             if result is _MISMATCH:
                 return (
-                    f"{path} is {_show(value, redacted)} ({_type_name(value)}), which has the wrong type: "
+                    f"{path} is {show_value(value, redacted)} ({_type_name(value)}), which has the wrong type: "
                     f"{sym} {exp} needs {_need(op)}"
                 )
-            return f"{path} is {_show(value, redacted)}, which {neg} {exp}"
+            return f"{path} is {show_value(value, redacted)}, which {neg} {exp}"
 
         return require
 
@@ -337,7 +345,7 @@ def compile_check(path: str, op: str, expected: Any, kind: Kind, redacted: bool 
                 f"{kind} {path} {sym} {exp}: the value has the wrong type "
                 f"(got {_type_name(value)}, need {_need(op)}), so the check counts as firing"
             )
-        return f"{kind} {path} {sym} {exp} (got {_show(value, redacted)})"
+        return f"{kind} {path} {sym} {exp} (got {show_value(value, redacted)})"
 
     if op in _NUMERIC and path.startswith("args.") and "." not in path[5:]:
         # The hot shape (deny_if args.amount > N): one dict lookup and one comparison when nothing fires.

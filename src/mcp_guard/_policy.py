@@ -10,6 +10,7 @@ cannot depend on the arguments or the caller returns a :class:`Decision` built o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mcp_guard._conditions import MISSING, Check, Kind, compile_conditions
+from mcp_guard._conditions import MISSING, Check, Kind, args_getter, compile_conditions, show_value
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
@@ -61,25 +62,6 @@ def risk_class(annotations: Mapping[str, Any] | None) -> str | None:
     if annotations.get("openWorldHint", True) is not False:
         return "open_world"
     return "write"
-
-
-def _args_getter(path: str) -> Callable[[Args], Any]:
-    segments = tuple(path[5:].split("."))
-
-    def get(args: Args) -> Any:
-        cur: Any = args
-        for seg in segments:
-            if isinstance(cur, Mapping):
-                cur = cur.get(seg, MISSING)
-            elif isinstance(cur, (list, tuple)) and seg.isdigit() and int(seg) < len(cur):
-                cur = cur[int(seg)]
-            else:
-                return MISSING
-            if cur is MISSING:
-                return MISSING
-        return cur
-
-    return get
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +110,11 @@ class _LimitSpec:
         value = self.cost_get(args)
         if value is MISSING:
             return f"{self.cost_path} is missing; it sets the cost of this call"
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {value!r}"
-        if not math.isfinite(value) or value < 0:
-            return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return (
+                f"{self.cost_path} must be a non-negative number (it sets the cost of this call), "
+                f"got {show_value(value)}"
+            )
         return math.ceil(value)
 
 
@@ -210,7 +193,7 @@ def _limit_spec(lim: Limit, ptr: str, default_counter: str) -> _LimitSpec:
         cost_path=cost_path,
         rule=ptr,
         count_failures=lim.count_failures,
-        cost_get=_args_getter(cost_path) if cost_path else None,
+        cost_get=args_getter(cost_path) if cost_path else None,
     )
 
 
@@ -252,16 +235,21 @@ class Policy:
 
     _DEFAULT_POINTER: ClassVar[str] = "/default"
 
-    def __init__(self, document: PolicyDocument, source_doc: Any, *, source: str | None = None) -> None:
-        """Prefer the ``load`` / ``from_*`` constructors; this takes an already validated document."""
+    def __init__(
+        self, document: PolicyDocument | Mapping[str, Any], source_doc: Any = None, *, source: str | None = None
+    ) -> None:
+        """Prefer :meth:`load` and the ``from_*`` constructors. ``Policy(mapping)`` is ``Policy.from_dict(mapping)``."""
+        if not isinstance(document, PolicyDocument):
+            source_doc = document
+            document = validate_document(document, source)
+        elif source_doc is None:
+            source_doc = document.model_dump(mode="json", by_alias=False, exclude_unset=True)
         try:
             digest_input = canonical_json(source_doc)
         except (TypeError, ValueError) as exc:
             raise policy_error(
                 [{"path": "", "message": f"the policy holds a value that is not JSON ({exc})"}], source
             ) from exc
-        import hashlib
-
         self.hash = "sha256:" + hashlib.sha256(digest_input.encode("utf-8")).hexdigest()
         self.document = document
         # A private copy of the document as given, so later changes to the caller's dict change nothing.
@@ -311,9 +299,10 @@ class Policy:
         return cls.from_yaml(text, source=source)
 
     def rule_at(self, rule_pointer: str) -> Any:
-        """The part of the policy document a rule pointer names (``/tools/git_log``), or ``None``.
+        """The part of the policy document a rule pointer names: ``rule_at("/tools/git_log")`` is that rule.
 
-        Check pointers (``/tools/x/deny_if/args.amount-gt``) are resolved to the deepest part that exists.
+        Pointers to checks (``/tools/x/deny_if/args.amount-gt``) resolve to the deepest part that exists
+        (here the ``deny_if`` block); ``""`` is the whole document. The result is a copy-safe plain value.
         """
         node = self._raw
         for token in rule_pointer.split("/")[1:]:
