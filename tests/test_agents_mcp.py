@@ -391,3 +391,20 @@ async def test_server_prefixed_tool_names_still_meet_their_rules(server: MCPServ
     assert out["c2"] == "BTC: 1.5"
     assert calls() == {"get_balance": 1}
     assert sorted(e["tool"] for e in sink.events) == ["get_balance", "withdraw"]
+
+
+async def test_streamed_runs_are_guarded_the_same_way(server: MCPServerStdio, calls: Any) -> None:
+    guard, _, _ = new_guard()
+    guard_mcp_server(server, guard)
+    model = script(
+        [call("withdraw", {**WITHDRAW, "address": "bad"}, "c1"), call("get_balance", {"asset": "BTC"}, "c2")]
+    )
+    agent = Agent(name="s", model=model, mcp_servers=[server])
+    streamed = Runner.run_streamed(agent, "go", context={"session_id": "s-1"})
+    async for _ in streamed.stream_events():
+        pass
+    assert streamed.final_output == "done"
+    out = tool_outputs(model)
+    assert (violation(out["c1"]) or {})["code"] == "denied"
+    assert out["c2"] == "BTC: 1.5"
+    assert calls() == {"get_balance": 1}
