@@ -145,6 +145,9 @@ def main() -> None:
     print(f"{'ratio guarded / unguarded':40} {med_b / med_a:12.3f}")
     print(f"{'guardrail + wrapper alone, per call':40} {us(statistics.median(alone)):12.1f}")
     print(f"{'plain tool invocation alone, per call':40} {us(statistics.median(bare)):12.1f}")
+    print(
+        f"{'  difference: mcp-guard alone, per call':40} {us(statistics.median(alone) - statistics.median(bare)):12.1f}"
+    )
 
 
 if __name__ == "__main__":
