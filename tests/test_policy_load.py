@@ -430,3 +430,14 @@ def test_identical_schemas_compile_once() -> None:
     before = compile_schema.cache_info().misses
     Policy.from_dict(base(tools={f"t{i}": {"args_schema": schema} for i in range(200)}))
     assert compile_schema.cache_info().misses - before == 1
+
+
+def test_policy_pickles_and_copies() -> None:
+    import copy
+    import pickle
+
+    policy = Policy.from_dict(GOOD)
+    for clone in (pickle.loads(pickle.dumps(policy)), copy.deepcopy(policy)):
+        assert clone.hash == policy.hash
+        call = ("create_issue", {"repo": "a/b", "title": "URGENT fix"})
+        assert clone.evaluate(*call, server="github") == policy.evaluate(*call, server="github")

@@ -320,6 +320,10 @@ class Policy:
         """The JSON Schema of a policy document."""
         return json_schema()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Compiled closures do not pickle; the document does, and loading it again gives the same policy.
+        return (_rebuild, (self._raw, self.source))
+
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         return f"<Policy{label} {self.hash[:19]}… default={self.default}>"
@@ -597,6 +601,10 @@ class Policy:
         """
         rc = risk_class(annotations) if annotations else None
         return self._plan(tool, server, rc).kind == "run"
+
+
+def _rebuild(raw: Any, source: str | None) -> Policy:
+    return Policy.from_dict(raw, source=source)
 
 
 def _schema_reason(exc: Exception) -> str:
