@@ -462,3 +462,13 @@ def test_console_approver_with_no_terminal_denies_and_says_so() -> None:
     kind, reason = done.stdout.strip().split(" | ")
     assert kind == "deny"
     assert "no terminal" in reason
+
+
+async def test_sync_invoke_can_ask_an_async_approver_from_inside_a_running_loop() -> None:
+    # A sync tool called by framework code that itself runs in an event loop: the guard must not try to
+    # run the approver on the caller's (busy) loop.
+    async def approver(_: ApprovalRequest) -> bool:
+        await asyncio.sleep(0)
+        return True
+
+    assert Guard(POLICY, approver=approver).invoke("transfer", {}, Tool()) == "sent"
