@@ -194,14 +194,19 @@ class RedisStore(Store):
     - ``timeout``: socket connect and read timeout in seconds (default 0.25). Any Redis failure (refused,
       timed out, server gone) raises :class:`~mcp_guard.StoreError` with the cause chained, within about
       this bound: the client does not retry, so a down server costs one timeout, never a hang;
-    - ``max_connections``: connections per client (default 64); ``pool_timeout``: how long a call waits
+    - ``max_connections``: connections per pool (default 64); ``pool_timeout``: how long a call waits
       for a free connection when all are busy (default 1 s) before it fails with ``StoreError``.
 
-    Other keywords go to redis-py's connection pool (``password``, ``ssl_ca_certs``...). The sync client
-    (``redis.Redis``) and the async one (``redis.asyncio.Redis``) are created on first use; the async one
-    belongs to the event loop it was first used in (a new loop gets a new client), so call
-    :meth:`aclose` from that loop when done. After a server restart, calls work again: the client
-    reconnects and the scripts are loaded again on ``NOSCRIPT``.
+    Other keywords go to redis-py's connection pool (``password``, ``ssl_ca_certs``...). Two redis-py
+    blocking connection pools, created on first use: a sync one (``redis.BlockingConnectionPool``) and an
+    async one (``redis.asyncio.BlockingConnectionPool``); each decision is one command on one pooled
+    connection, without the ``redis.Redis`` client's per-command wrappers. The async pool belongs to the event
+    loop it was first used in (a new loop gets a new pool), so call :meth:`aclose` from that loop when done.
+    After a server restart, calls work again: a dead pooled connection is replaced on checkout and the
+    scripts are loaded again on ``NOSCRIPT``.
+
+    In asyncio, ``timeout`` also counts the time the event loop spends elsewhere: with thousands of
+    concurrent calls on a loaded machine, raise it, or calls fail (closed) although the server is fine.
 
     Not for Redis Cluster (one call's keys may live in several slots). Time comes from the client's
     ``clock``; see the module docstring.
@@ -223,7 +228,7 @@ class RedisStore(Store):
         super().__init__(clock=clock)
         self._redis = require_extra("redis", "redis", "RedisStore")
         for module in ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.retry"):
-            importlib.import_module(module)  # submodules the clients below are built from
+            importlib.import_module(module)  # submodules the pools below are built from
         if timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
             raise ValueError("timeout and pool_timeout must be > 0 and max_connections >= 1")
         self.url = url
@@ -240,9 +245,8 @@ class RedisStore(Store):
         }
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
-        self._sync: Any = None
         self._sync_pool: Any = None
-        self._async: tuple[asyncio.AbstractEventLoop, Any, Any] | None = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
         split = urlsplit(url)
         # Where, for error messages: never the password.
         self._where = (
@@ -314,28 +318,42 @@ class RedisStore(Store):
 
     # -- sync -----------------------------------------------------------------------------------------
 
-    def _client(self) -> Any:
-        client = self._sync
-        if client is None:
+    def _pool(self) -> Any:
+        pool = self._sync_pool
+        if pool is None:
             with self._lock:
-                if self._sync is None:
+                if self._sync_pool is None:
                     r = self._redis
                     retry = r.retry.Retry(r.backoff.NoBackoff(), 0)  # bounded: one attempt per call
                     self._sync_pool = r.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options)
-                    self._sync = r.Redis(connection_pool=self._sync_pool)
-                client = self._sync
-        return client
+                pool = self._sync_pool
+        return pool
 
     def _eval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
+        # Straight on a pooled connection (what redis.Redis.execute_command does, without its retry and
+        # metrics wrappers: a quarter of a round trip's client time, and we never retry anyway).
         errors = self._redis.exceptions
         try:
-            client = self._client()
-            try:
-                return client.evalsha(sha, len(keys), *keys, *argv)
-            except errors.NoScriptError:  # first use on this server, or it restarted: EVAL caches it again
-                return client.eval(script, len(keys), *keys, *argv)
+            pool = self._pool()
+            conn = pool.get_connection()
         except (errors.RedisError, OSError) as exc:
             raise self._fail(exc) from exc
+        try:
+            try:
+                conn.send_command("EVALSHA", sha, len(keys), *keys, *argv)
+                return conn.read_response()
+            except errors.NoScriptError:  # first use on this server, or it restarted: EVAL caches it again
+                conn.send_command("EVAL", script, len(keys), *keys, *argv)
+                return conn.read_response()
+        except errors.ResponseError as exc:  # the server answered (an error): the connection is fine
+            raise self._fail(exc) from exc
+        except BaseException as exc:
+            conn.disconnect()  # a reply may still be on its way: never hand this connection to another call
+            if isinstance(exc, (errors.RedisError, OSError)):
+                raise self._fail(exc) from exc
+            raise
+        finally:
+            pool.release(conn)
 
     def check(self, charges: Sequence[LimitCharge]) -> Verdict:
         return self._decide(charges, reserve=False)
@@ -360,30 +378,43 @@ class RedisStore(Store):
 
     # -- async ----------------------------------------------------------------------------------------
 
-    def _aclient(self) -> Any:
+    def _apool(self) -> Any:
         loop = asyncio.get_running_loop()
         current = self._async
         if current is not None and current[0] is loop:
             return current[1]
         if current is not None:
-            _abandon(current[0], current[2])
+            _abandon(current[0], current[1])
         r = self._redis
         retry = r.asyncio.retry.Retry(r.backoff.NoBackoff(), 0)
         pool = r.asyncio.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options)
-        client = r.asyncio.Redis(connection_pool=pool)
-        self._async = (loop, client, pool)
-        return client
+        self._async = (loop, pool)
+        return pool
 
     async def _aeval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
         errors = self._redis.exceptions
         try:
-            client = self._aclient()
-            try:
-                return await client.evalsha(sha, len(keys), *keys, *argv)
-            except errors.NoScriptError:
-                return await client.eval(script, len(keys), *keys, *argv)
+            pool = self._apool()
+            conn = await pool.get_connection()
         except (errors.RedisError, OSError) as exc:
             raise self._fail(exc) from exc
+        try:
+            try:
+                await conn.send_command("EVALSHA", sha, len(keys), *keys, *argv)
+                return await conn.read_response()
+            except errors.NoScriptError:
+                await conn.send_command("EVAL", script, len(keys), *keys, *argv)
+                return await conn.read_response()
+        except errors.ResponseError as exc:
+            raise self._fail(exc) from exc
+        except BaseException as exc:
+            # Cancelled or failed mid-call: a reply may still come, so this connection is not reused.
+            await conn.disconnect()
+            if isinstance(exc, (errors.RedisError, OSError)):
+                raise self._fail(exc) from exc
+            raise
+        finally:
+            await pool.release(conn)
 
     async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict:
         return await self._adecide(charges, reserve=False)
@@ -409,25 +440,25 @@ class RedisStore(Store):
     # -- closing --------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close both clients' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
+        """Close both pools' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
         with self._lock:
-            pool, self._sync, self._sync_pool = self._sync_pool, None, None
+            pool, self._sync_pool = self._sync_pool, None
             current, self._async = self._async, None
         if pool is not None:
             pool.disconnect()
         if current is not None:
-            loop, _client, apool = current
+            loop, apool = current
             if not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(apool.disconnect())
             else:
                 _abandon(loop, apool)
 
     async def aclose(self) -> None:
-        """Close both clients. Call it from the event loop the async methods ran in."""
+        """Close both pools. Call it from the event loop the async methods ran in."""
         current = self._async
         if current is not None and current[0] is asyncio.get_running_loop():
             self._async = None
-            await current[2].disconnect()
+            await current[1].disconnect()
         self.close()
 
 
