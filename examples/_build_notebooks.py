@@ -588,6 +588,7 @@ RATE_LIMITS: list[Cell] = [
     ),
     code(
         """
+        import atexit
         import json
         import shutil
         import socket
@@ -753,6 +754,7 @@ RATE_LIMITS: list[Cell] = [
                 [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                 stdout=subprocess.DEVNULL,
             )
+            atexit.register(server_proc.kill)  # never leave a redis-server behind, even if a cell fails
             client = redis.Redis(port=port)
             for _ in range(100):
                 try:
