@@ -146,13 +146,11 @@ async def test_multi_server_client_constructor_path(tmp_path: Any) -> None:
         {"exchange": server_params(counter)},  # type: ignore[dict-item]
         tool_interceptors=[GuardInterceptor(CASES_POLICY)],
     )
-    tools = by_name(await client.get_tools(server_name="exchange"))
+    tools = by_name(await client.get_tools(server_name="exchange"))  # one server process, to list the tools
     refused = await tools["place_order"].ainvoke(
         tool_call("place_order", {"symbol": "X", "side": "sell", "amount": 2000})
     )
-    ok = await tools["place_order"].ainvoke(tool_call("place_order", {"symbol": "X", "side": "sell", "amount": 2}))
     payload = violation(refused)
     assert payload is not None
-    assert payload["code"] == "denied"
-    assert ok.status == "success"
-    assert read_counts(counter) == {"place_order": 1}
+    assert (payload["code"], payload["server"]) == ("denied", "exchange")
+    assert read_counts(counter) == {}
