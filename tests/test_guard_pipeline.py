@@ -440,3 +440,13 @@ def test_a_dead_redis_denies_within_its_timeout() -> None:
     assert time.monotonic() - started < 2.0
     assert tool.calls == []
     guard.close()
+
+
+def test_an_async_tool_given_to_invoke_is_an_error_not_a_coroutine_result() -> None:
+    async def async_tool(**_: Any) -> str:
+        return "never"
+
+    guard = _guard()
+    with pytest.raises(TypeError, match="ainvoke"):
+        guard.invoke("limited", {}, async_tool)
+    assert _remaining(guard, "limited", 30) == 30  # the failed call gave its quota back

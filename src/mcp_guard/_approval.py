@@ -172,11 +172,11 @@ def auto_deny(request: ApprovalRequest) -> ApprovalDecision:
 
 
 def _printable(text: object) -> str:
-    # Tool names, reasons and arguments can come from the model: escape control characters so that no
-    # terminal escape sequence can redraw the prompt or hide part of what the human is approving.
+    # Tool names and identities can come from a server or the model: escape control and format characters
+    # (escape sequences, newlines, right-to-left overrides) so nothing can redraw the prompt, fake a line,
+    # or hide part of what the human is approving. Each field is shown on one line.
     return "".join(
-        ch if ch in "\n" or unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode("ascii")
-        for ch in str(text)
+        ch if unicodedata.category(ch)[0] != "C" else ch.encode("unicode_escape").decode("ascii") for ch in str(text)
     )
 
 

@@ -664,9 +664,9 @@ class Guard:
 
     def _call_with_retry_sync(self, fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
         if self.retry is None:
-            return fn(**args)
+            return _sync_result(fn(**args))
         try:  # the first attempt runs outside tenacity: the common case pays nothing for retries
-            value = fn(**args)
+            value = _sync_result(fn(**args))
         except BaseException as exc:
             if not self.retry.is_transient(exc):
                 raise
@@ -677,7 +677,7 @@ class Guard:
             first = _First(value=value)
 
         def attempt() -> Any:
-            return first.replay() if first.pending else fn(**args)
+            return first.replay() if first.pending else _sync_result(fn(**args))
 
         return Retrying(sleep=self.sleep, **self.retry.tenacity_kwargs())(attempt)
 
@@ -837,6 +837,14 @@ class _First:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def _sync_result(value: Any) -> Any:
+    # An async tool handed to invoke/run would "succeed" with an un-awaited coroutine as its result.
+    if inspect.iscoroutine(value):
+        value.close()
+        raise TypeError("the tool returned a coroutine: call async tools with ainvoke/arun, not invoke/run")
+    return value
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:
