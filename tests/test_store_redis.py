@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 
@@ -188,5 +189,41 @@ def test_errors_do_not_show_the_password(redis_factory: Callable[[], RedisServer
             store.reserve([limit()])
         assert "hunter2" not in str(info.value)
         assert "hunter2" not in repr(store)
+    finally:
+        store.close()
+
+
+async def test_a_cancelled_call_does_not_poison_the_connection(redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    store = RedisStore(server.url, timeout=5.0, max_connections=1)  # one connection: reuse is certain
+    full, free = limit(max=1, counter="full"), limit(max=100, counter="free")
+    try:
+        assert (await store.areserve([full])).ok
+        server.pause()
+        try:
+            pending = asyncio.ensure_future(store.areserve([free]))  # its reply would say "admitted"
+            await asyncio.sleep(0.05)  # sent; no reply can come while the server is paused
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        finally:
+            server.resume()
+        # Had the connection been reused, this call would read the cancelled call's "admitted".
+        refused = await store.areserve([full])
+        assert not refused.ok
+        assert refused.charge == full
+    finally:
+        await store.aclose()
+
+
+def test_a_server_error_is_a_store_error_and_the_connection_stays_usable(redis_url: str, raw: redis.Redis) -> None:
+    store = RedisStore(redis_url, max_connections=1)
+    broken = limit(counter="broken")
+    raw.set(f"mcpg:log:{broken.key}", "not a sorted set")
+    try:
+        with pytest.raises(StoreError, match="WRONGTYPE") as info:
+            store.reserve([broken])
+        assert isinstance(info.value.__cause__, redis.ResponseError)
+        assert store.reserve([limit()]).ok
     finally:
         store.close()
