@@ -450,3 +450,28 @@ def test_an_async_tool_given_to_invoke_is_an_error_not_a_coroutine_result() -> N
     with pytest.raises(TypeError, match="ainvoke"):
         guard.invoke("limited", {}, async_tool)
     assert _remaining(guard, "limited", 30) == 30  # the failed call gave its quota back
+
+
+async def test_rollback_and_refusals_on_every_store(store: Store, clock: FakeClock) -> None:
+    policy = {
+        **LIMITED,
+        "tools": {
+            **LIMITED["tools"],
+            "held": {
+                "action": "require_approval",
+                "limits": [{"counter": "held", "window": "minute", "max": 1, "scope": "global"}],
+            },
+        },
+    }
+    answers = iter([False, False, True])
+    guard = _guard(policy, store=store, clock=clock, retry=False, approver=lambda _: next(answers))
+    for _ in range(35):  # failures give their quota back
+        with pytest.raises(RuntimeError):
+            await guard.ainvoke("limited", {}, Tool(exc=RuntimeError("boom")).acall)
+    tool = Tool(result="ran")
+    await asyncio.gather(*(guard.ainvoke("limited", {}, tool.acall) for _ in range(40)))
+    assert len(tool.calls) == 30
+    held = Tool(result="ran")
+    assert (await guard.ainvoke("held", {}, held.acall))["code"] == "approval_denied"
+    assert guard.invoke("held", {}, held)["code"] == "approval_denied"
+    assert await guard.ainvoke("held", {}, held.acall) == "ran"  # refusals consumed nothing (max 1)
