@@ -6,7 +6,8 @@
   Missing binary: the test is skipped with a message, or fails when ``MCP_GUARD_REQUIRE_REDIS=1`` (CI).
 - ``redis_url``: the same URL, with the database flushed before the test.
 - ``redis_factory``: ``redis_factory()`` starts a private :class:`RedisServer` the test may ``stop()``,
-  ``start()`` again on the same port, ``pause()``/``resume()`` (SIGSTOP, a hung server); stopped at the end.
+  ``start()`` again on the same port, ``pause()``/``resume()`` (SIGSTOP, a hung server); ``url`` is TCP,
+  ``unix_url`` the same server over a Unix socket; all stopped at the end.
 - ``store``: parametrised ``memory`` and ``redis`` (marked ``redis``), built with ``clock``: write a
   behaviour test once and it runs on both backends.
 """
@@ -18,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -82,14 +84,21 @@ class RedisServer:
     def __init__(self, binary: str, port: int | None = None) -> None:
         self.binary = binary
         self.port = port or _free_port()
+        self.socket_path = os.path.join(tempfile.mkdtemp(prefix="mcpg-redis-"), "redis.sock")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def unix_url(self) -> str:
+        """The same server over its Unix socket."""
+        return f"unix://{self.socket_path}?db=0"
+
     def start(self) -> RedisServer:
         cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        cmd += ["--unixsocket", self.socket_path]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10.0
         while not _ping(self.port):
@@ -115,6 +124,11 @@ class RedisServer:
         if proc.stderr is not None:
             proc.stderr.close()
 
+    def close(self) -> None:
+        """Stop for good and remove the socket's directory."""
+        self.stop()
+        shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
+
     def pause(self) -> None:
         """SIGSTOP: the port still accepts connections but nothing answers (a hung server)."""
         assert self.proc is not None
@@ -135,7 +149,7 @@ class RedisServer:
 def _redis_session_server() -> Iterator[RedisServer]:
     server = RedisServer(_need_redis()).start()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +178,7 @@ def redis_factory() -> Iterator[Callable[[], RedisServer]]:
 
     yield start
     for server in servers:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(

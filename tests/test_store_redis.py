@@ -10,7 +10,7 @@ import pytest
 import redis
 from conftest import FakeClock, RedisServer
 
-from mcp_guard import LimitCharge, StoreError, store_from_uri
+from mcp_guard import LimitCharge, PolicyError, StoreError, store_from_uri
 from mcp_guard._stores.redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -227,3 +227,20 @@ def test_a_server_error_is_a_store_error_and_the_connection_stays_usable(redis_u
         assert store.reserve([limit()]).ok
     finally:
         store.close()
+
+
+def test_unix_socket_url(redis_factory: Callable[[], RedisServer], clock: FakeClock) -> None:
+    server = redis_factory()
+    over_unix = store_from_uri(server.unix_url + "&prefix=u&timeout=0.5", clock=clock)
+    over_tcp = RedisStore(server.url, prefix="u", clock=clock)
+    try:
+        assert over_unix.reserve([limit(max=1)]).ok
+        assert not over_tcp.reserve([limit(max=1)]).ok  # the same budget, whichever way in
+    finally:
+        over_unix.close()
+        over_tcp.close()
+
+
+def test_a_malformed_url_is_a_configuration_error() -> None:
+    with pytest.raises(PolicyError, match="invalid Redis store URL"):
+        store_from_uri("redis://localhost:notaport/0")

@@ -35,10 +35,10 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from mcp_guard._decision import LimitCharge
-from mcp_guard._errors import StoreError, require_extra
+from mcp_guard._errors import PolicyError, StoreError, require_extra
 from mcp_guard._stores._base import ADMIT, Clock, Store, Verdict
 from mcp_guard._stores.memory import Group, plan
 
@@ -227,10 +227,14 @@ class RedisStore(Store):
     ) -> None:
         super().__init__(clock=clock)
         self._redis = require_extra("redis", "redis", "RedisStore")
-        for module in ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.retry"):
+        for module in ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.connection", "redis.retry"):
             importlib.import_module(module)  # submodules the pools below are built from
         if timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
             raise ValueError("timeout and pool_timeout must be > 0 and max_connections >= 1")
+        try:
+            self._redis.connection.parse_url(url)  # a malformed URL is a configuration error, found now
+        except ValueError as exc:
+            raise PolicyError(f"invalid Redis store URL: {exc}") from exc
         self.url = url
         self.prefix = prefix
         self.timeout = float(timeout)
@@ -266,7 +270,8 @@ class RedisStore(Store):
                 rest.append((name, value))
         if "max_connections" in ours:
             ours["max_connections"] = int(ours["max_connections"])
-        url = urlunsplit(split._replace(query=urlencode(rest)))
+        # Rebuilt by hand: urlunsplit would turn "unix:///path" into "unix:/path", which redis-py refuses.
+        url = uri.split("?", 1)[0] + (f"?{urlencode(rest)}" if rest else "")
         return cls(url, **{**ours, **options})
 
     def __repr__(self) -> str:
