@@ -276,36 +276,40 @@ class _Strict(BaseModel):
 class Limit(_Strict):
     """One rate limit: ``max`` calls (or cost units) per sliding ``window``, per ``scope``."""
 
-    counter: CounterT = None
-    window: WindowT
-    max: MaxT
-    scope: ScopeT = "grant"
-    cost: CostT = 1
-    count_failures: BoolT = False
+    counter: CounterT = Field(None, description="budget name; limits with the same counter and scope key share it")
+    window: WindowT = Field(description="second, minute, hour, day, or a number of seconds > 0 (sliding)")
+    max: MaxT = Field(description="calls (or cost units) admitted per window")
+    scope: ScopeT = Field("grant", description="grant/identity: per caller; session; global; tool: per tool name")
+    cost: CostT = Field(1, description="units per call: an integer, or an argument path such as 'args.amount'")
+    count_failures: BoolT = Field(False, description="true: a call that fails still uses its quota")
 
 
 class Approval(_Strict):
-    timeout_s: TimeoutT = None
-    description: TextT = None
+    timeout_s: TimeoutT = Field(None, description="seconds to wait for a human before the call is refused")
+    description: TextT = Field(None, description="what the human is asked")
 
 
 class _RuleBase(_Strict):
-    limits: list[Limit] = Field(default_factory=list)
-    rate_limit: RateT = None
-    require: ConditionsT = Field(default_factory=dict)
-    deny_if: ConditionsT = Field(default_factory=dict)
-    approve_if: ConditionsT = Field(default_factory=dict)
+    limits: list[Limit] = Field(default_factory=list, description="rate limits charged to each call")
+    rate_limit: RateT = Field(None, description="shorthand for one per-caller limit: '30/minute', '30/60s', '30/60'")
+    require: ConditionsT = Field(default_factory=dict, description="checks that must all hold, else denied")
+    deny_if: ConditionsT = Field(default_factory=dict, description="checks; any that holds denies the call")
+    approve_if: ConditionsT = Field(default_factory=dict, description="checks; any that holds asks a human")
     args_schema: SchemaT = None
-    approval: Approval | None = None
-    redact: list[RedactT] = Field(default_factory=list)
-    description: TextT = None
+    approval: Approval | None = Field(None, description="approval settings for this rule")
+    redact: list[RedactT] = Field(default_factory=list, description="argument paths never logged in clear")
+    description: TextT = Field(None, description="free text for people")
 
 
 class Rule(_RuleBase):
     """A tool or class rule. ``{}`` allows, as in PolicyLayer."""
 
-    action: ActionT = "allow"
-    reason: TextT = Field(default=None, validation_alias=AliasChoices("reason", "on_deny"))
+    action: ActionT = Field("allow", description="allow, deny or require_approval")
+    reason: TextT = Field(
+        default=None,
+        validation_alias=AliasChoices("reason", "on_deny"),
+        description="what the model sees when this rule denies (alias: on_deny)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -320,14 +324,20 @@ class AllTools(_RuleBase):
 
 
 class PolicyDocument(_Strict):
-    version: Version
-    default: ActionT
-    tools: dict[PatternT, Rule] = Field(default_factory=dict)
-    hide: list[PatternT] = Field(default_factory=list)
-    all_tools: AllTools | None = None
-    classes: dict[ClassT, Rule] = Field(default_factory=dict)
-    name: TextT = None
-    description: TextT = None
+    """An mcp-guard policy, version 1 (PolicyLayer policies load unchanged)."""
+
+    version: Version = Field(description='"1"')
+    default: ActionT = Field(description="what a call gets when no tool rule or class matches")
+    tools: dict[PatternT, Rule] = Field(
+        default_factory=dict, description="tool pattern (name, glob, or server/pattern) to rule"
+    )
+    hide: list[PatternT] = Field(default_factory=list, description="tool patterns never shown, denied if called")
+    all_tools: AllTools | None = Field(None, description="limits and conditions applied to every call as well")
+    classes: dict[ClassT, Rule] = Field(
+        default_factory=dict, description="rules by risk class (from MCP annotations) for unmatched tools"
+    )
+    name: TextT = Field(None, description="shown in audit and CLI output")
+    description: TextT = Field(None, description="free text")
 
 
 # -- error translation ---------------------------------------------------------------------------------
