@@ -253,17 +253,10 @@ def _operator(op: str, expected: Any) -> Callable[[Any], object]:
         return lambda v: any(json_equal(v, o) for o in options) is want
     if op in _NUMERIC:
         bound = expected
-        cmp: Callable[[Any], bool] = {
-            "lt": lambda v: v < bound,
-            "lte": lambda v: v <= bound,
-            "gt": lambda v: v > bound,
-            "gte": lambda v: v >= bound,
-        }[op]
+        compare = _COMPARE[op]
 
         def numeric(v: Any) -> object:
-            if type(v) is int or (type(v) is float and v == v) or _is_number(v):
-                return cmp(v)
-            return _MISMATCH
+            return compare(v, bound) if _is_number(v) else _MISMATCH
 
         return numeric
     if op == "regex":
