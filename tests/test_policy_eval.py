@@ -970,3 +970,60 @@ def test_load_policy_sources(tmp_path: Any) -> None:
         load_policy(42)
     with pytest.raises(TypeError):
         load_policy(None)
+
+
+def test_evaluate_is_pure(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every feature at once, with the clock, files and sockets made to explode: evaluate touches none of them.
+    import builtins
+    import socket
+    import time
+
+    policy = Policy.from_dict(
+        doc(
+            hide=["h*"],
+            all_tools={"limits": [lim(scope="session")], "approve_if": {"args.amount": {"gt": 50}}},
+            classes={"read": {}},
+            tools={
+                "pay": {
+                    **AMOUNT_DENY,
+                    "require": {"identity": {"regex": "^[a-z]+$"}},
+                    "args_schema": {"type": "object", "properties": {"amount": {"type": "number"}}},
+                    "limits": [lim(cost="args.amount", scope="tool")],
+                }
+            },
+        )
+    )
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("evaluate did I/O or read the clock")
+
+    for name in ("time", "monotonic", "perf_counter", "time_ns", "monotonic_ns"):
+        monkeypatch.setattr(time, name, boom)
+    monkeypatch.setattr(socket, "socket", boom)
+    monkeypatch.setattr(builtins, "open", boom)
+    calls = [
+        ("pay", {"amount": 5}, {"identity": "alice", "session": "s"}),
+        ("pay", {"amount": 60}, {"identity": "alice"}),
+        ("pay", {"amount": 5000}, {"identity": "alice"}),
+        ("pay", {"amount": "x"}, {"identity": "alice"}),
+        ("pay", {"amount": 5}, {"identity": "Mallory"}),
+        ("hx", {}, {}),
+        ("get", {}, {"annotations": {"readOnlyHint": True}}),
+        ("other", {}, {}),
+    ]
+    results = [policy.evaluate(tool, args, **call).action for tool, args, call in calls]
+    assert results == ["allow", "require_approval", "deny", "deny", "deny", "deny", "allow", "deny"]
+
+
+def test_concurrent_evaluation_matches_serial() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = doc(tools={f"t{i}_*": {"rate_limit": "5/minute"} for i in range(50)} | {"t1_x": AMOUNT_DENY})
+    names = [f"t{i % 60}_{j}" for i in range(60) for j in ("x", "y")]
+    serial = Policy.from_dict(data)
+    expected = [serial.evaluate(n, {"amount": 2000}, identity=n) for n in names]
+    shared = Policy.from_dict(data)
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(5):
+            got = list(pool.map(lambda n: shared.evaluate(n, {"amount": 2000}, identity=n), names))
+            assert got == expected
