@@ -616,6 +616,13 @@ CASES: list[Case] = [
         expect={"code": "invalid_arguments", "rule": "/tools/x/limits/0/cost", "reason_has": "args.amount is missing"},
     ),
     Case(
+        "cost_path_huge_int",
+        doc(tools={"x": {"limits": [lim(cost="args.n")]}}),
+        "x",
+        {"n": 10**400},
+        expect={"costs": [10**400]},
+    ),
+    Case(
         "cost_path_bool",
         doc(tools={"x": {"limits": [lim(cost="args.amount")]}}),
         "x",
@@ -736,6 +743,8 @@ OPERATOR_CASES: list[tuple[str, Any, Any, Any]] = [
     ("gt", 10, 10, F),
     ("gt", 10, math.inf, T),
     ("gt", 10, "11", MISMATCH),
+    ("gt", 10, 10**400, T),
+    ("lt", 0.5, -(10**400), T),
     ("gte", 10, 10, T),
     ("gte", 10, 9.9, F),
     ("gte", 0.5, 1, T),

@@ -197,6 +197,7 @@ BROKEN: list[tuple[str, Any, str, str]] = [
     ),
     ("window_zero", base(tools={"x": {"limits": [limit(window=0)]}}), "/tools/x/limits/0/window", "0 is not a window"),
     ("window_negative", base(tools={"x": {"limits": [limit(window=-60)]}}), "/tools/x/limits/0/window", "seconds > 0"),
+    ("window_huge", base(tools={"x": {"limits": [limit(window=10**400)]}}), "/tools/x/limits/0/window", "not a window"),
     ("window_bool", base(tools={"x": {"limits": [limit(window=True)]}}), "/tools/x/limits/0/window", "not a window"),
     (
         "unknown_scope",

@@ -50,7 +50,13 @@ class _Problems(ValueError):
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # A finite int or float, not a bool; ints too large for a float (10**400) are refused, not an OverflowError.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 # -- field validators ----------------------------------------------------------------------------------

@@ -110,7 +110,9 @@ class _LimitSpec:
         value = self.cost_get(args)
         if value is MISSING:
             return f"{self.cost_path} is missing; it sets the cost of this call"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if type(value) is int and value >= 0:
+            return value
+        if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value) or value < 0:
             return (
                 f"{self.cost_path} must be a non-negative number (it sets the cost of this call), "
                 f"got {show_value(value)}"
