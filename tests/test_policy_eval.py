@@ -1036,3 +1036,16 @@ def test_concurrent_evaluation_matches_serial() -> None:
         for _ in range(5):
             got = list(pool.map(lambda n: shared.evaluate(n, {"amount": 2000}, identity=n), names))
             assert got == expected
+
+
+def test_non_string_names_are_a_type_error() -> None:
+    policy = Policy.from_dict(doc(tools={"x*": {}}))
+    with pytest.raises(TypeError, match="must be strings"):
+        policy.evaluate(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be strings"):
+        policy.exposes("x", server=5)  # type: ignore[arg-type]
+
+
+def test_non_string_identity_is_used_as_text() -> None:
+    policy = Policy.from_dict(doc(tools={"x": {"limits": [lim()]}}))
+    assert policy.evaluate("x", identity=42).limits[0].scope_id == "42"  # type: ignore[arg-type]

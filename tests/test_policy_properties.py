@@ -7,6 +7,7 @@ fullwidth forms, zero-width characters, ligatures) of a rule's name fall through
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import unicodedata
 
@@ -161,3 +162,52 @@ def test_precedence_against_a_brute_force_oracle(rules: dict[str, str], name: st
     strictest = max(best, key=lambda p: STRICT[rules[p]])
     assert decision.action == rules[strictest]
     assert decision.rule == "/tools/" + next(p for p in best if rules[p] == rules[strictest])
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+FUZZ_POLICY = {
+    "version": "1",
+    "default": "allow",
+    "hide": ["h*"],
+    "all_tools": {"limits": [{"counter": "all", "window": 60, "max": 100, "scope": "session"}]},
+    "tools": {
+        "pay": {
+            "args_schema": {"type": "object", "properties": {"amount": {"type": "number"}}},
+            "require": {"args.cur": {"in": ["USD", "EUR"]}, "identity": {"regex": "^[a-z]+$"}},
+            "deny_if": {"args.amount": {"gt": 1000}, "args.memo": {"contains": "drop"}, "args.to.0": {"glob": "x*"}},
+            "approve_if": {"args.amount": {"gte": 100}, "args.tags": {"contains": "big"}},
+            "limits": [{"counter": "spend", "window": "day", "max": 5000, "cost": "args.amount"}],
+        },
+        "*": {"require": {"args.a.b": {"exists": False}}, "deny_if": {"args.n": {"lt": 0}, "args.s": {"eq": "x"}}},
+    },
+}
+
+
+@functools.cache
+def _fuzz_policy() -> Policy:
+    return Policy.from_dict(FUZZ_POLICY)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    tool=st.sampled_from(["pay", "other", "hx"]),
+    args=st.dictionaries(
+        st.sampled_from(["amount", "cur", "memo", "to", "tags", "a", "n", "s", "x"]), json_values, max_size=6
+    ),
+    identity=st.none() | st.text(max_size=8),
+    session=st.none() | st.text(max_size=8),
+)
+def test_any_arguments_give_a_decision_never_an_exception(
+    tool: str, args: dict[str, object], identity: str | None, session: str | None
+) -> None:
+    decision = _fuzz_policy().evaluate(tool, args, identity=identity, session=session)
+    assert decision.action in ("allow", "deny", "require_approval")
+    if decision.denied:
+        assert decision.code in ("hidden", "invalid_arguments", "requirement_failed", "denied")
+        assert decision.rule
+        assert decision.reason
+        decision.to_json()  # the payload always serialises

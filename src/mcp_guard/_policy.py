@@ -82,9 +82,9 @@ class _LimitSpec:
 
     def scope_id(self, tool: str, server: str | None, identity: str | None, session: str | None) -> str:
         if self.scope in ("grant", "identity"):
-            return identity if identity is not None else "anonymous"
+            return "anonymous" if identity is None else str(identity)
         if self.scope == "session":
-            return session if session is not None else "anonymous"
+            return "anonymous" if session is None else str(session)
         if self.scope == "global":
             return ""
         return f"{server}/{tool}" if server is not None else tool
@@ -408,6 +408,8 @@ class Policy:
         return best
 
     def _resolve(self, tool: str, server: str | None, rc: str | None) -> _Plan:
+        if not isinstance(tool, str) or not (server is None or isinstance(server, str)):
+            raise TypeError(f"tool and server must be strings, got {type(tool).__name__} and {type(server).__name__}")
         common: dict[str, Any] = {"tool": tool, "server": server, "policy": self.hash, "risk_class": rc}
         hidden = self._hidden_at(tool, server)
         if hidden is not None:
