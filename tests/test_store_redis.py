@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -244,3 +248,88 @@ def test_unix_socket_url(redis_factory: Callable[[], RedisServer], clock: FakeCl
 def test_a_malformed_url_is_a_configuration_error() -> None:
     with pytest.raises(PolicyError, match="invalid Redis store URL"):
         store_from_uri("redis://localhost:notaport/0")
+
+
+def test_first_call_after_a_quiet_restart_is_admitted(redis_factory: Callable[[], RedisServer]) -> None:
+    # No call sees the outage: the kept connections are dead when the next call comes.
+    server = redis_factory()
+    store = RedisStore(server.url, timeout=TIMEOUT)
+    try:
+        assert all(store.reserve([limit(max=100)]).ok for _ in range(3))
+        server.stop()
+        server.start()
+        assert store.reserve([limit(max=100)]).ok
+    finally:
+        store.close()
+
+
+async def test_first_async_call_after_a_quiet_restart_is_admitted(redis_factory: Callable[[], RedisServer]) -> None:
+    server = redis_factory()
+    store = RedisStore(server.url, timeout=TIMEOUT)
+    try:
+        assert all(v.ok for v in await asyncio.gather(*(store.areserve([limit(max=100)]) for _ in range(5))))
+        server.stop()
+        server.start()
+        assert (await store.areserve([limit(max=100)])).ok
+    finally:
+        await store.aclose()
+
+
+def test_more_threads_than_connections(redis_url: str, clock: FakeClock) -> None:
+    store = RedisStore(redis_url, clock=clock, max_connections=2, pool_timeout=10)
+    c = limit(max=30)
+    results: list[bool] = []
+    start = threading.Barrier(8)
+
+    def worker() -> None:
+        start.wait()
+        mine = [store.reserve([c]).ok for _ in range(25)]
+        results.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        store.close()
+    assert len(results) == 200
+    assert sum(results) == 30
+
+
+async def test_more_tasks_than_connections(redis_url: str, clock: FakeClock) -> None:
+    store = RedisStore(redis_url, clock=clock, max_connections=2, pool_timeout=10)
+    try:
+        verdicts = await asyncio.gather(*(store.areserve([limit(max=30)]) for _ in range(300)))
+    finally:
+        await store.aclose()
+    assert sum(v.ok for v in verdicts) == 30
+
+
+def _forked_child(store: RedisStore, go: Any, out: Any) -> None:
+    go.wait(10)
+    out.put(sum(store.reserve([limit(max=1000, counter="roomy")]).ok for _ in range(300)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_share_the_parents_connections(redis_url: str) -> None:
+    # Parent and child call at once with opposite answers (the child's are all admitted, the parent's all
+    # refused): on a shared socket, replies would reach the wrong process and flip.
+    store = RedisStore(redis_url)
+    try:
+        assert store.reserve([limit(max=1, counter="full")]).ok  # the parent now keeps a connection
+        ctx = multiprocessing.get_context("fork")
+        go, out = ctx.Event(), ctx.Queue()
+        child = ctx.Process(target=_forked_child, args=(store, go, out))
+        child.start()
+        go.set()
+        parent = sum(store.reserve([limit(max=1, counter="full")]).ok for _ in range(300))
+        assert out.get(timeout=30) == 300
+        child.join(30)
+        assert child.exitcode == 0
+        assert parent == 0
+        out.close()
+        out.join_thread()
+    finally:
+        store.close()
