@@ -50,10 +50,8 @@ def make_policy(n: int, kind: str) -> tuple[Policy, str, dict[str, Any]]:
     return policy, tool, args
 
 
-def measure(call: Callable[[], object], batches: int, per_batch: int) -> tuple[float, float]:
-    """(median, p99) in µs per call, over ``batches`` batches of ``per_batch`` calls."""
-    for _ in range(per_batch):  # warm the memo and the caches
-        call()
+def sample(call: Callable[[], object], batches: int, per_batch: int) -> list[float]:
+    """Per-call µs of ``batches`` batches of ``per_batch`` calls (GC off while timing)."""
     samples: list[float] = []
     gc.disable()
     try:
@@ -64,15 +62,37 @@ def measure(call: Callable[[], object], batches: int, per_batch: int) -> tuple[f
             samples.append((time.perf_counter_ns() - start) / per_batch / 1000.0)
     finally:
         gc.enable()
-    samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return samples
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def interleaved(
+    calls: list[Callable[[], object]], batches: int, per_batch: int, rounds: int
+) -> list[tuple[float, float]]:
+    """(median, p99) per call, measured in ``rounds`` interleaved rounds so every size sees the same load.
+
+    Other work on the machine comes and goes; timing one size after another would bill a busy spell to
+    whichever size happened to run then and distort the 10k / 10 ratio.
+    """
+    for call in calls:  # warm the memo and the caches
+        for _ in range(per_batch):
+            call()
+    pooled: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for i, call in enumerate(calls):
+            pooled[i].extend(sample(call, max(1, batches // rounds), per_batch))
+    return [summary(p) for p in pooled]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer batches (a rough figure in a few seconds)")
     opts = parser.parse_args()
-    batches, per_batch = (50, 500) if opts.quick else (300, 1000)
+    batches, per_batch, rounds = (40, 500, 4) if opts.quick else (300, 1000, 10)
     sizes = (10, 1_000, 10_000)
     kinds = {
         "exact allow": ("exact", {}),
@@ -87,54 +107,56 @@ def main() -> None:
 
     # Warm up the interpreter and the CPU before the first timed case, which would otherwise pay for it.
     warm, tool, args = make_policy(10, "exact")
-    measure(lambda: warm.evaluate(tool, args), batches, per_batch)
-    base, _ = measure(lambda: noop("t", {}), batches, per_batch)
-    print(f"Policy.evaluate, µs per decision (median / p99 over {batches} batches of {per_batch} calls)")
+    sample(lambda: warm.evaluate(tool, args), batches, per_batch)
+    base, _ = summary(sample(lambda: noop("t", {}), batches, per_batch))
+    print(f"Policy.evaluate, µs per decision (median / p99 over {batches} batches of {per_batch} calls,")
+    print(f"sizes interleaved in {rounds} rounds)")
     print(f"(calibration: a Python call to a no-op function with these arguments costs {base:.3f} µs here)\n")
-    header = f"{'case':<22}" + "".join(f"{f'{n:,} rules':>22}" for n in sizes) + f"{'10k / 10':>10}"
+    header = f"{'case':<22}" + "".join(f"{f'{n:,} rules':>24}" for n in sizes) + f"{'10k / 10':>10}"
     print(header)
     print("-" * len(header))
     for label, (kind, extra) in kinds.items():
-        medians: list[float] = []
-        cells: list[str] = []
+        calls: list[Callable[[], object]] = []
+        loads: list[float] = []
         for n in sizes:
             t0 = time.perf_counter()
             policy, tool, args = make_policy(n, kind)
-            load_s = time.perf_counter() - t0
-            evaluate = policy.evaluate
-            decision = evaluate(tool, args, **extra)
+            loads.append(time.perf_counter() - t0)
+            decision = policy.evaluate(tool, args, **extra)
             if decision.action != "allow":
                 raise SystemExit(f"benchmark policy is wrong: {label} at {n} rules gave {decision}")
-            med, p99 = measure(lambda e=evaluate, t=tool, a=args, x=extra: e(t, a, **x), batches, per_batch)
-            medians.append(med)
-            cells.append(f"{med:6.3f} / {p99:6.3f} ({load_s:4.1f}s)")
-        ratio = medians[-1] / medians[0]
-        print(f"{label:<22}" + "".join(f"{c:>22}" for c in cells) + f"{ratio:>9.2f}x")
+            calls.append(lambda e=policy.evaluate, t=tool, a=args, x=extra: e(t, a, **x))
+        results = interleaved(calls, batches, per_batch, rounds)
+        cells = [f"{med:6.3f} / {p99:6.3f} ({load:4.1f}s)" for (med, p99), load in zip(results, loads, strict=True)]
+        ratio = results[-1][0] / results[0][0]
+        print(f"{label:<22}" + "".join(f"{c:>24}" for c in cells) + f"{ratio:>9.2f}x")
     print("\n(load time of the policy in brackets)")
     # A name never seen before (the memo is cleared before every call): what resolution itself costs.
     print("\nfirst call for a name (memo cleared each call), µs median / p99:")
     for label, kind in (("exact", "exact"), ("glob", "glob")):
-        medians = []
-        cells = []
+        calls = []
         for n in sizes:
             policy, tool, args = make_policy(n, kind)
             memo = policy._cache  # private: cleared here only to time resolution
-            evaluate = policy.evaluate
 
-            def fresh(m: Any = memo, e: Any = evaluate, t: str = tool, a: Any = args) -> object:
+            def fresh(m: Any = memo, e: Any = policy.evaluate, t: str = tool, a: Any = args) -> object:
                 m.clear()
                 return e(t, a)
 
-            med, p99 = measure(fresh, batches // 3 or 1, per_batch)
-            medians.append(med)
-            cells.append(f"{med:6.3f} / {p99:6.3f}")
-        print(f"  {label:<20}" + "".join(f"{c:>22}" for c in cells) + f"{medians[-1] / medians[0]:>9.2f}x")
+            calls.append(fresh)
+        results = interleaved(calls, max(rounds, batches // 3), per_batch, rounds)
+        cells = [f"{med:6.3f} / {p99:6.3f}" for med, p99 in results]
+        print(f"  {label:<20}" + "".join(f"{c:>24}" for c in cells) + f"{results[-1][0] / results[0][0]:>9.2f}x")
     # The deny path builds a new Decision per call: show what a firing condition costs.
     policy, tool, _ = make_policy(10, "deny_if")
-    med, p99 = measure(lambda: policy.evaluate(tool, {"amount": 5000}), batches, per_batch)
-    print(f"deny_if firing (10 rules): {med:.3f} / {p99:.3f} µs")
-    med, p99 = measure(lambda: policy.evaluate("unknown_tool", {}), batches, per_batch)
-    print(f"default_deny (10 rules):   {med:.3f} / {p99:.3f} µs")
+    deny, default = interleaved(
+        [lambda: policy.evaluate(tool, {"amount": 5000}), lambda: policy.evaluate("unknown_tool", {})],
+        batches,
+        per_batch,
+        rounds,
+    )
+    print(f"\ndeny_if firing (10 rules): {deny[0]:.3f} / {deny[1]:.3f} µs")
+    print(f"default_deny (10 rules):   {default[0]:.3f} / {default[1]:.3f} µs")
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ class _Plan:
     per_caller: bool = False  # limits depend on identity / session
     per_args: bool = False  # a limit's cost is read from the arguments
     constant: bool = False  # no checks, no per-call limits: ``decision`` is always the answer
-    checks_only: bool = False  # only require / deny_if checks; when they pass, ``decision`` is the answer
+    checks_only: bool = False  # only require / deny_if and per-caller limits: no schema, approve_if or cost path
     by_caller: dict[tuple[str | None, str | None], Decision] = field(default_factory=dict)
 
 
@@ -477,9 +477,8 @@ class Policy:
             per_caller=any(s.per_caller for s in limits),
             per_args=per_args,
         )
-        per_call = bool(plan.schemas or plan.approve_if or plan.per_caller or plan.per_args)
-        plan.constant = not (per_call or plan.checks)
-        plan.checks_only = not per_call
+        plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args)
+        plan.constant = plan.checks_only and not (plan.checks or plan.per_caller)
         return plan
 
     def _plan(self, tool: str, server: str | None, rc: str | None) -> _Plan:
@@ -517,12 +516,17 @@ class Policy:
         if plan.kind != "run":
             return plan.decision
         if plan.checks_only and type(args) is dict:
-            # The common shape (require / deny_if on an allow rule): run the checks inline, no other work.
+            # The common shapes (require / deny_if, per-caller limits): run the checks inline, then the
+            # precomputed decision, or the one memoised for this caller.
             for ptr, check, owner, code in plan.checks:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
                     return self._deny(plan, code, ptr, why, owner)
-            return plan.decision
+            if not plan.per_caller:
+                return plan.decision
+            mine = plan.by_caller.get((identity, session))
+            if mine is not None:
+                return mine
         return self._run(plan, args, identity, session)
 
     def _deny(self, plan: _Plan, code: Any, rule: str, reason: str, owner: _Rule | None) -> Decision:
