@@ -103,7 +103,7 @@ def main() -> None:
     }
 
     def noop(tool: str, args: Any = None, *, identity: str | None = None) -> None:
-        return None
+        return None  # same call shape as evaluate: what the interpreter alone costs
 
     # Warm up the interpreter and the CPU before the first timed case, which would otherwise pay for it.
     warm, tool, args = make_policy(10, "exact")
@@ -112,7 +112,7 @@ def main() -> None:
     print(f"Policy.evaluate, µs per decision (median / p99 over {batches} batches of {per_batch} calls,")
     print(f"sizes interleaved in {rounds} rounds)")
     print(f"(calibration: a Python call to a no-op function with these arguments costs {base:.3f} µs here)\n")
-    header = f"{'case':<22}" + "".join(f"{f'{n:,} rules':>24}" for n in sizes) + f"{'10k / 10':>10}"
+    header = f"{'case':<22}" + "".join(f"{f'{n:,} rules':>24}" for n in sizes) + f"{'10k / 10':>10}" + f"{'no-op':>8}"
     print(header)
     print("-" * len(header))
     for label, (kind, extra) in kinds.items():
@@ -126,11 +126,13 @@ def main() -> None:
             if decision.action != "allow":
                 raise SystemExit(f"benchmark policy is wrong: {label} at {n} rules gave {decision}")
             calls.append(lambda e=policy.evaluate, t=tool, a=args, x=extra: e(t, a, **x))
-        results = interleaved(calls, batches, per_batch, rounds)
+        # A no-op call timed in the same rounds: how fast this machine was while the case ran.
+        calls.append(lambda x=extra: noop("t", {}, **x))
+        *results, (noop_med, _) = interleaved(calls, batches, per_batch, rounds)
         cells = [f"{med:6.3f} / {p99:6.3f} ({load:4.1f}s)" for (med, p99), load in zip(results, loads, strict=True)]
         ratio = results[-1][0] / results[0][0]
-        print(f"{label:<22}" + "".join(f"{c:>24}" for c in cells) + f"{ratio:>9.2f}x")
-    print("\n(load time of the policy in brackets)")
+        print(f"{label:<22}" + "".join(f"{c:>24}" for c in cells) + f"{ratio:>9.2f}x" + f"{noop_med:>8.3f}")
+    print("\n(load time of the policy in brackets; no-op: a Python call with the same arguments, same rounds)")
     # A name never seen before (the memo is cleared before every call): what resolution itself costs.
     print("\nfirst call for a name (memo cleared each call), µs median / p99:")
     for label, kind in (("exact", "exact"), ("glob", "glob")):
