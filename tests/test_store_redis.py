@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import threading
@@ -333,3 +334,21 @@ def test_a_forked_child_does_not_share_the_parents_connections(redis_url: str) -
         out.join_thread()
     finally:
         store.close()
+
+
+def test_one_store_across_event_loops(redis_url: str, clock: FakeClock) -> None:
+    # asyncio.run() twice (a script, a notebook cell): the async pool follows the new loop, and the old
+    # loop's sockets are closed without that loop (no ResourceWarning, which this suite turns into errors).
+    store = RedisStore(redis_url, clock=clock)
+    try:
+        for _ in range(3):
+            verdicts = asyncio.run(_burst(store, 5))
+            assert all(v.ok for v in verdicts)
+        assert not store.reserve([limit(max=15)]).ok  # all 15 recorded in one budget
+    finally:
+        store.close()
+    gc.collect()
+
+
+async def _burst(store: RedisStore, n: int) -> list[Any]:
+    return list(await asyncio.gather(*(store.areserve([limit(max=15)]) for _ in range(n))))
