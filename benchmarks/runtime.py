@@ -6,9 +6,12 @@ Starts its own redis-server on a free port (the Redis rows are skipped, with a m
 ``redis-server``), then prints median and p99 µs per call for:
 
 - ``Policy.evaluate`` + ``MemoryStore.reserve`` and the same with ``RedisStore.reserve``;
-- one raw Redis round trip (``PING`` on a redis-py client configured like the store's), measured in the
-  same run, interleaved with the guarded calls so both see the same machine load;
-- the ratio guarded Redis decision / raw round trip (target <= 1.5x: one round trip per decision);
+- one raw Redis round trip (``PING`` on a plain ``redis.Redis`` client), measured in the same run,
+  interleaved with the guarded calls so both see the same machine load; and ``PING`` through the store's
+  own lean connection path, the floor of anything the store sends;
+- the ratio guarded Redis decision / raw round trip (target <= 1.5x: one round trip per decision), and
+  the same against the store-path ``PING``;
+- ``RedisStore.areserve`` on an event loop (one call at a time);
 - ``Guard.admit`` + ``Guard.finish`` (the whole pipeline without the tool) on memory and on Redis.
 
 Not a timed test: figures depend on the machine; the script prints them and checks nothing.
@@ -17,6 +20,7 @@ Not a timed test: figures depend on the machine; the script prints them and chec
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import shutil
 import socket
@@ -139,7 +143,7 @@ def main() -> None:
 def redis_rows(rows: list[tuple[str, float, float]], url: str, samples: int, evaluate: Callable[[], object]) -> float:
     import redis
 
-    from mcp_guard._stores.redis import RedisStore
+    from mcp_guard._stores.redis import RedisStore, _pack
 
     store = RedisStore(url, prefix="bench")
     raw = redis.Redis.from_url(url, socket_timeout=store.timeout, socket_connect_timeout=store.timeout)
@@ -154,20 +158,46 @@ def redis_rows(rows: list[tuple[str, float, float]], url: str, samples: int, eva
     def redis_admit() -> None:
         guard.finish(guard.admit("git_log", ARGS, server="git", identity="alice"))
 
+    def lean_ping() -> object:
+        # PING through the store's own connection path (kept connection, hand-packed command): the floor
+        # of any call the store makes, so the second ratio shows what the script and our Python add.
+        pool, conn, _ = store._checkout()
+        conn.send_packed_command(_pack("PING"), check_health=False)
+        reply = conn.read_response()
+        store._checkin(pool, conn)
+        return reply
+
+    loop = asyncio.new_event_loop()
+
+    def redis_async_decision() -> object:
+        verdict = loop.run_until_complete(store.areserve(evaluate().limits))  # type: ignore[attr-defined]
+        assert verdict.ok
+        return verdict
+
     # Interleave: each round measures a slice of each, so load changes hit all of them alike.
-    guarded: list[float] = []
     ping: list[float] = []
+    lean: list[float] = []
+    guarded: list[float] = []
+    guarded_async: list[float] = []
     admit: list[float] = []
     rounds = 10
     for _ in range(rounds):
         ping += measure(raw.ping, samples // rounds)
+        lean += measure(lean_ping, samples // rounds)
         guarded += measure(redis_decision, samples // rounds)
+        guarded_async += measure(redis_async_decision, samples // rounds)
         admit += measure(redis_admit, samples // rounds)
-    rows.append(("raw Redis round trip (PING)", *stats(ping)))
+    rows.append(("raw Redis round trip (redis-py PING)", *stats(ping)))
+    rows.append(("PING on the store's connection path", *stats(lean)))
     rows.append(("evaluate + Redis reserve", *stats(guarded)))
+    rows.append(("evaluate + Redis areserve (one loop step)", *stats(guarded_async)))
     rows.append(("Guard.admit + finish, Redis", *stats(admit)))
+    loop.run_until_complete(store.aclose())
+    loop.close()
     raw.close()
     store.close()
+    lean_ratio = statistics.median(guarded) / statistics.median(lean)
+    print(f"(guarded Redis decision / PING on the store's own connection path: {lean_ratio:.2f}x)")
     return statistics.median(guarded) / statistics.median(ping)
 
 
