@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mcp_guard._decision import Decision
-from mcp_guard._errors import PolicyError
+from mcp_guard._errors import MissingExtraError, PolicyError
 from mcp_guard._matching import Pattern, parse_pattern, pointer
 from mcp_guard._policy import Policy
 
@@ -77,12 +77,22 @@ def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _run_validate(args: argparse.Namespace) -> int:
+def _load(path: str) -> Policy | int:
+    """The policy at ``path``, or the exit code after printing why it could not be loaded."""
     try:
-        policy = Policy.load(args.file)
+        return Policy.load(path)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except MissingExtraError as exc:
+        print(f"mcp-guard: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    policy = _load(args.file)
+    if isinstance(policy, int):
+        return policy
     for warning in policy_warnings(policy):
         print(f"warning: {warning}", file=sys.stderr)
     doc = policy.document
@@ -216,11 +226,9 @@ def _run_explain(args: argparse.Namespace) -> int:
     if annotations is not None and not isinstance(annotations, Mapping):
         print("mcp-guard explain: --annotations must be a JSON object", file=sys.stderr)
         return 2
-    try:
-        policy = Policy.load(args.file)
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    policy = _load(args.file)
+    if isinstance(policy, int):
+        return policy
     decision = policy.evaluate(
         args.tool,
         call_args,
