@@ -276,16 +276,17 @@ def test_console_script_in_a_real_process() -> None:
     assert "deny (default_deny)" in proc.stdout
 
 
-def test_yaml_without_the_extra_is_a_clear_error(tmp_path: Path) -> None:
+def test_cli_without_extras(tmp_path: Path) -> None:
     path = write(tmp_path, "version: 1\ndefault: deny\n", "p.yaml")
     script = (
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'yaml':\n"
+        "        if name.split('.')[0] in ('yaml', 'mcp', 'langchain', 'agents', 'redis'):\n"
         "            raise ImportError('blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
         "from mcp_guard._cli import main\n"
+        f"assert main(['validate', {str(EXAMPLES / 'binance_us.json')!r}]) == 0\n"
         f"sys.exit(main(['validate', {path!r}]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)

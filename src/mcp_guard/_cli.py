@@ -3,7 +3,8 @@
 Subcommands are registered in :data:`SUBCOMMANDS`: each entry takes the ``subparsers`` object, adds its
 parser and sets ``func`` (a ``Namespace -> int`` exit code). Adding a command is one entry.
 
-Exit codes: 0 success; 1 the policy does not validate; 2 bad command-line input (argparse's convention).
+Exit codes: 0 success; 1 the policy does not validate; 2 bad command-line input or a missing extra
+(argparse's convention). The CLI needs no extra except ``yaml`` for YAML files and ``init``'s own.
 """
 
 from __future__ import annotations
