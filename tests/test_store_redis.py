@@ -352,3 +352,18 @@ def test_one_store_across_event_loops(redis_url: str, clock: FakeClock) -> None:
 
 async def _burst(store: RedisStore, n: int) -> list[Any]:
     return list(await asyncio.gather(*(store.areserve([limit(max=15)]) for _ in range(n))))
+
+
+def test_a_log_emptied_and_filled_again_gets_a_ttl(redis_url: str, raw: redis.Redis, clock: FakeClock) -> None:
+    store = RedisStore(redis_url, clock=clock)
+    c = limit()
+    try:
+        assert store.reserve([LimitCharge("calls", "session", "", 60.0, 3, 0, "/r")]).ok  # cost 0
+        token = store.reserve([c]).token  # the first entry, after a zero-cost call made only the hash
+        assert token is not None
+        store.release([c], token)  # the log is empty again: Redis deletes the key
+        assert store.reserve([c]).ok
+    finally:
+        store.close()
+    assert all(raw.pttl(key) > 0 for key in raw.keys("*"))
+    assert len(raw.keys("*")) == 2

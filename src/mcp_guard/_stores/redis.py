@@ -121,7 +121,9 @@ for b = 1, #KEYS / 2 do
     end
   end
   local renewed = tonumber(meta[3])
-  local renew = (not has_meta) or renewed == nil or wmax > stored_w or now >= renewed + wmax or now < renewed
+  -- held == 0: the ZSET is empty, so the ZADD below makes a new key that has no TTL yet
+  local renew = (not has_meta) or held == 0 or renewed == nil or wmax > stored_w
+    or now >= renewed + wmax or now < renewed
   budgets[b] = {z, h, cost, cost_text, wmax, held, renew}
 end
 if worst_index ~= nil then return {0, worst_index, fmt(worst_wait)} end
