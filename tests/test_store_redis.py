@@ -142,6 +142,7 @@ def test_server_stopped_fails_fast_and_recovers_on_restart(redis_factory: Callab
         server.stop()
         for op in (lambda: store.reserve([c]), lambda: store.check([c]), lambda: store.release([c], "x.1@1.0")):
             assert _timed_failure(op) < TIMEOUT + MARGIN
+        assert store.reserve([]).ok  # no limits: the backend is never asked
         server.start()  # same port, empty script cache
         assert store.reserve([c]).ok
         assert store.check([c]).ok
