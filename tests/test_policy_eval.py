@@ -1049,3 +1049,30 @@ def test_non_string_names_are_a_type_error() -> None:
 def test_non_string_identity_is_used_as_text() -> None:
     policy = Policy.from_dict(doc(tools={"x": {"limits": [lim()]}}))
     assert policy.evaluate("x", identity=42).limits[0].scope_id == "42"  # type: ignore[arg-type]
+
+
+def test_may_require_approval_says_which_tools_can_be_held_for_a_human() -> None:
+    from mcp_guard import Policy
+
+    policy = Policy.from_dict(
+        {
+            "version": "1",
+            "default": "deny",
+            "hide": ["secret"],
+            "tools": {
+                "read": {},
+                "wire": {"action": "require_approval"},
+                "withdraw": {"approve_if": {"args.amount": {"gt": 100}}},
+                "secret": {"action": "require_approval"},
+                "nuke": {"action": "deny"},
+            },
+            "classes": {"destructive": {"action": "require_approval"}},
+        }
+    )
+    assert not policy.may_require_approval("read")
+    assert policy.may_require_approval("wire")
+    assert policy.may_require_approval("withdraw")
+    assert not policy.may_require_approval("secret")  # hidden: refused before any human is asked
+    assert not policy.may_require_approval("nuke")
+    assert not policy.may_require_approval("unknown")  # default deny
+    assert policy.may_require_approval("unknown", annotations={"destructiveHint": True})

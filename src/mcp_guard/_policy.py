@@ -610,6 +610,18 @@ class Policy:
         rc = risk_class(annotations) if annotations else None
         return self._plan(tool, server, rc).kind == "run"
 
+    def may_require_approval(
+        self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Whether some call of ``tool`` can be held for a human: its rule requires approval or has ``approve_if``.
+
+        Adapters use it to wire a framework's approval pause only where it can be needed. A tool that is
+        hidden or denied outright never needs approval (it is refused first).
+        """
+        rc = risk_class(annotations) if annotations else None
+        plan = self._plan(tool, server, rc)
+        return plan.kind == "run" and (plan.decision.action == "require_approval" or bool(plan.approve_if))
+
 
 def _rebuild(raw: Any, source: str | None) -> Policy:
     return Policy.from_dict(raw, source=source)

@@ -171,8 +171,12 @@ class _Binding:
     # -- approvals through the SDK ---------------------------------------------------------------------
 
     def may_need_approval(self, tool: str, annotations: Mapping[str, Any] | None) -> bool:
-        """Whether a call of ``tool`` can be held for a human, for tools wired to the SDK's approval flow."""
-        return _may_need_approval(self.guard, tool, server=self.server, annotations=annotations)
+        """Whether a call of ``tool`` can be held for a human (decides ``needs_approval`` wiring).
+
+        Wiring matters beyond cost: the SDK holds *every* call of a tool with a ``needs_approval`` callable whose
+        arguments are not a JSON object for a human, instead of letting the guardrail answer ``invalid_arguments``.
+        """
+        return self.guard.policy.may_require_approval(tool, server=self.server, annotations=annotations)
 
     def remember(self, call_id: str, asked: bool) -> None:
         self._asked[call_id] = asked
@@ -293,27 +297,6 @@ def _approval_status(ctx: Any, tool: str, call_id: str) -> bool | None:
         return None
     status = is_approved(tool, call_id)
     return status if isinstance(status, bool) else None
-
-
-def _may_need_approval(guard: Guard, tool: str, *, server: str | None, annotations: Mapping[str, Any] | None) -> bool:
-    """Whether some call of ``tool`` can require approval under the policy (decides ``needs_approval`` wiring).
-
-    Wiring matters beyond cost: the SDK holds *every* call of a tool with a ``needs_approval`` callable whose
-    arguments are not a JSON object for a human, instead of letting the guardrail answer ``invalid_arguments``.
-    When the policy cannot say, assume yes (the callable still answers per call, with the call's arguments).
-    """
-    policy: Any = guard.policy
-    probe = getattr(policy, "may_require_approval", None)
-    if callable(probe):
-        return bool(probe(tool, server=server, annotations=annotations))
-    try:
-        # The compiled plan of the rules that apply to (server, tool, risk class).
-        from mcp_guard._policy import risk_class
-
-        plan = policy._plan(tool, server, risk_class(annotations) if annotations else None)
-        return bool(plan.kind == "run" and (plan.decision.action == "require_approval" or plan.approve_if))
-    except Exception:  # a Policy without this internal: fail towards asking a human
-        return True
 
 
 def _build_guard(policy_or_guard: PolicySource, approver: Any, guard_options: dict[str, Any]) -> Guard:
