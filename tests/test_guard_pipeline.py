@@ -284,6 +284,30 @@ def test_count_failures_keeps_the_quota_of_a_failed_call() -> None:
     assert refused["rule"] == "/tools/strict/limits/0"
 
 
+def test_a_key_shared_with_a_limit_that_counts_failures_keeps_its_entry() -> None:
+    # Two limits on one budget key (same counter and scope): one counts failures, one does not. The key holds
+    # one entry per call, so a failure must keep it: giving it back would undo the counting limit too.
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "tools": {
+            "shared": {
+                "limits": [
+                    {"counter": "c", "window": "minute", "max": 2, "scope": "global", "count_failures": True},
+                    {"counter": "c", "window": "hour", "max": 10, "scope": "global"},
+                ]
+            }
+        },
+    }
+    guard = Guard(policy, retry=False)
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            guard.invoke("shared", {}, Tool(exc=RuntimeError("boom")))
+    refused = guard.invoke("shared", {}, Tool())
+    assert refused["code"] == "rate_limited"
+    assert refused["rule"] == "/tools/shared/limits/0"
+
+
 async def test_async_failures_give_quota_back_too() -> None:
     guard = _guard(retry=False)
     for _ in range(40):

@@ -556,9 +556,13 @@ class Guard:
         if admission.token is not None and outcome in ("error", "denied"):
             # A call that was not made ("denied" after admission: cancelled, refused downstream) gives all
             # its quota back; a failed call gives back all but the limits that count failures.
-            give_back = (
-                decision.limits if outcome == "denied" else tuple(c for c in decision.limits if not c.count_failures)
-            )
+            if outcome == "denied":
+                give_back = decision.limits
+            else:
+                # A budget key holds one entry per call: a limit that counts failures keeps it for every
+                # limit sharing that key (keeping too much is the safe side).
+                kept = {c.key for c in decision.limits if c.count_failures}
+                give_back = tuple(c for c in decision.limits if c.key not in kept)
             if give_back:
                 try:
                     yield _Release(give_back, admission.token)

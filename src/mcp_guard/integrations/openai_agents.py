@@ -219,7 +219,7 @@ class _Binding:
         # A bare guardrail cannot see the tool run: the call counts as made, and edited arguments cannot
         # be applied, so an edit is refused rather than silently running the model's original arguments.
         if admission.call.args != args:
-            await self.guard.afinish(admission, "error")  # gives the reserved quota back
+            await self.guard.afinish(admission, "denied")  # not run: gives all the reserved quota back
             refused = admission.decision.violation(
                 "approval_denied",
                 reason="the approver edited the arguments, which a bare policy_guardrail cannot apply; "
