@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from mcp.types import CallToolResult, TextContent
 
-from mcp_guard import Guard, MemorySink, Policy, RetryPolicy
+from mcp_guard import Decision, Guard, MemorySink, Policy, RetryPolicy
 
 POLICY = Policy.from_dict(
     {
@@ -187,6 +187,18 @@ async def test_other_error_results_are_not_retried(path: str) -> None:
     failed = _error_result("no such file")
     tool = Upstream(failed)
     assert await _call(_guard(sleeps), path, tool) is failed
+    assert tool.attempts == 1
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_another_guards_rate_limited_refusal_is_not_retried(path: str) -> None:
+    # A stacked guard's violation mentions "rate_limited" and a retry_after_s: it is an answer, not an outage.
+    inner = Decision.deny("fetch", "rate_limited", reason="fetch is limited to 1 calls per minute", retry_after_s=12)
+    refused = _error_result(inner.to_json())
+    sleeps = Sleeps()
+    tool = Upstream(refused)
+    assert await _call(_guard(sleeps), path, tool) is refused
     assert tool.attempts == 1
     assert sleeps == []
 

@@ -21,6 +21,7 @@ from tenacity import (
 )
 
 _RATE_TEXT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
+_POLICY_VIOLATION = '"error": "policy_violation"'
 _RETRY_AFTER_TEXT = re.compile(r"retry[ _-]?after\D{0,12}?(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -91,7 +92,9 @@ class RetryPolicy:
         if not self.is_error_result(value):
             return None
         text = _text_of(value)
-        if not _RATE_TEXT.search(text):
+        # Another guard's refusal (say, a stacked adapter's rate_limited violation) is a policy answer, not an
+        # upstream failure: retrying it would only ask that guard again, charging its budget each time.
+        if _POLICY_VIOLATION in text or not _RATE_TEXT.search(text):
             return None
         match = _RETRY_AFTER_TEXT.search(text)
         return float(match.group(1)) if match else 0.0
