@@ -1076,3 +1076,17 @@ def test_may_require_approval_says_which_tools_can_be_held_for_a_human() -> None
     assert not policy.may_require_approval("nuke")
     assert not policy.may_require_approval("unknown")  # default deny
     assert policy.may_require_approval("unknown", annotations={"destructiveHint": True})
+
+
+def test_a_property_named_like_a_newer_keyword_is_just_a_name() -> None:
+    from mcp_guard import Policy
+
+    policy = Policy.from_dict(
+        {
+            "version": "1",
+            "default": "deny",
+            "tools": {"t": {"args_schema": {"type": "object", "properties": {"prefixItems": {"type": "integer"}}}}},
+        }
+    )
+    assert policy.evaluate("t", {"prefixItems": 3}).allowed
+    assert policy.evaluate("t", {"prefixItems": "x"}).code == "invalid_arguments"

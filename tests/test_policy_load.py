@@ -292,6 +292,19 @@ BROKEN: list[tuple[str, Any, str, str]] = [
     ),
     ("json_schema_not_object", base(tools={"x": {"args_schema": "object"}}), "/tools/x/args_schema", "JSON Schema"),
     (
+        # fastjsonschema enforces drafts 4-7: a 2020-12 keyword would load and then check nothing.
+        "json_schema_unenforced_keyword",
+        base(tools={"x": {"args_schema": {"type": "object", "properties": {"pair": {"prefixItems": [{}]}}}}}),
+        "/tools/x/args_schema/properties/pair/prefixItems",
+        "draft 7",
+    ),
+    (
+        "json_schema_unsupported_draft",
+        base(tools={"x": {"args_schema": {"$schema": "https://json-schema.org/draft/2020-12/schema"}}}),
+        "/tools/x/args_schema/$schema",
+        "draft 4, 6 or 7",
+    ),
+    (
         "json_schema_remote_ref",
         base(tools={"x": {"args_schema": {"$ref": "https://example.com/s.json"}}}),
         "/tools/x/args_schema/$ref",

@@ -202,20 +202,67 @@ def _v_schema(v: Any) -> Any:
     return v
 
 
+# Keywords of JSON Schema 2019-09 / 2020-12 that fastjsonschema (drafts 4, 6, 7) does not enforce. A schema using
+# them would validate at load and then silently not check the arguments: refuse it at load instead.
+_UNENFORCED = frozenset(
+    {
+        "prefixItems",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "dependentRequired",
+        "dependentSchemas",
+        "minContains",
+        "maxContains",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+        "$recursiveAnchor",
+    }
+)
+_ENFORCED_DRAFTS = ("draft-04", "draft-06", "draft-07")
+
+
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "definitions", "$defs", "dependencies"})
+
+
+def _unenforced(schema: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    found: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(schema, list):
+        for i, item in enumerate(schema):
+            found.extend(_unenforced(item, (*path, str(i))))
+    elif isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in _UNENFORCED:
+                found.append(
+                    ((*path, key), f"{key!r} is not supported: args_schema is enforced as JSON Schema draft 7")
+                )
+            elif key in _NAMED_SCHEMAS and isinstance(value, dict):
+                # Keys here are property or definition names, not keywords: look only inside their schemas.
+                for name, sub in value.items():
+                    found.extend(_unenforced(sub, (*path, key, name)))
+            elif key not in ("const", "enum", "default", "examples"):  # values there are data, not schemas
+                found.extend(_unenforced(value, (*path, key)))
+    return found
+
+
 @lru_cache(maxsize=4096)
 def _schema_problems(schema_json: str) -> tuple[tuple[tuple[str, ...], str], ...]:
     # Checked once per distinct schema: a policy with 10,000 copies of one schema pays for one check.
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+    from jsonschema import Draft7Validator  # type: ignore[import-untyped]
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 
     schema = json.loads(schema_json)
+    declared = schema.get("$schema") if isinstance(schema, dict) else None
+    if isinstance(declared, str) and not any(draft in declared for draft in _ENFORCED_DRAFTS):
+        return ((("$schema",), f"{declared!r} is not supported; allowed: JSON Schema draft 4, 6 or 7"),)
     try:
-        Draft202012Validator.check_schema(schema)
+        # The same draft fastjsonschema enforces (7 unless $schema says 4 or 6), so what loads is what is checked.
+        Draft7Validator.check_schema(schema)
     except SchemaError as exc:
         return (((*(str(p) for p in exc.path),), f"invalid JSON Schema: {exc.message}"),)
-    refs = _remote_refs(schema)
-    if refs:
-        return tuple(refs)
+    problems = _unenforced(schema) + list(_remote_refs(schema))
+    if problems:
+        return tuple(problems)
     try:
         compile_schema(schema_json)
     except Exception as exc:  # fastjsonschema raises its own errors for schemas it cannot compile
