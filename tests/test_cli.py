@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,28 @@ def test_cli_without_extras(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'mcp-guard[yaml]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly() -> None:
+    # `mcp-guard schema | head -1`: the pipe closes early; no BrokenPipeError traceback on stderr.
+    import fcntl
+
+    exe = Path(sys.executable).parent / "mcp-guard"
+    read_fd, write_fd = os.pipe()
+    # A one-page pipe: the ~13 KB schema cannot fit, so the writer is still writing when the reader leaves.
+    fcntl.fcntl(read_fd, 1031, 4096)  # F_SETPIPE_SZ
+    proc = subprocess.Popen([str(exe), "schema"], stdout=write_fd, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    assert os.read(read_fd, 1) == b"{"
+    os.close(read_fd)  # the reader leaves, as head does
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 141
+    assert b"Traceback" not in stderr, stderr.decode()
+
+
+def test_validate_counts_read_as_english(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"version": "1", "default": "deny", "hide": ["x"], "tools": {"a": {}, "b": {}}}))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 tool rules, 1 hidden pattern, 0 class rules" in out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -99,8 +100,8 @@ def _run_validate(args: argparse.Namespace) -> int:
     doc = policy.document
     label = f" ({policy.name})" if policy.name else ""
     print(
-        f"{args.file}{label}: valid; {len(doc.tools)} tool rules, {len(doc.hide)} hidden patterns, "
-        f"{len(doc.classes)} class rules, default {doc.default}; {policy.hash}"
+        f"{args.file}{label}: valid; {_count(len(doc.tools), 'tool rule')}, {_count(len(doc.hide), 'hidden pattern')}, "
+        f"{_count(len(doc.classes), 'class rule')}, default {doc.default}; {policy.hash}"
     )
     return 0
 
@@ -289,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to ``sys.exit``)."""
     parser = build_parser()
@@ -296,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except BrokenPipeError:
+        # The reader went away (``mcp-guard schema | head``): stop quietly, as shell tools do. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
