@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Action = Literal["allow", "deny", "require_approval"]
 Code = Literal[
@@ -23,18 +23,7 @@ Code = Literal[
 ]
 Scope = Literal["grant", "identity", "session", "global", "tool"]
 
-CODES: tuple[str, ...] = (
-    "hidden",
-    "denied",
-    "default_deny",
-    "invalid_arguments",
-    "requirement_failed",
-    "rate_limited",
-    "approval_required",
-    "approval_denied",
-    "approval_timeout",
-    "guard_unavailable",
-)
+CODES: tuple[str, ...] = get_args(Code)  # the codes of spec section 5, in its order
 
 # "grant" is PolicyLayer's word for "per caller identity": both scopes share one budget.
 _SCOPE_KIND = {
