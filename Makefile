@@ -30,6 +30,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decision.py
 	$(BIN)/python benchmarks/runtime.py
+	$(BIN)/python benchmarks/guard_overhead.py
 	$(BIN)/python benchmarks/langchain_overhead.py
 	$(BIN)/python benchmarks/agents_overhead.py
 
