@@ -13,19 +13,9 @@ from typing import Any
 from agents import Agent, RunConfig, Runner
 from agents.result import RunResult
 from agents.testing import ScriptedModel, assistant_message, function_call
+from conftest import FakeClock
 
-
-class Clock:
-    """A clock the test moves by hand (stores and guards take ``clock=``): no sleeping for windows."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name these tests use
 
 
 def call(tool: str, args: dict[str, Any] | str, call_id: str) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FakeClock
 
 from mcp_guard import Guard, Policy
 
@@ -18,14 +19,6 @@ POLICIES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 JSON_POLICY = POLICIES / "exchange.json"
 YAML_POLICY = POLICIES / "exchange.yaml"
 ADDRESS = "0x" + "ab" * 20
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +102,7 @@ def test_unnamed_tools_are_treated_by_their_annotations(policy: Policy) -> None:
 
 
 def test_listen_keys_30_per_minute_per_identity(policy: Policy) -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = Guard(policy, store="memory://", clock=clock)
     results = [guard.invoke("create_listen_key", {}, ok, identity="alice", session=f"s{i}") for i in range(31)]
     assert results[:30] == [{"ok": True}] * 30
@@ -123,7 +116,7 @@ def test_listen_keys_30_per_minute_per_identity(policy: Policy) -> None:
 
 
 def test_daily_spend_cap_counts_the_amount(policy: Policy) -> None:
-    clock = Clock()
+    clock = FakeClock()
     guard = Guard(policy, store="memory://", clock=clock)
 
     def order(amount: int, who: str = "alice") -> Any:

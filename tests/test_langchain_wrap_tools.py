@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from cases import CASES_POLICY
+from conftest import FakeClock
 from langchain.agents import create_agent
 from langchain.tools import ToolRuntime
 from langchain_core.messages import ToolMessage
@@ -31,16 +32,6 @@ from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink, Poli
 from mcp_guard.integrations.langchain import wrap_tools
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
-
-
-class Clock:
-    """A clock the test moves by hand (no sleeping to wait for a window)."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -152,7 +143,7 @@ async def test_agent_runs_allowed_call_and_model_sees_each_violation(server: Exc
 
 @module_loop
 async def test_rate_limited_call_reports_retry_after_and_frees_with_the_window(server: ExchangeServer) -> None:
-    clock = Clock()
+    clock = FakeClock()
     tools = wrap_tools(await server.tools(), Guard(CASES_POLICY, clock=clock), server="exchange")
     listen_key = by_name(tools)["create_listen_key"]
     before = server.counts()["create_listen_key"]
