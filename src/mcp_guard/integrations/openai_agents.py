@@ -183,6 +183,12 @@ class _Binding:
         while len(self._asked) > _ASKED_MAX:
             self._asked.popitem(last=False)
 
+    def malformed(self, tool: str, problem: str | None) -> Decision:
+        """The refusal for argument text that is not a JSON object (the policy never sees such a call)."""
+        return Decision.deny(
+            tool, "invalid_arguments", server=self.server, reason=problem, policy=self.guard.policy.hash
+        )
+
     # -- the guardrail ---------------------------------------------------------------------------------
 
     async def guardrail(self, data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
@@ -192,13 +198,7 @@ class _Binding:
         who = self.who(ctx, tool)
         args, problem = _parse_args(ctx.tool_arguments)
         if args is None:
-            decision = Decision.deny(
-                tool,
-                "invalid_arguments",
-                server=self.server,
-                reason=problem,
-                policy=self.guard.policy.hash,
-            )
+            decision = self.malformed(tool, problem)
             return await self._refuse(Admission(ToolCall(tool, {}, **who), decision))
 
         status = _approval_status(ctx, public, call_id)
@@ -247,9 +247,7 @@ class _Binding:
         who = self.who(ctx, tool)
         args, problem = _parse_args(input_json)
         if args is None:
-            decision = Decision.deny(
-                tool, "invalid_arguments", server=self.server, reason=problem, policy=self.guard.policy.hash
-            )
+            decision = self.malformed(tool, problem)
             await self.guard.afinish(Admission(ToolCall(tool, {}, **who), decision), "denied")
             result = GuardResult(violation=decision)
         else:
