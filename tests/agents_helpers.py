@@ -6,16 +6,29 @@ counter server (``tests/servers/counter_server.py``) over stdio.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from agents import Agent, RunConfig, Runner
+from agents.mcp import MCPServerStdio
 from agents.result import RunResult
 from agents.testing import ScriptedModel, assistant_message, function_call
 from conftest import FakeClock
+from servers.counter_server import server_params
 
 Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name these tests use
+
+
+@contextlib.asynccontextmanager
+async def counter_server(counter: Path, name: str) -> AsyncIterator[MCPServerStdio]:
+    """The real counter server over stdio, as the SDK's ``MCPServerStdio`` named ``name``, counting into ``counter``."""
+    p = server_params(counter)
+    params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
+    async with MCPServerStdio(params=params, name=name, client_session_timeout_seconds=30) as srv:
+        yield srv
 
 
 def call(tool: str, args: dict[str, Any] | str, call_id: str) -> Any:

@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 from agents import FunctionTool, set_tracing_disabled
 from agents.mcp import MCPServerStdio
-from agents_helpers import call, run, script, tool_outputs, tools_sent, violation
+from agents_helpers import call, counter_server, run, script, tool_outputs, tools_sent, violation
 from cases import CASES, CASES_POLICY, SERVER, Case
-from servers.counter_server import read_counts, server_params
+from servers.counter_server import read_counts
 
 from mcp_guard import Guard
 from mcp_guard.integrations.openai_agents import guard_mcp_server, policy_guardrail, unguard_mcp_server
@@ -41,9 +41,7 @@ async def counter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(counter: Path) -> AsyncIterator[MCPServerStdio]:
-    p = server_params(counter)
-    params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
-    async with MCPServerStdio(params=params, name=SERVER, client_session_timeout_seconds=30) as srv:
+    async with counter_server(counter, SERVER) as srv:
         yield srv
 
 
@@ -53,6 +51,24 @@ def calls_of(counter: Path, tool: str) -> int:
 
 def turns(case: Case) -> list[Any]:
     return [call(case.tool, case.args, f"{case.id}-{i}") for i in range(case.repeat)]
+
+
+def assert_outcome(model: Any, counter: Path, case: Case, before: int) -> dict[str, Any] | None:
+    """Every call but the last went through; the last got ``case.expect``; the server saw exactly the admitted ones.
+
+    Returns the last call's violation payload (None when it was allowed).
+    """
+    outputs = [tool_outputs(model, i + 1)[f"{case.id}-{i}"] for i in range(case.repeat)]
+    assert [violation(o) for o in outputs[:-1]] == [None] * (case.repeat - 1)
+    last = violation(outputs[-1])
+    if case.expect == "allow":
+        assert last is None
+        assert calls_of(counter, case.tool) == before + case.repeat
+    else:
+        assert last is not None
+        assert last["code"] == case.expect
+        assert calls_of(counter, case.tool) == before + case.repeat - 1
+    return last
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -79,17 +95,9 @@ async def test_case_through_guard_mcp_server(server: MCPServerStdio, counter: Pa
             assert [i.tool_name for i in result.interruptions] == [case.tool]
             assert calls_of(counter, case.tool) == before
             return
-        outputs = [tool_outputs(model, i + 1)[f"{case.id}-{i}"] for i in range(case.repeat)]
-        assert [violation(o) for o in outputs[:-1]] == [None] * (case.repeat - 1)
-        last = violation(outputs[-1])
-        if case.expect == "allow":
-            assert last is None
-            assert calls_of(counter, case.tool) == before + case.repeat
-        else:
-            assert last is not None
-            assert last["code"] == case.expect
+        last = assert_outcome(model, counter, case, before)
+        if last is not None:
             assert last["server"] == SERVER
-            assert calls_of(counter, case.tool) == before + case.repeat - 1
     finally:
         unguard_mcp_server(server)
 
@@ -119,13 +127,4 @@ async def test_case_through_policy_guardrail(server: MCPServerStdio, counter: Pa
     model = script(*turns(case))
     _, result = await run(model, tools=[guarded])
     assert result.final_output == "done"
-    outputs = [tool_outputs(model, i + 1)[f"{case.id}-{i}"] for i in range(case.repeat)]
-    assert [violation(o) for o in outputs[:-1]] == [None] * (case.repeat - 1)
-    last = violation(outputs[-1])
-    if case.expect == "allow":
-        assert last is None
-        assert calls_of(counter, case.tool) == before + case.repeat
-    else:
-        assert last is not None
-        assert last["code"] == case.expect
-        assert calls_of(counter, case.tool) == before + case.repeat - 1
+    assert_outcome(model, counter, case, before)

@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 from agents import Agent, RunConfig, Runner, RunState, ToolInputGuardrailTripwireTriggered, set_tracing_disabled
 from agents.mcp import MCPServerStdio
-from agents_helpers import Clock, call, run, script, tool_outputs, tools_sent, violation
+from agents_helpers import Clock, call, counter_server, run, script, tool_outputs, tools_sent, violation
 from cases import CASES_POLICY
-from servers.counter_server import read_counts, server_params
+from servers.counter_server import read_counts
 
 from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink
 from mcp_guard.integrations.openai_agents import guard_mcp_server, reject, unguard_mcp_server
@@ -41,9 +41,7 @@ async def counter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def server(counter: Path) -> AsyncIterator[MCPServerStdio]:
-    p = server_params(counter)
-    params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
-    async with MCPServerStdio(params=params, name="exchange", client_session_timeout_seconds=30) as srv:
+    async with counter_server(counter, "exchange") as srv:
         yield srv
 
 
