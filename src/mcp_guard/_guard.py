@@ -34,6 +34,10 @@ from mcp_guard._decision import Decision, LimitCharge, round_up
 from mcp_guard._errors import ApprovalError, PolicyViolation, StoreError
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
+from mcp_guard._shadow import Mode, Shadow, check_mode
+from mcp_guard._shadow import add_event_fields as add_shadow_fields
+from mcp_guard._shadow import admit_steps as shadow_admit_steps
+from mcp_guard._shadow import check_steps as shadow_check_steps
 from mcp_guard._stores import Store, StoreProtocol, Verdict, store_from_uri
 
 log = logging.getLogger("mcp_guard")
@@ -89,6 +93,7 @@ class Admission:
     approval: ApprovalDecision | None = None
     fail_open: bool = False
     finished: bool = False
+    shadow: Decision | None = None  # decided in shadow mode: what enforcement would have done
 
     @property
     def admitted(self) -> bool:
@@ -172,6 +177,12 @@ class Guard:
 
     An evaluator that raises, a store that fails (closed mode), an approver that raises, hangs or answers
     nonsense: each ends in a structured denial, never in an allowed call.
+
+    ``mode``: ``"shadow"`` audits what would be refused and refuses nothing; ``"enforce"`` enforces even rules
+    the policy puts in shadow; ``None`` (default) lets the policy's ``mode`` fields decide. ``reload=True``
+    watches the policy file and swaps in each valid new version (extra ``reload``); :meth:`reload` does it by
+    hand; :meth:`close` stops the watcher. ``metrics``: ``True`` or an OpenTelemetry ``MeterProvider`` records
+    ``mcp_guard.decisions`` and ``mcp_guard.guard.duration`` (extra ``otel``).
     """
 
     def __init__(
@@ -190,6 +201,9 @@ class Guard:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        mode: Mode | None = None,
+        reload: bool = False,
+        metrics: Any = False,
     ) -> None:
         if on_rate_limit not in ("error", "wait"):
             raise ValueError(f"on_rate_limit must be 'error' or 'wait', not {on_rate_limit!r}")
@@ -216,6 +230,7 @@ class Guard:
         self.clock = clock
         self.sleep = sleep
         self.asleep = asleep
+        self._init_living(policy, check_mode(mode), reload, metrics)
 
     def __repr__(self) -> str:
         return f"Guard(policy={self.policy.hash[:15]}…, store={type(self.store).__name__})"
@@ -392,12 +407,14 @@ class Guard:
 
         Inside a running event loop that used the async methods, prefer :meth:`aclose`.
         """
+        self._stop_watching()
         if isinstance(self.store, Store):
             self.store.close()
         self._close_sinks()
 
     async def aclose(self) -> None:
         """:meth:`close` from the event loop the async methods ran in (closes async store clients cleanly)."""
+        self._stop_watching()
         if isinstance(self.store, Store):
             await self.store.aclose()
         self._close_sinks()
@@ -407,6 +424,109 @@ class Guard:
             closer = getattr(sink, "close", None)
             if callable(closer):
                 closer()
+
+    # -- living with a policy: shadow mode, reload, usage (spec section 9) ------------------------------
+
+    def _init_living(self, source: Any, mode: Mode | None, reload: bool, metrics: Any) -> None:
+        # Each costs nothing per call unless asked for: no shadow rule and no mode= -> no hook runs.
+        self.mode: Mode | None = mode
+        self._shadow: Shadow | None = None
+        self._reload_lock = threading.Lock()
+        self._policy_path: str | os.PathLike[str] | None = source if isinstance(source, (str, os.PathLike)) else None
+        self._watcher: Any = None
+        self._set_policy(self.policy)
+        if metrics:
+            from mcp_guard._metrics import metrics_sink
+
+            self.audit_sinks = (*self.audit_sinks, metrics_sink(metrics, mode))
+        if reload:
+            if self._policy_path is None:
+                raise ValueError("reload=True needs a policy file path to watch")
+            from mcp_guard._reload import PolicyWatcher
+
+            self._watcher = PolicyWatcher(self, self._policy_path).start()
+
+    def _set_policy(self, policy: Policy) -> None:
+        # Modes first, so a call decided by the new policy finds them; the shadow table is kept once made,
+        # since calls decided by the previous policy may still be finishing.
+        if self._shadow is not None or Shadow.needed(policy, self.mode):
+            shadow = self._shadow or Shadow(self.mode)
+            shadow.use(policy)
+            self._shadow = shadow
+        self.policy = policy
+        self._policy_hash = policy.hash
+
+    def exposes(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> bool:
+        """Whether adapters should show ``tool`` to the model: :meth:`Policy.exposes`, except that a tool hidden or
+        denied outright by a rule in shadow mode stays visible (in shadow nothing is refused, so nothing is hidden).
+        """
+        policy = self.policy
+        if policy.exposes(tool, server=server, annotations=annotations):
+            return True
+        if self._shadow is None:
+            return False
+        return self._shadow.mode_of(policy.evaluate(tool, {}, server=server, annotations=annotations)) == "shadow"
+
+    def reload(self, source: Any = None) -> bool:
+        """Load the policy file again (or ``source``: a path, dict or Policy) and put it in force if valid.
+
+        True when a new policy is now in force. An invalid one leaves the old in force, is logged and audited
+        (``{"event": "policy_reload", "ok": false, ...}``), and returns False; so does an unchanged file.
+        Counters are kept: they live in the store by counter name and scope.
+        """
+        from mcp_guard._reload import reload_policy
+
+        return reload_policy(self, source)
+
+    def _stop_watching(self) -> None:
+        watcher = getattr(self, "_watcher", None)
+        if watcher is not None:
+            self._watcher = None
+            watcher.stop()
+
+    def usage(
+        self,
+        *,
+        identity: str | None = None,
+        session: str | None = None,
+        tool: str | None = None,
+        server: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """Per limit: units used, max, remaining, and when the next unit frees up (:class:`LimitUsage`).
+
+        With ``tool``, the limits a call of that tool would be charged; without, every limit in the policy
+        (per-tool limits only for rules that name one tool). Reads the store, changes nothing.
+        """
+        from mcp_guard._usage import report_usage, usage_charges
+
+        return report_usage(
+            self.store,
+            usage_charges(
+                self.policy, tool=tool, server=server, identity=identity, session=session, annotations=annotations
+            ),
+            self.clock,
+        )
+
+    async def ausage(
+        self,
+        *,
+        identity: str | None = None,
+        session: str | None = None,
+        tool: str | None = None,
+        server: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> list[Any]:
+        """:meth:`usage` for async callers."""
+        from mcp_guard._usage import areport_usage, usage_charges
+
+        return await areport_usage(
+            self.store,
+            usage_charges(
+                self.policy, tool=tool, server=server, identity=identity, session=session, annotations=annotations
+            ),
+            self.clock,
+        )
 
     # -- the steps, once -------------------------------------------------------------------------------
 
@@ -475,14 +595,20 @@ class Guard:
             verdict,
         )
 
-    def _check_steps(self, call: ToolCall) -> _Steps[Decision]:
+    def _check_steps(self, call: ToolCall, _core: bool = False) -> _Steps[Decision]:
+        if self._shadow is not None and not _core:
+            return (yield from shadow_check_steps(self, self._shadow, call))
         decision = self._evaluate(call)
         if decision.denied or not decision.limits:
             return decision
         decision, _ = yield from self._budget_steps(decision, _Check(decision.limits))
         return decision
 
-    def _admit_steps(self, call: ToolCall, state: _AttemptState, decision: Decision | None = None) -> _Steps[Admission]:
+    def _admit_steps(
+        self, call: ToolCall, state: _AttemptState, decision: Decision | None = None, _core: bool = False
+    ) -> _Steps[Admission]:
+        if self._shadow is not None and not _core:
+            return (yield from shadow_admit_steps(self, self._shadow, call, state, decision))
         started = state.started
         if decision is None:
             decision = self._evaluate(call)  # steps 1-3
@@ -590,7 +716,7 @@ class Guard:
             "code": decision.code,
             "rule": decision.rule,
             "reason": scrub(decision.reason, args, decision.redact),
-            "policy": self._policy_hash,
+            "policy": decision.policy or self._policy_hash,  # the policy that decided, even across a reload
             "args": summarize_args(args, decision.redact),
             "outcome": outcome,
             "latency_ms": round((time.perf_counter() - admission.started) * 1000.0, 3),
@@ -603,6 +729,8 @@ class Guard:
             event["retry_after_s"] = decision.retry_after_s
         if error is not None:
             event["error"] = type(error).__name__
+        if admission.shadow is not None:
+            add_shadow_fields(event, admission.shadow, args)
         return event
 
     # -- waiting out a rate limit (tenacity) -----------------------------------------------------------

@@ -36,6 +36,7 @@ from mcp_guard._matching import check_pattern, pointer
 ACTIONS = ("allow", "deny", "require_approval")
 SCOPES = ("grant", "identity", "session", "global", "tool")
 RISK_CLASSES = ("read", "write", "destructive", "open_world")
+MODES = ("enforce", "shadow")
 WINDOWS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _WINDOW_HELP = "allowed: second, minute, hour, day, or a number of seconds > 0"
 _RATE_RE = re.compile(r"^(\d+)/(second|minute|hour|day|\d+(?:\.\d+)?s?)$")
@@ -297,6 +298,7 @@ CostT = Annotated[
     BeforeValidator(_v_cost),
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^args\..+"}]}),
 ]
+ModeT = Annotated[Any, BeforeValidator(_enum("a mode", MODES)), WithJsonSchema({"enum": list(MODES)})]
 CounterT = Annotated[Any, BeforeValidator(_v_counter), WithJsonSchema({"type": "string", "minLength": 1})]
 BoolT = Annotated[Any, BeforeValidator(_v_bool), WithJsonSchema({"type": "boolean"})]
 RateT = Annotated[Any, BeforeValidator(_v_rate_limit), WithJsonSchema({"type": "string", "pattern": _RATE_RE.pattern})]
@@ -352,6 +354,7 @@ class _RuleBase(_Strict):
     approval: Approval | None = Field(None, description="approval settings for this rule")
     redact: list[RedactT] = Field(default_factory=list, description="argument paths never logged in clear")
     description: TextT = Field(None, description="free text for people")
+    mode: ModeT = Field(None, description="enforce, or shadow: audit what this rule would refuse, refuse nothing")
 
 
 class Rule(_RuleBase):
@@ -391,6 +394,7 @@ class PolicyDocument(_Strict):
     )
     name: TextT = Field(None, description="shown in audit and CLI output")
     description: TextT = Field(None, description="free text")
+    mode: ModeT = Field("enforce", description="enforce, or shadow: audit what would be refused, refuse nothing")
 
 
 # -- error translation ---------------------------------------------------------------------------------

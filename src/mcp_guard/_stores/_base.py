@@ -7,6 +7,7 @@ reservation back (``release``). Each has an async twin. Stores never decide poli
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -36,6 +37,35 @@ class Verdict:
 
 
 ADMIT = Verdict(ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a store holds for one limit: ``used`` units in the window ending now, and ``next_free_in_s``
+    (seconds until the oldest of them leaves the window, so one more unit is free; ``None`` when none is used).
+    """
+
+    used: float
+    next_free_in_s: float | None
+
+
+def usage_by_check(check: Callable[[Sequence[LimitCharge]], Verdict], charges: Sequence[LimitCharge]) -> list[Usage]:
+    """:meth:`Store.usage` for a store that can only ``check``: the largest cost that still fits is ``max - used``."""
+    out: list[Usage] = []
+    for charge in charges:
+        lo, hi = 0, charge.max  # invariant: cost lo fits (0 always does); find the largest that fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if check([dataclasses.replace(charge, cost=mid)]).ok:
+                lo = mid
+            else:
+                hi = mid - 1
+        used = charge.max - lo
+        wait: float | None = None
+        if used > 0:  # one unit more than fits: the store says when it will
+            wait = check([dataclasses.replace(charge, cost=lo + 1)]).retry_after_s
+        out.append(Usage(float(used), wait))
+    return out
 
 
 @runtime_checkable
@@ -93,6 +123,17 @@ class Store(ABC):
 
     async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None:
         self.release(charges, token)
+
+    def usage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
+        """Per charge, the units its window holds now and when the next unit frees up. Reads, never changes.
+
+        This default works on any store from :meth:`check` alone (a binary search over the cost, so
+        ``log2(max)`` checks per limit); the built-in stores override it with one exact read.
+        """
+        return usage_by_check(self.check, charges)
+
+    async def ausage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
+        return self.usage(charges)
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to close
         """Release connections. Safe to call twice."""

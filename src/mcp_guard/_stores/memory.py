@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mcp_guard._decision import LimitCharge
-from mcp_guard._stores._base import ADMIT, Clock, Store, Verdict
+from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict
 
 # How often (in the store's clock) idle keys are swept out. Keys seen again are pruned on access anyway;
 # the sweep only bounds memory for keys that are never seen again (one per caller identity, say).
@@ -199,6 +199,26 @@ class MemoryStore(Store):
                 if cost:  # a zero-cost entry would hold nothing
                     log.add(now, cost, token)
             return Verdict(ok=True, token=token)
+
+    def usage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
+        """Exact, under the lock: the entries each charge's window holds now. Prunes nothing."""
+        out: list[Usage] = []
+        with self._lock:
+            now = self.clock()
+            for c in charges:
+                log = self._logs.get(c.key)
+                used: float = 0
+                oldest: float | None = None
+                if log is not None:
+                    cutoff = now - c.window_s
+                    for t, cost, _ in log.entries:
+                        if t > cutoff:
+                            used += cost
+                            if oldest is None and cost:
+                                oldest = t
+                wait = None if oldest is None else max(oldest + c.window_s - now, 0.0)
+                out.append(Usage(used, wait))
+        return out
 
     def _sweep(self, now: float) -> None:
         # Drop keys whose newest entry has expired under the key's longest window (nothing there counts).

@@ -40,7 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from mcp_guard._decision import LimitCharge
 from mcp_guard._errors import PolicyError, StoreError, require_extra
-from mcp_guard._stores._base import ADMIT, Clock, Store, Verdict
+from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict
 from mcp_guard._stores.memory import Group, plan
 
 # KEYS: per budget, its ZSET then its HASH. ARGV: now, mode ("r" reserve, "c" check), token, then per budget
@@ -164,6 +164,26 @@ end
 return 1
 """
 
+# KEYS: per limit, its budget's ZSET. ARGV: now, then per limit its window. Read-only: per limit
+# {used, score of the oldest entry in the window or ''}, as strings (Lua numbers would come back truncated).
+_USAGE = """
+local function fmt(x) return string.format('%.17g', x) end
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local w = tonumber(ARGV[i + 1])
+  local entries = redis.call('ZRANGEBYSCORE', KEYS[i], '(' .. fmt(now - w), '+inf', 'WITHSCORES')
+  local used, oldest = 0, ''
+  for j = 1, #entries, 2 do
+    local cost = tonumber(string.match(entries[j], ':([^:]*)$')) or 0
+    used = used + cost
+    if oldest == '' and cost > 0 then oldest = entries[j + 1] end
+  end
+  out[i] = {fmt(used), oldest}
+end
+return out
+"""
+_USAGE_SHA = hashlib.sha1(_USAGE.encode()).hexdigest()
 _DECIDE_SHA = hashlib.sha1(_DECIDE.encode()).hexdigest()
 _RELEASE_SHA = hashlib.sha1(_RELEASE.encode()).hexdigest()
 
@@ -543,6 +563,34 @@ class RedisStore(Store):
             await self._aeval(_RELEASE, _RELEASE_SHA, *args)
 
     # -- closing --------------------------------------------------------------------------------------
+
+    # -- usage: one read-only script, one round trip ---------------------------------------------------
+
+    def _usage_args(self, charges: Sequence[LimitCharge]) -> tuple[float, list[str], list[Any]]:
+        now = float(self.clock())
+        keys = [f"{self._prefix}:log:{c.key}" for c in charges]
+        return now, keys, [repr(now), *(repr(float(c.window_s)) for c in charges)]
+
+    @staticmethod
+    def _usage_reply(reply: Any, charges: Sequence[LimitCharge], now: float) -> list[Usage]:
+        out: list[Usage] = []
+        for (used, oldest), c in zip(reply, charges, strict=True):
+            text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+            wait = max(float(text) + c.window_s - now, 0.0) if text else None
+            out.append(Usage(float(used), wait))
+        return out
+
+    def usage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
+        if not charges:
+            return []
+        now, keys, argv = self._usage_args(charges)
+        return self._usage_reply(self._eval(_USAGE, _USAGE_SHA, keys, argv), charges, now)
+
+    async def ausage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
+        if not charges:
+            return []
+        now, keys, argv = self._usage_args(charges)
+        return self._usage_reply(await self._aeval(_USAGE, _USAGE_SHA, keys, argv), charges, now)
 
     def close(self) -> None:
         """Close both pools' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""

@@ -336,7 +336,7 @@ def wrap_tools(
             )
         tool_server = _server_for(server, tool.name)
         annotations = _annotations(tool)
-        if hide_denied and not guard.policy.exposes(tool.name, server=tool_server, annotations=annotations):
+        if hide_denied and not guard.exposes(tool.name, server=tool_server, annotations=annotations):
             continue
         spec = _ToolSpec(tool, guard, identity, session, tool_server, annotations)
         update: dict[str, Any] = {"handle_tool_error": _error_handler(tool.handle_tool_error)}
@@ -483,12 +483,12 @@ class GuardMiddleware(AgentMiddleware):
     def _visible(self, request: ModelRequest) -> ModelRequest:
         if not self.hide_denied:
             return request
-        policy = self.guard.policy
+        guard = self.guard
         tools = [
             t
             for t in request.tools
             if not isinstance(t, BaseTool)
-            or policy.exposes(t.name, server=_server_for(self.server, t.name), annotations=_annotations(t))
+            or guard.exposes(t.name, server=_server_for(self.server, t.name), annotations=_annotations(t))
         ]
         return request if len(tools) == len(request.tools) else request.override(tools=tools)
 

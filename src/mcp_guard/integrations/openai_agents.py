@@ -365,7 +365,7 @@ def guard_tools(
             continue
         annotations = _annotations_of(tool)
         binding.annotations[tool.name] = annotations
-        if not guard.policy.exposes(tool.name, server=server, annotations=annotations):
+        if not guard.exposes(tool.name, server=server, annotations=annotations):
             continue
         guarded.append(_guard_function_tool(tool, binding, guardrail, annotations))
     return guarded
@@ -492,7 +492,7 @@ def _install_tool_filter(server: Any, binding: _Binding) -> None:
 
     async def tool_filter(ctx: ToolFilterContext, tool: Any) -> bool:
         annotations = binding.saw_mcp_tool(tool)
-        if not binding.guard.policy.exposes(tool.name, server=binding.server, annotations=annotations):
+        if not binding.guard.exposes(tool.name, server=binding.server, annotations=annotations):
             return False
         if existing is None:
             return True
@@ -516,7 +516,7 @@ def _install_list_filter(server: Any, binding: _Binding) -> None:
         kept = []
         for tool in tools:
             annotations = binding.saw_mcp_tool(tool)
-            if binding.guard.policy.exposes(tool.name, server=binding.server, annotations=annotations):
+            if binding.guard.exposes(tool.name, server=binding.server, annotations=annotations):
                 kept.append(tool)
         return kept
 

@@ -1,0 +1,205 @@
+"""Shadow mode: decide and audit as the policy says, refuse nothing.
+
+``"mode": "shadow"`` at the top of a policy, on a rule (``tools``, ``classes``, ``all_tools``), or
+``Guard(mode="shadow")`` for everything. A decision is in shadow when the rule that made it is: a refusal by
+``/tools/x/limits/0`` or ``/tools/x/deny_if/...`` belongs to ``/tools/x``; ``/hide/...``, ``/default`` and
+the guard's own refusals (store, evaluator) belong to the policy's top-level mode.
+
+In shadow the would-be decision is audited (``shadow: true``, ``would_code``, ``would_rule``; ``decision`` /
+``code`` / ``rule`` / ``reason`` are what enforcement would have written) and the call goes ahead. Quota is
+still reserved where it fits, so a would-be ``rate_limited`` is realistic; a human is never asked (a rule in
+shadow that requires approval is recorded as ``require_approval``, or as ``approval_required`` when the
+guard has no approver, which is what enforcement would have done).
+
+Used by :class:`~mcp_guard.Guard` through one hook at the top of its admission and check steps; a policy
+without any shadow rule pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from mcp_guard._audit import scrub
+from mcp_guard._decision import Decision, LimitCharge
+from mcp_guard._errors import StoreError
+from mcp_guard._matching import pointer
+
+if TYPE_CHECKING:
+    from mcp_guard._guard import Admission, Guard, ToolCall, _AttemptState
+    from mcp_guard._policy import Policy
+
+Mode = Literal["enforce", "shadow"]
+MODES: tuple[Mode, ...] = ("enforce", "shadow")
+
+
+class RuleModes:
+    """The mode of every rule of one policy, looked up by a decision's rule pointer."""
+
+    __slots__ = ("any_shadow", "rules", "top")
+
+    def __init__(self, policy: Policy) -> None:
+        doc = policy.document
+        top: Mode = getattr(doc, "mode", None) or "enforce"
+        rules: dict[str, Mode] = {}
+        for text, rule in doc.tools.items():
+            rules[pointer("tools", text)] = getattr(rule, "mode", None) or top
+        for name, rule in doc.classes.items():
+            rules[pointer("classes", name)] = getattr(rule, "mode", None) or top
+        if doc.all_tools is not None:
+            rules["/all_tools"] = getattr(doc.all_tools, "mode", None) or top
+        self.top: Mode = top
+        self.rules = rules
+        self.any_shadow = top == "shadow" or "shadow" in rules.values()
+
+    def of(self, rule: str | None) -> Mode:
+        if not rule:
+            return self.top
+        parts = rule.split("/", 3)
+        if len(parts) >= 3 and parts[1] in ("tools", "classes"):
+            return self.rules.get(f"/{parts[1]}/{parts[2]}", self.top)
+        if len(parts) >= 2 and parts[1] == "all_tools":
+            return self.rules.get("/all_tools", self.top)
+        return self.top
+
+
+class Shadow:
+    """What a Guard needs to apply shadow mode: the modes of the policies it has had, by hash."""
+
+    def __init__(self, override: Mode | None) -> None:
+        self.override = override
+        self._by_hash: dict[str, RuleModes] = {}
+        self._current: RuleModes | None = None
+
+    @staticmethod
+    def needed(policy: Policy, override: Mode | None) -> bool:
+        if override is not None:
+            return override == "shadow"
+        return RuleModes(policy).any_shadow
+
+    def use(self, policy: Policy) -> None:
+        """Record the modes of ``policy`` (at construction and after each reload)."""
+        modes = RuleModes(policy)
+        if len(self._by_hash) > 64:  # reloads are rare; keep the table bounded anyway
+            self._by_hash.clear()
+        self._by_hash[policy.hash] = modes
+        self._current = modes
+
+    def mode_of(self, decision: Decision) -> Mode:
+        return self.mode_at(decision.rule, decision.policy)
+
+    def mode_at(self, rule: str | None, policy_hash: str | None) -> Mode:
+        """The mode of the rule at pointer ``rule`` in the policy with this hash (the current one if unknown)."""
+        if self.override is not None:
+            return self.override
+        modes = self._by_hash.get(policy_hash or "") or self._current
+        return modes.of(rule) if modes is not None else "enforce"
+
+
+def check_mode(mode: Any) -> Mode | None:
+    if mode is None or mode in MODES:
+        return mode  # type: ignore[no-any-return]
+    raise ValueError(f"mode must be 'enforce', 'shadow' or None (the policy decides), not {mode!r}")
+
+
+def admit_steps(
+    guard: Guard, shadow: Shadow, call: ToolCall, state: _AttemptState, decision: Decision | None
+) -> Generator[Any, Any, Admission]:
+    """The guard's admission (steps 1-6) with shadow mode applied: a refusal in shadow becomes a go-ahead."""
+    from mcp_guard._guard import Admission
+
+    if decision is None:
+        decision = guard._evaluate(call)
+    would: Decision | None = None
+    if decision.needs_approval and state.approval is None and shadow.mode_of(decision) == "shadow":
+        # Never ask a human in shadow; record what enforcement would have done instead.
+        if guard._approver is None:
+            would = decision.violation(
+                "approval_required",
+                reason=decision.reason or f"{call.tool} requires a human's approval and no approver is set",
+            )
+        else:
+            would = decision
+        decision = decision.replace(action="allow")
+    admission: Admission = yield from guard._admit_steps(call, state, decision, _core=True)
+    refused = admission.decision
+    if refused.denied and shadow.mode_of(refused) == "shadow":
+        charges = () if decision.denied else decision.limits
+        reserved, token, enforced = yield from _reserve_what_fits(shadow, decision, charges)
+        if enforced is not None:  # a limit in enforce mode refuses too: that refusal stands
+            return Admission(admission.call, enforced, started=admission.started, approval=admission.approval)
+        base = refused if decision.denied else decision
+        allowed = base.replace(action="allow", code=None, retry_after_s=None, limits=reserved)
+        return Admission(
+            admission.call,
+            allowed,
+            token=token,
+            started=admission.started,
+            approval=admission.approval,
+            shadow=refused,
+        )
+    if admission.admitted:
+        if would is not None:
+            admission.shadow = would
+        elif shadow.mode_of(admission.decision) == "shadow":
+            admission.shadow = admission.decision  # decided in shadow, and enforcement would have allowed it
+    return admission
+
+
+def check_steps(guard: Guard, shadow: Shadow, call: ToolCall) -> Generator[Any, Any, Decision]:
+    """The guard's pre-flight check with shadow mode applied: what admission will do (never a refusal in shadow)."""
+    decision: Decision = yield from guard._check_steps(call, _core=True)
+    if (decision.denied or decision.needs_approval) and shadow.mode_of(decision) == "shadow":
+        return decision.replace(action="allow", code=None, retry_after_s=None)
+    return decision
+
+
+def _reserve_what_fits(
+    shadow: Shadow, decision: Decision, charges: Sequence[LimitCharge]
+) -> Generator[Any, Any, tuple[tuple[LimitCharge, ...], Any, Decision | None]]:
+    """Reserve every limit that still has room: drop the refusing budget and try again with the rest.
+
+    A would-be rate-limited call in shadow still runs, so it still counts where it can: the counts stay what
+    they would be if the refused limit did not exist. At most one try per budget key. When a refusing limit
+    belongs to a rule in enforce mode, its refusal is the answer (third value) and nothing is reserved.
+    """
+    from mcp_guard._guard import _Reserve
+
+    remaining = tuple(charges)
+    while remaining:
+        try:
+            verdict = yield _Reserve(remaining)
+        except StoreError:
+            return (), None, None  # the store is down: nothing is reserved, nothing will be given back
+        if verdict.ok:
+            return remaining, verdict.token, None
+        charge = verdict.charge
+        if charge is None:
+            return (), None, None
+        if shadow.mode_at(charge.rule, decision.policy) == "enforce":
+            refusal = decision.violation(
+                "rate_limited",
+                reason=charge.describe(decision.tool),
+                rule=charge.rule,
+                retry_after_s=verdict.retry_after_s,
+            )
+            return (), None, refusal
+        remaining = tuple(c for c in remaining if c.key != charge.key)
+    return (), None, None
+
+
+def add_event_fields(event: dict[str, Any], would: Decision, args: Mapping[str, Any]) -> None:
+    """Mark the audit event of a call decided in shadow with what enforcement would have written."""
+    event["shadow"] = True
+    event["decision"] = would.action
+    event["code"] = would.code
+    event["rule"] = would.rule
+    event["reason"] = scrub(would.reason, args, would.redact)
+    if would.code is not None or would.action != "allow":
+        event["would_code"] = would.code
+        event["would_rule"] = would.rule
+    if would.retry_after_s is not None:
+        event["would_retry_after_s"] = would.retry_after_s
+
+
+__all__ = ["MODES", "Mode", "RuleModes", "Shadow", "add_event_fields", "admit_steps", "check_mode", "check_steps"]
