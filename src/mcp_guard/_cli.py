@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from mcp_guard import _cli_living as living
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
 from mcp_guard._matching import Pattern, parse_pattern, pointer
@@ -254,12 +255,14 @@ def _add_schema(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "schema", help="print the JSON Schema of a policy document", description="Print the policy JSON Schema."
     )
+    parser.add_argument("--cases", action="store_true", help="the schema of an 'mcp-guard test' case file instead")
     parser.set_defaults(func=_run_schema)
     return parser
 
 
 def _run_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(Policy.json_schema(), indent=2, ensure_ascii=False))
+    schema = living.cases_schema() if getattr(args, "cases", False) else Policy.json_schema()
+    print(json.dumps(schema, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -274,6 +277,7 @@ def _add_init(subparsers: Any) -> argparse.ArgumentParser:
 
 #: Every subcommand, in the order ``--help`` lists them. Each adds its parser and sets ``func``.
 SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init]
+SUBCOMMANDS += living.COMMANDS  # test, usage, audit (mcp_guard._cli_living)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,213 @@
+"""The ``mcp-guard`` commands for living with a policy: ``test``, ``usage`` and ``audit``.
+
+Each is registered in :data:`mcp_guard._cli.SUBCOMMANDS`; the work lives in :mod:`mcp_guard._policytest`,
+:mod:`mcp_guard._usage` and :mod:`mcp_guard._auditsummary`. Tables are drawn with ``rich`` (plain text when
+the output is not a terminal). Exit codes follow the CLI's: 0 success, 1 a failed check (a test mismatch, an
+invalid policy), 2 usage or input errors, each with one line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mcp_guard._errors import MCPGuardError, MissingExtraError, PolicyError, StoreError
+
+
+def console(stream: Any = None) -> Console:
+    # Piped output gets 120 columns rather than rich's 80 (rule pointers are long); highlight off: no colour
+    # guessing on numbers. Colour only on a terminal (rich's own rule, and NO_COLOR is honoured).
+    stream = stream or sys.stdout
+    width = None if stream.isatty() else 120
+    return Console(file=stream, highlight=False, width=width)
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"mcp-guard: {message}", file=sys.stderr)
+    return code
+
+
+def window_text(seconds: float) -> str:
+    words = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+    return words.get(float(seconds)) or f"{seconds:g} s"
+
+
+def number(value: float) -> str:
+    return f"{value:g}"
+
+
+# -- usage ---------------------------------------------------------------------------------------------
+
+
+def add_usage(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "usage",
+        help="show how much of each limit is used in a store",
+        description="Read the store and print, per limit of the policy: units used, the max, what remains and when "
+        "the next unit frees up. Reads only; changes nothing.",
+    )
+    parser.add_argument("policy", metavar="POLICY", help="policy file (.json, .yaml or .yml)")
+    parser.add_argument("--store", required=True, help="store URL, e.g. redis://localhost:6379/0 (memory:// is empty)")
+    parser.add_argument("--identity", help="caller identity (for per-identity limits)")
+    parser.add_argument("--session", help="agent session or thread (for per-session limits)")
+    parser.add_argument("--tool", help="only the limits a call of this tool is charged")
+    parser.add_argument("--server", help="the tool's MCP server (for server-qualified rules)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run_usage)
+    return parser
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    from mcp_guard._guard import Guard
+    from mcp_guard._policy import Policy
+
+    try:
+        policy = Policy.load(args.policy)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except MissingExtraError as exc:
+        return fail(str(exc))
+    try:
+        guard = Guard(policy, store=args.store)
+    except (PolicyError, MissingExtraError, ValueError) as exc:
+        return fail(str(exc))
+    try:
+        rows = guard.usage(identity=args.identity, session=args.session, tool=args.tool, server=args.server)
+    except StoreError as exc:
+        return fail(str(exc))
+    finally:
+        guard.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return 0
+    out = console()
+    if not rows:
+        out.print("no limits apply" + (f" to {args.tool}" if args.tool else ""))
+        return 0
+    table = Table(title=f"usage in {args.store.split('?', 1)[0]}", title_justify="left")
+    for name, justify in [
+        ("counter", "left"),
+        ("scope", "left"),
+        ("key", "left"),
+        ("used", "right"),
+        ("max", "right"),
+        ("remaining", "right"),
+        ("window", "left"),
+        ("next unit free in", "right"),
+    ]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        free = "-" if r.next_free_in_s is None else f"{r.next_free_in_s:.1f} s"
+        style = "red" if r.remaining <= 0 else None
+        table.add_row(
+            r.counter,
+            r.scope,
+            r.scope_key or "(all)",
+            number(r.used),
+            str(r.max),
+            number(r.remaining),
+            window_text(r.window_s),
+            free,
+            style=style,
+        )
+    out.print(table)
+    return 0
+
+
+# -- test ----------------------------------------------------------------------------------------------
+
+
+def add_test(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "test",
+        help="run policy test cases (like opa test); exit 1 on any mismatch",
+        description="Run each case of each file through a real Guard (memory store, fake clock) and compare the "
+        "decision with the expected action / code / rule. Exit 0 when all pass, 1 on any mismatch, 2 on bad input. "
+        "The case file format: mcp-guard schema --cases.",
+    )
+    parser.add_argument("files", metavar="CASES", nargs="+", help="case files (.yaml, .yml or .json)")
+    parser.add_argument("--policy", help="policy file (default: each case file's own 'policy' field)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    parser.set_defaults(func=run_test)
+    return parser
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from mcp_guard._policytest import CaseFileError, print_results, run_file
+
+    results = []
+    for path in args.files:
+        try:
+            results.extend(run_file(path, policy_path=args.policy))
+        except CaseFileError as exc:
+            return fail(str(exc))
+        except PolicyError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        except MCPGuardError as exc:
+            return fail(str(exc))
+    return print_results(results, console(), verbose=args.verbose)
+
+
+# -- audit ---------------------------------------------------------------------------------------------
+
+
+def add_audit(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "audit",
+        help="summarise an audit log (JSONL): decisions, top refused tools and callers, a plot",
+        description="Stream an audit log (constant memory) and print calls by decision and code, the most refused "
+        "tools and callers, and optionally a PNG of decisions over time (needs the 'plot' extra).",
+    )
+    parser.add_argument("file", metavar="FILE", help="audit log, one JSON object per line ('-' for stdin)")
+    parser.add_argument("--since", help="only events newer than this: 30m, 1h, 7d, or an ISO-8601 time")
+    parser.add_argument(
+        "--by", choices=("code", "tool", "identity"), default="code", help="group the main table by (default: code)"
+    )
+    parser.add_argument("--top", type=int, default=10, help="rows in the top-refused tables (default 10)")
+    parser.add_argument("--plot", metavar="PNG", help="write a plot of decisions over time to this file")
+    parser.set_defaults(func=run_audit)
+    return parser
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from mcp_guard._auditsummary import parse_since, plot, print_summary, summarise
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        return fail(str(exc))
+    if args.top < 1:
+        return fail("--top must be at least 1")
+    try:
+        summary = summarise(args.file, since=since, by=args.by)
+    except OSError as exc:
+        return fail(f"cannot read {args.file}: {exc.strerror or exc}")
+    print_summary(summary, console(), by=args.by, top=args.top)
+    if args.plot:
+        try:
+            plot(summary, args.plot)
+        except MissingExtraError as exc:
+            return fail(str(exc))
+        except OSError as exc:
+            return fail(f"cannot write {args.plot}: {exc.strerror or exc}")
+        print(f"plot written to {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cases_schema() -> dict[str, Any]:
+    from mcp_guard._policytest import json_schema
+
+    return json_schema()
+
+
+COMMANDS: Sequence[Any] = (add_test, add_usage, add_audit)
+
+__all__ = ["COMMANDS", "add_audit", "add_test", "add_usage", "cases_schema"]

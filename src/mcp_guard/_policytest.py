@@ -1,0 +1,287 @@
+"""Policy tests (``mcp-guard test CASES.yaml``), in the spirit of ``opa test``.
+
+A case file names a policy and a list of cases; each case is one call, or a sequence of ``steps``, with the
+decision it must get::
+
+    policy: exchange.json            # relative to this file
+    cases:
+      - name: reads are free
+        tool: get_balance
+        args: {asset: BTC}
+        expect: {action: allow}
+      - name: the 31st listen key in a minute is refused, and a minute later it is fine
+        steps:
+          - {tool: create_listen_key, identity: alice, repeat: 31, expect: {code: rate_limited}}
+          - {tool: create_listen_key, identity: alice, advance_s: 60, expect: {action: allow}}
+
+Every case runs through a real :class:`~mcp_guard.Guard` on a fresh ``memory://`` store and a fake clock
+that only ``advance_s`` moves, so limits are tested exactly and instantly. A step's ``repeat`` makes that many
+calls and checks ``expect`` on the last; ``approve`` answers approvals (``true``, ``false`` or
+``{edit: {args}}``; without it there is no approver, so approval is refused as ``approval_required``).
+What is compared is what the audit log would say: ``decision`` (allow / deny / require_approval), ``code``
+and ``rule`` (in shadow mode, the would-be ones).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from rich.console import Console
+from rich.table import Table
+
+from mcp_guard._approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._audit import MemorySink
+from mcp_guard._decision import Code
+from mcp_guard._errors import MCPGuardError, PolicyError
+from mcp_guard._model import parse_json, parse_yaml
+from mcp_guard._policy import Policy
+
+
+class CaseFileError(MCPGuardError):
+    """A case file that cannot be read or does not match the case schema (exit status 2)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Edit(_Strict):
+    edit: dict[str, Any] = Field(description="the arguments the approver substitutes")
+
+
+class Expect(_Strict):
+    """What the (last) call must get; every field given is compared, at least one is required."""
+
+    action: Literal["allow", "deny", "require_approval"] | None = Field(None, description="the decision")
+    code: Code | None = Field(None, description="the refusal code (see spec section 5)")
+    rule: str | None = Field(None, description="the rule pointer, e.g. /tools/place_order/deny_if/args.amount-gt")
+
+    @model_validator(mode="after")
+    def _something(self) -> Expect:
+        if self.action is None and self.code is None and self.rule is None:
+            raise ValueError("expect needs at least one of action, code, rule")
+        return self
+
+
+class Step(_Strict):
+    """One call (or ``repeat`` identical calls) and what it must get."""
+
+    tool: str = Field(description="tool name")
+    server: str | None = Field(None, description="MCP server name (for server-qualified rules)")
+    args: dict[str, Any] = Field(default_factory=dict, description="the call's arguments")
+    identity: str | None = None
+    session: str | None = None
+    annotations: dict[str, Any] | None = Field(None, description="MCP tool annotations (risk class)")
+    repeat: int = Field(1, ge=1, le=100_000, description="make this many calls; expect is checked on the last")
+    advance_s: float = Field(0, ge=0, description="move the fake clock forward this many seconds first")
+    approve: bool | Edit | None = Field(
+        None, description="answer to an approval: true, false, or {edit: {...}}; none: no approver"
+    )
+    expect: Expect | None = Field(None, description="what the last call must get (none: not checked)")
+
+
+class Case(_Strict):
+    """A named case: a single call (the step fields) or a sequence of ``steps`` on one store and clock."""
+
+    name: str
+    tool: str | None = None
+    server: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    identity: str | None = None
+    session: str | None = None
+    annotations: dict[str, Any] | None = None
+    repeat: int = Field(1, ge=1, le=100_000)
+    advance_s: float = Field(0, ge=0)
+    approve: bool | Edit | None = None
+    expect: Expect | None = None
+    steps: list[Step] | None = Field(None, description="a sequence; use instead of the single-call fields")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Case:
+        if self.steps is None and self.tool is None:
+            raise ValueError("a case needs 'tool' (one call) or 'steps' (a sequence)")
+        if self.steps is not None and (self.tool is not None or self.expect is not None):
+            raise ValueError("give either 'steps' or the single-call fields ('tool', 'expect'...), not both")
+        if self.steps is None and self.expect is None:
+            raise ValueError("a single-call case needs 'expect'")
+        return self
+
+    def as_steps(self) -> list[Step]:
+        if self.steps is not None:
+            return self.steps
+        fields = self.model_dump(exclude={"name", "steps"})
+        return [Step.model_validate(fields)]
+
+
+class CaseFile(_Strict):
+    """An ``mcp-guard test`` case file."""
+
+    policy: str | None = Field(None, description="policy file, relative to this file (or --policy)")
+    description: str | None = None
+    cases: list[Case] = Field(min_length=1)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = CaseFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mcp-guard test cases"
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    file: str
+    case: str
+    step: int
+    calls: int
+    expected: Expect | None
+    got: dict[str, Any]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def load_cases(path: str | os.PathLike[str]) -> CaseFile:
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+    except OSError as exc:
+        raise CaseFileError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    try:
+        data = parse_json(text, str(p)) if p.suffix.lower() == ".json" else parse_yaml(text, str(p))
+    except PolicyError as exc:
+        raise CaseFileError(" ".join(str(exc).split())) from exc
+    try:
+        return CaseFile.model_validate(data)
+    except ValidationError as exc:
+        problems = [f"/{'/'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise CaseFileError(f"{p}: not a valid case file: {'; '.join(problems)}") from None
+
+
+def _approver(answer: bool | Edit | None) -> Any:
+    if answer is None:
+        return None
+
+    def approve(request: ApprovalRequest) -> ApprovalDecision:
+        if isinstance(answer, Edit):
+            return ApprovalDecision.edit(answer.edit)
+        return ApprovalDecision.approve() if answer else ApprovalDecision.deny("declined by the test case")
+
+    return approve
+
+
+def run_case(policy: Policy, case: Case, file: str) -> list[Result]:
+    """Run one case on a fresh store and fake clock; one result per step that has an expectation."""
+    from mcp_guard._guard import Guard
+    from mcp_guard._stores.memory import MemoryStore
+
+    now = [1_700_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    store = MemoryStore(clock=clock)
+    results: list[Result] = []
+    for index, step in enumerate(case.as_steps()):
+        now[0] += step.advance_s
+        sink = MemorySink()
+        # A Guard per step (same store and clock): each step has its own approver, or none.
+        guard = Guard(policy, store=store, clock=clock, audit=sink, approver=_approver(step.approve), retry=False)
+        for _ in range(step.repeat):
+            guard.run(
+                step.tool,
+                step.args,
+                _tool,
+                server=step.server,
+                identity=step.identity,
+                session=step.session,
+                annotations=step.annotations,
+            )
+        event = sink.events[-1]
+        got = {"action": event.get("decision"), "code": event.get("code"), "rule": event.get("rule")}
+        if event.get("shadow"):
+            got["shadow"] = True
+        if step.expect is not None:
+            problems = _compare(step.expect, got)
+            results.append(Result(file, case.name, index + 1, step.repeat, step.expect, got, problems))
+    return results
+
+
+def _tool(**_: Any) -> str:
+    return "ok"
+
+
+def _compare(expect: Expect, got: Mapping[str, Any]) -> tuple[str, ...]:
+    problems: list[str] = []
+    for name in ("action", "code", "rule"):
+        want = getattr(expect, name)
+        if want is not None and got.get(name) != want:
+            problems.append(f"{name}: expected {want}, got {got.get(name) or 'none'}")
+    return tuple(problems)
+
+
+def run_file(path: str | os.PathLike[str], *, policy_path: str | os.PathLike[str] | None = None) -> list[Result]:
+    """Every case of one file. Raises :class:`CaseFileError` (bad case file) or ``PolicyError`` (bad policy)."""
+    cases = load_cases(path)
+    where = policy_path
+    if where is None:
+        if cases.policy is None:
+            raise CaseFileError(f"{path}: names no policy: add 'policy: FILE' or pass --policy")
+        where = Path(path).parent / cases.policy
+    policy = Policy.load(where)
+    results: list[Result] = []
+    for case in cases.cases:
+        results.extend(run_case(policy, case, str(path)))
+    return results
+
+
+def _show(values: Mapping[str, Any] | Expect | None, only: Expect | None = None) -> str:
+    if values is None:
+        return ""
+    if isinstance(values, Expect):
+        values = values.model_dump(exclude_none=True)
+    elif only is not None:  # what was got, in the terms of what was expected
+        wanted = only.model_dump(exclude_none=True)
+        keep = {*wanted, "shadow"} | ({"action"} if "code" not in wanted else set())
+        values = {k: v for k, v in values.items() if k in keep}
+    parts = [str(values.get("action") or "")]
+    if values.get("code"):
+        parts.append(str(values["code"]))
+    if values.get("rule"):
+        parts.append(str(values["rule"]))
+    if values.get("shadow"):
+        parts.append("(shadow)")
+    return " ".join(p for p in parts if p)
+
+
+def print_results(results: list[Result], console: Console, *, verbose: bool = False) -> int:
+    """A table of results and a summary line; returns the exit status (1 on any mismatch)."""
+    failed = [r for r in results if not r.ok]
+    table = Table(title="policy tests", title_justify="left")
+    table.add_column("case", ratio=3)
+    table.add_column("step", justify="right", no_wrap=True)
+    table.add_column("expected", ratio=2, overflow="fold")
+    table.add_column("got", ratio=2, overflow="fold")
+    table.add_column("result", no_wrap=True)
+    shown = results if verbose or len(results) <= 200 else failed
+    for r in shown:
+        verdict = "[green]PASS[/green]" if r.ok else "[red]FAIL[/red]"
+        step = f"{r.step}" + (f" ×{r.calls}" if r.calls > 1 else "")
+        got = _show(r.got, r.expected if r.ok else None)
+        table.add_row(r.case, step, _show(r.expected), got, verdict)
+    console.print(table)
+    for r in failed:
+        console.print(f"[red]FAIL[/red] {r.file}: {r.case} (step {r.step}): {'; '.join(r.problems)}", markup=True)
+    noun = "check" if len(results) == 1 else "checks"
+    console.print(f"{len(results)} {noun}: {len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+__all__ = ["Case", "CaseFile", "CaseFileError", "Result", "json_schema", "load_cases", "print_results", "run_file"]
