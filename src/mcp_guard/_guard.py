@@ -438,7 +438,7 @@ class Guard:
         if metrics:
             from mcp_guard._metrics import metrics_sink
 
-            self.audit_sinks = (*self.audit_sinks, metrics_sink(metrics, mode))
+            self.audit_sinks = (*self.audit_sinks, metrics_sink(metrics))
         if reload:
             if self._policy_path is None:
                 raise ValueError("reload=True needs a policy file path to watch")

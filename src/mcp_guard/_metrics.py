@@ -31,7 +31,7 @@ ATTRIBUTES = ("tool", "server", "code", "mode")
 class MetricsSink:
     """Turns each call's audit event into one counter increment and one latency sample."""
 
-    def __init__(self, meter_provider: Any = None, *, mode: str | None = None) -> None:
+    def __init__(self, meter_provider: Any = None) -> None:
         metrics = require_extra("opentelemetry.metrics", "otel", "Guard(metrics=...)")
         from mcp_guard import __version__
 
@@ -56,11 +56,11 @@ class MetricsSink:
             self._duration.record(float(latency), attributes)
 
 
-def metrics_sink(spec: Any, mode: str | None = None) -> MetricsSink:
+def metrics_sink(spec: Any) -> MetricsSink:
     """``True`` -> the global meter provider; a provider -> that one; a ready :class:`MetricsSink` as is."""
     if isinstance(spec, MetricsSink):
         return spec
-    return MetricsSink(None if spec is True else spec, mode=mode)
+    return MetricsSink(None if spec is True else spec)
 
 
 __all__ = ["ATTRIBUTES", "DECISIONS", "DURATION", "MetricsSink", "metrics_sink"]
