@@ -30,7 +30,8 @@ from mcp_guard._errors import (
 from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
-from mcp_guard._stores import Store, StoreProtocol, Verdict, store_from_uri
+from mcp_guard._stores import Store, StoreProtocol, Usage, Verdict, store_from_uri
+from mcp_guard._usage import LimitUsage
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "GuardResult",
     "JsonlSink",
     "LimitCharge",
+    "LimitUsage",
     "LoggingSink",
     "MCPGuardError",
     "MemorySink",
@@ -62,6 +64,7 @@ __all__ = [
     "StoreError",
     "StoreProtocol",
     "ToolCall",
+    "Usage",
     "Verdict",
     "__version__",
     "as_guard",

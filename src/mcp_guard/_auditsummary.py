@@ -50,6 +50,8 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def event_time(value: Any) -> float | None:
     """Epoch seconds from an audit ``time``: a number, or an ISO-8601 string (naive means UTC)."""
+    if type(value) is float:  # the common case first
+        return value if math.isfinite(value) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, str):
@@ -114,13 +116,14 @@ class Summary:
         self.bucket_s *= 2
 
 
-def _lines(path: str, progress: Any) -> Iterator[bytes]:
-    stream: IO[bytes]
+def _lines(path: str, progress: Any) -> Iterator[str]:
+    # Text mode, decoding in C; bad UTF-8 becomes U+FFFD (and that line then fails to parse, and is skipped).
+    stream: IO[str]
     if path == "-":
-        stream = sys.stdin.buffer
+        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         close = False
     else:
-        stream = open(path, "rb")  # noqa: SIM115 - closed in the finally below, after the generator is done
+        stream = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in the finally below
         close = True
     try:
         done = 0
@@ -170,12 +173,19 @@ def _progress(path: str | None) -> Iterator[Any]:
         yield lambda done: bar.update(task, completed=done)
 
 
-def _count(s: Summary, raw: bytes, since: float | None, by: str) -> None:
+_decode = json.JSONDecoder().raw_decode
+
+
+def _count(s: Summary, raw: str, since: float | None, by: str) -> None:
     try:
-        event = json.loads(raw)
-    except ValueError:  # torn line, binary garbage, bad UTF-8
+        # raw_decode: json.loads without its per-call checks (a tenth of the time per line here).
+        event, end = _decode(raw)
+    except ValueError:  # torn line, binary garbage, bad UTF-8, an empty line
         if raw.strip():
             s.skipped += 1
+        return
+    if end < len(raw) and raw[end:].strip():  # something after the object: two lines run together
+        s.skipped += 1
         return
     if not isinstance(event, dict):
         s.skipped += 1
@@ -296,7 +306,9 @@ def plot(s: Summary, out: str | os.PathLike[str]) -> None:
             labels = ("allowed", "refused", "would refuse (shadow)")
             ax.stackplot(times, *series, labels=labels, colors=colours, step="post", alpha=0.9)
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
-            ax.legend(loc="upper left", frameon=False)
+            peak = max((sum(col) for col in zip(*series, strict=True)), default=0)
+            ax.set_ylim(0, max(peak, 1) * 1.22)  # headroom, so the legend covers no data
+            ax.legend(loc="upper left", ncol=3, frameon=False)
         ax.set_title(f"mcp-guard decisions over time ({s.calls:,} calls, per {_width(s.bucket_s)})")
         ax.set_ylabel(f"calls per {_width(s.bucket_s)}")
         ax.set_xlabel("time (UTC)")
