@@ -174,3 +174,25 @@ def test_watching_the_file_puts_a_new_version_in_force_and_keeps_the_old_on_a_ba
 def test_reload_true_needs_a_file() -> None:
     with pytest.raises(ValueError, match="file path"):
         Guard(doc(0), reload=True)
+
+
+def test_a_call_decided_again_after_an_edit_keeps_the_policy_it_started_with() -> None:
+    # The human edits the arguments while a reload happens: the edit is judged by the policy the call started
+    # under (which allows amounts up to 100), not by the new one (which denies everything but amount 1).
+    old = {"version": "1", "default": "deny", "tools": {"pay": {"action": "require_approval"}}}
+    new = {"version": "1", "default": "deny", "tools": {"pay": {"deny_if": {"args.amount": {"gt": 1}}}}}
+    sink, paid = MemorySink(), []
+    guard: Guard
+
+    def approver(request: Any) -> Any:
+        assert guard.reload(new) is True
+        from mcp_guard import ApprovalDecision
+
+        return ApprovalDecision.edit({"amount": 50})
+
+    guard = Guard(old, audit=sink, approver=approver)
+    assert guard.invoke("pay", {"amount": 500}, lambda amount: paid.append(amount) or "ok") == "ok"
+    assert paid == [50]
+    (call_event,) = [e for e in sink.events if "event" not in e]
+    assert call_event["policy"] == Policy.from_dict(old).hash
+    assert guard.invoke("pay", {"amount": 50}, lambda amount: "ok")["code"] == "denied"  # the new one from now on

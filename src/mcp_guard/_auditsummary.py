@@ -129,7 +129,7 @@ def _lines(path: str, progress: Any) -> Iterator[str]:
         done = 0
         for n, line in enumerate(stream, 1):
             done += len(line)
-            if progress is not None and n % 65_536 == 0:
+            if progress is not None and n % 8_192 == 0:
                 progress(done)
             yield line
         if progress is not None:

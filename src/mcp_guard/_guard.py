@@ -434,6 +434,7 @@ class Guard:
         self._reload_lock = threading.Lock()
         self._policy_path: str | os.PathLike[str] | None = source if isinstance(source, (str, os.PathLike)) else None
         self._watcher: Any = None
+        self._recent_policies: dict[str, Policy] = {}
         self._set_policy(self.policy)
         if metrics:
             from mcp_guard._metrics import metrics_sink
@@ -453,6 +454,9 @@ class Guard:
             shadow = self._shadow or Shadow(self.mode)
             shadow.use(policy)
             self._shadow = shadow
+        self._recent_policies[policy.hash] = policy
+        while len(self._recent_policies) > 4:  # calls in flight across a reload need only the last few
+            del self._recent_policies[next(iter(self._recent_policies))]
         self.policy = policy
         self._policy_hash = policy.hash
 
@@ -466,6 +470,13 @@ class Guard:
         if self._shadow is None:
             return False
         return self._shadow.mode_of(policy.evaluate(tool, {}, server=server, annotations=annotations)) == "shadow"
+
+    def _policy_of(self, decision: Decision) -> Policy:
+        """The policy that made ``decision``: a call decided again (an edit) keeps its policy across a reload."""
+        policy = self.policy
+        if decision.policy is None or decision.policy == policy.hash:
+            return policy
+        return self._recent_policies.get(decision.policy, policy)
 
     def reload(self, source: Any = None) -> bool:
         """Load the policy file again (or ``source``: a path, dict or Policy) and put it in force if valid.
@@ -544,9 +555,9 @@ class Guard:
             admission = await self._wait_async(call, state, admission)
         return admission
 
-    def _evaluate(self, call: ToolCall) -> Decision:
+    def _evaluate(self, call: ToolCall, policy: Policy | None = None) -> Decision:
         try:
-            return self.policy.evaluate(
+            return (policy or self.policy).evaluate(
                 call.tool,
                 call.args,
                 server=call.server,
@@ -632,7 +643,7 @@ class Guard:
                 if state.approval.kind == "edit" and state.approval.args is not None:
                     # Edited arguments are evaluated again from step 3; the human has already said yes.
                     call = call.with_args(state.approval.args)
-                    decision = self._evaluate(call)
+                    decision = self._evaluate(call, self._policy_of(decision))  # the same policy as before
                     if decision.denied:
                         return Admission(call, decision, started=started, approval=state.approval)
                 decision = decision.replace(action="allow")
