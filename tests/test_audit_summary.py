@@ -149,3 +149,11 @@ def test_cli_input_errors_exit_2(tmp_path: Path, capsys: Any, monkeypatch: pytes
     err = capsys.readouterr().err
     assert "pip install 'mcp-guard[plot]'" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_progress_on_stderr_changes_nothing_counted(tmp_path: Path, capsys: Any) -> None:
+    path = write_log(tmp_path / "log.jsonl", [event(T0 + i, "a", None) for i in range(20_000)])
+    quiet = summarise(str(path), progress=False)
+    shown = summarise(str(path), progress=True)
+    assert (shown.calls, shown.decisions, shown.buckets) == (quiet.calls, quiet.decisions, quiet.buckets)
+    assert capsys.readouterr().out == ""  # the progress line never mixes into the tables on stdout
