@@ -29,7 +29,9 @@ from mcp_guard._approval import (
     as_async_approver,
     coerce_decision,
 )
+from mcp_guard._argcheck import non_finite_path, tool_schema_error
 from mcp_guard._audit import AuditSink, audit_sinks, emit, scrub, summarize_args
+from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge, round_up
 from mcp_guard._errors import ApprovalError, PolicyViolation, StoreError
 from mcp_guard._policy import Policy, load_policy
@@ -56,6 +58,12 @@ class ToolCall(NamedTuple):
     identity: str | None = None
     session: str | None = None
     annotations: Mapping[str, Any] | None = None
+    tool_schema: Any = None
+    """The tool's declared input schema (JSON Schema dict or pydantic model class), checked strictly."""
+    call_id: str | None = None
+    """The framework's id for this tool call (LangChain ``tool_call_id``, Agents SDK ``call_id``)."""
+    run_id: str | None = None
+    """The framework's run or thread id, where it has one."""
 
     def with_args(self, args: Mapping[str, Any]) -> ToolCall:
         return self._replace(args=args)
@@ -68,9 +76,15 @@ def _new_call(
     identity: str | None,
     session: str | None,
     annotations: Mapping[str, Any] | None,
+    tool_schema: Any = None,
+    call_id: str | None = None,
+    run_id: str | None = None,
 ) -> ToolCall:
     # tuple.__new__ skips the named tuple's generated __new__ (argument parsing), 3x faster on this path.
-    return tuple.__new__(ToolCall, (tool, {} if args is None else args, server, identity, session, annotations))
+    return tuple.__new__(
+        ToolCall,
+        (tool, {} if args is None else args, server, identity, session, annotations, tool_schema, call_id, run_id),
+    )
 
 
 @dataclass(slots=True)
@@ -169,6 +183,12 @@ class Guard:
     sink, or a list of them. ``retry``: a :class:`RetryPolicy` for transient upstream failures (on by
     default); pass ``retry=False`` for tools that are not idempotent, where a connection error may come after
     the call took effect. ``clock``/``sleep``/``asleep`` are injectable for tests.
+    ``check_tool_schema``: when a call carries the tool's declared input schema (``tool_schema=``, passed
+    by every adapter that knows it), the raw arguments must fit it with no type coercion, else the call is
+    refused as ``invalid_arguments`` before the policy runs (on by default; spec section 8).
+
+    Every entry point also takes ``tool_schema``, ``call_id`` (the framework's tool-call id) and ``run_id``
+    (its run or thread id), recorded in the audit event.
 
     An evaluator that raises, a store that fails (closed mode), an approver that raises, hangs or answers
     nonsense: each ends in a structured denial, never in an allowed call.
@@ -190,6 +210,7 @@ class Guard:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        check_tool_schema: bool = True,
     ) -> None:
         if on_rate_limit not in ("error", "wait"):
             raise ValueError(f"on_rate_limit must be 'error' or 'wait', not {on_rate_limit!r}")
@@ -216,6 +237,7 @@ class Guard:
         self.clock = clock
         self.sleep = sleep
         self.asleep = asleep
+        self.check_tool_schema = bool(check_tool_schema)
 
     def __repr__(self) -> str:
         return f"Guard(policy={self.policy.hash[:15]}…, store={type(self.store).__name__})"
@@ -231,13 +253,16 @@ class Guard:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        tool_schema: Any = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
     ) -> Decision:
         """Steps 1-4 without side effects: the decision, and whether budget remains (nothing reserved).
 
         For a pre-flight look (e.g. before pausing for a human); it does not admit the call: a later
         :meth:`admit` may still be refused if other callers take the budget meanwhile.
         """
-        call = _new_call(tool, args, server, identity, session, annotations)
+        call = _new_call(tool, args, server, identity, session, annotations, tool_schema, call_id, run_id)
         return self._drive(self._check_steps(call))
 
     async def acheck(
@@ -249,9 +274,12 @@ class Guard:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        tool_schema: Any = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
     ) -> Decision:
         """:meth:`check` for async callers (the store is asked without blocking the event loop)."""
-        call = _new_call(tool, args, server, identity, session, annotations)
+        call = _new_call(tool, args, server, identity, session, annotations, tool_schema, call_id, run_id)
         return await self._adrive(self._check_steps(call))
 
     def admit(
@@ -264,6 +292,9 @@ class Guard:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        tool_schema: Any = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
     ) -> Admission:
         """Steps 1-6: decide, ask for approval (unless ``approval`` is given), reserve. Nothing is called.
 
@@ -271,7 +302,7 @@ class Guard:
         until its window passes. ``approval`` is an answer obtained elsewhere (a LangGraph resume value,
         an Agents SDK approval): ``True``/``False``, an :class:`ApprovalDecision` or a resume dict.
         """
-        call = _new_call(tool, args, server, identity, session, annotations)
+        call = _new_call(tool, args, server, identity, session, annotations, tool_schema, call_id, run_id)
         return self._admit(call, approval, None)
 
     async def aadmit(
@@ -284,9 +315,12 @@ class Guard:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        tool_schema: Any = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
     ) -> Admission:
         """:meth:`admit` for async callers; always follow with :meth:`afinish`."""
-        call = _new_call(tool, args, server, identity, session, annotations)
+        call = _new_call(tool, args, server, identity, session, annotations, tool_schema, call_id, run_id)
         return await self._aadmit(call, approval, None)
 
     def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None:
@@ -316,6 +350,9 @@ class Guard:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        tool_schema: Any = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
     ) -> GuardResult:
         """The whole pipeline around ``fn(**args)``, never raising a violation: see :class:`GuardResult`.
 
@@ -323,7 +360,7 @@ class Guard:
         ``is_error`` tells whether a returned value is a failed call (default: an MCP result with
         ``isError`` or a LangChain ``ToolMessage`` with ``status="error"``).
         """
-        call = _new_call(tool, args, server, identity, session, annotations)
+        call = _new_call(tool, args, server, identity, session, annotations, tool_schema, call_id, run_id)
         decision: Decision | None = None
         if approval is None and not self.audit_sinks:
             decision = self._evaluate(call)
@@ -355,9 +392,12 @@ class Guard:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        tool_schema: Any = None,
+        call_id: str | None = None,
+        run_id: str | None = None,
     ) -> GuardResult:
         """:meth:`run` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
-        call = _new_call(tool, args, server, identity, session, annotations)
+        call = _new_call(tool, args, server, identity, session, annotations, tool_schema, call_id, run_id)
         decision: Decision | None = None
         if approval is None and not self.audit_sinks:
             decision = self._evaluate(call)
@@ -426,6 +466,11 @@ class Guard:
 
     def _evaluate(self, call: ToolCall) -> Decision:
         try:
+            problem = self._argument_problem(call)
+            if problem is not None:
+                return Decision.deny(
+                    call.tool, "invalid_arguments", server=call.server, reason=problem, policy=self._policy_hash
+                )
             return self.policy.evaluate(
                 call.tool,
                 call.args,
@@ -445,6 +490,15 @@ class Guard:
                 reason="the policy could not be evaluated for this call",
                 policy=self._policy_hash,
             )
+
+    def _argument_problem(self, call: ToolCall) -> str | None:
+        """Spec section 8: arguments the tool would run with differently than the policy sees them."""
+        bad = non_finite_path(call.args)
+        if bad is not None:
+            return f"{bad} is not a finite number (NaN and Infinity are not valid JSON)"
+        if call.tool_schema is not None and self.check_tool_schema:
+            return tool_schema_error(call.tool_schema, call.args)
+        return None
 
     def _budget_steps(self, decision: Decision, op: _Check | _Reserve) -> _Steps[tuple[Decision, Verdict | None]]:
         """Check or reserve ``decision``'s limits; a refusal or a store failure becomes a denial."""
@@ -865,8 +919,7 @@ def _failed(value: Any, is_error: Callable[[Any], bool] | None) -> bool:
         except Exception:  # the tool ran; a broken predicate must not turn its result into a crash
             log.exception("is_error raised; counting the call as successful")
             return False
-    # MCP CallToolResult and LangChain ToolMessage report failure without raising.
-    return getattr(value, "isError", False) is True or getattr(value, "status", None) == "error"
+    return result_is_error(value)
 
 
 def as_guard(source: PolicySource, **options: Any) -> Guard:

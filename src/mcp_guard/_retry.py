@@ -20,6 +20,8 @@ from tenacity import (
     retry_if_result,
 )
 
+from mcp_guard._compat import result_is_error
+
 _RATE_TEXT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
 _POLICY_VIOLATION = '"error": "policy_violation"'
 _RETRY_AFTER_TEXT = re.compile(r"retry[ _-]?after\D{0,12}?(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -70,9 +72,7 @@ class RetryPolicy:
     jitter_s: float = 0.1
     max_total_s: float = 30.0
     retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    is_error_result: Callable[[Any], bool] = field(
-        default=lambda v: getattr(v, "isError", False) is True or getattr(v, "status", None) == "error"
-    )
+    is_error_result: Callable[[Any], bool] = field(default=result_is_error)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
 from mcp_guard._guard import Admission, Guard, GuardResult, PolicySource, ToolCall, as_guard
@@ -575,7 +576,7 @@ def _install_call_tool(server: Any, binding: _Binding) -> None:
         except BaseException as exc:
             await guard.afinish(admission, "error", error=exc)
             raise
-        await guard.afinish(admission, "error" if getattr(value, "isError", False) is True else "ok")
+        await guard.afinish(admission, "error" if result_is_error(value) else "ok")
         return value
 
     server.call_tool = call_tool
