@@ -115,6 +115,8 @@ class Decision:
     approval_timeout_s: float | None = None
     approval_description: str | None = None
     redact: tuple[str, ...] = ()
+    retry: bool | None = None
+    """The rule's ``retry``: True/False forces upstream retries on/off; None leaves it to the tool's annotations."""
 
     # -- named constructors -------------------------------------------------------------------------
     @classmethod

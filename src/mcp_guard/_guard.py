@@ -15,11 +15,10 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar, Union
-
-from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_result
 
 from mcp_guard._approval import (
     ApprovalDecision,
@@ -30,19 +29,21 @@ from mcp_guard._approval import (
     coerce_decision,
 )
 from mcp_guard._argcheck import non_finite_path, tool_schema_error
-from mcp_guard._audit import AuditSink, audit_sinks, emit, scrub, summarize_args
+from mcp_guard._audit import AuditSink, audit_sinks, emit, iso_time, scrub, summarize_args, trace_ids
+from mcp_guard._audit import audit_key as audit_key_of
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge, round_up
-from mcp_guard._errors import ApprovalError, PolicyViolation, StoreError
+from mcp_guard._errors import ApprovalError, ConfigurationError, PolicyViolation, StoreError
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
+from mcp_guard._retry import not_sent as _not_sent
 from mcp_guard._stores import Store, StoreProtocol, Verdict, store_from_uri
 
 log = logging.getLogger("mcp_guard")
 
 T = TypeVar("T")
 PolicySource = Union[Policy, "Guard", Mapping[str, Any], str, "os.PathLike[str]"]
-Outcome = Literal["ok", "error", "denied", "admitted"]
+Outcome = Literal["ok", "error", "denied", "admitted", "cancelled"]
 
 
 class ToolCall(NamedTuple):
@@ -103,6 +104,11 @@ class Admission:
     approval: ApprovalDecision | None = None
     fail_open: bool = False
     finished: bool = False
+    recorded: bool = False
+    """The call's one audit event has been written (closed audit writes it before the tool runs)."""
+    sinks: tuple[AuditSink, ...] | None = None
+    """Where the event still goes, when not every sink (a closed-mode refusal after a partial write)."""
+    attempts: int = 1
 
     @property
     def admitted(self) -> bool:
@@ -142,9 +148,21 @@ class _Release:
 
 
 @dataclass(frozen=True, slots=True)
+class _Call:
+    fn: Callable[..., Any]
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class _Ask:
     request: ApprovalRequest
     timeout_s: float
+    redact: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +174,7 @@ class _Answer:
     reason: str | None = None
 
 
-_Op = _Check | _Reserve | _Release | _Ask
+_Op = _Check | _Reserve | _Release | _Ask | _Call | _Sleep
 _Steps = Generator[_Op, Any, T]
 
 
@@ -165,6 +183,10 @@ class _AttemptState:
     # Carried across rate-limit waits so a human is asked at most once per call.
     approval: ApprovalDecision | None = None
     started: float = field(default_factory=time.perf_counter)
+    held: tuple[tuple[LimitCharge, ...], str] | None = None
+    """Quota reserved and not yet handed to an admission (held while a human is asked)."""
+    decision: Decision | None = None
+    """The last decision taken, for the event of a call cancelled midway."""
 
 
 class Guard:
@@ -207,10 +229,13 @@ class Guard:
         fail_mode: Literal["closed", "open"] = "closed",
         approval_timeout_s: float = 300.0,
         retry: RetryPolicy | bool | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         check_tool_schema: bool = True,
+        audit_failure: Literal["open", "closed"] = "open",
+        audit_key: str | bytes | None = None,
+        store_timeout_s: float = 5.0,
     ) -> None:
         if on_rate_limit not in ("error", "wait"):
             raise ValueError(f"on_rate_limit must be 'error' or 'wait', not {on_rate_limit!r}")
@@ -220,12 +245,27 @@ class Guard:
             raise ValueError(f"fail_mode must be 'closed' or 'open', not {fail_mode!r}")
         if not max_wait_s >= 0 or not approval_timeout_s > 0:  # written so that NaN is refused too
             raise ValueError("max_wait_s must be >= 0 and approval_timeout_s > 0")
+        if audit_failure not in ("open", "closed"):
+            raise ConfigurationError(f"audit_failure must be 'open' or 'closed', not {audit_failure!r}")
+        if not 0 < store_timeout_s < float("inf"):
+            raise ConfigurationError(f"store_timeout_s must be a positive number of seconds, not {store_timeout_s!r}")
         self.policy: Policy = policy.policy if isinstance(policy, Guard) else load_policy(policy)
         self._policy_hash: str | None = getattr(self.policy, "hash", None)
-        self.store: Store | StoreProtocol = store_from_uri(store, clock=clock) if isinstance(store, str) else store
+        # The memory store keeps its own monotonic clock unless a clock is injected (tests move a FakeClock).
+        store_options: dict[str, Any] = {} if clock is None else {"clock": clock}
+        self.store: Store | StoreProtocol = store_from_uri(store, **store_options) if isinstance(store, str) else store
+        self.store_timeout_s = float(store_timeout_s)
+        # Built-in stores bound their own I/O; a third-party one is bounded by store_timeout_s (a hung call
+        # is abandoned and the call refused as guard_unavailable).
+        self._store_bounded = not isinstance(self.store, Store)
         self.approver: Approver | None = approver
         self._approver: AsyncApprover | None = as_async_approver(approver) if approver is not None else None
         self.audit_sinks: tuple[AuditSink, ...] = audit_sinks(audit)
+        self.audit_failure = audit_failure
+        self.audit_failures = 0
+        """Audit writes that failed (one per sink per event), counted in both modes."""
+        self._audit_lock = threading.Lock()
+        self._audit_key = audit_key_of(audit_key)
         self.on_rate_limit = on_rate_limit
         self.max_wait_s = float(max_wait_s)
         self.on_violation = on_violation
@@ -234,7 +274,7 @@ class Guard:
         if retry is None or retry is True:
             retry = RetryPolicy()
         self.retry: RetryPolicy | None = retry or None
-        self.clock = clock
+        self.clock: Callable[[], float] = clock if clock is not None else time.time
         self.sleep = sleep
         self.asleep = asleep
         self.check_tool_schema = bool(check_tool_schema)
@@ -326,9 +366,11 @@ class Guard:
     def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None:
         """Step 7's bookkeeping and step 8: give quota back where due, write the audit event. Idempotent.
 
-        ``outcome``: ``"ok"``; ``"error"`` (the tool failed: quota back unless the limit counts failures);
-        ``"denied"`` (refused, or admitted but never called: all quota back); ``"admitted"`` (the call was
-        handed on and its result is not known here: nothing given back).
+        ``outcome``: ``"ok"``; ``"error"`` with no ``error`` (the tool returned an error result: quota back
+        unless the limit counts failures); ``"error"`` with the ``error`` it raised (quota kept: the tool may
+        have acted, unless the error shows the call was never sent, e.g. a refused connection);
+        ``"denied"`` (refused, or admitted but never called: all quota back); ``"admitted"`` (handed on,
+        result not known here) and ``"cancelled"`` (cancelled after it was handed on): nothing given back.
         """
         self._drive(self._finish_steps(admission, outcome, error))
 
@@ -364,21 +406,12 @@ class Guard:
         decision: Decision | None = None
         if approval is None and not self.audit_sinks:
             decision = self._evaluate(call)
-            if decision.action == "allow" and not decision.limits:
+            if decision.action == "allow" and not decision.limits and self._retry_for(call, decision) is None:
                 # The common case pays for nothing else: no quota to reserve or give back, no event to write.
-                value = self._call_with_retry_sync(fn, call.args)
+                value = _sync_result(fn(**call.args))
                 return GuardResult(value=value, admission=Admission(call, decision, finished=True))
-        admission = self._admit(call, approval, decision)
-        if not admission.admitted:
-            self.finish(admission, "denied")
-            return GuardResult(violation=admission.decision, admission=admission)
-        try:
-            value = self._call_with_retry_sync(fn, admission.call.args)
-        except BaseException as exc:
-            self.finish(admission, "error", error=exc)
-            raise
-        self.finish(admission, "error" if _failed(value, is_error) else "ok")
-        return GuardResult(value=value, admission=admission)
+        state = _AttemptState(approval=self._coerce_given(approval))
+        return self._drive(self._run_steps(call, state, decision, fn, is_error))
 
     async def arun(
         self,
@@ -401,20 +434,13 @@ class Guard:
         decision: Decision | None = None
         if approval is None and not self.audit_sinks:
             decision = self._evaluate(call)
-            if decision.action == "allow" and not decision.limits:
-                value = await self._call_with_retry_async(fn, call.args)
+            if decision.action == "allow" and not decision.limits and self._retry_for(call, decision) is None:
+                value = fn(**call.args)
+                if inspect.isawaitable(value):
+                    value = await value
                 return GuardResult(value=value, admission=Admission(call, decision, finished=True))
-        admission = await self._aadmit(call, approval, decision)
-        if not admission.admitted:
-            await self.afinish(admission, "denied")
-            return GuardResult(violation=admission.decision, admission=admission)
-        try:
-            value = await self._call_with_retry_async(fn, admission.call.args)
-        except BaseException as exc:
-            await self.afinish(admission, "error", error=exc)
-            raise
-        await self.afinish(admission, "error" if _failed(value, is_error) else "ok")
-        return GuardResult(value=value, admission=admission)
+        state = _AttemptState(approval=self._coerce_given(approval))
+        return await self._adrive(self._run_steps(call, state, decision, fn, is_error))
 
     def invoke(self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """Run ``fn(**args)`` under the policy; return its result, or the violation payload (or raise).
@@ -451,18 +477,11 @@ class Guard:
     # -- the steps, once -------------------------------------------------------------------------------
 
     def _admit(self, call: ToolCall, approval: Any, decision: Decision | None) -> Admission:
-        state = _AttemptState(approval=self._coerce_given(approval))
-        admission = self._drive(self._admit_steps(call, state, decision))
-        if self._should_wait(admission):
-            admission = self._wait_sync(call, state, admission)
-        return admission
+        return self._drive(self._admission_steps(call, _AttemptState(approval=self._coerce_given(approval)), decision))
 
     async def _aadmit(self, call: ToolCall, approval: Any, decision: Decision | None) -> Admission:
         state = _AttemptState(approval=self._coerce_given(approval))
-        admission = await self._adrive(self._admit_steps(call, state, decision))
-        if self._should_wait(admission):
-            admission = await self._wait_async(call, state, admission)
-        return admission
+        return await self._adrive(self._admission_steps(call, state, decision))
 
     def _evaluate(self, call: ToolCall) -> Decision:
         try:
@@ -471,7 +490,7 @@ class Guard:
                 return Decision.deny(
                     call.tool, "invalid_arguments", server=call.server, reason=problem, policy=self._policy_hash
                 )
-            return self.policy.evaluate(
+            decision = self.policy.evaluate(
                 call.tool,
                 call.args,
                 server=call.server,
@@ -479,10 +498,15 @@ class Guard:
                 session=call.session,
                 annotations=call.annotations,
             )
-        except Exception:
+            if decision.redact and decision.reason is not None:
+                # A reason may quote the argument that failed a check: never a redacted one (spec section 8).
+                decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
+            return decision
+        except Exception as exc:
             # Fail closed: a policy that cannot decide never lets a call through. The model is told the
-            # guard could not check the call; the traceback (which may quote arguments) goes to the log only.
-            log.exception("policy evaluation failed for %s; denying the call (fail closed)", call.tool)
+            # guard could not check the call; the log gets the exception's type only (its text or
+            # traceback may quote arguments, redacted ones included).
+            log.error("policy evaluation failed for %s (%s); denying the call", call.tool, type(exc).__name__)
             return Decision.deny(
                 call.tool,
                 "guard_unavailable",
@@ -536,53 +560,174 @@ class Guard:
         decision, _ = yield from self._budget_steps(decision, _Check(decision.limits))
         return decision
 
+    def _admission_steps(self, call: ToolCall, state: _AttemptState, decision: Decision | None) -> _Steps[Admission]:
+        """Steps 1-6 with rate-limit waits; a cancellation writes its event; closed audit writes ahead."""
+        try:
+            admission = yield from self._admit_steps(call, state, decision)
+            slept = 0.0
+            while self._should_wait(admission):
+                wait = float(admission.decision.retry_after_s or 0.0)
+                if slept + wait > self.max_wait_s:
+                    break
+                yield _Sleep(wait)
+                slept += wait
+                admission = yield from self._admit_steps(admission.call, state)
+        except GeneratorExit:
+            raise
+        except BaseException as exc:  # cancelled or interrupted before the tool was handed the call
+            yield from self._abort_steps(call, state, exc)
+            raise
+        if admission.decision.redact and admission.decision.reason is not None and admission.decision.denied:
+            # An approver's or a store's words may quote arguments too.
+            admission.decision = admission.decision.replace(
+                reason=scrub(admission.decision.reason, admission.call.args, admission.decision.redact)
+            )
+        if admission.admitted and self.audit_failure == "closed" and self.audit_sinks:
+            admission = yield from self._write_ahead_steps(admission)
+        return admission
+
+    def _abort_steps(self, call: ToolCall, state: _AttemptState, exc: BaseException) -> _Steps[None]:
+        # Quota held for this call (an approval pending, a reservation just made) goes back: the tool was
+        # never handed the call. Then the call's one event, outcome "cancelled".
+        if state.held is not None:
+            charges, token = state.held
+            state.held = None
+            yield from self._release_steps(charges, token, call.tool)
+        decision = state.decision or Decision.deny(call.tool, "guard_unavailable", server=call.server)
+        admission = Admission(call, decision, started=state.started, approval=state.approval)
+        self._record(admission, "cancelled", exc)
+
+    def _write_ahead_steps(self, admission: Admission) -> _Steps[Admission]:
+        """``audit_failure="closed"``: the call's one event is written before the tool runs, or it does not run."""
+        failed = self._record(admission, "admitted", None)
+        if not failed:
+            return admission
+        if admission.token is not None:
+            yield from self._release_steps(admission.decision.limits, admission.token, admission.call.tool)
+        refused = Admission(
+            admission.call,
+            admission.decision.violation(
+                "guard_unavailable", reason="the audit record of this call could not be written", rule="/audit"
+            ),
+            started=admission.started,
+            approval=admission.approval,
+        )
+        # The sinks that took the "admitted" record keep it; only the others are given the refusal.
+        refused.sinks = tuple(failed)
+        return refused
+
     def _admit_steps(self, call: ToolCall, state: _AttemptState, decision: Decision | None = None) -> _Steps[Admission]:
         started = state.started
         if decision is None:
             decision = self._evaluate(call)  # steps 1-3
+        state.decision = decision
         if decision.denied:
             return Admission(call, decision, started=started)
-        if decision.needs_approval or state.approval is not None:
-            # Step 4 before step 5: no human is asked about a call that would be refused anyway.
+        if decision.needs_approval and state.approval is None:
+            return (yield from self._ask_and_hold_steps(call, state, decision))
+        if state.approval is not None:
+            # An answer obtained elsewhere (a resume value) or earlier in this call (before a rate-limit wait).
             if decision.limits:
                 checked, _ = yield from self._budget_steps(decision, _Check(decision.limits))
                 if checked.denied:
                     return Admission(call, checked, started=started)
-            if state.approval is None and decision.needs_approval:
-                answer = yield from self._ask_steps(call, decision)
-                if isinstance(answer, Decision):  # refused, timed out, or nobody to ask
-                    return Admission(call, answer, started=started)
-                state.approval = answer
-            if state.approval is not None:
-                if not state.approval.approved:
-                    reason = state.approval.reason or "a human declined this call"
-                    return Admission(call, decision.violation("approval_denied", reason=reason), started=started)
-                if state.approval.kind == "edit" and state.approval.args is not None:
-                    # Edited arguments are evaluated again from step 3; the human has already said yes.
-                    call = call.with_args(state.approval.args)
-                    decision = self._evaluate(call)
-                    if decision.denied:
-                        return Admission(call, decision, started=started, approval=state.approval)
-                decision = decision.replace(action="allow")
+            if not state.approval.approved:
+                reason = state.approval.reason or "a human declined this call"
+                return Admission(call, decision.violation("approval_denied", reason=reason), started=started)
+            if state.approval.kind == "edit" and state.approval.args is not None:
+                # Edited arguments are evaluated again from step 3; the human has already said yes.
+                call = call.with_args(state.approval.args)
+                decision = state.decision = self._evaluate(call)
+                if decision.denied:
+                    return Admission(call, decision, started=started, approval=state.approval)
+            decision = decision.replace(action="allow")
+        return (yield from self._reserve_steps(call, state, decision))
+
+    def _reserve_steps(self, call: ToolCall, state: _AttemptState, decision: Decision) -> _Steps[Admission]:
         # Step 6: reserve every limit atomically (the fast path: no limits, no I/O).
         if not decision.limits:
-            return Admission(call, decision, started=started, approval=state.approval)
+            return Admission(call, decision, started=state.started, approval=state.approval)
         reserved, verdict = yield from self._budget_steps(decision, _Reserve(decision.limits))
+        token = verdict.token if verdict is not None and reserved.allowed else None
         return Admission(
             call,
             reserved,
-            token=verdict.token if verdict is not None else None,
-            started=started,
+            token=token,
+            started=state.started,
             approval=state.approval,
             fail_open=verdict is None and reserved.allowed,
         )
 
-    def _ask_steps(self, call: ToolCall, decision: Decision) -> _Steps[ApprovalDecision | Decision]:
+    def _ask_and_hold_steps(self, call: ToolCall, state: _AttemptState, decision: Decision) -> _Steps[Admission]:
+        """Step 5 with the quota held: reserved before the human is asked, so concurrent calls see it.
+
+        No human is asked about a call the budget would refuse, and a call a human approved is not then
+        refused for want of budget. Rejection, timeout or a failed approver gives the quota back.
+        """
+        started = state.started
         if self._approver is None:
-            return decision.violation(
-                "approval_required",
-                reason=decision.reason or f"{call.tool} requires a human's approval and no approver is set",
-            )
+            if decision.limits:  # a rate limit is the more useful answer when the budget is gone anyway
+                checked, _ = yield from self._budget_steps(decision, _Check(decision.limits))
+                if checked.denied:
+                    return Admission(call, checked, started=started)
+            reason = decision.reason or f"{call.tool} requires a human's approval and no approver is set"
+            return Admission(call, decision.violation("approval_required", reason=reason), started=started)
+        fail_open = False
+        if decision.limits:
+            held, verdict = yield from self._budget_steps(decision, _Reserve(decision.limits))
+            if held.denied:
+                return Admission(call, held, started=started)
+            if verdict is not None and verdict.token is not None:
+                state.held = (decision.limits, verdict.token)
+            fail_open = verdict is None
+        answer = yield from self._ask_steps(call, decision)
+        refusal: Decision | None = None
+        if isinstance(answer, Decision):  # timed out or the approver failed
+            refusal = answer
+        else:
+            state.approval = answer
+            if not answer.approved:
+                refusal = decision.violation("approval_denied", reason=answer.reason or "a human declined this call")
+        if refusal is not None:
+            yield from self._release_held_steps(state, call.tool)
+            return Admission(call, refusal, started=started, approval=state.approval)
+        assert state.approval is not None
+        if state.approval.kind == "edit" and state.approval.args is not None:
+            call = call.with_args(state.approval.args)
+            edited = state.decision = self._evaluate(call)
+            if edited.denied:
+                yield from self._release_held_steps(state, call.tool)
+                return Admission(call, edited, started=started, approval=state.approval)
+            if edited.limits != decision.limits:  # the edit changed what the call costs: reserve that instead
+                yield from self._release_held_steps(state, call.tool)
+                return (yield from self._reserve_steps(call, state, edited.replace(action="allow")))
+            decision = edited
+        token = state.held[1] if state.held is not None else None
+        state.held = None  # handed to the admission
+        return Admission(
+            call,
+            decision.replace(action="allow"),
+            token=token,
+            started=started,
+            approval=state.approval,
+            fail_open=fail_open,
+        )
+
+    def _release_held_steps(self, state: _AttemptState, tool: str) -> _Steps[None]:
+        if state.held is not None:
+            charges, token = state.held
+            state.held = None
+            yield from self._release_steps(charges, token, tool)
+
+    def _release_steps(self, charges: tuple[LimitCharge, ...], token: str, tool: str) -> _Steps[None]:
+        if not charges:
+            return
+        try:
+            yield _Release(charges, token)
+        except StoreError as exc:
+            log.error("could not give quota back for %s: %s", tool, exc)
+
+    def _ask_steps(self, call: ToolCall, decision: Decision) -> _Steps[ApprovalDecision | Decision]:
         timeout = decision.approval_timeout_s if decision.approval_timeout_s is not None else self.approval_timeout_s
         request = ApprovalRequest(
             tool=call.tool,
@@ -596,46 +741,143 @@ class Guard:
             description=decision.approval_description,
             timeout_s=timeout,
         )
-        answer: _Answer = yield _Ask(request, timeout)
+        answer: _Answer = yield _Ask(request, timeout, decision.redact)
         if answer.decision is not None:
             return answer.decision
         assert answer.code is not None
         return decision.violation(answer.code, reason=answer.reason)
+
+    def _retry_for(self, call: ToolCall, decision: Decision) -> RetryPolicy | None:
+        """The retry policy for this call, or None: retries only where repeating the call is known to be safe."""
+        retry = self.retry
+        if retry is None or decision.retry is False:
+            return None
+        if decision.retry is True or not retry.idempotent_only:
+            return retry
+        annotations = call.annotations
+        if annotations and (annotations.get("readOnlyHint") is True or annotations.get("idempotentHint") is True):
+            return retry
+        return None
+
+    def _run_steps(
+        self,
+        call: ToolCall,
+        state: _AttemptState,
+        decision: Decision | None,
+        fn: Callable[..., Any],
+        is_error: Callable[[Any], bool] | None,
+    ) -> _Steps[GuardResult]:
+        """The whole call: admit, then call the tool with retries, each attempt charged, then one event.
+
+        Quota comes back only when the tool is known not to have run: refused before the call, the
+        transport failed before sending, or the tool returned an error result (unless the limit counts
+        failures). A timeout, a connection lost mid-call, an exception from inside the tool or a
+        cancellation keeps its charge: the tool may have acted.
+        """
+        admission = yield from self._admission_steps(call, state, decision)
+        if not admission.admitted:
+            yield from self._finish_steps(admission, "denied", None)
+            return GuardResult(violation=admission.decision, admission=admission)
+        retry = self._retry_for(admission.call, admission.decision)
+        charges = admission.decision.limits
+        token = admission.token
+        admission.token = None  # this loop settles every attempt's quota itself
+        args = admission.call.args
+        attempt, slept = 1, 0.0
+        while True:
+            try:
+                value = yield _Call(fn, args)
+            except GeneratorExit:
+                raise
+            except Exception as exc:
+                if token is not None and _never_ran(exc):
+                    yield from self._release_steps(charges, token, call.tool)
+                wait = retry.next_wait(attempt, slept, exc) if retry is not None else None
+                if wait is None:
+                    admission.attempts = attempt
+                    yield from self._finish_steps(admission, "error", exc)
+                    raise
+                last_error: BaseException | None = exc
+            except BaseException as exc:  # cancelled or interrupted while the tool ran: its charge is kept
+                admission.attempts = attempt
+                yield from self._finish_steps(admission, "cancelled", exc)
+                raise
+            else:
+                failed = _failed(value, is_error)
+                if failed and token is not None:
+                    yield from self._release_steps(_uncounted(charges), token, call.tool)
+                wait = retry.next_wait(attempt, slept, None, value) if retry is not None and failed else None
+                if wait is None:
+                    admission.attempts = attempt
+                    yield from self._finish_steps(admission, "error" if failed else "ok", None)
+                    return GuardResult(value=value, admission=admission)
+                last_error = None
+            # Every attempt is charged: a retry reserves again, and stops when the budget is gone.
+            try:
+                yield _Sleep(wait)
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                admission.attempts = attempt
+                yield from self._finish_steps(admission, "cancelled", exc)
+                raise
+            slept += wait
+            token = None
+            if charges:
+                again, verdict = yield from self._budget_steps(admission.decision, _Reserve(charges))
+                if again.denied:
+                    admission.attempts = attempt
+                    if last_error is not None:
+                        yield from self._finish_steps(admission, "error", last_error)
+                        raise last_error
+                    yield from self._finish_steps(admission, "error", None)
+                    return GuardResult(value=value, admission=admission)
+                token = verdict.token if verdict is not None else None
+            attempt += 1
 
     def _finish_steps(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> _Steps[None]:
         if admission.finished:
             return None
         admission.finished = True
         decision = admission.decision
-        if admission.token is not None and outcome in ("error", "denied"):
-            # A call that was not made ("denied" after admission: cancelled, refused downstream) gives all
-            # its quota back; a failed call gives back all but the limits that count failures.
-            if outcome == "denied":
+        if admission.token is not None:
+            give_back: tuple[LimitCharge, ...] = ()
+            if outcome == "denied":  # refused, or admitted but never called: all of it
                 give_back = decision.limits
-            else:
-                # A budget key holds one entry per call: a limit that counts failures keeps it for every
-                # limit sharing that key (keeping too much is the safe side).
-                kept = {c.key for c in decision.limits if c.count_failures}
-                give_back = tuple(c for c in decision.limits if c.key not in kept)
-            if give_back:
-                try:
-                    yield _Release(give_back, admission.token)
-                except StoreError as exc:
-                    log.error("could not give quota back for %s: %s", decision.tool, exc)
-        if self.audit_sinks:
-            try:
-                event = self._event(admission, outcome, error)
-            except Exception:  # auditing must never break the call it records
-                log.exception("could not build the audit event for %s", decision.tool)
-            else:
-                emit(self.audit_sinks, event)
+            elif outcome == "error" and (error is None or _never_ran(error)):
+                # An error result, or a transport that failed before sending: the tool did not act (the
+                # limits that count failures keep theirs). Any other exception is ambiguous: kept.
+                give_back = decision.limits if error is not None else _uncounted(decision.limits)
+            token, admission.token = admission.token, None
+            yield from self._release_steps(give_back, token, decision.tool)
+        self._record(admission, outcome, error)
         return None
+
+    def _record(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> list[AuditSink]:
+        """Write the call's one event (once); returns the sinks that failed. Never raises."""
+        if admission.recorded:
+            return []
+        admission.recorded = True
+        sinks = admission.sinks if admission.sinks is not None else self.audit_sinks
+        if not sinks:
+            return []
+        try:
+            event = self._event(admission, outcome, error)
+        except Exception as exc:  # auditing must never break the call it records; the event is cut down
+            log.error("could not build the audit event for %s (%s)", admission.call.tool, type(exc).__name__)
+            event = {"time": iso_time(self.clock()), "tool": str(admission.call.tool), "outcome": outcome}
+        failed = emit(sinks, event)
+        if failed:
+            with self._audit_lock:
+                self.audit_failures += len(failed)
+        return failed
 
     def _event(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> dict[str, Any]:
         decision, call = admission.decision, admission.call
         args = call.args if isinstance(call.args, Mapping) else {}
         event: dict[str, Any] = {
-            "time": self.clock(),
+            "time": iso_time(self.clock()),
+            "call_id": call.call_id if call.call_id is not None else str(uuid.uuid4()),
             "tool": call.tool,
             "server": call.server,
             "identity": call.identity,
@@ -645,21 +887,26 @@ class Guard:
             "rule": decision.rule,
             "reason": scrub(decision.reason, args, decision.redact),
             "policy": self._policy_hash,
-            "args": summarize_args(args, decision.redact),
+            "args": summarize_args(args, decision.redact, self._audit_key),
             "outcome": outcome,
             "latency_ms": round((time.perf_counter() - admission.started) * 1000.0, 3),
         }
+        if call.run_id is not None:
+            event["run_id"] = call.run_id
+        ids = trace_ids()
+        if ids is not None:
+            event["trace_id"], event["span_id"] = ids
         if admission.approval is not None:
             event["approval"] = admission.approval.kind
         if admission.fail_open:
             event["fail_open"] = True
+        if admission.attempts > 1:
+            event["attempts"] = admission.attempts
         if decision.retry_after_s is not None:
             event["retry_after_s"] = decision.retry_after_s
         if error is not None:
             event["error"] = type(error).__name__
         return event
-
-    # -- waiting out a rate limit (tenacity) -----------------------------------------------------------
 
     def _should_wait(self, admission: Admission) -> bool:
         d = admission.decision
@@ -669,102 +916,6 @@ class Guard:
             and d.retry_after_s is not None
             and d.retry_after_s <= self.max_wait_s
         )
-
-    def _wait_kwargs(self) -> dict[str, Any]:
-        def waitable(admission: Admission) -> bool:
-            return admission.decision.code == "rate_limited" and admission.decision.retry_after_s is not None
-
-        def wait(rs: RetryCallState) -> float:
-            assert rs.outcome is not None  # tenacity computes a wait only after an attempt
-            retry_after = rs.outcome.result().decision.retry_after_s
-            return float(retry_after) if retry_after is not None else 0.0
-
-        def stop(rs: RetryCallState) -> bool:
-            # tenacity computes the wait before asking to stop: stop when sleeping it would take the total
-            # time slept past max_wait_s (counted from the sleeps themselves, so an injected sleep works).
-            return rs.idle_for + rs.upcoming_sleep > self.max_wait_s
-
-        def give_last(rs: RetryCallState) -> Admission:
-            assert rs.outcome is not None
-            last: Admission = rs.outcome.result()
-            return last
-
-        return {
-            "retry": retry_if_result(waitable),
-            "wait": wait,
-            "stop": stop,
-            "retry_error_callback": give_last,
-        }
-
-    def _wait_sync(self, call: ToolCall, state: _AttemptState, first: Admission) -> Admission:
-        replay = _First(value=first)
-
-        def attempt() -> Admission:
-            if replay.pending:
-                return replay.replay()  # type: ignore[no-any-return]
-            return self._drive(self._admit_steps(call, state))
-
-        result: Admission = Retrying(sleep=self.sleep, **self._wait_kwargs())(attempt)
-        return result
-
-    async def _wait_async(self, call: ToolCall, state: _AttemptState, first: Admission) -> Admission:
-        replay = _First(value=first)
-
-        async def attempt() -> Admission:
-            if replay.pending:
-                return replay.replay()  # type: ignore[no-any-return]
-            return await self._adrive(self._admit_steps(call, state))
-
-        result: Admission = await AsyncRetrying(sleep=self.asleep, **self._wait_kwargs())(attempt)
-        return result
-
-    # -- calling the tool (tenacity for transient upstream failures) -----------------------------------
-
-    def _call_with_retry_sync(self, fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
-        if self.retry is None:
-            return _sync_result(fn(**args))
-        try:  # the first attempt runs outside tenacity: the common case pays nothing for retries
-            value = _sync_result(fn(**args))
-        except BaseException as exc:
-            if not self.retry.is_transient(exc):
-                raise
-            first: _First = _First(error=exc)
-        else:
-            if self.retry.result_retry_after(value) is None:
-                return value
-            first = _First(value=value)
-
-        def attempt() -> Any:
-            return first.replay() if first.pending else _sync_result(fn(**args))
-
-        return Retrying(sleep=self.sleep, **self.retry.tenacity_kwargs())(attempt)
-
-    async def _call_with_retry_async(self, fn: Callable[..., Any], args: Mapping[str, Any]) -> Any:
-        # ``fn`` is normally a coroutine function; a plain function is accepted too (its result is used
-        # as is), so adapters need not wrap sync tools.
-        if self.retry is None:
-            value = fn(**args)
-            return (await value) if inspect.isawaitable(value) else value
-        try:
-            value = fn(**args)
-            if inspect.isawaitable(value):
-                value = await value
-        except BaseException as exc:
-            if not self.retry.is_transient(exc):
-                raise
-            first: _First = _First(error=exc)
-        else:
-            if self.retry.result_retry_after(value) is None:
-                return value
-            first = _First(value=value)
-
-        async def attempt() -> Any:
-            if first.pending:
-                return first.replay()
-            result = fn(**args)
-            return (await result) if inspect.isawaitable(result) else result
-
-        return await AsyncRetrying(sleep=self.asleep, **self.retry.tenacity_kwargs())(attempt)
 
     # -- drivers: perform the I/O the steps ask for ----------------------------------------------------
 
@@ -777,21 +928,17 @@ class Guard:
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
-            if isinstance(op, _Ask):
-                value = self._ask_sync(op)  # turns every approver failure into an answer; never raises
-                continue
             try:
-                if isinstance(op, _Check):
-                    value = self.store.check(op.charges)
-                elif isinstance(op, _Reserve):
-                    value = self.store.reserve(op.charges)
+                if isinstance(op, _Call):
+                    value = _sync_result(op.fn(**op.args))
+                elif isinstance(op, _Ask):
+                    value = self._ask_sync(op)  # turns every approver failure into an answer
+                elif isinstance(op, _Sleep):
+                    self.sleep(op.seconds)
                 else:
-                    self.store.release(op.charges, op.token)
-            except StoreError as exc:
+                    value = self._store_sync(op)
+            except BaseException as exc:  # handed to the steps: they settle quota and audit, then re-raise
                 error = exc
-            except Exception as exc:  # a third-party store that raised something else still fails closed
-                error = StoreError(f"{type(exc).__name__}: {exc}")
-                error.__cause__ = exc
 
     async def _adrive(self, steps: _Steps[T]) -> T:
         value: Any = None
@@ -802,21 +949,53 @@ class Guard:
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
-            if isinstance(op, _Ask):
-                value = await self._ask_async(op)
-                continue
             try:
-                if isinstance(op, _Check):
-                    value = await self.store.acheck(op.charges)
-                elif isinstance(op, _Reserve):
-                    value = await self.store.areserve(op.charges)
+                if isinstance(op, _Call):
+                    # ``fn`` is normally a coroutine function; a plain function's result is used as is.
+                    value = op.fn(**op.args)
+                    if inspect.isawaitable(value):
+                        value = await value
+                elif isinstance(op, _Ask):
+                    value = await self._ask_async(op)
+                elif isinstance(op, _Sleep):
+                    await self.asleep(op.seconds)
                 else:
-                    await self.store.arelease(op.charges, op.token)
-            except StoreError as exc:
+                    value = await self._store_async(op)
+            except BaseException as exc:
                 error = exc
-            except Exception as exc:
-                error = StoreError(f"{type(exc).__name__}: {exc}")
-                error.__cause__ = exc
+
+    def _store_sync(self, op: _Check | _Reserve | _Release) -> Any:
+        try:
+            if self._store_bounded:
+                value = _call_in_thread(lambda: _store_op(self.store, op), self.store_timeout_s)
+            else:
+                value = _store_op(self.store, op)
+        except (StoreError, TimeoutError) as exc:
+            raise _as_store_error(exc) from exc
+        except Exception as exc:  # a third-party store that raised something else still fails closed
+            raise _as_store_error(exc) from exc
+        return _checked_verdict(op, value)
+
+    async def _store_async(self, op: _Check | _Reserve | _Release) -> Any:
+        try:
+            if self._store_bounded:
+                task = asyncio.ensure_future(_astore_op(self.store, op))
+                try:
+                    # asyncio.wait, not wait_for: a store that swallows its cancellation must not hold us.
+                    done, _ = await asyncio.wait((task,), timeout=self.store_timeout_s)
+                except BaseException:
+                    task.cancel()
+                    raise
+                if not done:
+                    task.cancel()
+                    task.add_done_callback(_consume_outcome)
+                    raise TimeoutError(f"no answer within {self.store_timeout_s:g} s")
+                value = task.result()
+            else:
+                value = await _astore_op(self.store, op)
+        except Exception as exc:
+            raise _as_store_error(exc) from exc
+        return _checked_verdict(op, value)
 
     async def _ask_async(self, op: _Ask) -> _Answer:
         assert self._approver is not None
@@ -838,14 +1017,16 @@ class Guard:
             raw = task.result()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            # The model is told a human did not approve; the details go to the log, not to the model.
-            log.exception("approver failed for %s", op.request.tool)
+        except Exception as exc:
+            # The model is told a human did not approve; the details go to the log, with any redacted
+            # argument the approver's message quotes blanked.
+            detail = scrub(str(exc), op.request.args, op.redact)
+            log.error("approver failed for %s: %s: %s", op.request.tool, type(exc).__name__, detail)
             return _Answer(code="approval_denied", reason="the approval could not be obtained")
         try:
             return _Answer(decision=coerce_decision(raw))
-        except ApprovalError as exc:
-            log.error("approver for %s returned an invalid answer: %s", op.request.tool, exc)
+        except ApprovalError:
+            log.error("approver for %s returned an invalid answer (%s)", op.request.tool, type(raw).__name__)
             return _Answer(code="approval_denied", reason="the approver gave no valid answer")
 
     def _ask_sync(self, op: _Ask) -> _Answer:
@@ -882,27 +1063,88 @@ class Guard:
         return result.violation.to_payload()
 
 
-@dataclass(slots=True)
-class _First:
-    """The outcome of a first attempt made outside tenacity, replayed as tenacity's attempt 1."""
-
-    value: Any = None
-    error: BaseException | None = None
-    pending: bool = True
-
-    def replay(self) -> Any:
-        self.pending = False
-        if self.error is not None:
-            raise self.error
-        return self.value
+class _NeverRan(TypeError):
+    """An async tool handed to a sync entry point: its coroutine was closed unstarted, so the tool never ran."""
 
 
 def _sync_result(value: Any) -> Any:
     # An async tool handed to invoke/run would "succeed" with an un-awaited coroutine as its result.
     if inspect.iscoroutine(value):
         value.close()
-        raise TypeError("the tool returned a coroutine: call async tools with ainvoke/arun, not invoke/run")
+        raise _NeverRan("the tool returned a coroutine: call async tools with ainvoke/arun, not invoke/run")
     return value
+
+
+def _never_ran(exc: BaseException) -> bool:
+    """The tool is known not to have run: the call was never sent, or never started."""
+    return isinstance(exc, _NeverRan) or _not_sent(exc)
+
+
+def _uncounted(charges: tuple[LimitCharge, ...]) -> tuple[LimitCharge, ...]:
+    """The charges a failed call gives back: all but those on a budget key some limit counts failures for.
+
+    A budget key holds one entry per call, so a limit that counts failures keeps it for every limit
+    sharing that key (keeping too much is the safe side).
+    """
+    kept = {c.key for c in charges if c.count_failures}
+    return tuple(c for c in charges if c.key not in kept) if kept else charges
+
+
+def _store_op(store: Store | StoreProtocol, op: _Check | _Reserve | _Release) -> Any:
+    if isinstance(op, _Check):
+        return store.check(op.charges)
+    if isinstance(op, _Reserve):
+        return store.reserve(op.charges)
+    return store.release(op.charges, op.token)
+
+
+async def _astore_op(store: Store | StoreProtocol, op: _Check | _Reserve | _Release) -> Any:
+    if isinstance(op, _Check):
+        return await store.acheck(op.charges)
+    if isinstance(op, _Reserve):
+        return await store.areserve(op.charges)
+    return await store.arelease(op.charges, op.token)
+
+
+def _checked_verdict(op: _Check | _Reserve | _Release, value: Any) -> Any:
+    """A store's answer, or StoreError when it is not a Verdict the guard can act on (fail closed)."""
+    if isinstance(op, _Release):
+        return None
+    if not isinstance(value, Verdict) or type(value.ok) is not bool:
+        raise StoreError(f"the store returned {type(value).__name__}, not a Verdict")
+    if isinstance(op, _Reserve) and value.ok and value.token is not None and not isinstance(value.token, str):
+        raise StoreError(f"the store returned a reservation token of type {type(value.token).__name__}")
+    return value
+
+
+def _as_store_error(exc: Exception) -> StoreError:
+    if isinstance(exc, StoreError):
+        return exc
+    error = StoreError(f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _call_in_thread(fn: Callable[[], T], timeout_s: float) -> T:
+    """``fn()`` in a daemon thread, waited for at most ``timeout_s`` (then abandoned: TimeoutError)."""
+    box: list[tuple[bool, Any]] = []
+
+    def target() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:
+            box.append((False, exc))
+
+    thread = threading.Thread(target=target, name="mcp-guard-store", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not box:
+        raise TimeoutError(f"no answer within {timeout_s:g} s")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:

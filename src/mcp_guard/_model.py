@@ -299,6 +299,9 @@ CostT = Annotated[
 ]
 CounterT = Annotated[Any, BeforeValidator(_v_counter), WithJsonSchema({"type": "string", "minLength": 1})]
 BoolT = Annotated[Any, BeforeValidator(_v_bool), WithJsonSchema({"type": "boolean"})]
+OptBoolT = Annotated[
+    Any, BeforeValidator(lambda v: v if v is None else _v_bool(v)), WithJsonSchema({"type": "boolean"})
+]
 RateT = Annotated[Any, BeforeValidator(_v_rate_limit), WithJsonSchema({"type": "string", "pattern": _RATE_RE.pattern})]
 TextT = Annotated[Any, BeforeValidator(_v_text), WithJsonSchema({"type": "string"})]
 TimeoutT = Annotated[Any, BeforeValidator(_v_timeout), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
@@ -362,6 +365,11 @@ class Rule(_RuleBase):
         default=None,
         validation_alias=AliasChoices("reason", "on_deny"),
         description="what the model sees when this rule denies (alias: on_deny)",
+    )
+    retry: OptBoolT = Field(
+        None,
+        description="true: retry transient upstream failures; false: never; unset: only tools annotated "
+        "readOnlyHint or idempotentHint",
     )
 
     @model_validator(mode="before")

@@ -137,6 +137,7 @@ class _Rule:
     approval_description: str | None = None
     pattern: Pattern | None = None
     order: int = 0
+    retry: bool | None = None
 
 
 def _window_s(window: Any) -> float:
@@ -181,6 +182,7 @@ def _compile_rule(
         approval_timeout_s=None if approval is None or approval.timeout_s is None else float(approval.timeout_s),
         approval_description=None if approval is None else approval.description,
         order=order,
+        retry=getattr(rule, "retry", None),
     )
 
 
@@ -450,6 +452,8 @@ class Policy:
         for r in rules:
             redact.extend(p for p in r.redact if p not in redact)
         base: dict[str, Any] = dict(common, rule=main.pointer, redact=tuple(redact))
+        if main.retry is not None:
+            base["retry"] = main.retry
         if main.action == "require_approval":
             base.update(
                 reason=main.reason or f"{tool} requires a human's approval under the policy",
