@@ -34,27 +34,39 @@ def _path_text(parts: list[Any]) -> str:
     return "args" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
+def _linked_path_text(link: Any) -> str:
+    parts: list[Any] = []
+    while link is not None:  # (key, parent) links, innermost first
+        parts.append(link[0])
+        link = link[1]
+    return _path_text(parts[::-1])
+
+
 def non_finite_path(args: Any) -> str | None:
-    """The path of the first NaN or ±Infinity in ``args`` (``"args.order.qty"``), or None when all are finite."""
-    stack: list[tuple[Any, list[Any]]] = [(args, [])]
+    """The path of the first NaN or ±Infinity in ``args`` (``"args.order.qty"``), or None when all are finite.
+
+    Paths are kept as (key, parent) links and spelled out only for a hit: copying a list per level made an
+    argument nested 10,000 deep cost seconds (quadratic).
+    """
+    stack: list[tuple[Any, Any]] = [(args, None)]
     while stack:
         value, path = stack.pop()
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):
-                return _path_text(path)
+                return _linked_path_text(path)
         elif kind is dict or isinstance(value, Mapping):
             for key, item in value.items():
                 if type(item) in (str, int, bool) or item is None:
                     continue  # the common leaves, without a stack entry each
-                stack.append((item, [*path, key]))
+                stack.append((item, (key, path)))
         elif kind is list or kind is tuple:
             for index, item in enumerate(value):
                 if type(item) in (str, int, bool) or item is None:
                     continue
-                stack.append((item, [*path, index]))
+                stack.append((item, (index, path)))
         elif isinstance(value, float) and not math.isfinite(value):  # float subclasses (numpy scalars)
-            return _path_text(path)
+            return _linked_path_text(path)
     return None
 
 

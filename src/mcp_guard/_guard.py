@@ -792,6 +792,8 @@ class Guard:
             except Exception as exc:
                 if token is not None and _never_ran(exc):
                     yield from self._release_steps(charges, token, call.tool)
+                elif token is not None and _is_error_result(exc):
+                    yield from self._release_steps(_uncounted(charges), token, call.tool)
                 wait = retry.next_wait(attempt, slept, exc) if retry is not None else None
                 if wait is None:
                     admission.attempts = attempt
@@ -844,10 +846,12 @@ class Guard:
             give_back: tuple[LimitCharge, ...] = ()
             if outcome == "denied":  # refused, or admitted but never called: all of it
                 give_back = decision.limits
-            elif outcome == "error" and (error is None or _never_ran(error)):
-                # An error result, or a transport that failed before sending: the tool did not act (the
-                # limits that count failures keep theirs). Any other exception is ambiguous: kept.
-                give_back = decision.limits if error is not None else _uncounted(decision.limits)
+            elif outcome == "error" and error is not None and _never_ran(error):
+                give_back = decision.limits  # the transport failed before sending: the tool did not run
+            elif outcome == "error" and (error is None or _is_error_result(error)):
+                # An error result: the tool reported failure (the limits that count failures keep theirs).
+                # Any other exception is ambiguous (the tool may have acted): its charge is kept.
+                give_back = _uncounted(decision.limits)
             token, admission.token = admission.token, None
             yield from self._release_steps(give_back, token, decision.tool)
         self._record(admission, outcome, error)
@@ -1073,6 +1077,12 @@ def _sync_result(value: Any) -> Any:
         value.close()
         raise _NeverRan("the tool returned a coroutine: call async tools with ainvoke/arun, not invoke/run")
     return value
+
+
+def _is_error_result(exc: BaseException) -> bool:
+    """An exception that carries a tool's error *result*: LangChain's ``ToolException``, which is how
+    langchain-mcp-adapters hands on an MCP result marked ``isError``. Read by name: no LangChain import."""
+    return any(cls.__name__ == "ToolException" for cls in type(exc).__mro__)
 
 
 def _never_ran(exc: BaseException) -> bool:
