@@ -18,6 +18,7 @@ PUBLIC = {
     "Approver",
     "AuditSink",
     "Code",
+    "ConfigurationError",
     "Decision",
     "Guard",
     "GuardResult",

@@ -21,6 +21,7 @@ from mcp_guard._audit import AuditSink, JsonlSink, LoggingSink, MemorySink, OTel
 from mcp_guard._decision import CODES, Action, Code, Decision, LimitCharge
 from mcp_guard._errors import (
     ApprovalError,
+    ConfigurationError,
     MCPGuardError,
     MissingExtraError,
     PolicyError,
@@ -44,6 +45,7 @@ __all__ = [
     "Approver",
     "AuditSink",
     "Code",
+    "ConfigurationError",
     "Decision",
     "Guard",
     "GuardResult",

@@ -202,9 +202,15 @@ class Guard:
     ``fail_mode``: what a store failure means: ``"closed"`` denies (``guard_unavailable``), ``"open"`` allows
     and logs. ``approver``: a callable taking an :class:`ApprovalRequest` (sync or async), asked for at most
     ``approval_timeout_s`` (a rule's ``approval.timeout_s`` wins). ``audit``: a JSONL path, ``"logging"``, a
-    sink, or a list of them. ``retry``: a :class:`RetryPolicy` for transient upstream failures (on by
-    default); pass ``retry=False`` for tools that are not idempotent, where a connection error may come after
-    the call took effect. ``clock``/``sleep``/``asleep`` are injectable for tests.
+    sink, or a list of them. ``retry``: a :class:`RetryPolicy` for transient upstream failures, applied only
+    to tools that declare themselves safe to repeat (annotations ``readOnlyHint``/``idempotentHint``, or
+    ``retry: true`` on the rule; ``RetryPolicy(idempotent_only=False)`` for every tool); ``retry=False``
+    never retries. Each attempt is charged to the call's limits. ``clock`` (default: wall time for audit
+    stamps, a monotonic clock inside ``memory://``), ``sleep`` and ``asleep`` are injectable for tests.
+    ``audit_failure``: ``"open"`` counts a failed audit write in :attr:`audit_failures`; ``"closed"`` writes
+    the event before the tool runs and refuses the call (``guard_unavailable``) when it cannot.
+    ``audit_key``: the HMAC key for argument fingerprints (default ``$MCP_GUARD_AUDIT_KEY``; none: none).
+    ``store_timeout_s``: how long a third-party store may take before the call is refused.
     ``check_tool_schema``: when a call carries the tool's declared input schema (``tool_schema=``, passed
     by every adapter that knows it), the raw arguments must fit it with no type coercion, else the call is
     refused as ``invalid_arguments`` before the policy runs (on by default; spec section 8).
