@@ -21,7 +21,9 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
+import random
 import struct
 import sys
 import threading
@@ -280,12 +282,34 @@ def scrub(text: str | None, args: Mapping[str, Any], redact: Sequence[str]) -> s
 # -- event fields ----------------------------------------------------------------------------------------
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted: events come many per second
+
+
 def iso_time(seconds: float) -> str:
     """ISO-8601 UTC with microseconds and a ``Z``, e.g. ``2026-11-25T22:04:28.123456Z``."""
+    global _second
     try:
-        return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    except (OverflowError, OSError, ValueError):  # an injected clock far outside the calendar
+        whole = math.floor(seconds)
+        cached = _second
+        if cached[0] == whole:
+            prefix = cached[1]
+        else:
+            prefix = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            _second = (whole, prefix)
+        return f"{prefix}.{min(round((seconds - whole) * 1e6), 999_999):06d}Z"
+    except (OverflowError, OSError, ValueError):  # an injected clock far outside the calendar (or NaN)
         return f"{seconds!r}"
+
+
+_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, RFC 4122 variant
+
+
+def new_call_id() -> str:
+    """A random UUID4 as text. An id, not a secret: drawn from :mod:`random` (reseeded in forked children),
+    as ``uuid.uuid4()``'s ``os.urandom`` system call was most of an audit event's cost."""
+    h = f"{(random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _otel: Any = None  # opentelemetry.trace once looked up; False when it is not installed

@@ -15,7 +15,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar, Union
@@ -29,7 +28,16 @@ from mcp_guard._approval import (
     coerce_decision,
 )
 from mcp_guard._argcheck import non_finite_path, tool_schema_error
-from mcp_guard._audit import AuditSink, audit_sinks, emit, iso_time, scrub, summarize_args, trace_ids
+from mcp_guard._audit import (
+    AuditSink,
+    audit_sinks,
+    emit,
+    iso_time,
+    new_call_id,
+    scrub,
+    summarize_args,
+    trace_ids,
+)
 from mcp_guard._audit import audit_key as audit_key_of
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge, round_up
@@ -887,7 +895,7 @@ class Guard:
         args = call.args if isinstance(call.args, Mapping) else {}
         event: dict[str, Any] = {
             "time": iso_time(self.clock()),
-            "call_id": call.call_id if call.call_id is not None else str(uuid.uuid4()),
+            "call_id": call.call_id if call.call_id is not None else new_call_id(),
             "tool": call.tool,
             "server": call.server,
             "identity": call.identity,
