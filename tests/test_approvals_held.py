@@ -133,3 +133,35 @@ async def test_a_refused_approval_gives_the_held_quota_back(approver: Any, code:
     assert runs == []
     approving = Guard(guard, store=guard.store, approver=lambda _: True)
     assert [approving.invoke("wire", {}, lambda **_: "sent") for _ in range(3)] == ["sent"] * 3
+
+
+def test_approvers_run_on_reused_workers_not_a_thread_per_approval() -> None:
+    policy = Policy.from_dict({"version": "1", "default": "require_approval"})
+    seen: list[int] = []
+
+    def sync_approver(_: ApprovalRequest) -> bool:
+        seen.append(threading.get_ident())
+        return True
+
+    async def async_approver(_: ApprovalRequest) -> bool:
+        seen.append(threading.get_ident())
+        return True
+
+    for approver in (sync_approver, async_approver):
+        seen.clear()
+        guard = Guard(policy, approver=approver)
+        before = threading.active_count()
+        for _ in range(20):
+            assert guard.invoke("t", {}, lambda **_: "ran") == "ran"
+        assert len(set(seen)) == 1  # one warm worker (or the one background loop) took every approval
+        assert threading.active_count() <= before + 1
+        assert threading.get_ident() not in seen  # never the caller's thread: a caller inside a loop is safe
+
+
+async def test_a_sync_invoke_inside_a_running_loop_can_still_ask_an_async_approver() -> None:
+    async def approver(_: ApprovalRequest) -> bool:
+        await asyncio.sleep(0)
+        return True
+
+    guard = Guard(Policy.from_dict({"version": "1", "default": "require_approval"}), approver=approver)
+    assert guard.invoke("t", {}, lambda **_: "ran") == "ran"  # called from inside this test's event loop

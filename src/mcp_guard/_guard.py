@@ -10,6 +10,7 @@ one audit event. The steps live once, in generators that *yield* the I/O they ne
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
@@ -20,12 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar, Union
 
 from mcp_guard._approval import (
+    WORKERS,
     ApprovalDecision,
     ApprovalRequest,
     Approver,
     AsyncApprover,
+    Workers,
     as_async_approver,
+    background_loop,
     coerce_decision,
+    is_async_callable,
 )
 from mcp_guard._argcheck import non_finite_path, tool_schema_error
 from mcp_guard._audit import (
@@ -274,6 +279,10 @@ class Guard:
         self._store_bounded = not isinstance(self.store, Store)
         self.approver: Approver | None = approver
         self._approver: AsyncApprover | None = as_async_approver(approver) if approver is not None else None
+        # A sync approver is called directly on a reused worker by sync callers (no event loop per approval).
+        self._sync_approver: Approver | None = (
+            approver if approver is not None and not is_async_callable(approver) else None
+        )
         self.audit_sinks: tuple[AuditSink, ...] = audit_sinks(audit)
         self.audit_failure = audit_failure
         self.audit_failures = 0
@@ -1036,31 +1045,54 @@ class Guard:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The model is told a human did not approve; the details go to the log, with any redacted
-            # argument the approver's message quotes blanked.
-            detail = scrub(str(exc), op.request.args, op.redact)
-            log.error("approver failed for %s: %s: %s", op.request.tool, type(exc).__name__, detail)
-            return _Answer(code="approval_denied", reason="the approval could not be obtained")
+            return self._failed_approver(op, exc)
+        return self._answer_of(op, raw)
+
+    def _ask_sync(self, op: _Ask) -> _Answer:
+        # The sync caller may itself be inside a running event loop, so nothing here runs a loop in this
+        # thread: a sync approver runs on a reused daemon worker, an async one on one long-lived background
+        # loop. Either way a hung approver is abandoned at the timeout and never keeps the process alive.
+        timeout = op.timeout_s
+        if self._sync_approver is None:
+            future = asyncio.run_coroutine_threadsafe(self._ask_async(op), background_loop())
+            try:
+                return future.result(timeout + 1.0)  # _ask_async enforces the timeout; this is a backstop
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                return _Answer(code="approval_timeout", reason=f"no approval within {timeout:g} s")
+        job = WORKERS.submit(self._sync_approver, op.request)
+        try:
+            raw = job.result(timeout)
+        except concurrent.futures.TimeoutError:
+            if not job.done():  # the approver is still deciding: abandon it
+                return _Answer(code="approval_timeout", reason=f"no approval within {timeout:g} s")
+            return self._failed_approver(op, job.exception())
+        except Exception as exc:
+            return self._failed_approver(op, exc)
+        if inspect.isawaitable(raw):  # a sync function that returned a coroutine: await it on the loop
+            awaited = asyncio.run_coroutine_threadsafe(_awaited(raw), background_loop())
+            try:
+                raw = awaited.result(timeout)
+            except concurrent.futures.TimeoutError:
+                awaited.cancel()
+                return _Answer(code="approval_timeout", reason=f"no approval within {timeout:g} s")
+            except Exception as exc:
+                return self._failed_approver(op, exc)
+        return self._answer_of(op, raw)
+
+    def _failed_approver(self, op: _Ask, exc: BaseException | None) -> _Answer:
+        # The model is told a human did not approve; the details go to the log, with any redacted argument
+        # the approver's message quotes blanked.
+        detail = scrub(str(exc), op.request.args, op.redact)
+        log.error("approver failed for %s: %s: %s", op.request.tool, type(exc).__name__, detail)
+        return _Answer(code="approval_denied", reason="the approval could not be obtained")
+
+    def _answer_of(self, op: _Ask, raw: Any) -> _Answer:
         try:
             return _Answer(decision=coerce_decision(raw))
         except ApprovalError:
             log.error("approver for %s returned an invalid answer (%s)", op.request.tool, type(raw).__name__)
             return _Answer(code="approval_denied", reason="the approver gave no valid answer")
-
-    def _ask_sync(self, op: _Ask) -> _Answer:
-        # Run the (normalised, async) approver on a private loop in a daemon thread: the sync caller may
-        # itself be inside a running event loop, and a hung approver must not keep the process alive.
-        box: list[_Answer] = []
-        thread = threading.Thread(
-            target=lambda: box.append(asyncio.run(self._ask_async(op))),
-            name="mcp-guard-approval",
-            daemon=True,
-        )
-        thread.start()
-        thread.join(op.timeout_s + 1.0)
-        if not box:
-            return _Answer(code="approval_timeout", reason=f"no approval within {op.timeout_s:g} s")
-        return box[0]
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -1070,7 +1102,8 @@ class Guard:
         try:
             return coerce_decision(approval)
         except ApprovalError as exc:
-            log.error("invalid approval answer %r: %s", approval, exc)
+            # Only the type: a resume value may carry edited arguments, redacted ones included.
+            log.error("invalid approval answer (%s): %s", type(approval).__name__, exc)
             return ApprovalDecision.deny("the approval answer was not understood")
 
     def _deliver(self, result: GuardResult) -> Any:
@@ -1149,26 +1182,23 @@ def _as_store_error(exc: Exception) -> StoreError:
     return error
 
 
+_STORE_WORKERS = Workers("mcp-guard-store")
+
+
 def _call_in_thread(fn: Callable[[], T], timeout_s: float) -> T:
-    """``fn()`` in a daemon thread, waited for at most ``timeout_s`` (then abandoned: TimeoutError)."""
-    box: list[tuple[bool, Any]] = []
-
-    def target() -> None:
-        try:
-            box.append((True, fn()))
-        except BaseException as exc:
-            box.append((False, exc))
-
-    thread = threading.Thread(target=target, name="mcp-guard-store", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if not box:
-        raise TimeoutError(f"no answer within {timeout_s:g} s")
-    ok, value = box[0]
-    if not ok:
-        raise value
-    result: T = value
+    """``fn()`` on a reused daemon worker, waited for at most ``timeout_s`` (then abandoned: TimeoutError)."""
+    job = _STORE_WORKERS.submit(fn)
+    try:
+        result: T = job.result(timeout_s)
+    except concurrent.futures.TimeoutError:
+        if not job.done():
+            raise TimeoutError(f"no answer within {timeout_s:g} s") from None
+        raise
     return result
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
 
 
 def _consume_outcome(future: asyncio.Future[Any]) -> None:
