@@ -178,8 +178,9 @@ QUICKSTART_LANGCHAIN: list[Cell] = [
         """
         ## The audit log
 
-        One event per call, whatever happened. Argument values are never written in clear: each is a short
-        hash (or `[redacted]` for paths a rule lists under `redact`), so the log can be shared.
+        One event per call, whatever happened. Argument values are never written in clear: each is described
+        by its type and size (plus an HMAC fingerprint when the deployment sets `audit_key`), or reads
+        `[redacted]` for paths a rule lists under `redact`, so the log can be shared.
         """
     ),
     code(
@@ -188,7 +189,7 @@ QUICKSTART_LANGCHAIN: list[Cell] = [
             print(f"{e['tool']:13} {e['decision']:6} {str(e['code']):13} {e['outcome']:7} {e['args']}")
 
         assert len(audit.events) == len(replies)
-        assert all(v.startswith("sha256:") for e in audit.events for v in e["args"].values())
+        assert all("type" in v for e in audit.events for v in e["args"].values())
         if SCRIPTED:
             assert [e["code"] for e in audit.events] == [None, None, "denied", None, None, "rate_limited"]
         """
@@ -321,7 +322,7 @@ AGENTS_MCP: list[Cell] = [
         ## The audit trail
 
         Each event carries the server name, the caller, the decision, the rule and the policy hash. The
-        withdrawal's `address` is listed under the rule's `redact`, so it is not even hashed.
+        withdrawal's `address` is listed under the rule's `redact`, so not even its type and size are written.
         """
     ),
     code(
@@ -1033,12 +1034,14 @@ POLICY_AUTHORING: list[Cell] = [
         matplotlib.use("Agg")  # no display needed: the plot goes to a PNG
         import matplotlib.pyplot as plt
 
-        start = events[0]["time"]
-        minutes = sorted({int((e["time"] - start) // 60) for e in events})
+        from datetime import datetime
+
+        seconds = [datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp() for e in events]
+        minutes = sorted({int((t - seconds[0]) // 60) for t in seconds})
         kinds = ["allowed", "denied", "rate_limited"]
         counts = {k: [0] * len(minutes) for k in kinds}
-        for e in events:
-            counts[e["code"] or "allowed"][int((e["time"] - start) // 60)] += 1
+        for e, t in zip(events, seconds):
+            counts[e["code"] or "allowed"][int((t - seconds[0]) // 60)] += 1
 
         fig, ax = plt.subplots(figsize=(8, 3.5))
         bottom = [0] * len(minutes)
