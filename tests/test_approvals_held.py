@@ -103,8 +103,17 @@ def _raising_approver(_: ApprovalRequest) -> bool:
     ],
     ids=["reject", "raise", "garbage", "timeout"],
 )
+@pytest.mark.parametrize("flavour", ["sync", "async"])
 @pytest.mark.parametrize("path", ["invoke", "ainvoke"])
-async def test_a_refused_approval_gives_the_held_quota_back(approver: Any, code: str, path: str) -> None:
+async def test_a_refused_approval_gives_the_held_quota_back(approver: Any, code: str, path: str, flavour: str) -> None:
+    if flavour == "async":
+        sync_approver = approver
+
+        async def approver(request: ApprovalRequest) -> Any:
+            if sync_approver is _slow_approver:
+                await asyncio.sleep(5)
+            return sync_approver(request)
+
     policy_timeout = Policy.from_dict(
         {
             "version": "1",
