@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,29 +53,45 @@ def _accepts(port: int) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def http_process(argv: Sequence[str], port: int, *, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``argv`` (a server listening on ``port``) until the block ends; yields its ``/mcp`` URL."""
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not _accepts(port):
-            if proc.poll() is not None:
-                err = proc.stderr.read() if proc.stderr else ""
-                raise RuntimeError(f"{argv[:4]} exited with {proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[:4]} did not listen on {port} within 30 s")
+class HttpProcess:
+    """A server process listening on ``port`` (started at once; :meth:`ready` waits for it to listen)."""
+
+    def __init__(self, argv: Sequence[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.argv, self.port = list(argv), port
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self._errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop(), after the process ends
+        self.proc = subprocess.Popen(self.argv, env={**os.environ, **(env or {})}, stderr=self._errors)
+
+    def ready(self, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while not _accepts(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._errors.seek(0)
+                raise RuntimeError(f"{self.argv[:5]} is not listening (exit {self.proc.poll()}): {self._errors.read()}")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
+        return self.url
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            proc.wait(10)
+            self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+            self.proc.kill()
+            self.proc.wait()
+        self._errors.close()
+
+
+@contextlib.contextmanager
+def http_processes(*specs: tuple[Sequence[str], int, dict[str, str] | None]) -> Iterator[list[str]]:
+    """Start every ``(argv, port, env)`` at once, wait until all listen; yields their ``/mcp`` URLs."""
+    procs: list[HttpProcess] = []
+    try:
+        for argv, port, env in specs:
+            procs.append(HttpProcess(argv, port, env))
+        yield [p.ready() for p in procs]
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def alive(pid: int) -> bool:
