@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Mapping
@@ -107,25 +108,30 @@ def run_proxy(args: argparse.Namespace) -> int:
     if not args.approval_timeout > 0:
         raise SystemExit("mcp-guard proxy: --approval-timeout must be > 0")
     listen = _listen(args.listen) if args.listen else None
+    if command and shutil.which(command[0]) is None:
+        raise SystemExit(f"mcp-guard proxy: the upstream command {command[0]!r} was not found")
 
     from mcp_guard._guard import Guard
+    from mcp_guard._policy import Policy
 
     try:
         require_extra("mcp", "proxy", "mcp-guard proxy")
-        guard = Guard(
-            args.policy,
-            store=args.store,
-            audit=args.audit,
-            fail_mode=args.fail_mode,
-            approval_timeout_s=args.approval_timeout,
-        )
+        policy = Policy.load(args.policy)
     except PolicyError as exc:
         print(str(exc), file=sys.stderr)
         return 1
     except MissingExtraError as exc:
         print(f"mcp-guard: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as exc:  # a bad store URL, an audit path that cannot be written
+    try:
+        guard = Guard(
+            policy,
+            store=args.store,
+            audit=args.audit,
+            fail_mode=args.fail_mode,
+            approval_timeout_s=args.approval_timeout,
+        )
+    except (MissingExtraError, ValueError, OSError) as exc:  # a bad store URL, an audit path that cannot be written
         print(f"mcp-guard proxy: {exc}", file=sys.stderr)
         return 2
 
@@ -133,12 +139,32 @@ def run_proxy(args: argparse.Namespace) -> int:
 
     from mcp_guard._proxy_server import GuardProxy
 
-    if listen is None:
-        proxy = GuardProxy(guard, args.upstream or command, server_name=args.server_name, identity=args.identity)
-        anyio.run(_serve_stdio, proxy)
-        return 0
+    try:
+        if listen is None:
+            proxy = GuardProxy(guard, args.upstream or command, server_name=args.server_name, identity=args.identity)
+            anyio.run(_serve_stdio, proxy)
+        else:
+            _run_http(args, guard, command, listen)
+    except Exception as exc:  # the upstream could not be started or reached: say so in one line
+        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    # anyio wraps failures in exception groups; the first leaf is the one that says what went wrong.
+    while getattr(exc, "exceptions", None):
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_http(args: argparse.Namespace, guard: Any, command: list[str], listen: tuple[str, int]) -> None:
+    import anyio
 
     from mcp_guard._proxy_http import identity_reader, request_identity, serve_http
+    from mcp_guard._proxy_server import GuardProxy
+
+    per_request = args.identity_from is not None or args.identity_header is not None
 
     identity_of = None
     identity: Any = args.identity
@@ -151,7 +177,6 @@ def run_proxy(args: argparse.Namespace) -> int:
         identity = request_identity(identity_of)
     proxy = GuardProxy(guard, args.upstream or command, server_name=args.server_name, identity=identity)
     anyio.run(serve_http, proxy, listen[0], listen[1], identity_of)
-    return 0
 
 
 async def _serve_stdio(proxy: Any) -> None:
@@ -168,7 +193,10 @@ async def _serve_stdio(proxy: Any) -> None:
 
         tg.start_soon(stop_on_signal)
         async with stdio_server() as (read_stream, write_stream):
-            await proxy.serve(read_stream, write_stream)
+            try:
+                await proxy.serve(read_stream, write_stream)
+            finally:
+                await proxy.guard.aclose()  # store connections and audit files, from the loop that used them
             if proxy.stopped:
                 # The upstream is closed by now. The SDK reads stdin in a thread that only a line or EOF can
                 # wake, and a signal brings neither: leave without waiting for it.

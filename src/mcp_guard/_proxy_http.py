@@ -106,16 +106,19 @@ def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None) 
 
 async def serve_http(proxy: GuardProxy, host: str, port: int, identity_of: IdentityFromHeaders | None = None) -> None:
     """Connect to the upstream once (fail early if it is down), then serve until SIGINT/SIGTERM."""
-    await proxy.probe()
-    config = uvicorn.Config(
-        asgi_app(proxy, identity_of),
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    await uvicorn.Server(config).serve()
+    try:
+        await proxy.probe()
+        config = uvicorn.Config(
+            asgi_app(proxy, identity_of),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+        await uvicorn.Server(config).serve()
+    finally:
+        await proxy.guard.aclose()  # store connections and audit files, from the loop that used them
 
 
 __all__ = ["asgi_app", "identity_reader", "request_identity", "serve_http"]
