@@ -78,8 +78,9 @@ async def proxied(
 async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) -> None:
     policy = write_policy(tmp_path / "policy.json", POLICY)
     audit = tmp_path / "audit.jsonl"
+    pid_file = tmp_path / "upstream.pid"
     argv = proxy_command(policy, "--audit", str(audit), "--identity", "alice", upstream=recording_server())
-    async with proxied(argv, {"RECORD_FILE": str(record)}) as (session, init):
+    async with proxied(argv, {"RECORD_FILE": str(record), "PID_FILE": str(pid_file)}) as (session, init):
         assert init.serverInfo.name == "notes"
         assert init.capabilities.tools is not None
         assert init.capabilities.tools.listChanged is True
@@ -129,7 +130,11 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) ->
         assert [p.name for p in prompts.prompts] == ["summarise"]
         prompt = await session.get_prompt("summarise", {"topic": "MCP"})
         assert prompt.messages[0].content.text == "Summarise MCP in one line."  # type: ignore[union-attr]
+        upstream_pid = int(pid_file.read_text())
+        assert alive(upstream_pid)
 
+    # The client is gone: so is the proxy, and it took its upstream with it.
+    assert wait_until(lambda: not alive(upstream_pid)), f"upstream {upstream_pid} outlived the proxy"
     received = read_record(record)
     assert received == [
         {"tool": "echo", "args": {"text": "e0"}},
@@ -193,17 +198,6 @@ async def test_elicitation_approves_once_and_declines_once(tmp_path: Path, recor
     assert len(asked) == 3
     assert 'Allow publish on notes?\nArguments: {"text": "first"}' in asked[0]
     assert read_record(record) == [{"tool": "publish", "args": {"text": "first"}}]
-
-
-async def test_upstream_ends_with_the_client(tmp_path: Path, record: Path) -> None:
-    policy = write_policy(tmp_path / "policy.json", POLICY)
-    pid_file = tmp_path / "upstream.pid"
-    argv = proxy_command(policy, upstream=recording_server())
-    async with proxied(argv, {"RECORD_FILE": str(record), "PID_FILE": str(pid_file)}) as (session, _):
-        assert text(await session.call_tool("echo", {"text": "hi"})) == "hi"
-        pid = int(pid_file.read_text())
-        assert alive(pid)
-    assert wait_until(lambda: not alive(pid)), f"upstream {pid} outlived the proxy"
 
 
 def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path) -> None:
