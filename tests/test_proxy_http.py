@@ -114,7 +114,7 @@ async def test_identity_from_a_header(deployment: Deployment) -> None:
     nonce = uuid.uuid4().hex
     async with client(deployment.header_proxy, {"X-User": "alice"}) as alice:
         names = {t.name for t in (await alice.list_tools()).tools}
-        assert names == {"echo", "write_note", "publish", "fail"}
+        assert names == {"echo", "write_note", "publish", "fail", "purge"}
         assert text(await alice.call_tool("write_note", {"text": f"alice {nonce}"})) == f"stored: alice {nonce}"
     async with client(deployment.header_proxy, {"X-User": "mallory"}) as mallory:
         refused = violation(await mallory.call_tool("write_note", {"text": f"mallory {nonce}"}))
@@ -186,7 +186,7 @@ async def test_agents_sdk_streamable_http_through_the_proxy(deployment: Deployme
         agent: Agent[Any] = Agent(name="writer", model=model, mcp_servers=[server])
         result = await Runner.run(agent, "go")
     assert result.final_output == "done"
-    assert names == {"echo", "write_note", "publish", "fail"}
+    assert names == {"echo", "write_note", "publish", "fail", "purge"}
     outputs = tool_outputs(model)
     assert outputs["c1"] == f"stored: bob {nonce}"
     refused = output_violation(outputs["c2"])

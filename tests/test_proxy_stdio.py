@@ -54,6 +54,8 @@ POLICY: dict[str, Any] = {
         "publish": {"action": "require_approval", "approval": {"timeout_s": 30}},
         "fail": {"limits": [{"counter": "fail", "window": "hour", "max": 1}]},
     },
+    # Applies to purge only through the annotations the upstream declares (destructiveHint).
+    "classes": {"destructive": {"deny_if": {"args.folder": {"eq": "/"}}}},
 }
 
 
@@ -86,7 +88,7 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) ->
         assert init.capabilities.tools.listChanged is True
 
         listed = {t.name for t in (await session.list_tools()).tools}
-        assert listed == {"echo", "write_note", "publish", "fail"}  # delete_notes is hidden
+        assert listed == {"echo", "write_note", "publish", "fail", "purge"}  # delete_notes is hidden
 
         echoes = [await session.call_tool("echo", {"text": f"e{i}"}) for i in range(4)]
         assert [text(r) for r in echoes[:3]] == ["e0", "e1", "e2"]
@@ -105,6 +107,11 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) ->
         hidden = violation(await session.call_tool("delete_notes", {"folder": "all"}))
         assert hidden is not None
         assert hidden["code"] == "hidden"
+
+        by_class = violation(await session.call_tool("purge", {"folder": "/"}))
+        assert by_class is not None
+        assert (by_class["code"], by_class["rule"]) == ("denied", "/classes/destructive/deny_if/args.folder-eq")
+        assert text(await session.call_tool("purge", {"folder": "tmp"})) == "purged tmp"
 
         # This client declared no elicitation and the guard has no other approver: refused, not asked.
         needs = violation(await session.call_tool("publish", {"text": "p"}))
@@ -141,16 +148,18 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) ->
         {"tool": "echo", "args": {"text": "e1"}},
         {"tool": "echo", "args": {"text": "e2"}},
         {"tool": "write_note", "args": {"text": "fine"}},
+        {"tool": "purge", "args": {"folder": "tmp"}},
         {"tool": "fail", "args": {"text": "f0"}},
         {"tool": "fail", "args": {"text": "f1"}},
     ]
     events = [json.loads(line) for line in audit.read_text().splitlines()]
-    assert len(events) == 10  # one per call, whatever the outcome
+    assert len(events) == 12  # one per call, whatever the outcome
     assert {e["identity"] for e in events} == {"alice"}
     assert [e["code"] for e in events if e["decision"] == "deny"] == [
         "rate_limited",
         "denied",
         "hidden",
+        "denied",
         "approval_required",
     ]
 
@@ -241,7 +250,7 @@ async def test_agents_sdk_mcp_server_stdio_through_the_proxy(tmp_path: Path, rec
         result = await Runner.run(agent, "go")
     assert result.final_output == "done"
     assert "delete_notes" not in names
-    assert names == {"echo", "write_note", "publish", "fail"}
+    assert names == {"echo", "write_note", "publish", "fail", "purge"}
     outputs = tool_outputs(model)
     assert outputs["c1"] == "from the agent"
     assert '"code": "denied"' in outputs["c2"]

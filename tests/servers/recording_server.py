@@ -58,6 +58,13 @@ def delete_notes(folder: str) -> str:
     return f"deleted {folder}"
 
 
+@mcp.tool(annotations=DESTRUCTIVE)
+def purge(folder: str) -> str:
+    """Erase a folder for good (no tool rule names it: the tests reach it through ``classes``)."""
+    _record("purge", {"folder": folder})
+    return f"purged {folder}"
+
+
 @mcp.tool(annotations=WRITE)
 def publish(text: str) -> str:
     """Publish a note to the world (the tests put it behind an approval)."""
