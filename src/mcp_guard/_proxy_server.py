@@ -16,7 +16,8 @@ upstream's notifications are passed back to the client. Each downstream session 
 session (the HTTP front opens one per client session), so notifications and state never cross clients.
 
 Not handled: requests the upstream makes of the client (sampling, elicitation, roots) are answered by the
-proxy's ``ClientSession`` defaults (refused), not relayed.
+proxy's ``ClientSession`` defaults (refused), not relayed. An upstream that dies mid-session is not
+restarted: each later request gets a JSON-RPC error (nothing is allowed), until the client reconnects.
 """
 
 from __future__ import annotations
