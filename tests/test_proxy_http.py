@@ -33,8 +33,8 @@ from servers.proxy_support import (
     violation,
     write_policy,
 )
-from servers.recording_server import command as recording_server
-from servers.recording_server import read_record
+from servers.proxy_upstream_server import command as proxy_upstream_server
+from servers.proxy_upstream_server import read_record
 
 set_tracing_disabled(True)
 
@@ -85,7 +85,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> I
     tokens = tmp / "tokens.json"
     tokens.write_text(json.dumps(TOKENS))
     up_port = free_port()
-    upstream_argv = [*recording_server(), "--http", str(up_port)]
+    upstream_argv = [*proxy_upstream_server(), "--http", str(up_port)]
     with http_processes((upstream_argv, up_port, {"RECORD_FILE": str(record)})) as (upstream,):
         specs = []
         for i in range(4):

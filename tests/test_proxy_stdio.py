@@ -35,8 +35,8 @@ from servers.proxy_support import (
     wait_until,
     write_policy,
 )
-from servers.recording_server import command as recording_server
-from servers.recording_server import read_record
+from servers.proxy_upstream_server import command as proxy_upstream_server
+from servers.proxy_upstream_server import read_record
 
 from mcp_guard import Guard, Policy
 from mcp_guard._proxy_server import GuardProxy
@@ -81,7 +81,7 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) ->
     policy = write_policy(tmp_path / "policy.json", POLICY)
     audit = tmp_path / "audit.jsonl"
     pid_file = tmp_path / "upstream.pid"
-    argv = proxy_command(policy, "--audit", str(audit), "--identity", "alice", upstream=recording_server())
+    argv = proxy_command(policy, "--audit", str(audit), "--identity", "alice", upstream=proxy_upstream_server())
     async with proxied(argv, {"RECORD_FILE": str(record), "PID_FILE": str(pid_file)}) as (session, init):
         assert init.serverInfo.name == "notes"
         assert init.capabilities.tools is not None
@@ -187,7 +187,7 @@ async def test_elicitation_approves_once_and_declines_once(tmp_path: Path, recor
             late_answer_sent.set()
         return types.ElicitResult(action=next(answers, "accept"))  # type: ignore[arg-type]
 
-    argv = proxy_command(policy, upstream=recording_server())
+    argv = proxy_command(policy, upstream=proxy_upstream_server())
     async with proxied(argv, {"RECORD_FILE": str(record)}, elicitation_callback=answer) as (session, _):
         approved = await session.call_tool("publish", {"text": "first"})
         declined = await session.call_tool("publish", {"text": "second"})
@@ -213,7 +213,7 @@ def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path
     policy = write_policy(tmp_path / "policy.json", POLICY)
     pid_file = tmp_path / "upstream.pid"
     env = {**os.environ, "RECORD_FILE": str(record), "PID_FILE": str(pid_file)}
-    argv = proxy_command(policy, upstream=recording_server())
+    argv = proxy_command(policy, upstream=proxy_upstream_server())
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=30)
@@ -233,7 +233,7 @@ def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path
 
 async def test_agents_sdk_mcp_server_stdio_through_the_proxy(tmp_path: Path, record: Path) -> None:
     policy = write_policy(tmp_path / "policy.json", POLICY)
-    argv = proxy_command(policy, upstream=recording_server())
+    argv = proxy_command(policy, upstream=proxy_upstream_server())
     params: Any = {"command": argv[0], "args": argv[1:], "env": {**os.environ, "RECORD_FILE": str(record)}}
     model = ScriptedModel(
         [
@@ -298,7 +298,7 @@ async def test_policy_changed_tells_clients_to_list_again(
     # is still the real recording server over stdio, and the client a real ClientSession.
     monkeypatch.setenv("RECORD_FILE", str(record))
     guard = Guard(POLICY)
-    proxy = GuardProxy(guard, recording_server())
+    proxy = GuardProxy(guard, proxy_upstream_server())
     seen: list[Any] = []
 
     async def on_message(message: Any) -> None:

@@ -1,7 +1,7 @@
 """Shared pieces of the proxy tests: the proxy's command line, HTTP processes on free ports, process checks.
 
 Everything here starts real processes: the ``mcp-guard proxy`` command (this venv's interpreter), the
-recording server (``recording_server.py``) and, where installed, ``@modelcontextprotocol/server-filesystem``
+recording server (``proxy_upstream_server.py``) and, where installed, ``@modelcontextprotocol/server-filesystem``
 from npm. Nothing is mocked.
 """
 

@@ -4,7 +4,7 @@ Each call appends one JSON line ``{"tool": ..., "args": {...}}`` to the file nam
 doing anything else: that file, not any guard's bookkeeping, is what the tests judge by. At start-up the
 server writes its process id to ``PID_FILE`` (when set), so a test can prove the proxy ended it.
 
-``python recording_server.py`` serves stdio; ``python recording_server.py --http PORT`` serves streamable
+``python proxy_upstream_server.py`` serves stdio; ``python proxy_upstream_server.py --http PORT`` serves streamable
 HTTP on 127.0.0.1:PORT at ``/mcp``. Besides tools it has a resource, a resource template and a prompt, so
 the proxy's pass-through of those can be checked. Not for production use.
 """
