@@ -272,8 +272,17 @@ def _add_init(subparsers: Any) -> argparse.ArgumentParser:
     return add_init_parser(subparsers)
 
 
+# -- proxy (lives in _proxy.py) ------------------------------------------------------------------------
+
+
+def _add_proxy(subparsers: Any) -> argparse.ArgumentParser:
+    from mcp_guard._proxy import add_proxy_parser
+
+    return add_proxy_parser(subparsers)
+
+
 #: Every subcommand, in the order ``--help`` lists them. Each adds its parser and sets ``func``.
-SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init]
+SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init, _add_proxy]
 
 
 def build_parser() -> argparse.ArgumentParser:
