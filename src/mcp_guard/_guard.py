@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import inspect
 import logging
 import os
@@ -301,6 +302,19 @@ class Guard:
         self.sleep = sleep
         self.asleep = asleep
         self.check_tool_schema = bool(check_tool_schema)
+
+    def with_approver(self, approver: Approver | None) -> Guard:
+        """A view of this guard that asks ``approver`` instead: same policy, store, audit sinks and options.
+
+        A shallow copy, cheap enough to make per call (the MCP proxy asks each client that can answer
+        elicitation through its own view); state that changes later, such as a reloaded policy, is shared
+        only if it lives in a shared object, so make views per call rather than keeping them.
+        """
+        view = copy.copy(self)
+        view.approver = approver
+        view._approver = as_async_approver(approver) if approver is not None else None
+        view._sync_approver = approver if approver is not None and not is_async_callable(approver) else None
+        return view
 
     def __repr__(self) -> str:
         return f"Guard(policy={self.policy.hash[:15]}…, store={type(self.store).__name__})"

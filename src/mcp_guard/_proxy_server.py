@@ -23,7 +23,6 @@ restarted: each later request gets a JSON-RPC error (nothing is allowed), until 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
 import os
@@ -314,8 +313,8 @@ class GuardProxy:
             identity=self._identity(ctx) if callable(self._identity) else self._identity,
             session=link.id,
             annotations=_annotations(tool),
-            # TOOL SCHEMA: when Guard.arun takes ``tool_schema=`` (section 8, another lane), pass
-            # ``tool.inputSchema if tool is not None else None`` here; it is the one place that needs it.
+            tool_schema=tool.inputSchema if tool is not None else None,
+            call_id=str(ctx.request_id),
         )
         if result.violation is not None:
             text = result.violation.to_json()
@@ -334,10 +333,7 @@ class GuardProxy:
         cannot be asked get the guard as configured: its own approver (an inbox), or none, which refuses
         with ``approval_required``.
         """
-        view = copy.copy(self.guard)
-        view.approver = self.ask_client
-        view._approver = self._ask_async
-        return view
+        return self.guard.with_approver(self.ask_client)
 
     async def ask_client(self, request: ApprovalRequest) -> ApprovalDecision:
         """The Guard's approver: ask the client of the call being served, by ``elicitation/create``.
