@@ -462,9 +462,9 @@ HUMAN_APPROVAL: list[Cell] = [
     code(
         """
         if pending is not None:
-            assert pending["type"] == "mcp_guard_approval"
-            assert pending["tool"] == "withdraw"
-            assert pending["rule"].startswith("/tools/withdraw/approve_if/")
+            assert pending["type"] == "tool_approval"
+            assert pending["name"] == "withdraw"
+            assert pending["mcp_guard"]["rule"].startswith("/tools/withdraw/approve_if/")
             # The person approves, but only 1,000 USD: an edit. The edited call is checked again, then runs.
             edited = {**pending["args"], "amount": 1000}
             result = agent.invoke(Command(resume={"type": "edit", "args": edited}), config)
