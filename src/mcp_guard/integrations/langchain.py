@@ -138,6 +138,22 @@ def _annotations(tool: BaseTool | None) -> Mapping[str, Any] | None:
     return metadata if isinstance(metadata, Mapping) else None
 
 
+def _mcp_server_of(tool: BaseTool | None) -> str | None:
+    """The MCP server a langchain-mcp-adapters tool was loaded from (``load_mcp_tools(..., server_name=...)``).
+
+    The tool does not carry it as data: its call function closes over ``server_name``. Read once at wrap
+    time, so server-qualified rules (``exchange/withdraw``) apply without a ``server=`` argument.
+    """
+    coroutine = getattr(tool, "coroutine", None)
+    if coroutine is None or not getattr(coroutine, "__module__", "").startswith("langchain_mcp_adapters"):
+        return None
+    try:
+        name = inspect.getclosurevars(coroutine).nonlocals.get("server_name")
+    except (TypeError, ValueError):
+        return None
+    return name if isinstance(name, str) and name and name != "unknown" else None
+
+
 def _tool_schema(tool: BaseTool | None) -> Any:
     """The input schema the Guard checks a call of ``tool`` against, strictly (spec section 8), or None.
 
@@ -375,7 +391,7 @@ def wrap_tools(
                 f"wrap_tools cannot wrap {type(tool).__name__} {tool.name!r}: only StructuredTool and Tool; "
                 "use GuardMiddleware for other tools"
             )
-        tool_server = _server_for(server, tool.name)
+        tool_server = _server_for(server, tool.name) or _mcp_server_of(tool)
         annotations = _annotations(tool)
         if hide_denied and not guard.policy.exposes(tool.name, server=tool_server, annotations=annotations):
             continue
@@ -554,7 +570,9 @@ class GuardMiddleware(AgentMiddleware):
             t
             for t in request.tools
             if not isinstance(t, BaseTool)
-            or policy.exposes(t.name, server=_server_for(self.server, t.name), annotations=_annotations(t))
+            or policy.exposes(
+                t.name, server=_server_for(self.server, t.name) or _mcp_server_of(t), annotations=_annotations(t)
+            )
         ]
         return request if len(tools) == len(request.tools) else request.override(tools=tools)
 
@@ -583,7 +601,7 @@ class GuardMiddleware(AgentMiddleware):
         call = request.tool_call
         identity, session, run_id = _caller(self.identity, self.session, runtime=request.runtime)
         return {
-            "server": _server_for(self.server, call["name"]),
+            "server": _server_for(self.server, call["name"]) or _mcp_server_of(request.tool),
             "identity": identity,
             "session": session,
             "annotations": _annotations(request.tool),
