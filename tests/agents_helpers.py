@@ -81,3 +81,14 @@ def violation(text: str) -> dict[str, Any] | None:
 
 def tools_sent(model: ScriptedModel, call_index: int = 0) -> list[str]:
     return [t.name for t in model.calls[call_index].tools]
+
+
+@contextlib.asynccontextmanager
+async def recording_server(record: Path, name: str = "exchange") -> AsyncIterator[MCPServerStdio]:
+    """The recording server (``tests/servers/recording_server.py``) over stdio, as ``MCPServerStdio`` ``name``."""
+    from servers.recording_server import server_params as recording_params
+
+    p = recording_params(record)
+    params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
+    async with MCPServerStdio(params=params, name=name, client_session_timeout_seconds=30) as srv:
+        yield srv

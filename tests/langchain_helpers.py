@@ -194,9 +194,7 @@ class ThreadedSession:
         return "".join(getattr(part, "text", "") for part in result.content)
 
     async def call(self, tool: str, args: dict[str, Any]) -> str:
-        return await asyncio.wrap_future(
-            asyncio.run_coroutine_threadsafe(self._acall(tool, args), self.loop)
-        )
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._acall(tool, args), self.loop))
 
     async def _acall(self, tool: str, args: dict[str, Any]) -> str:
         session = self.inner.session

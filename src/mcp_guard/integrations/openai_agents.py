@@ -106,6 +106,28 @@ def _annotations_of(tool: Any) -> dict[str, Any] | None:
     return tool_annotations(raw)
 
 
+def _function_tool_schema(tool: Any) -> Any:
+    """The schema the Guard checks a FunctionTool's arguments against: ``params_json_schema``, types strictly.
+
+    A tool in the SDK's strict mode lists every parameter as required (the model must send them all), but
+    the SDK itself fills in defaults for a missing one; only the types are the Guard's business, so
+    ``required`` is dropped from a strict schema rather than refusing calls the tool would run.
+    """
+    schema = getattr(tool, "params_json_schema", None)
+    if not isinstance(schema, Mapping):
+        return None
+    return _without_required(schema) if getattr(tool, "strict_json_schema", False) else schema
+
+
+def _without_required(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        # A property may be named "required" too: only the keyword (a list of names) goes.
+        return {k: _without_required(v) for k, v in node.items() if k != "required" or not isinstance(v, list)}
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
 def _run_id() -> str | None:
     """The Agents SDK's id for this run: its trace id, when tracing is on (the SDK has no other run id)."""
     try:
@@ -341,7 +363,7 @@ class _Binding:
         schema: Any = None
         for candidate in getattr(agent, "tools", None) or ():
             if getattr(candidate, "name", None) == public and isinstance(candidate, _agents.FunctionTool):
-                schema = candidate.params_json_schema
+                schema = _function_tool_schema(candidate)
                 break
         else:
             for server in getattr(agent, "mcp_servers", None) or ():
@@ -493,7 +515,7 @@ def guard_tools(
             continue
         annotations = _annotations_of(tool)
         binding.annotations[tool.name] = annotations
-        binding.schemas[tool.name] = tool.params_json_schema
+        binding.schemas[tool.name] = _function_tool_schema(tool)
         wrapped = _guard_function_tool(tool, binding, guardrail, annotations)
         if guard.policy.exposes(tool.name, server=server, annotations=annotations):
             guarded.append(wrapped)
