@@ -103,7 +103,8 @@ async def test_interceptor_outside_an_agent_with_learned_schemas(server: Recordi
     for label, args in SENDS:
         message = await transfer.ainvoke({"type": "tool_call", "name": "transfer", "args": args, "id": label})
         payload = violation(message)
-        assert payload is not None and payload["code"] in REFUSED_CODES, (label, message)
+        assert payload is not None, (label, message)
+        assert payload["code"] in REFUSED_CODES, (label, payload)
     assert ran_attacks(server.record()[before:]) == []
 
 
