@@ -272,7 +272,7 @@ class _Binding:
                 rejected = getattr(record, "rejected", None)
                 if not isinstance(rejected, list) or not rejected or not isinstance(key, str):
                     continue
-                public = str(key)
+                public = _approval_tool_name(key)
                 tool = self.raw_names.get(public, public)
                 if tool not in self.annotations:  # not a tool of this binding
                     continue
@@ -785,6 +785,22 @@ def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = F
         binding.guard.finish(Admission(ToolCall(tool, call_args, **who), refused), "denied")
         message = refused.to_json()
     state.reject(item, always_reject=always, rejection_message=message)
+
+
+def _approval_tool_name(key: str) -> str:
+    """The tool name of an SDK approval-record key (an agent-bound key object, its serialized form, or a name)."""
+    tool_key = getattr(key, "tool_key", None)
+    if isinstance(tool_key, str):
+        return tool_key
+    prefix = "__agents_function_approval__:"
+    if key.startswith(prefix):
+        try:
+            parts = json.loads(key[len(prefix) :])
+        except ValueError:
+            return key
+        if isinstance(parts, list) and len(parts) == 2 and isinstance(parts[1], str):
+            return parts[1]
+    return key
 
 
 def _is_violation(text: str) -> bool:
