@@ -73,7 +73,8 @@ async def test_mcp_server_hidden_and_denied_calls_get_the_policy_answer(server: 
     _, result = await run(model, mcp_servers=[server])
 
     assert result.final_output == "done"  # the run survived both calls
-    assert "admin_reset" not in tools_sent(model) and "withdraw" not in tools_sent(model)
+    assert "admin_reset" not in tools_sent(model)
+    assert "withdraw" not in tools_sent(model)
     assert "get_balance" in tools_sent(model)
     outputs = tool_outputs(model)
     assert (violation(outputs["h1"]) or {}).get("code") == "hidden"
