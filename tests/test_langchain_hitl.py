@@ -68,10 +68,18 @@ def both_calls() -> AIMessage:
         ({"type": "approve"}, 5000, None),
         ({"type": "edit", "edited_action": {"name": "transfer", "args": {"amount": 800}}}, 800, None),
         # Edits are evaluated again: a forced transfer is denied, whoever asks for it.
-        ({"type": "edit", "edited_action": {"name": "transfer", "args": {"amount": 800, "force": True}}}, None, "denied"),
+        (
+            {"type": "edit", "edited_action": {"name": "transfer", "args": {"amount": 800, "force": True}}},
+            None,
+            "denied",
+        ),
         # ... and so are edits that do not fit the tool's schema (no coercion of "800").
         ({"type": "edit", "edited_action": {"name": "transfer", "args": {"amount": "800"}}}, None, "invalid_arguments"),
-        ({"type": "edit", "edited_action": {"name": "withdraw", "args": {"asset": "BTC", "amount": 1}}}, None, "approval_denied"),
+        (
+            {"type": "edit", "edited_action": {"name": "withdraw", "args": {"asset": "BTC", "amount": 1}}},
+            None,
+            "approval_denied",
+        ),
         ({"type": "reject", "message": "not today"}, None, "approval_denied"),
         ({"type": "reject"}, None, "approval_denied"),
         ({"decisions": [{"type": "approve"}]}, 5000, None),

@@ -16,11 +16,13 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
 - **Approvals**: with no inline ``approver``, tools whose rule can require approval get a ``needs_approval``
   callable, so the run pauses with ``result.interruptions`` and resumes with ``state.approve()`` /
   ``state.reject()`` (also after ``state.to_string()`` / ``RunState.from_string()``). No quota is consumed
-  before the human answers, and none for a rejected call. Reject with :func:`reject` (``reject(state, item,
-  reason)``) so the model gets the ``approval_denied`` payload and the audit log its event: the SDK runs
-  none of our code for a call ``state.reject`` refused.
+  before the human answers, and none for a rejected call. A plain ``state.reject(item)`` is audited when the
+  run resumes (the SDK lists the agent's tools with the run context holding the rejection before it answers
+  the model; our ``tool_filter`` / ``is_enabled`` read it there) and the model gets the ``approval_denied``
+  JSON; :func:`reject` does the same at once.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
-  MCP servers; left out of the list for function tools).
+  MCP servers; left out of the list for function tools). A call to one anyway is answered by the guard
+  (``hidden`` / ``denied``, audited) and the run goes on: see :func:`_install_unlisted_lookup`.
 
 Known limits (the SDK decides these, not us): a tool wired to the SDK's approval flow whose arguments are
 not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
