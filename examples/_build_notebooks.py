@@ -560,7 +560,7 @@ HUMAN_APPROVAL: list[Cell] = [
         print(outputs)
         await server.cleanup()
         if label == "scripted":
-            assert outputs == ["A person declined: crypto stays on the exchange."]
+            assert [json.loads(o)["reason"] for o in outputs] == ["A person declined: crypto stays on the exchange."]
             # The declined call never reached the server: the only withdrawal that ran is the approved one.
             ran = [(e["tool"], e["decision"]) for e in audit.events if e["decision"] == "allow"]
             assert ran == [("withdraw", "allow")]
