@@ -17,7 +17,6 @@ from agents.mcp import MCPServerStdio
 from agents.result import RunResult
 from agents.testing import ScriptedModel, assistant_message, function_call
 from conftest import FakeClock
-from servers.counter_server import server_params
 
 Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name these tests use
 
@@ -25,6 +24,8 @@ Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name t
 @contextlib.asynccontextmanager
 async def counter_server(counter: Path, name: str) -> AsyncIterator[MCPServerStdio]:
     """The real counter server over stdio, as the SDK's ``MCPServerStdio`` named ``name``, counting into ``counter``."""
+    from servers.counter_server import server_params  # imported here: the recording tests need only their server
+
     p = server_params(counter)
     params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
     async with MCPServerStdio(params=params, name=name, client_session_timeout_seconds=30) as srv:

@@ -90,6 +90,13 @@ def admin_reset() -> str:
     return "reset"
 
 
+@mcp.tool(annotations=WRITE)
+def fail(amount: int) -> str:
+    """Always fails after recording: the server answers with an MCP error result (isError / is_error)."""
+    _record("fail", {"amount": amount})
+    raise RuntimeError("upstream exploded")
+
+
 # -- helpers for tests ---------------------------------------------------------------------------------
 
 
