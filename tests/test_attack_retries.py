@@ -64,7 +64,7 @@ async def no_sleep(seconds: float) -> None:
 @pytest.mark.xfail(strict=True, reason="needs the guard lane's retry rule (spec section 8: retries never spend twice)")
 async def test_a_money_moving_tool_never_executes_past_the_cap() -> None:
     ledger: list[tuple[str, int]] = []
-    tools = wrap_tools(ledger_tools(ledger, read_failures=0), Guard(POLICY, clock=lambda: 1_000.0))
+    tools = wrap_tools(ledger_tools(ledger, read_failures=0), Guard(POLICY, clock=lambda: 1_000.0, asleep=no_sleep))
     turns = [call("transfer", {"amount": 5000}, f"t{i}") for i in range(3)]
     agent = create_agent(script(*turns), tools)
     await agent.ainvoke({"messages": [("user", "go")]})
