@@ -463,9 +463,9 @@ HUMAN_APPROVAL: list[Cell] = [
     code(
         """
         if pending is not None:
-            assert pending["type"] == "mcp_guard_approval"
-            assert pending["tool"] == "withdraw"
-            assert pending["rule"].startswith("/tools/withdraw/approve_if/")
+            assert pending["type"] == "tool_approval"
+            assert pending["name"] == "withdraw"
+            assert pending["mcp_guard"]["rule"].startswith("/tools/withdraw/approve_if/")
             # The person approves, but only 1,000 USD: an edit. The edited call is checked again, then runs.
             edited = {**pending["args"], "amount": 1000}
             result = agent.invoke(Command(resume={"type": "edit", "args": edited}), config)
@@ -561,7 +561,7 @@ HUMAN_APPROVAL: list[Cell] = [
         print(outputs)
         await server.cleanup()
         if label == "scripted":
-            assert outputs == ["A person declined: crypto stays on the exchange."]
+            assert [json.loads(o)["reason"] for o in outputs] == ["A person declined: crypto stays on the exchange."]
             # The declined call never reached the server: the only withdrawal that ran is the approved one.
             ran = [(e["tool"], e["decision"]) for e in audit.events if e["decision"] == "allow"]
             assert ran == [("withdraw", "allow")]
