@@ -140,6 +140,9 @@ class LocalCluster:
     def wait_state(self, port: int, state: str, within: float = 20.0) -> None:
         self._wait(lambda: self.state(port) == state, f"node {port} never saw cluster_state:{state}", within)
 
+    def command(self, port: int, *args: str) -> Any:
+        return _command(port, *args)
+
     def port_of_slot(self, slot: int) -> int:
         """The port of the master serving ``slot``."""
         for start, end, master, *_ in _command(self.ports[0], "CLUSTER", "SLOTS"):
@@ -153,13 +156,13 @@ class LocalCluster:
                 _command(port, "FLUSHALL")
 
     def script_calls(self) -> int:
-        """EVAL/EVALSHA commands the masters ran since :meth:`reset_stats`."""
+        """Scripts the masters ran (EVAL/EVALSHA that did not fail, e.g. on NOSCRIPT) since :meth:`reset_stats`."""
         total = 0
         for port in self.ports:
             stats = _command(port, "INFO", "commandstats")
             for name in ("cmdstat_evalsha", "cmdstat_eval"):
-                if isinstance(stats, dict) and name in stats:
-                    total += int(stats[name]["calls"])
+                entry = stats.get(name, {})
+                total += int(entry.get("calls", 0)) - int(entry.get("failed_calls", 0))
         return total
 
     def reset_stats(self) -> None:

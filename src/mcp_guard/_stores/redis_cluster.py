@@ -174,7 +174,7 @@ class RedisClusterStore(ScriptStore):
             self._options["cluster_error_retry_attempts"] = 0
         self._lock = threading.Lock()
         self._sync: tuple[int, Any, threading.BoundedSemaphore] | None = None  # (pid, client, gate)
-        self._async: tuple[asyncio.AbstractEventLoop, Any, asyncio.Semaphore] | None = None
+        self._async: _AsyncClient | None = None
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
         self._where = f"{urlsplit(url).scheme}://{hosts}"  # for messages: never the password
 
@@ -349,30 +349,35 @@ class RedisClusterStore(ScriptStore):
 
     # -- async ----------------------------------------------------------------------------------------
 
-    def _async_client(self) -> tuple[Any, asyncio.Semaphore]:
+    def _async_client(self) -> _AsyncClient:
         loop = asyncio.get_running_loop()
         current = self._async
-        if current is not None and current[0] is loop:
-            return current[1], current[2]
+        if current is not None and current.loop is loop:
+            return current
         if current is not None:
-            _abandon(current[0], current[1])
+            _abandon(current.loop, current.client)
         cluster = self._redis.asyncio.cluster
         options = self._client_options(self._redis.asyncio.retry.Retry)
         options["startup_nodes"] = [cluster.ClusterNode(h, p) for h, p in options["startup_nodes"]]
-        # The async client connects on first command. Its per-node pools refuse (not wait) past
-        # max_connections; the semaphore keeps this store's calls in flight below that, waiting pool_timeout.
+        # The async client's per-node pools refuse (not wait) past max_connections; the gate keeps this
+        # store's calls in flight below that, each waiting at most pool_timeout for its turn.
         client = cluster.RedisCluster(max_connections=self.max_connections, **options)
-        self._async = (loop, client, asyncio.Semaphore(self.max_connections))
-        return client, self._async[2]
+        self._async = _AsyncClient(loop, client, self.max_connections)
+        return self._async
 
     async def _aeval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
-        client, gate = self._async_client()
+        current = self._async_client()
+        client = current.client
         try:
-            await asyncio.wait_for(gate.acquire(), self.pool_timeout)
+            if current.stale():
+                await current.discover()
+            await asyncio.wait_for(current.gate.acquire(), self.pool_timeout)
         except asyncio.TimeoutError:
             raise StoreError(
                 f"redis cluster store {self._where}: no free connection within {self.pool_timeout} s"
             ) from None
+        except self._errors() as exc:
+            raise self._fail(exc) from exc
         try:
             try:
                 return await client.execute_command("EVALSHA", sha, len(keys), *keys, *argv)
@@ -381,7 +386,7 @@ class RedisClusterStore(ScriptStore):
         except self._errors() as exc:
             raise self._fail(exc) from exc
         finally:
-            gate.release()
+            current.gate.release()
 
     async def _arun(self, flow: Flow[T]) -> T:
         reply: Any = None
@@ -416,19 +421,45 @@ class RedisClusterStore(ScriptStore):
         if sync is not None:
             sync[1].close()
         if current is not None:
-            loop, client, _ = current
-            if not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(client.aclose())
+            if not current.loop.is_closed() and not current.loop.is_running():
+                current.loop.run_until_complete(current.client.aclose())
             else:
-                _abandon(loop, client)
+                _abandon(current.loop, current.client)
 
     async def aclose(self) -> None:
         """Close both clients. Call it from the event loop the async methods ran in."""
         current = self._async
-        if current is not None and current[0] is asyncio.get_running_loop():
+        if current is not None and current.loop is asyncio.get_running_loop():
             self._async = None
-            await current[1].aclose()
+            await current.client.aclose()
         self.close()
+
+
+class _AsyncClient:
+    """An async cluster client and what goes with it, for one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: Any, max_connections: int) -> None:
+        self.loop, self.client = loop, client
+        self.gate = asyncio.Semaphore(max_connections)
+        self._discovered = False
+        self._discovering = asyncio.Lock()
+
+    def stale(self) -> bool:
+        # redis-py sets ``_initialize`` when a command failed to reach a node: the topology is refreshed first.
+        return not self._discovered or bool(getattr(self.client, "_initialize", False))
+
+    async def discover(self) -> None:
+        """Learn the topology before the commands that need it, one caller at a time.
+
+        redis-py's async client does it on the next command too, but then a burst of commands can race the
+        refresh: it marks for reconnection the connections other calls just opened, and some of those calls
+        fail with "Connection closed". Done here under a lock, the burst waits for one refresh instead.
+        """
+        async with self._discovering:
+            if self.stale():
+                await self.client.initialize()
+                await asyncio.sleep(0)  # let the refresh's own clean-up tasks run before any command
+                self._discovered = True
 
 
 def _abandon(loop: asyncio.AbstractEventLoop, client: Any) -> None:
