@@ -78,6 +78,7 @@ def test_the_uri_registers_with_options_and_hides_the_password() -> None:
         "redis+cluster://h:1,,h:2",
         "redis+cluster://h:1?db=3",
         "redis+cluster://h:1?timeout=soon",
+        "redis+cluster://h:1/2",
     ],
 )
 def test_a_malformed_uri_is_a_configuration_error(uri: str) -> None:

@@ -80,6 +80,8 @@ def _parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any], dict[str, A
     split = urlsplit(url)
     if split.scheme not in RedisClusterStore.schemes:
         raise PolicyError(f"invalid Redis Cluster store URL {url!r}: the scheme is redis+cluster or rediss+cluster")
+    if split.path not in ("", "/", "/0"):
+        raise PolicyError(f"invalid Redis Cluster store URL {url!r}: a cluster has database 0 only")
     userinfo, _, hosts = split.netloc.rpartition("@")
     nodes: list[tuple[str, int]] = []
     for item in hosts.split(","):
@@ -282,8 +284,9 @@ class RedisClusterStore(ScriptStore):
         exceptions = self._redis.exceptions
         return (exceptions.RedisError, exceptions.RedisClusterException, OSError)
 
-    def _client_options(self, retry_class: Any) -> dict[str, Any]:
-        startup = [(host, port) for host, port in self._nodes]
+    def _client_options(self, cluster: Any, retry_class: Any) -> dict[str, Any]:
+        """Keywords for ``cluster.RedisCluster`` (redis-py's sync or async cluster module)."""
+        startup = [cluster.ClusterNode(host, port) for host, port in self._nodes]
         # No retries of our own or redis-py's: a failure costs one timeout; MOVED/ASK are still followed.
         return {"retry": retry_class(self._redis.backoff.NoBackoff(), 0), **self._options, "startup_nodes": startup}
 
@@ -301,10 +304,9 @@ class RedisClusterStore(ScriptStore):
                 current = self._sync = None
             if current is None:
                 cluster = self._redis.cluster
-                options = self._client_options(self._redis.retry.Retry)
-                options["startup_nodes"] = [cluster.ClusterNode(h, p) for h, p in options["startup_nodes"]]
                 try:
-                    client = cluster.RedisCluster(**options)  # discovers the topology now
+                    # The sync client learns the topology in its constructor: a round trip, hence on first use.
+                    client = cluster.RedisCluster(**self._client_options(cluster, self._redis.retry.Retry))
                 except self._errors() as exc:
                     raise self._fail(exc) from exc
                 current = self._sync = (os.getpid(), client, threading.BoundedSemaphore(self.max_connections))
@@ -357,10 +359,10 @@ class RedisClusterStore(ScriptStore):
         if current is not None:
             _abandon(current.loop, current.client)
         cluster = self._redis.asyncio.cluster
-        options = self._client_options(self._redis.asyncio.retry.Retry)
-        options["startup_nodes"] = [cluster.ClusterNode(h, p) for h, p in options["startup_nodes"]]
+        options = self._client_options(cluster, self._redis.asyncio.retry.Retry)
         # The async client's per-node pools refuse (not wait) past max_connections; the gate keeps this
-        # store's calls in flight below that, each waiting at most pool_timeout for its turn.
+        # store's calls in flight below that, each waiting at most pool_timeout for its turn. It connects on
+        # first use (see _AsyncClient.discover), not here.
         client = cluster.RedisCluster(max_connections=self.max_connections, **options)
         self._async = _AsyncClient(loop, client, self.max_connections)
         return self._async
