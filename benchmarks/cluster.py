@@ -127,15 +127,20 @@ def main() -> None:
             f"{os.cpu_count()} CPUs; {opts['procs']} client processes x {opts['concurrency']} calls in flight, "
             f"{opts['identities']} identities, {opts['seconds']:g} s per run\n"
         )
-        print(f"{'workload':<24}{'backend':<20}{'decisions/s':>12}{'server CPU':>12}{'client CPU':>12}")
+        head = f"{'workload':<24}{'backend':<18}{'decisions/s':>12}{'server CPU':>12}{'client CPU':>12}"
+        print(head + f"{'server µs/dec':>15}{'client µs/dec':>15}")
         for workload in WORKLOADS:
             rates: dict[str, float] = {}
             for name, (url, pids) in backends.items():
                 rate, server_cores, client_cores = run(url, pids, workload, opts)
                 rates[name] = rate
-                print(f"{workload:<24}{name:<20}{rate:>12,.0f}{server_cores:>11.2f}c{client_cores:>11.2f}c")
-            print(f"{'':<24}{'cluster / single':<20}{rates['3-master cluster'] / rates['1 Redis']:>11.2f}x\n")
-        print("server/client CPU: cores used on average during the run (c = one core busy all the time).")
+                row = f"{workload:<24}{name:<18}{rate:>12,.0f}{server_cores:>11.2f}c{client_cores:>11.2f}c"
+                print(row + f"{server_cores / rate * 1e6:>15.0f}{client_cores / rate * 1e6:>15.0f}")
+            print(f"{'':<24}{'cluster / single':<18}{rates['3-master cluster'] / rates['1 Redis']:>11.2f}x\n")
+        print("CPU: cores busy on average during the run (c); µs/dec: CPU time per decision, servers (all nodes)")
+        print("and client processes. One machine: clients and servers share its cores, so the cluster can only")
+        print("win when one Redis's single thread is the bottleneck. On separate machines each master has its")
+        print("own core: capacity ~ masters x 1e6 / (server µs/dec per node), given enough client machines.")
     finally:
         cluster.close()
         single[0].terminate()
