@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/langchain_overhead.py
 	$(BIN)/python benchmarks/agents_overhead.py
 	$(BIN)/python benchmarks/proxy_overhead.py
+	$(BIN)/python benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
