@@ -28,6 +28,7 @@ from mcp_guard._errors import (
     StoreError,
 )
 from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
+from mcp_guard._inbox import Inbox
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._stores import Store, StoreProtocol, Verdict, store_from_uri
@@ -47,6 +48,7 @@ __all__ = [
     "Decision",
     "Guard",
     "GuardResult",
+    "Inbox",
     "JsonlSink",
     "LimitCharge",
     "LoggingSink",
