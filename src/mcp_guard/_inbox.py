@@ -433,7 +433,10 @@ class _RedisConn(_Conn):
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         fields = await self.r.hmget(self._key("req", request_id), "data", "status", "decision", "decided_at")
-        return self._record(fields)
+        record = self._record(fields)
+        if record is not None and record["status"] == "pending" and self.b.clock() > record["deadline"] + _GRACE_S:
+            return None  # its TTL runs on the server's clock; by ours it is gone
+        return record
 
     async def listing(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         now = self.b.clock()
