@@ -702,6 +702,10 @@ class Inbox:
         async with self._conn() as conn:
             return await conn.listing()
 
+    def listing_sync(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """:meth:`listing` for sync code."""
+        return _run_sync(self.listing)
+
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """One request as the page shows it, or ``None``."""
         if not _ID.match(request_id):
