@@ -250,6 +250,15 @@ async def test_redis_keys_live_no_longer_than_the_deadline(redis_url: str) -> No
         await client.aclose()
 
 
+async def test_an_unreachable_store_denies_the_call() -> None:
+    # Nothing listens on port 1: the approval cannot be asked, so the call is refused (fail closed).
+    guard = Guard(POLICY, approver=Inbox("redis://127.0.0.1:1/0", policy=POLICY, timeout_s=0.5))
+    till = Till()
+    result = await guard.ainvoke("pay", {"amount": 5, "card": SECRET}, till)
+    assert result["code"] == "approval_denied"
+    assert till.calls == []
+
+
 # -- redaction -------------------------------------------------------------------------------------------------
 
 

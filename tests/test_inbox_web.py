@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 
 from mcp_guard import ApprovalRequest, Inbox
 from mcp_guard._cli import main
-from mcp_guard._inbox_web import COOKIE, create_app
+from mcp_guard._inbox_web import COOKIE, cookie_value, create_app
 
 TOKEN = "inbox-token-" + "x" * 20
 SECRET = "sk-live-DO-NOT-SHOW-1234"
@@ -32,7 +32,7 @@ POLICY: dict[str, Any] = {
     "tools": {"deploy": {"action": "require_approval", "redact": ["args.api_key"]}},
 }
 SAME_ORIGIN = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}
-COOKIE_HEADER = {"cookie": f"{COOKIE}={TOKEN}"}
+COOKIE_HEADER = {"cookie": f"{COOKIE}={cookie_value(TOKEN)}"}
 
 
 @pytest.fixture
@@ -71,7 +71,8 @@ ROUTES = [
 NO_TOKEN: list[dict[str, str]] = [
     {},
     {"cookie": f"{COOKIE}=wrong-token-wrong-token"},
-    {"cookie": f"{COOKIE}={TOKEN[:-1]}"},
+    {"cookie": f"{COOKIE}={cookie_value(TOKEN)[:-1]}"},
+    {"cookie": f"{COOKIE}={TOKEN}"},  # the token itself is not the cookie
     {"authorization": "Bearer wrong-token-wrong-token"},
     {"authorization": f"Basic {TOKEN}"},
     {"authorization": f"Bearer {TOKEN}x"},
@@ -79,7 +80,9 @@ NO_TOKEN: list[dict[str, str]] = [
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
-@pytest.mark.parametrize("headers", NO_TOKEN, ids=["none", "cookie", "cookie-prefix", "bearer", "basic", "longer"])
+@pytest.mark.parametrize(
+    "headers", NO_TOKEN, ids=["none", "cookie", "cookie-prefix", "raw-token-cookie", "bearer", "basic", "longer"]
+)
 def test_every_route_needs_the_token(
     client: TestClient, inbox: Inbox, rid: str, method: str, path: str, headers: dict[str, str]
 ) -> None:
@@ -106,7 +109,8 @@ def test_the_token_in_the_address_becomes_a_cookie_and_leaves_the_url(client: Te
     assert response.status_code == 303
     assert response.headers["location"] == "/"
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}={TOKEN};")
+    assert cookie.startswith(f"{COOKIE}={cookie_value(TOKEN)};")
+    assert TOKEN not in cookie
     assert "HttpOnly" in cookie
     assert "SameSite=lax" in cookie
     page = client.get("/", headers=COOKIE_HEADER)
@@ -228,6 +232,18 @@ def test_a_redacted_value_is_in_no_answer(client: TestClient, inbox: Inbox, rid:
         assert SECRET not in answer.text
         assert "sk-NEW-typed-key" not in answer.text
     assert inbox.wait_sync(rid, 1) == {"type": "edit", "args": {"service": "api", "api_key": "sk-NEW-typed-key"}}
+
+
+@pytest.mark.redis
+def test_a_store_that_is_down_answers_503(redis_factory: Any) -> None:
+    server = redis_factory()
+    with TestClient(Inbox(server.url).app(token=TOKEN)) as client:
+        assert client.get("/api/requests", headers=COOKIE_HEADER).status_code == 200
+        server.stop()
+        response = client.get("/api/requests", headers=COOKIE_HEADER)
+        assert response.status_code == 503
+        assert response.json() == {"error": "the inbox store is unreachable"}
+        assert decide(client, "some-id", {"type": "approve"}).status_code == 503
 
 
 def test_create_app_refuses_a_weak_token(inbox: Inbox) -> None:

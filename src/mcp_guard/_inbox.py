@@ -587,6 +587,7 @@ class Inbox:
         self._originals: dict[str, _Original] = {}
         self._originals_lock = threading.Lock()
         self._held: tuple[asyncio.AbstractEventLoop, _Conn] | None = None
+        self._warned = False
 
     @property
     def policy(self) -> Policy | None:
@@ -777,8 +778,9 @@ class Inbox:
     ) -> tuple[dict[str, Any], _Original]:
         args = call.args if isinstance(call.args, Mapping) else {}
         redact = self._redact_paths(call)
-        if redact is None:
-            log.warning("Inbox has no policy: every argument value of %s is hidden on the page", call.tool)
+        if redact is None and not self._warned:
+            self._warned = True
+            log.warning("Inbox has no policy: every argument value is hidden on the page (pass policy=)")
         shown, hidden = shown_args(args, redact)
         scrub_paths = tuple(redact) if redact is not None else ("args",)
         now = self.clock()

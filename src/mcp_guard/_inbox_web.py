@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import hmac
 import json
+import logging
 import os
 import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
 from mcp_guard._errors import MissingExtraError, require_extra
 from mcp_guard._inbox import DecisionRefused, Inbox
+
+log = logging.getLogger("mcp_guard.inbox")
 
 COOKIE = "mcp_guard_inbox"
 TOKEN_ENV = "MCP_GUARD_INBOX_TOKEN"
@@ -58,6 +62,11 @@ def _static_text(name: str) -> str:
 
 def _token_ok(given: str | None, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def cookie_value(token: str) -> str:
+    """What the session cookie holds: a digest of the token (cookie-safe, and not the token itself)."""
+    return hmac.new(token.encode(), b"mcp-guard inbox cookie", hashlib.sha256).hexdigest()
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:
@@ -112,7 +121,7 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
             response: Response = RedirectResponse("/", status_code=303)
             response.set_cookie(
                 COOKIE,
-                token,
+                cookie_value(token),
                 httponly=True,
                 samesite="lax",
                 secure=request.url.scheme == "https",
@@ -134,6 +143,16 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
     async def one(request: Request) -> Response:
         record = await box.get(request.path_params["id"])
         return JSONResponse(record) if record is not None else problem(404, "no such pending request")
+
+    def store_answers(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # the store failed (Redis down): say so; the details go to the log
+                log.error("inbox store failed on %s: %s: %s", request.url.path, type(exc).__name__, exc)
+                return problem(503, "the inbox store is unreachable")
+
+        return answer
 
     async def decide(request: Request) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -165,9 +184,9 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/static/{name}", asset, methods=["GET"]),
-            Route("/api/requests", requests, methods=["GET"]),
-            Route("/api/requests/{id}", one, methods=["GET"]),
-            Route("/api/requests/{id}/decision", decide, methods=["POST"]),
+            Route("/api/requests", store_answers(requests), methods=["GET"]),
+            Route("/api/requests/{id}", store_answers(one), methods=["GET"]),
+            Route("/api/requests/{id}/decision", store_answers(decide), methods=["POST"]),
         ],
         lifespan=lifespan,
     )
@@ -187,7 +206,7 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
         elif request.method == "GET" and scope["path"] == "/" and "token" in request.query_params:
             authorised = _token_ok(request.query_params["token"], token)
         else:
-            authorised = _token_ok(request.cookies.get(COOKIE), token)
+            authorised = _token_ok(request.cookies.get(COOKIE), cookie_value(token))
 
         async def send_secured(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -217,39 +236,50 @@ class InboxServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        uvicorn = require_extra("uvicorn", "inbox", "The approval inbox's web server")
-        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
+        self._uvicorn = require_extra("uvicorn", "inbox", "The approval inbox's web server")
+        self.app = app
         self.host = host
-        self.port: int = self._sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="mcp-guard-inbox-web", daemon=True)
+        self.port = port  # the bound port once started (port 0 picks a free one)
+        self._server: Any = None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
-
     def start(self, timeout_s: float = 10.0) -> InboxServer:
-        self._thread.start()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        config = self._uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+        server = self._server = self._uvicorn.Server(config)
+        thread = self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])), name="mcp-guard-inbox-web", daemon=True
+        )
+        thread.start()
+        ready = threading.Event()
         waited = 0.0
-        while not self._server.started:
-            if not self._thread.is_alive() or waited > timeout_s:
+        while not server.started:
+            if not thread.is_alive() or waited > timeout_s:
+                self.stop()
                 raise RuntimeError("the inbox web server did not start")
-            threading.Event().wait(0.01)
+            ready.wait(0.01)
             waited += 0.01
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(10)
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
 
     def __enter__(self) -> InboxServer:
         return self.start()
@@ -307,4 +337,4 @@ def run_inbox(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["COOKIE", "InboxServer", "add_inbox_parser", "create_app", "run_inbox"]
+__all__ = ["COOKIE", "InboxServer", "add_inbox_parser", "cookie_value", "create_app", "run_inbox"]
