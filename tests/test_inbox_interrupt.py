@@ -7,7 +7,9 @@ The agent calls a real MCP server over stdio (the counter server); its count is 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +101,52 @@ async def test_langgraph_interrupt_resumes_with_the_inbox_decision(
         payload = violation(message)
         assert payload is not None
         assert payload["code"] == code
+
+
+# -- the Agents SDK's approval pause: the same helpers, resumed with state.approve / state.reject --------------
+
+
+@module_loop
+@pytest.mark.parametrize(
+    ("decision", "called"),
+    [({"type": "approve"}, 1), ({"type": "reject", "message": "ask treasury first"}, 0)],
+    ids=["approve", "reject"],
+)
+async def test_agents_sdk_pause_resumes_with_the_inbox_decision(
+    tmp_path: Path, decision: dict[str, Any], called: int
+) -> None:
+    from agents import Runner
+    from agents_helpers import call as sdk_call
+    from agents_helpers import counter_server, run, tool_outputs
+    from agents_helpers import script as sdk_script
+    from servers.counter_server import read_counts
+
+    from mcp_guard.integrations.openai_agents import guard_mcp_server
+
+    url = f"memory://sdk-{uuid.uuid4().hex}"
+    inbox = Inbox(url, policy=WITHDRAW_POLICY)
+    counter = tmp_path / "calls.txt"
+    args = {"asset": "BTC", "amount": 1, "address": "cold-wallet-7"}
+    async with counter_server(counter, "exchange") as server:
+        guard_mcp_server(server, WITHDRAW_POLICY)  # no approver: the SDK pauses the run
+        model = sdk_script(sdk_call("withdraw", args, "c1"))
+        agent, paused = await run(model, mcp_servers=[server])
+        (item,) = paused.interruptions
+        # The SDK's item names no server: without server= the inbox cannot tell which rule applies, and hides all.
+        blind = await Inbox(url, policy=WITHDRAW_POLICY).submit(item, request_id="blind")
+        assert (await Inbox(url).get(blind) or {})["args"] == {k: "[redacted]" for k in args}
+        rid = await inbox.submit(item, request_id=item.call_id, server="exchange", identity="alice")
+        assert (await Inbox(url).get(rid) or {})["args"] == {"asset": "BTC", "amount": 1, "address": "[redacted]"}
+
+        await Inbox(url).decide(rid, decision)
+        resume = await inbox.wait(rid, 5)
+        assert resume == decision
+        state = paused.to_state()
+        if resume["type"] == "approve":
+            state.approve(item)
+        else:
+            state.reject(item, rejection_message=resume.get("message"))
+        await Runner.run(agent, state)
+    assert read_counts(counter)["withdraw"] == called
+    output = tool_outputs(model)["c1"]
+    assert output == "withdrew 1 BTC to cold-wallet-7" if called else "ask treasury first" in output

@@ -304,6 +304,7 @@ class Inbox:
         request: ApprovalRequest | Mapping[str, Any] | Any,
         *,
         request_id: str | None = None,
+        server: str | None = None,
         identity: str | None = None,
         session: str | None = None,
         schema: Mapping[str, Any] | None = None,
@@ -313,9 +314,11 @@ class Inbox:
 
         ``request``: an :class:`~mcp_guard.ApprovalRequest`, the payload of ``GuardMiddleware``'s interrupt
         (``interrupt.value``), or an Agents SDK ``ToolApprovalItem``. Use the interrupt's id as
-        ``request_id`` so that submitting again after a restart does not record the pause twice.
+        ``request_id`` so that submitting again after a restart does not record the pause twice. ``server``,
+        ``identity`` and ``session`` fill in what the pause does not carry (an Agents SDK item names no server:
+        pass it, or the policy's server-qualified rules cannot be found and every value is hidden).
         """
-        call = as_request(request, identity=identity, session=session, timeout_s=timeout_s)
+        call = as_request(request, server=server, identity=identity, session=session, timeout_s=timeout_s)
         timeout = float(call.timeout_s) if call.timeout_s else self.ttl_s
         async with self._conn() as conn:
             return await self._submit(conn, call, timeout_s=timeout, request_id=request_id, schema=schema)
@@ -398,6 +401,7 @@ class Inbox:
     # -- internals ---------------------------------------------------------------------------------------------
 
     def _redact_paths(self, call: ApprovalRequest) -> tuple[str, ...] | None:
+        """The redact paths for ``call``, or ``None`` (hide every value) when they cannot be known for sure."""
         carried = getattr(call, "redact", None)  # a request that carries its rule's redact paths
         if carried is not None:
             return tuple(carried)
@@ -408,11 +412,20 @@ class Inbox:
             decision = policy.evaluate(
                 call.tool, call.args, server=call.server, identity=call.identity, session=call.session
             )
-        except Exception:  # cannot tell what to hide: hide everything
+        except Exception:
             log.exception("could not find the redact paths for %s; hiding every argument value", call.tool)
             return None
-        redact: tuple[str, ...] = decision.redact
-        return redact
+        if decision.action == "deny" and decision.code in ("hidden", "default_deny"):
+            # The policy does not see the call as the guard did (the server is not known here, e.g. an Agents
+            # SDK pause submitted without server=): which rule's redact paths apply is unknown, so hide all.
+            return None
+        paths = list(decision.redact)
+        if call.rule:  # the rule the guard named, in case the evaluation here picked a broader one
+            rule = policy.rule_at(call.rule)
+            extra = rule.get("redact") if isinstance(rule, Mapping) else None
+            if isinstance(extra, list):
+                paths.extend(p for p in extra if isinstance(p, str) and p not in paths)
+        return tuple(paths)
 
     def _schema_for(self, call: ApprovalRequest, given: Mapping[str, Any] | None) -> Any:
         if given is not None:
@@ -541,6 +554,7 @@ def _to_decision(answer: Mapping[str, Any]) -> ApprovalDecision:
 def as_request(
     request: ApprovalRequest | Mapping[str, Any] | Any,
     *,
+    server: str | None = None,
     identity: str | None = None,
     session: str | None = None,
     timeout_s: float | None = None,
@@ -574,6 +588,8 @@ def as_request(
     if not call.tool:
         raise ValueError("an approval request needs the tool's name")
     changes: dict[str, Any] = {}
+    if server is not None:
+        changes["server"] = server
     if identity is not None:
         changes["identity"] = identity
     if session is not None:
