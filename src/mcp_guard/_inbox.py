@@ -179,7 +179,8 @@ class Inbox:
     >>> guard = Guard(policy, approver=inbox)        # each call needing approval waits in the inbox
     >>> # elsewhere: mcp-guard inbox --store redis://localhost:6379/0 --token "$MCP_GUARD_INBOX_TOKEN"
 
-    ``url``: ``memory://`` (one process; ``memory://NAME`` for a separate one) or ``redis://host:port/db``.
+    ``url``: ``memory://`` (one process; ``memory://NAME`` for a separate one; the first Inbox built for a name
+    sets its ``history`` and ``clock``) or ``redis://host:port/db``.
     ``policy``: the policy whose ``redact`` paths hide argument values from the page; without it every
     argument value is hidden. ``schemas``: the tools' argument JSON schemas by tool name, shown beside the
     edit box (a rule's ``args_schema`` is used when there is none). ``ttl_s``: how long a request waits when
