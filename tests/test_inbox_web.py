@@ -264,6 +264,8 @@ def test_the_command_refuses_to_start_without_a_token(
     assert "a token is required" in capsys.readouterr().err
     assert main(["inbox", "--store", "redis://127.0.0.1:1/0", "--token", "short"]) == 2
     assert "at least 16" in capsys.readouterr().err
+    assert main(["inbox", "--store", "sqlite:///x", "--token", TOKEN]) == 2
+    assert "memory:// or redis://" in capsys.readouterr().err
 
 
 def _free_port() -> int:
@@ -278,7 +280,18 @@ def test_the_command_serves_a_redis_inbox(redis_url: str) -> None:
     port = _free_port()
     env = {**os.environ, "MCP_GUARD_INBOX_TOKEN": TOKEN}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_guard._cli", "inbox", "--store", redis_url, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mcp_guard._cli",
+            "inbox",
+            "--store",
+            redis_url,
+            "--port",
+            str(port),
+            "--prefix",
+            "app1",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -288,7 +301,8 @@ def test_the_command_serves_a_redis_inbox(redis_url: str) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == f"mcp-guard inbox: open http://127.0.0.1:{port}/?token={TOKEN}"
-        worker = Inbox(redis_url, policy=POLICY)
+        worker = Inbox(redis_url, policy=POLICY, prefix="app1")
+        Inbox(redis_url, policy=POLICY).submit_sync(ApprovalRequest("deploy", {}))  # another app's inbox: not listed
         rid = worker.submit_sync(ApprovalRequest("deploy", {"service": "api", "api_key": SECRET}))
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/requests", headers={"Authorization": f"Bearer {TOKEN}"}

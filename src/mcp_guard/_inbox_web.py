@@ -35,7 +35,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp_guard._errors import MissingExtraError, require_extra
+from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
 from mcp_guard._inbox import DecisionRefused, Inbox
 
 log = logging.getLogger("mcp_guard.inbox")
@@ -304,6 +304,7 @@ def add_inbox_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     parser.add_argument("--token", default=None, help=f"access token (default: ${TOKEN_ENV})")
     parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="page refresh interval in seconds")
+    parser.add_argument("--prefix", default="mcpg:inbox", help="Redis key prefix the workers' Inbox uses")
     parser.set_defaults(func=run_inbox)
     return parser
 
@@ -322,8 +323,8 @@ def run_inbox(args: argparse.Namespace) -> int:
         return 2
     try:
         uvicorn = require_extra("uvicorn", "inbox", "mcp-guard inbox")
-        app = create_app(args.store, token=token, poll_s=args.poll)
-    except (MissingExtraError, ValueError) as exc:
+        app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
+    except (MissingExtraError, ValueError, PolicyError) as exc:
         print(f"mcp-guard inbox: {exc}", file=sys.stderr)
         return 2
     if urlsplit(args.store).scheme == "memory":
