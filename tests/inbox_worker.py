@@ -19,7 +19,7 @@ from langchain.agents import create_agent
 from langchain_helpers import call, script, text_of, tool_messages
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
-from servers.recording_server import server_params
+from servers.inbox_recording_server import server_params
 
 from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, Inbox
 from mcp_guard.integrations.langchain import GuardMiddleware

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.recording_server import read_record
+from servers.inbox_recording_server import read_record
 
 from mcp_guard import Inbox
 from mcp_guard._inbox_web import InboxServer
