@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo demo-inbox test lint typecheck bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# An agent whose withdrawal waits in the approval inbox; open the printed address to decide.
+demo-inbox: $(STAMP)
+	$(BIN)/python examples/inbox_demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -22,6 +22,7 @@ PUBLIC = {
     "Decision",
     "Guard",
     "GuardResult",
+    "Inbox",
     "JsonlSink",
     "LimitCharge",
     "LoggingSink",
@@ -78,7 +79,18 @@ def test_public_names_are_reexported_not_module_private() -> None:
         assert module.startswith("mcp_guard"), (name, module)
 
 
-BLOCKED = ["langchain", "langchain_core", "langgraph", "agents", "redis", "yaml", "mcp", "opentelemetry"]
+BLOCKED = [
+    "langchain",
+    "langchain_core",
+    "langgraph",
+    "agents",
+    "redis",
+    "yaml",
+    "mcp",
+    "opentelemetry",
+    "starlette",
+    "uvicorn",
+]
 
 SCRIPT = textwrap.dedent(
     """

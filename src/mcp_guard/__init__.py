@@ -29,6 +29,7 @@ from mcp_guard._errors import (
     StoreError,
 )
 from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
+from mcp_guard._inbox import Inbox
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._stores import Store, StoreProtocol, Verdict, store_from_uri
@@ -49,6 +50,7 @@ __all__ = [
     "Decision",
     "Guard",
     "GuardResult",
+    "Inbox",
     "JsonlSink",
     "LimitCharge",
     "LoggingSink",

@@ -18,6 +18,7 @@ from typing import Any
 
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
+from mcp_guard._inbox_web import add_inbox_parser
 from mcp_guard._matching import Pattern, parse_pattern, pointer
 from mcp_guard._policy import Policy
 
@@ -283,6 +284,7 @@ def _add_proxy(subparsers: Any) -> argparse.ArgumentParser:
 
 #: Every subcommand, in the order ``--help`` lists them. Each adds its parser and sets ``func``.
 SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init, _add_proxy]
+SUBCOMMANDS.append(add_inbox_parser)  # mcp-guard inbox (_inbox_web.py)
 
 
 def build_parser() -> argparse.ArgumentParser:
