@@ -96,6 +96,8 @@ async def test_interrupt_pauses_then_resumes_with_each_decision(
         "description": "withdrawals need a human",
         "mcp_guard": {
             "server": "exchange",
+            "identity": None,
+            "session": "t1",
             "rule": "/tools/exchange~1withdraw",
             "reason": "withdrawals need a human",
             "risk_class": "destructive",

@@ -566,15 +566,19 @@ def as_request(
         call = request
     elif isinstance(request, Mapping):
         args = request.get("args")
+        # GuardMiddleware's pause is LangChain's ToolApprovalRequest; what LangChain's shape does not carry
+        # (server, caller, rule) sits in its "mcp_guard" block. Older payloads had those at the top level.
+        extra = request.get("mcp_guard")
+        more: Mapping[str, Any] = extra if isinstance(extra, Mapping) else request
         call = ApprovalRequest(
             tool=str(request.get("tool") or request.get("name") or ""),
             args=dict(args) if isinstance(args, Mapping) else {},
-            server=request.get("server"),
-            identity=request.get("identity"),
-            session=request.get("session"),
-            rule=request.get("rule"),
-            reason=request.get("reason"),
-            risk_class=request.get("risk_class"),
+            server=more.get("server"),
+            identity=more.get("identity"),
+            session=more.get("session"),
+            rule=more.get("rule"),
+            reason=more.get("reason"),
+            risk_class=more.get("risk_class"),
             description=request.get("description"),
         )
     elif isinstance(getattr(request, "name", None), str):

@@ -627,6 +627,8 @@ class GuardMiddleware(AgentMiddleware):
             # What LangChain's request does not carry, for reviewers that want it (ignored by the others).
             "mcp_guard": {
                 "server": who["server"],
+                "identity": who["identity"],
+                "session": who["session"],
                 "rule": decision.rule,
                 "reason": decision.reason,
                 "risk_class": decision.risk_class,
