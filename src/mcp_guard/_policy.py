@@ -26,13 +26,16 @@ from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
 from mcp_guard._model import (
+    MAX_POLICY_BYTES,
     WINDOWS,
     AllTools,
     Limit,
     PolicyDocument,
     Rule,
     canonical_json,
+    check_size,
     compile_schema,
+    input_error,
     json_schema,
     parse_json,
     parse_yaml,
@@ -256,7 +259,10 @@ class Policy:
             source_doc = document
             document = validate_document(document, source)
         elif source_doc is None:
-            source_doc = document.model_dump(mode="json", by_alias=False, exclude_unset=True)
+            source_doc = document.model_dump(mode="json", by_alias=False, exclude_unset=True, exclude={"schema_ref"})
+        if isinstance(source_doc, Mapping) and "$schema" in source_doc:
+            # An editor hint, not policy: two files that differ only in it are the same policy (same hash).
+            source_doc = {k: v for k, v in source_doc.items() if k != "$schema"}
         try:
             digest_input = canonical_json(source_doc)
         except (TypeError, ValueError) as exc:
@@ -281,35 +287,31 @@ class Policy:
         return cls(validate_document(data, source), data, source=source)
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, source: str | None = None) -> Policy:
-        """A policy from JSON text; duplicate keys are an error (``json`` would silently keep the last)."""
-        return cls.from_dict(parse_json(text, source), source=source)
+    def from_json(cls, text: str | bytes, *, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+        """A policy from JSON text; duplicate keys are an error (``json`` would silently keep the last).
+
+        Text over ``max_bytes`` (default 5 MB), nested deeper than 64 levels, or not UTF-8 is refused.
+        """
+        return cls.from_dict(parse_json(text, source, max_bytes), source=source)
 
     @classmethod
-    def from_yaml(cls, text: str | bytes, *, source: str | None = None) -> Policy:
-        """A policy from YAML text (needs the ``yaml`` extra); duplicate keys are an error."""
-        return cls.from_dict(parse_yaml(text, source), source=source)
+    def from_yaml(cls, text: str | bytes, *, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+        """A policy from YAML text (needs the ``yaml`` extra); duplicate keys, anchors and aliases are errors.
+
+        Text over ``max_bytes`` (default 5 MB), nested deeper than 64 levels, or not UTF-8 is refused.
+        """
+        return cls.from_dict(parse_yaml(text, source, max_bytes), source=source)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Policy:
-        """A policy from a file: JSON for ``.json``, YAML for ``.yaml`` / ``.yml``."""
-        p = Path(path)
-        source = str(p)
-        suffix = p.suffix.lower()
-        if suffix not in (".json", ".yaml", ".yml"):
-            raise policy_error(
-                [{"path": "", "message": f"unknown policy file type {suffix or '(none)'!r}; use .json, .yaml or .yml"}],
-                source,
-            )
-        try:
-            text = p.read_bytes()
-        except OSError as exc:
-            raise policy_error(
-                [{"path": "", "message": f"cannot read the file: {exc.strerror or exc}"}], source
-            ) from exc
-        if suffix == ".json":
-            return cls.from_json(text, source=source)
-        return cls.from_yaml(text, source=source)
+    def load(cls, path: str | os.PathLike[str], *, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+        """A policy from a file: JSON for ``.json``, YAML for ``.yaml`` / ``.yml``; at most ``max_bytes`` (5 MB)."""
+        return cls._from_text(*read_policy_file(path, max_bytes), max_bytes=max_bytes)
+
+    @classmethod
+    def _from_text(cls, text: bytes, kind: str, source: str, *, max_bytes: int) -> Policy:
+        if kind == "json":
+            return cls.from_json(text, source=source, max_bytes=max_bytes)
+        return cls.from_yaml(text, source=source, max_bytes=max_bytes)
 
     def rule_at(self, rule_pointer: str) -> Any:
         """The part of the policy document a rule pointer names: ``rule_at("/tools/git_log")`` is that rule.
@@ -699,6 +701,23 @@ class Policy:
         rc = risk_class(annotations) if annotations else None
         plan = self._plan(tool, server, rc)
         return plan.kind == "run" and (plan.decision.action == "require_approval" or bool(plan.approve_if))
+
+
+def read_policy_file(path: str | os.PathLike[str], max_bytes: int = MAX_POLICY_BYTES) -> tuple[bytes, str, str]:
+    """(the bytes, ``"json"`` or ``"yaml"``, the source name) of a policy file, bounded by ``max_bytes``."""
+    p = Path(path)
+    source = str(p)
+    suffix = p.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise input_error(f"unknown policy file type {suffix or '(none)'!r}; use .json, .yaml or .yml", source)
+    try:
+        check_size(p.stat().st_size, max_bytes, source)  # before reading: a huge file is never read at all
+        with p.open("rb") as fh:
+            text = fh.read(max_bytes + 1)  # the file may have grown since stat
+    except OSError as exc:
+        raise input_error(f"cannot read the file: {exc.strerror or exc}", source) from exc
+    check_size(len(text), max_bytes, source)
+    return text, "json" if suffix == ".json" else "yaml", source
 
 
 def _rebuild(raw: Any, source: str | None) -> Policy:
