@@ -148,8 +148,10 @@ class _Loaded:
     def _add(self, errors: list[dict[str, str]], severity: str) -> None:
         for err in errors:
             path, message = err.get("path", ""), err.get("message", "")
+            # A whole-file problem carries its position in its message (malformed text, an alias) or has none;
+            # a field's position is read from the text (never for a file that could not be read as a document).
             at = position_in_message(message) if not path else None
-            if at is None and self._locator is not None:
+            if at is None and path and self._locator is not None:
                 at = self._locator.locate(path)
             self.problems.append(
                 {
