@@ -152,7 +152,10 @@ def test_validate_several_files(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_validate_json_format_gives_line_and_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = '{\n  "version": "1",\n  "default": "deny",\n  "tools": {\n    "x": {"limits": [{"window": 60, "max": -1}]}\n  }\n}\n'
+    text = (
+        '{\n  "version": "1",\n  "default": "deny",\n  "tools": {\n'
+        '    "x": {"limits": [{"window": 60, "max": -1}]}\n  }\n}\n'
+    )
     j = write(tmp_path, "p.json", text)
     y = write(tmp_path, "p.yaml", 'version: "1"\ndefault: deny\ntools:\n  x:\n    acton: deny\n    hide: 3\n')
     code, out, _ = run(capsys, "validate", "--format", "json", j, y)
