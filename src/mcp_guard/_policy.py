@@ -50,6 +50,8 @@ _CALLERS_CACHED_MAX = 100_000  # and across all rules of one policy, so memory s
 _REFUSALS_MAX = 64  # refusals memoised per plan: a check's reasons are a small fixed set (no values in them)
 
 log = logging.getLogger("mcp_guard")
+# Argument values that cannot hold NaN or Infinity: the NaN screen skips them without walking.
+_FLAT_LEAVES = frozenset({str, int, bool, type(None)})
 
 Args = Mapping[str, Any]
 
@@ -576,8 +578,7 @@ class Policy:
             # precomputed decision, or the one memoised for this caller.
             if plan.reads_args:
                 for value in args.values():  # the common flat leaves, without a call; anything else is walked
-                    tv = type(value)
-                    if tv is not str and tv is not int and tv is not bool and value is not None:
+                    if type(value) not in _FLAT_LEAVES:
                         bad = non_finite_path(args)
                         if bad is not None:
                             return self._non_finite(plan, bad)
