@@ -222,3 +222,39 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
 )
 def test_limit_wording(max_: int, cost: int, text: str) -> None:
     assert text in LimitCharge("c", "grant", "a", 60.0, max_, cost, "/r").describe("t")
+
+
+def test_terminal_output_uses_tables_and_colour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a terminal, explain prints rich tables; names from the policy are never read as markup.
+    from rich.console import Console
+
+    from mcp_guard import _cli
+
+    consoles: list[Console] = []
+
+    def fake_console(stream: Any) -> Console:
+        console = Console(file=stream, force_terminal=True, color_system="truecolor", width=160)
+        consoles.append(console)
+        return console
+
+    monkeypatch.setattr(_cli, "_console", fake_console)
+    data = {
+        "version": "1",
+        "default": "deny",
+        "tools": {"[b]x": {"limits": [{"counter": "[red]c", "window": 60, "max": 1}]}},
+    }
+    path = write(tmp_path, "p.json", data)
+    code, out, _ = run(capsys, "explain", path, "--tool", "[b]x")
+    assert code == 0
+    assert "\x1b[" in out  # colour
+    assert "[red]c" in out  # literal, not markup
+    assert "1 per minute" in out
+    code, out, _ = run(capsys, "explain", path, "--tool", "other")
+    assert code == 3
+    assert "default_deny" in out
+    assert "the model sees:" in out
+    code, _, err = run(capsys, "validate", write(tmp_path, "bad.json", {"version": "1"}))
+    assert code == 1
+    assert "required field 'default' is missing" in err
