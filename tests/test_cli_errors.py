@@ -235,7 +235,8 @@ def test_terminal_output_uses_tables_and_colour(
     consoles: list[Console] = []
 
     def fake_console(stream: Any) -> Console:
-        console = Console(file=stream, force_terminal=True, color_system="truecolor", width=160)
+        # As _cli._console builds it, but forced on: captured output is not a terminal.
+        console = Console(file=stream, highlight=False, soft_wrap=True, force_terminal=True, color_system="truecolor")
         consoles.append(console)
         return console
 
