@@ -167,7 +167,7 @@ QUICKSTART_LANGCHAIN: list[Cell] = [
             denied, limited = refusals
             assert denied["code"] == "denied"
             assert denied["rule"] == "/tools/send_payment/deny_if/args.amount-gt"
-            assert denied["reason"].startswith("Payments over 100 USD need a person, not an agent.")
+            assert denied["reason"] == "deny_if args.amount > 100"
             # The refused 5,000 USD payment used no quota: bob, carol and dave are the three of this minute.
             assert limited["code"] == "rate_limited"
             assert 0 < limited["retry_after_s"] <= 60
