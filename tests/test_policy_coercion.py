@@ -305,3 +305,14 @@ def test_evaluate_on_arguments_nested_10000_deep(key: str) -> None:
     decision = ALL_OPS_POLICY.evaluate("t", {"s": "aaa", "a": 1, key: _deep(10_000)})
     assert decision.action in ("allow", "deny", "require_approval")
     json.dumps(decision.to_payload())
+
+
+def test_null_on_the_way_is_absent_but_a_string_is_the_strict_side() -> None:
+    # A pydantic tool fills an optional object it was not given with None: nothing is there to read, so
+    # the check does not fire; a JSON string where an object belongs still counts as firing.
+    policy = Policy.from_dict(
+        {"version": "1", "default": "allow", "tools": {"t": {"deny_if": {"args.order.qty": {"gt": 100}}}}}
+    )
+    assert policy.evaluate("t", {"order": None}).action == "allow"
+    assert policy.evaluate("t", {"order": '{"qty": 1000}'}).code == "denied"
+    assert policy.evaluate("t", {"order": {"qty": 1000}}).code == "denied"

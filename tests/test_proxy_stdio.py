@@ -101,7 +101,7 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) ->
         denied = violation(await session.call_tool("write_note", {"text": "a forbidden note"}))
         assert denied is not None
         assert denied["code"] == "denied"
-        assert denied["reason"].startswith("no forbidden notes")
+        assert denied["reason"] == "deny_if args.text contains 'forbidden'"  # the check, not the rule's prose
         assert text(await session.call_tool("write_note", {"text": "fine"})) == "stored: fine"
 
         hidden = violation(await session.call_tool("delete_notes", {"folder": "all"}))

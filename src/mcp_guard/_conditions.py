@@ -303,8 +303,9 @@ def compile_regex(pattern: str) -> Callable[[str], bool]:
 def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
     """A reader for an ``args.a.b`` path: digit segments index lists.
 
-    Gives the value, ``MISSING`` when a key or index is absent, or ``THROUGH`` when the path runs through
-    a value that cannot hold the next segment (a string, a number, a list indexed by a name).
+    Gives the value, ``MISSING`` when a key or index is absent (or a ``null`` stands on the way), or
+    ``THROUGH`` when the path runs through a value that cannot hold the next segment (a string, a number,
+    a bool, a list indexed by a name).
     """
     segments = tuple(path[5:].split("."))
     if len(segments) == 1:
@@ -319,6 +320,10 @@ def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
             elif isinstance(cur, (list, tuple)) and seg.isdigit():
                 idx = int(seg)
                 cur = cur[idx] if idx < len(cur) else MISSING
+            elif cur is None:
+                # null on the way is an optional object left out (what a pydantic tool fills in for a
+                # default of None): absent, not a disguised value. The tool cannot read a qty from it either.
+                return MISSING
             else:
                 return THROUGH
             if cur is MISSING:
