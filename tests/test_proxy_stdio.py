@@ -325,3 +325,46 @@ async def test_policy_changed_tells_clients_to_list_again(
     assert hidden is not None
     assert hidden["code"] == "hidden"
     assert read_record(record) == []
+
+
+async def first_pending(inbox: Any) -> list[dict[str, Any]]:
+    """The inbox's pending requests once there are any (polled: the inbox page polls the same way)."""
+    with anyio.fail_after(20):
+        waiting: list[dict[str, Any]] = await inbox.pending()
+        while not waiting:
+            await anyio.sleep(0.05)  # another process fills the inbox: nothing here to wait on
+            waiting = await inbox.pending()
+    return waiting
+
+
+@pytest.mark.redis
+async def test_clients_without_elicitation_wait_in_the_inbox(tmp_path: Path, record: Path, redis_url: str) -> None:
+    # A client that cannot answer elicitation (a desktop app): the call waits in the shared inbox, and a
+    # decision made there (as on the inbox page) is what the upstream gets.
+    from mcp_guard import Inbox
+
+    policy = write_policy(tmp_path / "policy.json", POLICY)
+    argv = proxy_command(policy, "--inbox", redis_url, upstream=proxy_upstream_server())
+    inbox = Inbox(redis_url, policy=Policy.from_dict(POLICY))
+    async with proxied(argv, {"RECORD_FILE": str(record)}) as (session, _):
+        results: list[types.CallToolResult] = []
+
+        async def publish(text: str) -> None:
+            results.append(await session.call_tool("publish", {"text": text}))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(publish, "approved one")
+            waiting = await first_pending(inbox)
+            assert [(r["tool"], r["args"]["text"]) for r in waiting] == [("publish", "approved one")]
+            await inbox.decide(waiting[0]["id"], {"type": "approve"})
+        assert text(results[0]) == "published: approved one"
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(publish, "rejected one")
+            waiting = await first_pending(inbox)
+            await inbox.decide(waiting[0]["id"], {"type": "reject", "message": "not today"})
+        refused = violation(results[1])
+        assert refused is not None
+        assert refused["code"] == "approval_denied"
+    assert [(r["tool"], r["args"]) for r in read_record(record) if r["tool"] == "publish"] == [
+        ("publish", {"text": "approved one"})
+    ]

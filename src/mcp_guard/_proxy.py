@@ -52,6 +52,12 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="when the store is unreachable: deny (closed, default) or allow and log",
     )
     parser.add_argument(
+        "--inbox",
+        metavar="URL",
+        help="approval inbox store (memory:// or redis://) for clients that cannot answer elicitation; "
+        "decide on the page of `mcp-guard inbox --store URL` (default: such calls are refused, approval_required)",
+    )
+    parser.add_argument(
         "--approval-timeout",
         type=float,
         default=300.0,
@@ -124,8 +130,14 @@ def run_proxy(args: argparse.Namespace) -> int:
         print(f"mcp-guard: {exc}", file=sys.stderr)
         return 2
     try:
+        approver = None
+        if args.inbox:
+            from mcp_guard._inbox import Inbox
+
+            approver = Inbox(args.inbox, policy=policy)
         guard = Guard(
             policy,
+            approver=approver,
             store=args.store,
             audit=args.audit,
             fail_mode=args.fail_mode,
