@@ -38,6 +38,8 @@ class ApprovalRequest:
     risk_class: str | None = None
     description: str | None = None
     timeout_s: float | None = None
+    redact: tuple[str, ...] | None = None
+    """The rule's ``redact`` paths: argument values a person's screen must not show (None: not known)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -777,6 +777,7 @@ class Guard:
             risk_class=decision.risk_class,
             description=decision.approval_description,
             timeout_s=timeout,
+            redact=decision.redact,
         )
         answer: _Answer = yield _Ask(request, timeout, decision.redact)
         if answer.decision is not None:

@@ -403,7 +403,7 @@ class Inbox:
 
     def _redact_paths(self, call: ApprovalRequest) -> tuple[str, ...] | None:
         """The redact paths for ``call``, or ``None`` (hide every value) when they cannot be known for sure."""
-        carried = getattr(call, "redact", None)  # a request that carries its rule's redact paths
+        carried = call.redact  # the guard's request carries its rule's redact paths
         if carried is not None:
             return tuple(carried)
         policy = self.policy
