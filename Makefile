@@ -3,18 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# bash with pipefail: a failing pip still fails the recipe when its output is filtered through grep.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: demo test lint typecheck bench install clean
 
+# The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
+	@echo "==> [1/3] creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> [2/3] upgrading pip inside $(VENV)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "==> [3/3] installing mcp-guard and its dev extra (LangChain, Agents SDK, Redis, test tools): 1-3 minutes"
+	$(BIN)/python -m pip install -e '.[dev]' | { grep -E --line-buffered '^(Collecting|Installing|Successfully)' || true; }
 	touch $(STAMP)
+	@echo "==> installed; next runs skip this until pyproject.toml changes"
 
 install: $(STAMP)
 
 demo: $(STAMP)
+	@echo "==> running examples/demo.py (scripted models unless OPENAI_API_KEY is set)"
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)

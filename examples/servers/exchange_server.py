@@ -18,7 +18,10 @@ import itertools
 import secrets
 from typing import Any, Literal
 
-from mcp.server.fastmcp import FastMCP
+try:  # mcp 2.x renamed FastMCP to MCPServer
+    from mcp.server.mcpserver import MCPServer as FastMCP
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef]
 from mcp.types import ToolAnnotations
 
 # WARNING keeps FastMCP's per-request INFO lines off stderr, so the demo's table stays readable.

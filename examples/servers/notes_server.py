@@ -6,7 +6,10 @@ whose tools mix annotated and unannotated tools the way real servers do.
 
 from __future__ import annotations
 
-from mcp.server.fastmcp import FastMCP
+try:  # mcp 2.x renamed FastMCP to MCPServer
+    from mcp.server.mcpserver import MCPServer as FastMCP
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef]
 from mcp.types import ToolAnnotations
 
 mcp = FastMCP("notes", log_level="WARNING")
