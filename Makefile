@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck bench install clean notebooks
 
 # The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
@@ -30,11 +30,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
+# The library, and the example helpers that are plain modules (the notebook sources await at top level).
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict examples/build_notebooks.py examples/_scripted.py
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Execute the notebook sources (examples/0*.py, jupytext percent format) and write the .ipynb files with outputs.
+notebooks: $(STAMP)
+	$(BIN)/python examples/build_notebooks.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decision.py

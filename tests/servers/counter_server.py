@@ -17,10 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# ToolError, not ValueError, for failures the model should read: mcp 2 hides any other exception's text.
 try:  # mcp 2.x renamed FastMCP to MCPServer
     from mcp.server.mcpserver import MCPServer as FastMCP
+    from mcp.server.mcpserver.exceptions import ToolError
 except ImportError:  # mcp 1.x
     from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef]
+    from mcp.server.fastmcp.exceptions import ToolError  # type: ignore[no-redef]
 from mcp.types import ToolAnnotations
 
 SERVER_NAME = "exchange"
@@ -80,7 +83,7 @@ def delete_api_key(key_id: str) -> str:
 def flaky() -> str:
     """Always fails: FastMCP turns the exception into an MCP result with isError=True."""
     _count("flaky")
-    raise RuntimeError("upstream exploded")
+    raise ToolError("upstream exploded")
 
 
 # -- helpers for tests ---------------------------------------------------------------------------------
