@@ -3,29 +3,48 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# bash with pipefail: a failing pip still fails the recipe when its output is filtered through grep.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo demo-inbox test lint typecheck bench install clean notebooks
 
+# The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
+	@echo "==> [1/3] creating the virtual environment $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> [2/3] upgrading pip inside $(VENV)"
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "==> [3/3] installing mcp-guard and its dev extra (LangChain, Agents SDK, Redis, test tools): 1-3 minutes"
+	$(BIN)/python -m pip install -e '.[dev]' | { grep -E --line-buffered '^(Collecting|Installing|Successfully)' || true; }
 	touch $(STAMP)
+	@echo "==> installed; next runs skip this until pyproject.toml changes"
 
 install: $(STAMP)
 
 demo: $(STAMP)
+	@echo "==> running examples/demo.py (scripted models unless OPENAI_API_KEY is set)"
 	$(BIN)/python examples/demo.py
+
+# An agent whose withdrawal waits in the approval inbox; open the printed address to decide.
+demo-inbox: $(STAMP)
+	$(BIN)/python examples/inbox_demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 
+# The library, and the example helpers that are plain modules (the notebook sources await at top level).
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict examples/build_notebooks.py examples/_scripted.py
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Execute the notebook sources (examples/0*.py, jupytext percent format) and write the .ipynb files with outputs.
+notebooks: $(STAMP)
+	$(BIN)/python examples/build_notebooks.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decision.py
@@ -33,6 +52,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/guard_overhead.py
 	$(BIN)/python benchmarks/langchain_overhead.py
 	$(BIN)/python benchmarks/agents_overhead.py
+	$(BIN)/python benchmarks/proxy_overhead.py
+	$(BIN)/python benchmarks/cluster.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -17,7 +17,6 @@ from agents.mcp import MCPServerStdio
 from agents.result import RunResult
 from agents.testing import ScriptedModel, assistant_message, function_call
 from conftest import FakeClock
-from servers.counter_server import server_params
 
 Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name these tests use
 
@@ -25,6 +24,8 @@ Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name t
 @contextlib.asynccontextmanager
 async def counter_server(counter: Path, name: str) -> AsyncIterator[MCPServerStdio]:
     """The real counter server over stdio, as the SDK's ``MCPServerStdio`` named ``name``, counting into ``counter``."""
+    from servers.counter_server import server_params  # imported here: the recording tests need only their server
+
     p = server_params(counter)
     params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
     async with MCPServerStdio(params=params, name=name, client_session_timeout_seconds=30) as srv:
@@ -81,3 +82,14 @@ def violation(text: str) -> dict[str, Any] | None:
 
 def tools_sent(model: ScriptedModel, call_index: int = 0) -> list[str]:
     return [t.name for t in model.calls[call_index].tools]
+
+
+@contextlib.asynccontextmanager
+async def recording_server(record: Path, name: str = "exchange") -> AsyncIterator[MCPServerStdio]:
+    """The recording server (``tests/servers/recording_server.py``) over stdio, as ``MCPServerStdio`` ``name``."""
+    from servers.recording_server import server_params as recording_params
+
+    p = recording_params(record)
+    params: Any = {"command": p["command"], "args": p["args"], "env": p["env"]}
+    async with MCPServerStdio(params=params, name=name, client_session_timeout_seconds=30) as srv:
+        yield srv

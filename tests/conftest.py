@@ -8,8 +8,9 @@
 - ``redis_factory``: ``redis_factory()`` starts a private :class:`RedisServer` the test may ``stop()``,
   ``start()`` again on the same port, ``pause()``/``resume()`` (SIGSTOP, a hung server); ``url`` is TCP,
   ``unix_url`` the same server over a Unix socket; all stopped at the end.
-- ``store``: parametrised ``memory`` and ``redis`` (marked ``redis``), built with ``clock``: write a
-  behaviour test once and it runs on both backends.
+- ``store``: parametrised ``memory``, ``redis`` and ``cluster`` (a 3-master Redis Cluster; both marked
+  ``redis``), built with ``clock``: write a behaviour test once and it runs on every backend.
+- ``redis_cluster``, ``redis_cluster_url``, ``cluster_factory``: see ``cluster_fixture.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from mcp_guard._stores import Store
 from mcp_guard._stores.memory import MemoryStore
 
 REDIS_BINARY = shutil.which("redis-server")
+
+pytest_plugins = ("cluster_fixture",)  # redis_cluster, redis_cluster_url, cluster_factory: a real Redis Cluster
 
 
 class FakeClock:
@@ -185,12 +188,17 @@ def redis_factory() -> Iterator[Callable[[], RedisServer]]:
     params=[
         pytest.param("memory", id="memory"),
         pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("cluster", id="cluster", marks=pytest.mark.redis),
     ]
 )
 def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Store]:
     """A fresh store on each backend, on the test's ``clock``."""
     if request.param == "memory":
         made: Store = MemoryStore(clock=clock)
+    elif request.param == "cluster":
+        from mcp_guard._stores.redis_cluster import RedisClusterStore
+
+        made = RedisClusterStore(request.getfixturevalue("redis_cluster_url"), clock=clock)
     else:
         from mcp_guard._stores.redis import RedisStore
 

@@ -10,6 +10,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,72 @@ async def exchange_tools(
     client = MultiServerMCPClient({"exchange": server_params(counter_file)})  # type: ignore[dict-item]
     async with client.session("exchange") as session:
         yield await load_mcp_tools(session, server_name="exchange", tool_interceptors=tool_interceptors)
+
+
+class RecordingSession(ExchangeServer):
+    """The recording server (``tests/servers/recording_server.py``) on one MCP session, like :class:`ExchangeServer`.
+
+    What the server ran is read back with :meth:`record`: the judge of every attack test.
+    """
+
+    def __init__(self, record_file: Path, *, server_name: str = "exchange") -> None:
+        super().__init__(record_file)
+        self.server_name = server_name
+
+    async def _hold(self) -> None:
+        from servers.recording_server import server_params as recording_params
+
+        client = MultiServerMCPClient({self.server_name: recording_params(self.counter_file)})  # type: ignore[dict-item]
+        async with client.session(self.server_name) as session:
+            self.session = session
+            self._ready.set()
+            await self._stop.wait()
+
+    async def tools(
+        self, *, server_name: str | None = None, tool_interceptors: list[ToolCallInterceptor] | None = None
+    ) -> list[BaseTool]:
+        return await super().tools(server_name=server_name or self.server_name, tool_interceptors=tool_interceptors)
+
+    def record(self) -> list[dict[str, Any]]:
+        from servers.recording_server import read_record
+
+        return read_record(self.counter_file)
+
+
+class ThreadedSession:
+    """The recording server on an MCP session held by a thread of its own, for sync tools (``call_sync``).
+
+    A sync LangChain tool cannot await the test's session; this one lives on a private event loop and is
+    called with ``asyncio.run_coroutine_threadsafe``, from any thread.
+    """
+
+    def __init__(self, record_file: Path) -> None:
+        self.inner = RecordingSession(record_file)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="recording-session", daemon=True)
+
+    def start(self) -> ThreadedSession:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.inner.start(), self.loop).result(60)
+        return self
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.inner.close(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    def call_sync(self, tool: str, args: dict[str, Any]) -> str:
+        session = self.inner.session
+        assert session is not None
+        result = asyncio.run_coroutine_threadsafe(session.call_tool(tool, args), self.loop).result(60)
+        return "".join(getattr(part, "text", "") for part in result.content)
+
+    async def call(self, tool: str, args: dict[str, Any]) -> str:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._acall(tool, args), self.loop))
+
+    async def _acall(self, tool: str, args: dict[str, Any]) -> str:
+        session = self.inner.session
+        assert session is not None
+        result = await session.call_tool(tool, args)
+        return "".join(getattr(part, "text", "") for part in result.content)

@@ -312,7 +312,9 @@ async def test_rejected_interruption_uses_no_quota(server: MCPServerStdio, calls
     state.reject(paused.interruptions[0], rejection_message="a human said no")
     result = await Runner.run(agent, state)
     assert result.final_output == "done"
-    assert tool_outputs(model)["c1"] == "a human said no"
+    # 0.2: a plain state.reject() is answered in the policy's words, the human's message as the reason.
+    payload = violation(tool_outputs(model)["c1"]) or {}
+    assert (payload.get("code"), payload.get("reason")) == ("approval_denied", "a human said no")
     assert calls() == {}
     assert guard.check("withdraw", WITHDRAW, server="exchange").needs_approval  # budget untouched
 

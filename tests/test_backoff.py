@@ -120,21 +120,23 @@ async def test_waits_stop_at_max_wait_when_others_keep_taking_the_budget(path: s
     assert sum(sleeper.slept) <= 2.5
 
 
-async def test_a_human_is_asked_once_across_waits(clock: FakeClock) -> None:
-    # The human approves, but another caller takes the budget meanwhile: the guard waits and reserves
-    # again without asking the human a second time.
+async def test_a_human_is_asked_once_after_the_wait_and_the_held_quota_is_not_taken(clock: FakeClock) -> None:
+    # Spec 0.2 (was: another caller takes the budget while the human decides, and the guard waits after the
+    # approval): the budget is waited for *before* the human is asked, and held while they decide, so
+    # another caller cannot take it and the approved call runs without a second wait or a second question.
     requests: list[ApprovalRequest] = []
     holder: list[Guard] = []
 
     def approver(request: ApprovalRequest) -> bool:
         requests.append(request)
-        assert holder[0].invoke("held", {}, _tool(), approval=True) == "ran"  # takes the only slot
+        assert holder[0].invoke("held", {}, _tool(), approval=True)["code"] == "rate_limited"
         return True
 
     sleeper = Sleeper(clock)
     sink = MemorySink()
     guard = _guard(clock, sleeper, approver=approver, on_rate_limit="wait", max_wait_s=5, audit=sink)
     holder.append(Guard(guard, store=guard.store, clock=clock))
+    assert holder[0].invoke("held", {}, _tool(), approval=True) == "ran"  # takes the only slot
     assert await guard.ainvoke("held", {}, _tool()) == "ran"
     assert len(requests) == 1
     assert sleeper.slept == [pytest.approx(1.0, abs=0.011)]

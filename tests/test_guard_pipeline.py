@@ -249,11 +249,23 @@ def _remaining(guard: Guard, tool: str, limit: int) -> int:
     return len(admitted)
 
 
-def test_a_tool_that_raises_gives_its_quota_back() -> None:
+def test_a_tool_that_raises_keeps_its_charge() -> None:
+    # Spec 0.2 section 8 (was: "gives its quota back"): an exception from inside the tool is ambiguous, the
+    # tool may have acted, so its charge is kept and 30 failures use the whole budget.
+    guard = _guard(retry=False)
+    tool = Tool(exc=RuntimeError("boom"))
+    for _ in range(30):
+        with pytest.raises(RuntimeError):
+            guard.invoke("limited", {}, tool)
+    assert guard.invoke("limited", {}, tool)["code"] == "rate_limited"
+    assert len(tool.calls) == 30
+
+
+def test_a_call_that_was_never_sent_gives_its_quota_back() -> None:
     guard = _guard(retry=False)
     for _ in range(40):
-        with pytest.raises(RuntimeError):
-            guard.invoke("limited", {}, Tool(exc=RuntimeError("boom")))
+        with pytest.raises(ConnectionRefusedError):
+            guard.invoke("limited", {}, Tool(exc=ConnectionRefusedError("refused")))
     assert _remaining(guard, "limited", 30) == 30
 
 
@@ -277,8 +289,7 @@ def test_count_failures_keeps_the_quota_of_a_failed_call() -> None:
     # "strict" counts failures, "loose" does not: a failure uses strict's quota and gives loose's back.
     guard = _guard(retry=False)
     for _ in range(2):
-        with pytest.raises(RuntimeError):
-            guard.invoke("strict", {}, Tool(exc=RuntimeError("boom")))
+        guard.invoke("strict", {}, Tool(result=ErrorResult()))
     refused = guard.invoke("strict", {}, Tool())
     assert refused["code"] == "rate_limited"
     assert refused["rule"] == "/tools/strict/limits/0"
@@ -301,24 +312,26 @@ def test_a_key_shared_with_a_limit_that_counts_failures_keeps_its_entry() -> Non
     }
     guard = Guard(policy, retry=False)
     for _ in range(2):
-        with pytest.raises(RuntimeError):
-            guard.invoke("shared", {}, Tool(exc=RuntimeError("boom")))
+        guard.invoke("shared", {}, Tool(result=ErrorResult()))
     refused = guard.invoke("shared", {}, Tool())
     assert refused["code"] == "rate_limited"
     assert refused["rule"] == "/tools/shared/limits/0"
 
 
 async def test_async_failures_give_quota_back_too() -> None:
+    # Failures known not to have run (an error result, a refused connection) give their quota back.
     guard = _guard(retry=False)
-    for _ in range(40):
-        with pytest.raises(RuntimeError):
-            await guard.ainvoke("limited", {}, Tool(exc=RuntimeError("boom")).acall)
+    for _ in range(20):
+        assert isinstance(await guard.ainvoke("limited", {}, Tool(result=ErrorResult()).acall), ErrorResult)
+        with pytest.raises(ConnectionRefusedError):
+            await guard.ainvoke("limited", {}, Tool(exc=ConnectionRefusedError("refused")).acall)
     tool = Tool(result="ran")
     await asyncio.gather(*(guard.ainvoke("limited", {}, tool.acall) for _ in range(40)))
     assert len(tool.calls) == 30
 
 
-async def test_a_cancelled_call_gives_its_quota_back() -> None:
+async def test_a_call_cancelled_while_the_tool_runs_keeps_its_charge() -> None:
+    # Spec 0.2 section 8 (was: "gives its quota back"): the tool had the call and may have acted.
     guard = _guard()
     started = asyncio.Event()
 
@@ -331,7 +344,7 @@ async def test_a_cancelled_call_gives_its_quota_back() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert _remaining(guard, "limited", 30) == 30
+    assert _remaining(guard, "limited", 30) == 29
 
 
 # -- admit / finish (what adapters use) ---------------------------------------------------------------
@@ -489,9 +502,9 @@ async def test_rollback_and_refusals_on_every_store(store: Store, clock: FakeClo
     }
     answers = iter([False, False, True])
     guard = _guard(policy, store=store, clock=clock, retry=False, approver=lambda _: next(answers))
-    for _ in range(35):  # failures give their quota back
-        with pytest.raises(RuntimeError):
-            await guard.ainvoke("limited", {}, Tool(exc=RuntimeError("boom")).acall)
+    for _ in range(35):  # failures known not to have run give their quota back
+        with pytest.raises(ConnectionRefusedError):
+            await guard.ainvoke("limited", {}, Tool(exc=ConnectionRefusedError("refused")).acall)
     tool = Tool(result="ran")
     await asyncio.gather(*(guard.ainvoke("limited", {}, tool.acall) for _ in range(40)))
     assert len(tool.calls) == 30

@@ -1,11 +1,15 @@
-"""``mcp-guard init``: against two real MCP servers over stdio, and the policy it writes must validate and mean
-what its descriptions say (reads allowed, writes rate-limited, destructive tools held for a human)."""
+"""``mcp-guard init``: against real MCP servers over stdio and streamable HTTP, and the policy it writes must
+validate and mean what its descriptions say (reads allowed, writes rate-limited, destructive tools held for a human)."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +145,74 @@ def test_init_without_command_or_with_a_dead_server_exits_2(capfd: pytest.Captur
     assert missing.returncode == 2
     assert "could not read tools" in missing.stderr
     assert missing.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def counter_http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The counter test server serving streamable HTTP on a free loopback port, for as long as the module runs."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("http")
+    env = {**os.environ, "COUNTER_FILE": str(folder / "calls.txt")}
+    log = folder / "server.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "servers" / "counter_server.py"), "--http", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # poll until the port accepts connections (startup is the server's, not a timing guess)
+            if process.poll() is not None:
+                pytest.fail(f"the HTTP test server exited: {log.read_text(errors='replace')}")
+            with socket.socket() as conn:
+                if conn.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("the HTTP test server did not listen within 30 s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_init_reads_a_streamable_http_server(
+    counter_http_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "policy.json"
+    run = cli(capfd, "init", "--output", str(out), counter_http_url)
+    assert run.returncode == 0, run.stderr
+    assert "6 tools from exchange" in run.stderr
+    data = json.loads(out.read_text(encoding="utf-8"))
+    rules = data["tools"]
+    assert set(rules) == {"get_balance", "create_listen_key", "place_order", "withdraw", "delete_api_key", "flaky"}
+    assert rules["get_balance"].get("action", "allow") == "allow"
+    assert rules["withdraw"]["action"] == "require_approval"
+    assert "limits" in rules["place_order"]
+    assert cli(capfd, "validate", str(out)).returncode == 0
+
+
+async def test_read_server_over_http_matches_stdio(counter_http_url: str, tmp_path: Path) -> None:
+    over_http = await read_server(counter_http_url)
+    env_file = tmp_path / "calls.txt"
+    os.environ["COUNTER_FILE"] = str(env_file)
+    try:
+        over_stdio = await read_server([sys.executable, str(ROOT / "tests" / "servers" / "counter_server.py")])
+    finally:
+        del os.environ["COUNTER_FILE"]
+    assert over_http == over_stdio
+    assert {t.name: t.annotations for t in over_http.tools}["withdraw"]["destructiveHint"] is True
+
+
+def test_init_with_a_url_nobody_serves_exits_2(capfd: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = cli(capfd, "init", "--timeout", "10", f"http://127.0.0.1:{port}/mcp")
+    assert run.returncode == 2
+    assert f"http://127.0.0.1:{port}/mcp" in run.stderr
+    assert run.stdout == ""

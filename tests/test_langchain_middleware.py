@@ -87,18 +87,24 @@ async def test_interrupt_pauses_then_resumes_with_each_decision(
     paused = await agent.ainvoke({"messages": [("user", "go")]}, config=thread("t1"))
 
     (pause,) = paused["__interrupt__"]
+    # LangChain's HumanInTheLoop per_call shape (ToolApprovalRequest), with the guard's facts beside it.
     assert pause.value == {
-        "type": "mcp_guard_approval",
-        "tool": "withdraw",
-        "args": WITHDRAW,
-        "server": "exchange",
-        "rule": "/tools/exchange~1withdraw",
-        "reason": "withdrawals need a human",
-        "risk_class": "destructive",
-        "description": None,
+        "type": "tool_approval",
         "tool_call_id": "w1",
-        "allowed_decisions": ["approve", "edit", "reject"],
+        "name": "withdraw",
+        "args": WITHDRAW,
+        "description": "withdrawals need a human",
+        "mcp_guard": {
+            "server": "exchange",
+            "identity": None,
+            "session": "t1",
+            "rule": "/tools/exchange~1withdraw",
+            "reason": "withdrawals need a human",
+            "risk_class": "destructive",
+        },
     }
+    decisions = [branch["properties"]["type"]["const"] for branch in pause.response_schema["oneOf"]]
+    assert decisions == ["approve", "edit", "reject"]
     assert server.counts()["withdraw"] == before
     assert guard.check("withdraw", WITHDRAW, server="exchange").needs_approval  # no quota used by the pause
 
@@ -173,8 +179,8 @@ async def test_interrupt_only_when_approval_is_needed(server: ExchangeServer) ->
 
     paused = await agent.ainvoke({"messages": [("user", "go")]}, config=thread("t"))
     (pause,) = paused["__interrupt__"]
-    assert (pause.value["tool"], pause.value["tool_call_id"]) == ("place_order", "c3")
-    assert pause.value["rule"] == "/tools/place_order/approve_if/args.amount-gt"
+    assert (pause.value["name"], pause.value["tool_call_id"]) == ("place_order", "c3")
+    assert pause.value["mcp_guard"]["rule"] == "/tools/place_order/approve_if/args.amount-gt"
     assert server.counts() - before == {"get_balance": 1, "place_order": 1}
 
     state = await agent.ainvoke(Command(resume={"type": "approve"}), config=thread("t"))
@@ -291,7 +297,7 @@ async def test_beside_human_in_the_loop_and_tool_retry(server: ExchangeServer) -
     # 2. ... then the guard's own approve_if pauses the tool call.
     state = await agent.ainvoke(Command(resume={"decisions": [{"type": "approve"}]}), config=thread("h"))
     (ours,) = state["__interrupt__"]
-    assert ours.value["type"] == "mcp_guard_approval"
+    assert ours.value["type"] == "tool_approval"
     assert server.counts() == before
     # 3. Approved: the order runs; the unstable tool fails once and ToolRetry runs it again through the guard.
     state = await agent.ainvoke(Command(resume=True), config=thread("h"))

@@ -18,9 +18,11 @@ PUBLIC = {
     "Approver",
     "AuditSink",
     "Code",
+    "ConfigurationError",
     "Decision",
     "Guard",
     "GuardResult",
+    "Inbox",
     "JsonlSink",
     "LimitCharge",
     "LimitUsage",
@@ -79,7 +81,18 @@ def test_public_names_are_reexported_not_module_private() -> None:
         assert module.startswith("mcp_guard"), (name, module)
 
 
-BLOCKED = ["langchain", "langchain_core", "langgraph", "agents", "redis", "yaml", "mcp", "opentelemetry"]
+BLOCKED = [
+    "langchain",
+    "langchain_core",
+    "langgraph",
+    "agents",
+    "redis",
+    "yaml",
+    "mcp",
+    "opentelemetry",
+    "starlette",
+    "uvicorn",
+]
 
 SCRIPT = textwrap.dedent(
     """

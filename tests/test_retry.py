@@ -1,6 +1,8 @@
 """Retrying transient upstream failures: exponential back-off with jitter, bounded by attempts and time slept.
 
-Sleeps are injected and recorded; nothing sleeps for real.
+Sleeps are injected and recorded; nothing sleeps for real. The tools here declare themselves safe to repeat
+(``readOnlyHint``), the only ones retried by default (spec 0.2 section 8; ``test_retry_spend.py`` covers the
+rest).
 """
 
 from __future__ import annotations
@@ -59,10 +61,13 @@ def _guard(sleeps: Sleeps, retry: RetryPolicy | bool | None = None, **options: A
     return Guard(POLICY, retry=retry, sleep=sleeps, asleep=sleeps.asleep, **options)
 
 
+SAFE = {"readOnlyHint": True}
+
+
 async def _call(guard: Guard, path: str, tool: Upstream, name: str = "fetch") -> Any:
     if path == "invoke":
-        return guard.invoke(name, {}, tool)
-    return await guard.ainvoke(name, {}, tool.acall)
+        return guard.invoke(name, {}, tool, annotations=SAFE)
+    return await guard.ainvoke(name, {}, tool.acall, annotations=SAFE)
 
 
 class RateLimitedError(Exception):
@@ -213,24 +218,42 @@ async def test_retry_false_disables_retries(path: str) -> None:
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_one_reservation_covers_a_call_and_its_retries(path: str) -> None:
+async def test_every_attempt_is_charged_and_retries_stop_when_the_budget_is_gone(path: str) -> None:
+    # Spec 0.2 (was: "one reservation covers a call and its retries"): a retry reserves again; with max 1
+    # the first attempt took the budget, so an ambiguous failure is not retried.
     sleeps = Sleeps()
     sink = MemorySink()
     guard = _guard(sleeps, audit=sink)
     tool = Upstream(ConnectionError(), failures=2)
-    assert await _call(guard, path, tool, name="once") == "fresh data"
-    assert tool.attempts == 3  # three attempts, one call's worth of quota (max 1)
+    with pytest.raises(ConnectionError):
+        await _call(guard, path, tool, name="once")
+    assert tool.attempts == 1
     assert (await _call(guard, path, Upstream(None, failures=0), name="once"))["code"] == "rate_limited"
-    assert [e["outcome"] for e in sink.events] == ["ok", "denied"]
+    assert [e["outcome"] for e in sink.events] == ["error", "denied"]
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_a_call_that_fails_after_all_retries_gives_its_quota_back(path: str) -> None:
+async def test_a_call_never_sent_gives_each_attempts_quota_back(path: str) -> None:
+    # A refused connection never reached the tool: each attempt's charge comes back, so the retries fit
+    # under max 1 and the budget is whole afterwards.
+    sleeps = Sleeps()
+    guard = _guard(sleeps)
+    tool = Upstream(ConnectionRefusedError())
+    with pytest.raises(ConnectionRefusedError):
+        await _call(guard, path, tool, name="once")
+    assert tool.attempts == 3
+    assert await _call(guard, path, Upstream(None, failures=0), name="once") == "fresh data"
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_call_that_fails_ambiguously_keeps_its_charge(path: str) -> None:
+    # Spec 0.2 (was: "fails after all retries gives its quota back"): a reset connection may have reached
+    # the tool.
     sleeps = Sleeps()
     guard = _guard(sleeps)
     with pytest.raises(ConnectionError):
         await _call(guard, path, Upstream(ConnectionError()), name="once")
-    assert await _call(guard, path, Upstream(None, failures=0), name="once") == "fresh data"
+    assert (await _call(guard, path, Upstream(None, failures=0), name="once"))["code"] == "rate_limited"
 
 
 @pytest.mark.parametrize("bad", [{"attempts": 0}, {"initial_s": -1}, {"max_total_s": float("nan")}])

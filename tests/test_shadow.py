@@ -177,6 +177,38 @@ def test_all_tools_limit_in_shadow_while_the_tool_rule_enforces(clock: FakeClock
     assert len(tool.calls) == 2
 
 
+def test_a_full_limit_in_shadow_does_not_skip_an_enforced_approval(clock: FakeClock) -> None:
+    # The approval rule enforces; only the all_tools limit is in shadow. Once that limit is full, the human
+    # must still be asked (with the rule's own quota held meanwhile), and a "no" still refuses.
+    sink, tool = MemorySink(), Tool()
+    policy = {
+        "version": "1",
+        "default": "allow",
+        "all_tools": {"mode": "shadow", "limits": [limit("all", 1, "global")]},
+        "tools": {"w": {"action": "require_approval", "limits": [limit("own", 5)]}},
+    }
+    answers = [True, True, False]
+    held: list[float] = []
+    guard: Guard
+
+    def approver(request: Any) -> ApprovalDecision:
+        held.append({u.counter: u.used for u in guard.usage(identity="a", tool="w")}["own"])
+        return ApprovalDecision.approve() if answers.pop(0) else ApprovalDecision.deny("no")
+
+    guard = Guard(policy, audit=sink, approver=approver, clock=clock)
+    assert guard.invoke("w", {}, tool, identity="a") == "ok"
+    assert guard.invoke("w", {}, tool, identity="a") == "ok"  # "all" is full, in shadow: asked all the same
+    assert guard.invoke("w", {}, tool, identity="a")["code"] == "approval_denied"
+    assert len(tool.calls) == 2
+    assert held == [1, 2, 3]  # the rule's quota was held while each human decided
+    assert [(e["code"], e.get("would_code"), e.get("approval")) for e in sink.events] == [
+        (None, None, "approve"),
+        ("rate_limited", "rate_limited", "approve"),
+        ("approval_denied", None, "deny"),
+    ]
+    assert {u.counter: u.used for u in guard.usage(identity="a", tool="w")} == {"all": 1, "own": 2}
+
+
 def test_guard_mode_overrides_the_policy_both_ways(clock: FakeClock) -> None:
     shadow_policy = {"version": "1", "default": "deny", "mode": "shadow"}
     tool = Tool()
@@ -213,12 +245,19 @@ def test_check_under_shadow_says_what_admission_will_do(clock: FakeClock) -> Non
     assert enforcing.check("x", {}).needs_approval
 
 
-def test_a_failed_tool_in_shadow_gives_its_quota_back(clock: FakeClock) -> None:
-    policy = {"version": "1", "default": "allow", "mode": "shadow", "tools": {"t": {"limits": [limit("c", 5)]}}}
+@pytest.mark.parametrize("mode", ["shadow", "enforce"])
+def test_a_failed_tool_in_shadow_is_charged_as_under_enforcement(clock: FakeClock, mode: str) -> None:
+    # The guard's rule (spec 0.2): an error result gives its quota back; an exception from inside the tool
+    # keeps it (the tool may have acted). Shadow mode charges exactly as enforcement does.
+    policy = {"version": "1", "default": "allow", "mode": mode, "tools": {"t": {"limits": [limit("c", 5)]}}}
     guard = Guard(policy, clock=clock)
+    tool = Tool()
+    guard.invoke("t", {}, tool, identity="a", is_error=lambda value: True)
+    assert [u.used for u in guard.usage(identity="a", tool="t")] == [0]
     with pytest.raises(RuntimeError):
         guard.invoke("t", {}, Tool(fail=True), identity="a")
-    assert [u.used for u in guard.usage(identity="a", tool="t")] == [0]
+    assert [u.used for u in guard.usage(identity="a", tool="t")] == [1]
+    assert len(tool.calls) == 1
 
 
 async def test_async_path_shadows_the_same_way(clock: FakeClock) -> None:

@@ -29,11 +29,12 @@ def charge(counter: str = "burst") -> LimitCharge:
 def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Store]:
     """Like conftest's ``store``, with a generous Redis timeout: asyncio timeouts also count the time the
     event loop spends on the other 999 tasks, and these tests are about exact counts, not about failing fast
-    (a 2-core CI box under load can take longer than the default 0.25 s to open the connections)."""
+    (a 2-core CI box under load can take longer than the default 0.25 s to open the connections). Likewise the
+    pool wait: 1000 tasks share 64 connections, and on a loaded box the last ones wait over the default 1 s."""
     if request.param == "memory":
         made: Store = MemoryStore(clock=clock)
     else:
-        made = RedisStore(request.getfixturevalue("redis_url"), clock=clock, timeout=5.0)
+        made = RedisStore(request.getfixturevalue("redis_url"), clock=clock, timeout=5.0, pool_timeout=30.0)
     yield made
     made.close()
 

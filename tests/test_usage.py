@@ -51,17 +51,23 @@ REFERENCE: dict[str, tuple[str, float, str | None, str | None]] = {
 
 
 class RecordingTool:
-    """Records (time, tool, identity, session, n) for each call it actually runs; fails on request."""
+    """Records (time, tool, identity, session, n) for each call that stays charged; fails on request.
+
+    ``fail="result"`` returns an error result (the guard gives its quota back: not recorded); ``fail="raise"``
+    raises from inside the tool (the tool may have acted, so the guard keeps the charge: recorded).
+    """
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.runs: list[tuple[float, str, str, str, int]] = []
 
-    def make(self, tool: str, identity: str, session: str, fail: bool) -> Any:
+    def make(self, tool: str, identity: str, session: str, fail: str | None) -> Any:
         def run(**args: Any) -> str:
-            if fail:
-                raise RuntimeError("upstream failed")
+            if fail == "result":
+                return "error"
             self.runs.append((self.clock(), tool, identity, session, int(args.get("n", 1))))
+            if fail == "raise":
+                raise RuntimeError("upstream failed")
             return "ok"
 
         return run
@@ -88,9 +94,16 @@ def test_usage_agrees_with_the_calls_made_and_with_the_store(store: Store, clock
         name = rng.choice("abcd")
         identity, session = rng.choice(["x", "y"]), rng.choice(["s1", "s2"])
         args = {"n": rng.randint(1, 6)} if name == "b" else {}
-        fail = rng.random() < 0.15
-        with contextlib.suppress(RuntimeError):  # the failing tool's own error, after its quota went back
-            guard.invoke(name, args, tool.make(name, identity, session, fail), identity=identity, session=session)
+        fail = rng.choice(["result", "raise"]) if rng.random() < 0.15 else None
+        with contextlib.suppress(RuntimeError):  # the failing tool's own error, its charge kept
+            guard.invoke(
+                name,
+                args,
+                tool.make(name, identity, session, fail),
+                identity=identity,
+                session=session,
+                is_error=lambda value: value == "error",
+            )
         clock.advance(rng.choice([0, 0, 1, 2.5, 7, 15]))
 
         if rng.random() < 0.3:

@@ -18,7 +18,13 @@ import itertools
 import secrets
 from typing import Any, Literal
 
-from mcp.server.fastmcp import FastMCP
+# ToolError, not ValueError, for failures the model should read: mcp 2 hides any other exception's text.
+try:  # mcp 2.x renamed FastMCP to MCPServer
+    from mcp.server.mcpserver import MCPServer as FastMCP
+    from mcp.server.mcpserver.exceptions import ToolError
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef]
+    from mcp.server.fastmcp.exceptions import ToolError  # type: ignore[no-redef]
 from mcp.types import ToolAnnotations
 
 # WARNING keeps FastMCP's per-request INFO lines off stderr, so the demo's table stays readable.
@@ -39,7 +45,7 @@ READ = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 def _symbol(symbol: str) -> str:
     symbol = symbol.upper()
     if symbol not in PRICES:
-        raise ValueError(f"unknown symbol {symbol!r}; known: {', '.join(sorted(PRICES))}")
+        raise ToolError(f"unknown symbol {symbol!r}; known: {', '.join(sorted(PRICES))}")
     return symbol
 
 
@@ -53,7 +59,7 @@ def get_balance(asset: str | None = None) -> dict[str, float]:
         return dict(BALANCES)
     asset = asset.upper()
     if asset not in BALANCES:
-        raise ValueError(f"unknown asset {asset!r}")
+        raise ToolError(f"unknown asset {asset!r}")
     return {asset: BALANCES[asset]}
 
 
@@ -92,7 +98,7 @@ def create_listen_key() -> dict[str, str]:
 def keepalive_listen_key(listen_key: str) -> dict[str, str]:
     """Extend a listen key's life by 60 minutes."""
     if listen_key not in LISTEN_KEYS:
-        raise ValueError("unknown listen key")
+        raise ToolError("unknown listen key")
     return {"listenKey": listen_key, "status": "extended"}
 
 
@@ -110,9 +116,9 @@ def place_order(
     """Place a limit (with ``price``) or market order for ``amount`` US dollars' worth of ``symbol``."""
     symbol = _symbol(symbol)
     if amount <= 0:
-        raise ValueError("amount must be a positive number of US dollars")
+        raise ToolError("amount must be a positive number of US dollars")
     if side == "buy" and amount > BALANCES["USD"]:
-        raise ValueError(f"insufficient USD balance: {BALANCES['USD']:.2f} free, {amount} needed")
+        raise ToolError(f"insufficient USD balance: {BALANCES['USD']:.2f} free, {amount} needed")
     order_id = f"ord-{next(_order_ids)}"
     fill_price = price if price is not None else PRICES[symbol]
     order = {
@@ -139,7 +145,7 @@ def cancel_order(order_id: str) -> dict[str, Any]:
     """Cancel an open order and release its funds."""
     order = ORDERS.pop(order_id, None)
     if order is None:
-        raise ValueError(f"no open order {order_id!r}")
+        raise ToolError(f"no open order {order_id!r}")
     if order["side"] == "buy":
         BALANCES["USD"] += order["amount"]
     return {**order, "status": "cancelled"}
@@ -157,9 +163,9 @@ def withdraw(asset: str, amount: float, address: str) -> dict[str, Any]:
     """Send ``amount`` of ``asset`` to an external ``address``. Cannot be undone."""
     asset = asset.upper()
     if asset not in BALANCES:
-        raise ValueError(f"unknown asset {asset!r}")
+        raise ToolError(f"unknown asset {asset!r}")
     if amount <= 0 or amount > BALANCES[asset]:
-        raise ValueError(f"cannot withdraw {amount} {asset}: {BALANCES[asset]} free")
+        raise ToolError(f"cannot withdraw {amount} {asset}: {BALANCES[asset]} free")
     BALANCES[asset] -= amount
     return {"asset": asset, "amount": amount, "address": address, "status": "sent", "tx": secrets.token_hex(8)}
 
@@ -171,7 +177,7 @@ def withdraw(asset: str, amount: float, address: str) -> dict[str, Any]:
 def delete_api_key(api_key_id: str) -> dict[str, str]:
     """Revoke an API key for good."""
     if api_key_id not in API_KEYS:
-        raise ValueError(f"no API key {api_key_id!r}")
+        raise ToolError(f"no API key {api_key_id!r}")
     API_KEYS.discard(api_key_id)
     return {"api_key_id": api_key_id, "status": "deleted"}
 

@@ -6,7 +6,13 @@ whose tools mix annotated and unannotated tools the way real servers do.
 
 from __future__ import annotations
 
-from mcp.server.fastmcp import FastMCP
+# ToolError, not ValueError, for failures the model should read: mcp 2 hides any other exception's text.
+try:  # mcp 2.x renamed FastMCP to MCPServer
+    from mcp.server.mcpserver import MCPServer as FastMCP
+    from mcp.server.mcpserver.exceptions import ToolError
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef]
+    from mcp.server.fastmcp.exceptions import ToolError  # type: ignore[no-redef]
 from mcp.types import ToolAnnotations
 
 mcp = FastMCP("notes", log_level="WARNING")
@@ -24,7 +30,7 @@ def list_notes() -> list[str]:
 def read_note(title: str) -> str:
     """The text of one note."""
     if title not in NOTES:
-        raise ValueError(f"no note {title!r}")
+        raise ToolError(f"no note {title!r}")
     return NOTES[title]
 
 
@@ -32,7 +38,7 @@ def read_note(title: str) -> str:
 def add_note(title: str, text: str) -> str:
     """Add a note (an existing title is an error, so nothing is overwritten)."""
     if title in NOTES:
-        raise ValueError(f"note {title!r} exists")
+        raise ToolError(f"note {title!r} exists")
     NOTES[title] = text
     return title
 

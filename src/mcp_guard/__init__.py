@@ -21,6 +21,7 @@ from mcp_guard._audit import AuditSink, JsonlSink, LoggingSink, MemorySink, OTel
 from mcp_guard._decision import CODES, Action, Code, Decision, LimitCharge
 from mcp_guard._errors import (
     ApprovalError,
+    ConfigurationError,
     MCPGuardError,
     MissingExtraError,
     PolicyError,
@@ -28,6 +29,7 @@ from mcp_guard._errors import (
     StoreError,
 )
 from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
+from mcp_guard._inbox import Inbox
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._stores import Store, StoreProtocol, Usage, Verdict, store_from_uri
@@ -45,9 +47,11 @@ __all__ = [
     "Approver",
     "AuditSink",
     "Code",
+    "ConfigurationError",
     "Decision",
     "Guard",
     "GuardResult",
+    "Inbox",
     "JsonlSink",
     "LimitCharge",
     "LimitUsage",

@@ -8,11 +8,12 @@ with a timeout, and turns anything else it does (raise, hang, return garbage) in
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
 import json
+import queue
 import sys
 import threading
 import unicodedata
@@ -37,6 +38,8 @@ class ApprovalRequest:
     risk_class: str | None = None
     description: str | None = None
     timeout_s: float | None = None
+    redact: tuple[str, ...] | None = None
+    """The rule's ``redact`` paths: argument values a person's screen must not show (None: not known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +111,20 @@ def coerce_decision(value: object) -> ApprovalDecision:
     raise ApprovalError(f"approver returned {type(value).__name__}, expected bool or ApprovalDecision")
 
 
+def is_async_callable(fn: object) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
+    )
+
+
 def as_async_approver(approver: Approver) -> AsyncApprover:
     """Normalise a sync or async approver once into an async one.
 
-    Sync approvers run in a daemon thread of their own, so a slow console prompt never blocks the event
-    loop, can be timed out, and a hung one cannot keep the process (or ``asyncio.run``) from exiting.
+    Sync approvers run on a reused daemon worker (:data:`WORKERS`), so a slow console prompt never blocks the
+    event loop, can be timed out, and a hung one cannot keep the process (or ``asyncio.run``) from exiting.
     """
-    if inspect.iscoroutinefunction(approver) or inspect.iscoroutinefunction(
-        getattr(approver, "__call__", None)  # noqa: B004 - callable objects with an async __call__
-    ):
+    if is_async_callable(approver):
         return approver  # type: ignore[return-value]
 
     async def call_sync(request: ApprovalRequest) -> ApproverResult:
@@ -130,32 +138,69 @@ def as_async_approver(approver: Approver) -> AsyncApprover:
     return call_sync
 
 
+class Workers:
+    """Daemon threads reused across approvals (no thread is created per approval once warm).
+
+    Each job gets a worker of its own: an idle one if there is one, else a new thread, so a hung approver
+    holds only its own thread and never delays another call's. Idle workers wait for the next job; beyond
+    ``max_idle`` they end. Daemon threads: a hung job never keeps the process from exiting.
+    """
+
+    def __init__(self, name: str, max_idle: int = 16) -> None:
+        self._name = name
+        self._max_idle = max_idle
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._jobs = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1  # that worker is spoken for
+        self._jobs.put((future, fn, args))
+        if start:
+            threading.Thread(target=self._work, name=self._name, daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._jobs.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiter, whatever it is
+                    future.set_exception(exc)
+            del future, fn, args  # hold nothing of a finished job while idle
+            with self._lock:
+                if self._idle >= self._max_idle:
+                    return
+                self._idle += 1
+
+
+WORKERS = Workers("mcp-guard-approver")
+
+
 async def run_in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` in a fresh daemon thread and await its result (cancellable; the thread is abandoned)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
+    """Run ``fn(*args)`` on a reused daemon worker and await its result (cancellable; a hung call is abandoned)."""
+    return await asyncio.wrap_future(WORKERS.submit(fn, *args))
 
-    def deliver(ok: bool, value: Any) -> None:
-        if future.done():
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
 
-    def target() -> None:
-        try:
-            value = fn(*args)
-        except BaseException as exc:
-            outcome: tuple[bool, Any] = (False, exc)
-        else:
-            outcome = (True, value)
-        # The loop may have closed while we ran (a timed-out approver answering late): drop the answer.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(deliver, *outcome)
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
 
-    threading.Thread(target=target, name="mcp-guard-approver", daemon=True).start()
-    return await future
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """One long-lived event loop in a daemon thread, for sync callers of async approvers (made on first use)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="mcp-guard-approval-loop", daemon=True).start()
+            _loop = loop
+        return _loop
 
 
 # -- built-in approvers -------------------------------------------------------------------------------

@@ -3,8 +3,19 @@
 Subcommands are registered in :data:`SUBCOMMANDS`: each entry takes the ``subparsers`` object, adds its
 parser and sets ``func`` (a ``Namespace -> int`` exit code). Adding a command is one entry.
 
-Exit codes: 0 success; 1 the policy does not validate; 2 bad command-line input or a missing extra
-(argparse's convention). The CLI needs no extra except ``yaml`` for YAML files and ``init``'s own.
+Exit codes (the same for every command, listed in ``--help``):
+
+* 0 success (``explain``: the call would be admitted);
+* 1 a policy does not validate;
+* 2 bad input: command-line usage, an unreadable / too large / too deep / non-UTF-8 file, ``--args`` that is
+  not a JSON object, a missing extra (argparse's convention);
+* 3 ``explain``: the call would be refused (denied, hidden, invalid arguments, ...);
+* 4 ``explain``: the call would be held for a human's approval.
+
+Bad input never prints a traceback: one line on stderr per problem (``FILE:LINE:COLUMN: /pointer: message``
+for policy problems, the form editors and pre-commit read). The CLI needs no extra except ``yaml`` for
+YAML files and ``init``'s own. Tables and colour (``rich``) only when the output is a terminal; piped
+output is plain text, stable for scripts.
 """
 
 from __future__ import annotations
@@ -19,8 +30,24 @@ from typing import Any
 from mcp_guard import _cli_living as living
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
+from mcp_guard._inbox_web import add_inbox_parser
+from mcp_guard._locate import Locator, position_in_message
 from mcp_guard._matching import Pattern, parse_pattern, pointer
-from mcp_guard._policy import Policy
+from mcp_guard._model import MAX_POLICY_BYTES, PolicyInputError
+from mcp_guard._policy import Policy, read_policy_file
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_APPROVAL = 4
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in mcp-guard, reported in one line too
+
+EXIT_CODES_HELP = (
+    "exit codes: 0 ok (explain: the call would be admitted); 1 a policy does not validate; 2 bad input (usage, "
+    "unreadable, too large or too deeply nested file, --args not a JSON object, missing extra); 3 explain: the "
+    "call would be refused; 4 explain: the call would need a human's approval"
+)
 
 AddCommand = Callable[[Any], argparse.ArgumentParser]
 
@@ -71,61 +98,169 @@ def policy_warnings(policy: Policy) -> list[str]:
 def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "validate",
-        help="check a policy file; exit 0 when valid, 1 when not",
-        description="Load a policy (JSON or YAML) and report every problem with its field path. Also warns about "
-        "rules that can never apply.",
+        help="check policy files; exit 0 when all are valid, 1 when one is not",
+        description="Load policies (JSON or YAML) and report every problem with its field path, line and column. "
+        "Also warns about rules that can never apply. Takes several files (for pre-commit).",
+        epilog=EXIT_CODES_HELP,
     )
-    parser.add_argument("file", metavar="FILE", help="policy file (.json, .yaml or .yml)")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="policy files (.json, .yaml or .yml)")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default): one line per problem, FILE:LINE:COLUMN: /path: message; json: a list of "
+        "{file, line, column, path, message, severity} for editors",
+    )
+    parser.add_argument(
+        "--max-bytes", type=int, default=MAX_POLICY_BYTES, metavar="N", help="largest file accepted (default 5 MB)"
+    )
     parser.set_defaults(func=_run_validate)
     return parser
 
 
-def _load(path: str) -> Policy | int:
-    """The policy at ``path``, or the exit code after printing why it could not be loaded."""
-    try:
-        return Policy.load(path)
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except MissingExtraError as exc:
-        print(f"mcp-guard: {exc}", file=sys.stderr)
-        return 2
+class _Loaded:
+    """One policy file read and checked: the policy, or the problems that kept it from loading."""
+
+    def __init__(self, file: str, max_bytes: int) -> None:
+        self.file = file
+        self.policy: Policy | None = None
+        self.status = EXIT_OK
+        self.problems: list[dict[str, Any]] = []
+        self._locator: Locator | None = None
+        try:
+            data, kind, source = read_policy_file(file, max_bytes)
+            try:
+                self._locator = Locator(data.decode("utf-8-sig"), kind)
+            except UnicodeDecodeError:
+                self._locator = None
+            self.policy = Policy._from_text(data, kind, source, max_bytes=max_bytes)
+        except PolicyInputError as exc:
+            self.status = EXIT_USAGE
+            self._add(exc.errors or [{"path": "", "message": str(exc)}], "error")
+        except PolicyError as exc:
+            self.status = EXIT_INVALID
+            self._add(exc.errors or [{"path": "", "message": str(exc)}], "error")
+        except MissingExtraError as exc:
+            self.status = EXIT_USAGE
+            self._add([{"path": "", "message": str(exc)}], "error")
+        except (RecursionError, MemoryError) as exc:  # belt and braces: the bounds should stop these first
+            self.status = EXIT_USAGE
+            self._add([{"path": "", "message": f"the file is too complex to read ({type(exc).__name__})"}], "error")
+
+    def _add(self, errors: list[dict[str, str]], severity: str) -> None:
+        for err in errors:
+            path, message = err.get("path", ""), err.get("message", "")
+            # A whole-file problem carries its position in its message (malformed text, an alias) or has none;
+            # a field's position is read from the text (never for a file that could not be read as a document).
+            at = position_in_message(message) if not path else None
+            if at is None and path and self._locator is not None:
+                at = self._locator.locate(path)
+            self.problems.append(
+                {
+                    "file": self.file,
+                    "line": at[0] if at else None,
+                    "column": at[1] if at else None,
+                    "path": path,
+                    "message": message,
+                    "severity": severity,
+                }
+            )
+
+    def warn(self) -> None:
+        if self.policy is None:
+            return
+        for warning in policy_warnings(self.policy):
+            path, _, message = warning.partition(": ")
+            self._add([{"path": path, "message": message}], "warning")
+
+
+def _problem_line(p: Mapping[str, Any]) -> str:
+    where = p["file"] + (f":{p['line']}:{p['column']}" if p["line"] is not None else "")
+    prefix = "warning: " if p["severity"] == "warning" else ""
+    return f"{prefix}{where}: {p['path'] or '/'}: {p['message']}"
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    policy = _load(args.file)
-    if isinstance(policy, int):
-        return policy
-    for warning in policy_warnings(policy):
-        print(f"warning: {warning}", file=sys.stderr)
-    doc = policy.document
-    label = f" ({policy.name})" if policy.name else ""
-    print(
-        f"{args.file}{label}: valid; {_count(len(doc.tools), 'tool rule')}, {_count(len(doc.hide), 'hidden pattern')}, "
-        f"{_count(len(doc.classes), 'class rule')}, default {doc.default}; {policy.hash}"
-    )
-    return 0
+    results = [_Loaded(f, args.max_bytes) for f in args.files]
+    for r in results:
+        r.warn()
+    if args.format == "json":
+        print(json.dumps([p for r in results for p in r.problems], ensure_ascii=False, indent=2))
+    else:
+        err = _console(sys.stderr)
+        for r in results:
+            for p in r.problems:
+                style = "yellow" if p["severity"] == "warning" else "red"
+                _say(err, _problem_line(p), style)
+            if r.policy is not None:
+                doc, policy = r.policy.document, r.policy
+                label = f" ({policy.name})" if policy.name else ""
+                print(
+                    f"{r.file}{label}: valid; {_count(len(doc.tools), 'tool rule')}, "
+                    f"{_count(len(doc.hide), 'hidden pattern')}, {_count(len(doc.classes), 'class rule')}, "
+                    f"default {doc.default}; {policy.hash}"
+                )
+    statuses = {r.status for r in results}
+    return EXIT_USAGE if EXIT_USAGE in statuses else (EXIT_INVALID if EXIT_INVALID in statuses else EXIT_OK)
+
+
+def _load(path: str) -> Policy | int:
+    """The policy at ``path``, or the exit code after printing why it could not be loaded (one line each)."""
+    loaded = _Loaded(path, MAX_POLICY_BYTES)
+    for p in loaded.problems:
+        print(_problem_line(p), file=sys.stderr)
+    return loaded.policy if loaded.policy is not None else loaded.status
+
+
+# -- terminal output ---------------------------------------------------------------------------------------
+
+
+def _console(stream: Any) -> Any:
+    """A rich Console on ``stream`` when it is a terminal, else ``None`` (plain, stable text)."""
+    isatty = getattr(stream, "isatty", None)
+    if not (callable(isatty) and isatty()):
+        return None
+    from rich.console import Console
+
+    return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+def _say(console: Any, text: str, style: str | None = None) -> None:
+    if console is None:
+        print(text, file=sys.stderr)
+    else:
+        console.print(text, style=style, markup=False)
 
 
 # -- explain -------------------------------------------------------------------------------------------
 
 
-def _json_arg(text: str | None, what: str) -> Any:
+def _json_arg(text: str | None, what: str) -> Mapping[str, Any] | None:
+    """A JSON object given on the command line, or SystemExit (exit 2) with one line saying why not."""
     if text is None:
         return None
+    if len(text) > MAX_POLICY_BYTES:
+        raise SystemExit(f"mcp-guard explain: --{what} is too long (over {MAX_POLICY_BYTES:,} characters)")
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"mcp-guard explain: --{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SystemExit(f"mcp-guard explain: --{what} is nested too deeply to read") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"mcp-guard explain: --{what} must be a JSON object, e.g. '{{\"amount\": 5}}'")
+    return value
 
 
 def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "explain",
-        help="show what the policy decides for one call",
+        help="show what the policy decides for one call (exit 0 admitted, 3 refused, 4 needs approval)",
         description="Evaluate one call against a policy (steps 1-3: hide, rule, conditions) and print the "
         "decision, its code, the rule pointer, the reason and each limit the call would be charged. Counts "
-        "nothing: limits are shown, not checked.",
+        "nothing: limits are shown, not checked. The exit status says the verdict, for scripts and CI: 0 the "
+        "call would be admitted, 3 refused, 4 held for a human's approval.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("file", metavar="FILE", help="policy file (.json, .yaml or .yml)")
     parser.add_argument("--tool", required=True, metavar="NAME", help="tool name, exactly as the server gives it")
@@ -207,7 +342,11 @@ def _explain_text(info: Mapping[str, Any]) -> str:
     if info["limits"]:
         lines.append("limits:")
         for lim in info["limits"]:
-            unit = "calls" if lim["cost"] == 1 else "units"
+            unit = (
+                ("call" if lim["max"] == 1 else "calls")
+                if lim["cost"] == 1
+                else ("unit" if lim["max"] == 1 else "units")
+            )
             lines.append(
                 f"  - counter {lim['counter']!r}, scope {lim['scope']} (key {lim['scope_key']!r}): "
                 f"{lim['max']} {unit} per {_window(lim['window_s'])}, this call costs {lim['cost']}"
@@ -226,9 +365,6 @@ def _explain_text(info: Mapping[str, Any]) -> str:
 def _run_explain(args: argparse.Namespace) -> int:
     call_args = _json_arg(args.args, "args")
     annotations = _json_arg(args.annotations, "annotations")
-    if annotations is not None and not isinstance(annotations, Mapping):
-        print("mcp-guard explain: --annotations must be a JSON object", file=sys.stderr)
-        return 2
     policy = _load(args.file)
     if isinstance(policy, int):
         return policy
@@ -244,8 +380,55 @@ def _run_explain(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
     else:
-        print(_explain_text(info))
-    return 0
+        console = _console(sys.stdout)
+        if console is None:
+            print(_explain_text(info))
+        else:
+            _explain_rich(console, info)
+    if decision.denied:
+        return EXIT_REFUSED
+    return EXIT_APPROVAL if decision.needs_approval else EXIT_OK
+
+
+def _explain_rich(console: Any, info: Mapping[str, Any]) -> None:
+    """The same facts as :func:`_explain_text`, as rich tables with the verdict in colour."""
+    from rich.table import Table
+    from rich.text import Text  # cells are Text, never markup: names and reasons come from the policy file
+
+    colour = {"allow": "green", "deny": "red", "require_approval": "yellow"}[info["action"]]
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("tool", Text(f"{info['tool']}" + (f" (server {info['server']})" if info["server"] else "")))
+    verdict = Text(info["action"], style=colour)
+    if info["code"]:
+        verdict.append(f" ({info['code']})")
+    facts.add_row("decision", verdict)
+    for label, key in (("rule", "rule"), ("about", "description"), ("reason", "reason"), ("class", "risk_class")):
+        if info.get(key):
+            facts.add_row(label, Text(str(info[key])))
+    if info.get("approval_timeout_s") is not None:
+        facts.add_row("approval", f"times out after {info['approval_timeout_s']:g} s")
+    facts.add_row("policy", Text(info["policy"]))
+    console.print(facts)
+    if info["limits"]:
+        table = Table(title="limits this call is charged", title_justify="left")
+        for col in ("counter", "scope (key)", "max per window", "cost", "failures count", "rule"):
+            table.add_column(col)
+        for lim in info["limits"]:
+            cells = (
+                lim["counter"],
+                f"{lim['scope']} ({lim['scope_key']})",
+                f"{lim['max']} per {_window(lim['window_s'])}",
+                str(lim["cost"]),
+                "yes" if lim["count_failures"] else "no",
+                lim["rule"],
+            )
+            table.add_row(*(Text(c) for c in cells))
+        console.print(table)
+    if "payload" in info:
+        console.print("the model sees:", style="bold")
+        console.print_json(json.dumps(info["payload"], ensure_ascii=False))
 
 
 # -- schema --------------------------------------------------------------------------------------------
@@ -253,7 +436,11 @@ def _run_explain(args: argparse.Namespace) -> int:
 
 def _add_schema(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "schema", help="print the JSON Schema of a policy document", description="Print the policy JSON Schema."
+        "schema",
+        help="print the JSON Schema of a policy document (for editor completion)",
+        description="Print the policy JSON Schema. Save it (mcp-guard schema > policy.schema.json) and point a "
+        'policy at it with "$schema": "./policy.schema.json" (JSON) or a "# yaml-language-server: '
+        '$schema=./policy.schema.json" comment (YAML) for completion and checks in the editor.',
     )
     parser.add_argument("--cases", action="store_true", help="the schema of an 'mcp-guard test' case file instead")
     parser.set_defaults(func=_run_schema)
@@ -275,8 +462,18 @@ def _add_init(subparsers: Any) -> argparse.ArgumentParser:
     return add_init_parser(subparsers)
 
 
+# -- proxy (lives in _proxy.py) ------------------------------------------------------------------------
+
+
+def _add_proxy(subparsers: Any) -> argparse.ArgumentParser:
+    from mcp_guard._proxy import add_proxy_parser
+
+    return add_proxy_parser(subparsers)
+
+
 #: Every subcommand, in the order ``--help`` lists them. Each adds its parser and sets ``func``.
-SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init]
+SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init, _add_proxy]
+SUBCOMMANDS.append(add_inbox_parser)  # mcp-guard inbox (_inbox_web.py)
 SUBCOMMANDS += living.COMMANDS  # test, usage, audit (mcp_guard._cli_living)
 
 
@@ -286,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mcp-guard",
         description="One policy between AI agents and the MCP tools they call.",
+        epilog=EXIT_CODES_HELP,
     )
     parser.add_argument("--version", action="version", version=f"mcp-guard {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -314,8 +512,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         return int(exc.code or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, never a traceback in a user's terminal
+        print(f"mcp-guard: internal error ({type(exc).__name__}: {exc}); please report it", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,25 +5,36 @@ Each (path, operator) pair becomes one small closure, named by its own rule poin
 (``/tools/x/deny_if/args.amount-gt``), that returns ``None`` when the check passes and a reason when it does
 not (``require``) or when it fires (``deny_if``, ``approve_if``).
 
-Semantics where data is missing or of the wrong type:
+Types are compared exactly, as JSON has them (spec section 8), because the tool may coerce what the policy
+did not: ``"true"`` is not ``true``, ``1`` is not ``true``, ``"100"`` is not ``100``, a boolean is never a
+number (``1`` and ``1.0`` are the same number).
 
-* a missing path makes every comparison false (so ``require`` fails and ``deny_if`` does not fire),
-  except ``exists: false``, which holds;
-* a value of the wrong type for the operator (``gt`` against a string, ``regex`` against a number, NaN
-  against anything numeric) resolves to the strict side: it fails ``require`` and fires ``deny_if`` and
-  ``approve_if``, and the reason says the value had the wrong type. An argument the model shapes oddly
-  must never slip past a check.
+* A path that is simply absent makes every comparison false (so ``require`` fails and ``deny_if`` does not
+  fire), except ``exists: false``, which holds.
+* A value whose JSON type does not fit the check (``gt`` against a string, ``eq: true`` against ``"true"``,
+  ``in: [50, 100]`` against ``"100"``, NaN or Infinity against anything), or a path that runs through
+  something that is not an object (``args.order.qty`` when ``order`` is a JSON string), resolves to the
+  strict side: it fails ``require`` and fires ``deny_if`` and ``approve_if``. An argument the model shapes
+  oddly must never slip past a check.
+
+Reasons name the check and, at most, the JSON type of the value: never the value itself, which may be a
+secret. So a check's reasons are a small fixed set, which lets the policy build each refusal once.
+
+``regex`` runs on RE2 (``google-re2``): matching is linear in the argument's length whatever the pattern,
+and a pattern RE2 cannot take (backreferences, lookaround) is refused at load. ``glob`` uses the same rule
+as tool patterns: only ``*`` is a wildcard.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import operator
-import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, Final, Literal
+
+from mcp_guard._matching import glob_matcher, pointer_escape
 
 OPERATORS: Final = ("eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "regex", "glob", "contains", "exists")
 CONTEXT_PATHS: Final = ("identity", "session", "server", "tool")
@@ -71,7 +82,17 @@ class _Missing:
         return "<missing>"
 
 
+class _Through:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<path runs through a non-object>"
+
+
 MISSING: Final = _Missing()
+#: What a path reader returns when the path runs through a value that is not an object (a string, a number,
+#: a list indexed by a name): the strict side, unlike a simply absent path.
+THROUGH: Final = _Through()
 # Returned by an operator when the value has the wrong type for it.
 _MISMATCH: Final = object()
 
@@ -80,24 +101,53 @@ Check = Callable[[Mapping[str, Any], "str | None", "str | None", "str | None", s
 
 
 def _is_number(value: object) -> bool:
-    # bool is an int subclass in Python but never a number in a policy; NaN compares false with everything,
-    # so letting it through would let "amount": NaN pass a deny_if amount > 1000.
+    # bool is an int subclass in Python but never a number in a policy; NaN and Infinity are not JSON numbers
+    # (NaN compares false with everything, so letting it through would let "amount": NaN pass amount > 1000).
     t = type(value)
     if t is int:
         return True
     if t is float:
-        return not math.isnan(value)  # type: ignore[arg-type]
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int subclass too large for a float is still a finite number
+        return True
+
+
+def json_kind(value: object) -> str | None:
+    """The JSON type of a value (``null boolean number string object array``), ``None`` when it has none.
+
+    NaN and ±Infinity have none (JSON has no such numbers), so every check treats them as a type mismatch.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number" if _is_number(value) else None
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return None
 
 
 def json_equal(a: object, b: object) -> bool:
-    """Equality as JSON sees it: ``true`` is not ``1``, and ``1`` equals ``1.0``."""
+    """Equality as JSON sees it: ``true`` is not ``1``, ``"1"`` is not ``1``, and ``1`` equals ``1.0``."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (Mapping, list, tuple)) or isinstance(b, (Mapping, list, tuple)):
+        return False
     try:
         return bool(a == b)
     except Exception:  # an argument object with a hostile __eq__ is simply not equal
@@ -111,6 +161,8 @@ def _type_name(value: object) -> str:
         return "a boolean"
     if isinstance(value, float) and math.isnan(value):
         return "NaN (not a number)"
+    if isinstance(value, float) and math.isinf(value):
+        return "Infinity (not a finite number)"
     if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, str):
@@ -122,8 +174,21 @@ def _type_name(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+_KIND_TEXT = {
+    "null": "null",
+    "boolean": "a boolean",
+    "number": "a number",
+    "string": "a string",
+    "object": "an object",
+    "array": "a list",
+}
+
+
 def show_value(value: object, redacted: bool = False) -> str:
-    """A value for a reason: ``repr`` for strings and numbers, JSON otherwise, cut to 80 characters."""
+    """A policy value for a reason: ``repr`` for strings and numbers, JSON otherwise, cut to 80 characters.
+
+    Only for values written in the policy: a reason never quotes an argument's value (it may be a secret).
+    """
     if redacted:
         return "[redacted]"
     try:
@@ -166,10 +231,9 @@ def check_operator(op: str, value: object) -> str | None:
     if op in ("regex", "glob") and not isinstance(value, str):
         return f"{op!r} needs a string pattern, got {_type_name(value)}"
     if op == "regex":
-        try:
-            re.compile(str(value))
-        except re.error as exc:
-            return f"invalid regular expression {value!r}: {exc}"
+        why = regex_problem(str(value))
+        if why:
+            return why
     if op == "exists" and not isinstance(value, bool):
         return f"'exists' needs true or false, got {_type_name(value)}"
     if op == "contains" and (isinstance(value, (Mapping, list)) or value is None):
@@ -201,11 +265,48 @@ def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
     return problems
 
 
+@lru_cache(maxsize=1)
+def _re2() -> Any:
+    import re2  # type: ignore[import-untyped]  # google-re2, a core dependency; imported on first use
+
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern to stderr
+    return re2, options
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why RE2 cannot take ``pattern`` (backreferences, lookaround, bad syntax), or ``None``."""
+    re2, options = _re2()
+    try:
+        re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        return (
+            f"invalid regular expression {show_value(pattern)}: {detail} (regex conditions run on RE2, in linear "
+            "time: no backreferences or lookaround)"
+        )
+    return None
+
+
+def compile_regex(pattern: str) -> Callable[[str], bool]:
+    """``text -> bool``: whether RE2 finds ``pattern`` anywhere in ``text`` (like ``re.search``)."""
+    re2, options = _re2()
+    search = re2.compile(pattern, options).search
+    return lambda text: search(text) is not None
+
+
 # -- compilation ----------------------------------------------------------------------------------------
 
 
 def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
-    """A reader for an ``args.a.b`` path: digit segments index lists; anything absent gives ``MISSING``."""
+    """A reader for an ``args.a.b`` path: digit segments index lists.
+
+    Gives the value, ``MISSING`` when a key or index is absent (or a ``null`` stands on the way), or
+    ``THROUGH`` when the path runs through a value that cannot hold the next segment (a string, a number,
+    a bool, a list indexed by a name).
+    """
     segments = tuple(path[5:].split("."))
     if len(segments) == 1:
         key = segments[0]
@@ -219,8 +320,12 @@ def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
             elif isinstance(cur, (list, tuple)) and seg.isdigit():
                 idx = int(seg)
                 cur = cur[idx] if idx < len(cur) else MISSING
-            else:
+            elif cur is None:
+                # null on the way is an optional object left out (what a pydantic tool fills in for a
+                # default of None): absent, not a disguised value. The tool cannot read a qty from it either.
                 return MISSING
+            else:
+                return THROUGH
             if cur is MISSING:
                 return MISSING
         return cur
@@ -241,16 +346,37 @@ def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, s
     return lambda a, i, s, v, t: read(a)
 
 
+def _kinds_of(op: str, expected: Any) -> frozenset[str]:
+    """The JSON types a value may have for ``{op: expected}`` to be a fair comparison (empty: any)."""
+    if op in ("eq", "neq"):
+        kind = json_kind(expected)
+        return frozenset({kind}) if kind else frozenset()
+    if op in ("in", "not_in"):
+        return frozenset(k for k in map(json_kind, expected) if k)
+    if op in _NUMERIC:
+        return frozenset({"number"})
+    if op in ("regex", "glob"):
+        return frozenset({"string"})
+    return frozenset()
+
+
 def _operator(op: str, expected: Any) -> Callable[[Any], object]:
     """value -> True / False / _MISMATCH, for a present value."""
-    if op == "eq":
-        return lambda v: json_equal(v, expected)
-    if op == "neq":
-        return lambda v: not json_equal(v, expected)
-    if op in ("in", "not_in"):
-        options = tuple(expected)
-        want = op == "in"
-        return lambda v: any(json_equal(v, o) for o in options) is want
+    kinds = _kinds_of(op, expected)
+    if op in ("eq", "neq", "in", "not_in"):
+        if op in ("eq", "neq"):
+            options: tuple[Any, ...] = (expected,)
+            want = op == "eq"
+        else:
+            options = tuple(expected)
+            want = op == "in"
+
+        def equality(v: Any) -> object:
+            if kinds and json_kind(v) not in kinds:
+                return _MISMATCH
+            return any(json_equal(v, o) for o in options) is want
+
+        return equality
     if op in _NUMERIC:
         bound = expected
         compare = _COMPARE[op]
@@ -260,11 +386,11 @@ def _operator(op: str, expected: Any) -> Callable[[Any], object]:
 
         return numeric
     if op == "regex":
-        search = re.compile(expected).search
-        return lambda v: (search(v) is not None) if isinstance(v, str) else _MISMATCH
+        search = compile_regex(expected)
+        return lambda v: search(v) if isinstance(v, str) else _MISMATCH
     if op == "glob":
-        glob_match = re.compile(fnmatch.translate(expected)).match  # fnmatchcase semantics, compiled once
-        return lambda v: (glob_match(v) is not None) if isinstance(v, str) else _MISMATCH
+        glob_match = glob_matcher(expected)
+        return lambda v: glob_match(v) if isinstance(v, str) else _MISMATCH
 
     # contains: substring for strings, membership for lists
     def contains(v: Any) -> object:
@@ -277,80 +403,130 @@ def _operator(op: str, expected: Any) -> Callable[[Any], object]:
     return contains
 
 
-def _need(op: str) -> str:
-    if op in _NUMERIC:
-        return "a number"
-    if op in ("regex", "glob"):
-        return "a string"
-    return "a string or a list"
+def _need(op: str, expected: Any) -> str:
+    if op in ("contains",):
+        return "a string or a list"
+    kinds = sorted(_kinds_of(op, expected))
+    return " or ".join(_KIND_TEXT[k] for k in kinds) if kinds else "a JSON value"
 
 
-def compile_check(path: str, op: str, expected: Any, kind: Kind, redacted: bool = False) -> Check:
+class _Reasons:
+    """Every reason one check can give, built once: the check, never the argument's value."""
+
+    __slots__ = ("_mismatch", "_wrong", "holds", "missing", "through")
+
+    def __init__(self, holds: str, through: str, missing: str, wrong: Callable[[str], str]) -> None:
+        self.holds = holds
+        self.through = through
+        self.missing = missing
+        self._wrong = wrong
+        self._mismatch: dict[str, str] = {}
+
+    def mismatch(self, value: object) -> str:
+        name = _type_name(value)
+        text = self._mismatch.get(name)
+        if text is None:
+            text = self._wrong(name)
+            if len(self._mismatch) < 32:  # type names are a small fixed set; the bound is belt and braces
+                self._mismatch[name] = text
+        return text
+
+
+def compile_check(path: str, op: str, expected: Any, kind: Kind) -> Check:
     """One (path, operator) check as a closure returning ``None`` or the reason it fails (require) / fires."""
     get = _getter(path)
     exp = show_value(expected)
+    side = "fails" if kind == "require" else "counts as firing"
+    through = (
+        f"{kind} {path}: part of the path is not an object, so the value cannot be read and the check {side}"
+        if kind != "require"
+        else f"{path} cannot be read: part of the path is not an object (required: "
+        + (f"{'present' if expected else 'absent'})" if op == "exists" else f"{_SYMBOL[op]} {exp})")
+    )
     if op == "exists":
         want = bool(expected)
+        if kind == "require":
+            absent = f"{path} is required but missing" if want else f"{path} must not be given"
+        else:
+            absent = f"{kind} {path} {'exists' if want else 'is missing'}"
 
         def exists(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
-            present = get(a, i, s, v, t) is not MISSING
-            holds = present is want
+            value = get(a, i, s, v, t)
+            if value is THROUGH:
+                return through
+            holds = (value is not MISSING) is want
             if kind == "require":
-                if holds:
-                    return None
-                return f"{path} is required but missing" if want else f"{path} must not be given"
-            if not holds:
-                return None
-            return f"{kind} {path} {'exists' if want else 'is missing'}"
+                return None if holds else absent
+            return absent if holds else None
 
         return exists
 
     test = _operator(op, expected)
     sym = _SYMBOL[op]
     neg = _NEGATED[op]
+    need = _need(op, expected)
     if kind == "require":
+        reasons = _Reasons(
+            holds="",
+            through=through,
+            missing=f"{path} is missing (required: {sym} {exp})",
+            wrong=lambda name: f"{path} has the wrong type: {sym} {exp} needs {need}, got {name}",
+        )
+        fails = f"{path} {neg} {exp}"
 
         def require(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
             value = get(a, i, s, v, t)
             if value is MISSING:
-                return f"{path} is missing (required: {sym} {exp})"
+                return reasons.missing
+            if value is THROUGH:
+                return reasons.through
             result = test(value)
             if result is True:
                 return None
             if result is _MISMATCH:
-                return (
-                    f"{path} is {show_value(value, redacted)} ({_type_name(value)}), which has the wrong type: "
-                    f"{sym} {exp} needs {_need(op)}"
-                )
-            return f"{path} is {show_value(value, redacted)}, which {neg} {exp}"
+                return reasons.mismatch(value)
+            return fails
 
         return require
+
+    reasons = _Reasons(
+        holds=f"{kind} {path} {sym} {exp}",
+        through=through,
+        missing="",
+        wrong=lambda name: (
+            f"{kind} {path} {sym} {exp}: the value has the wrong type (got {name}, need {need}), "
+            "so the check counts as firing"
+        ),
+    )
 
     def fires(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
         value = get(a, i, s, v, t)
         if value is MISSING:
             return None
+        if value is THROUGH:
+            return reasons.through
         result = test(value)
         if result is False:
             return None
         if result is _MISMATCH:
-            return (
-                f"{kind} {path} {sym} {exp}: the value has the wrong type "
-                f"(got {_type_name(value)}, need {_need(op)}), so the check counts as firing"
-            )
-        return f"{kind} {path} {sym} {exp} (got {show_value(value, redacted)})"
+            return reasons.mismatch(value)
+        return reasons.holds
 
     if op in _NUMERIC and path.startswith("args.") and "." not in path[5:]:
         # The hot shape (deny_if args.amount > N): one dict lookup and one comparison when nothing fires.
         key = path[5:]
         compare = _COMPARE[op]
         bound = expected
+        holds = reasons.holds
+        isfinite = math.isfinite
 
         def fires_numeric(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
             value = a.get(key, MISSING)
             tv = type(value)
-            if (tv is int or (tv is float and value == value)) and not compare(value, bound):
-                return None
+            if tv is int:
+                return holds if compare(value, bound) else None
+            if tv is float and isfinite(value):
+                return holds if compare(value, bound) else None
             return fires(a, i, s, v, t)
 
         return fires_numeric
@@ -359,19 +535,13 @@ def compile_check(path: str, op: str, expected: Any, kind: Kind, redacted: bool 
 
 
 def compile_conditions(
-    block: Mapping[str, Mapping[str, Any]],
-    kind: Kind,
-    base_pointer: str,
-    redacted_keys: frozenset[str] = frozenset(),
+    block: Mapping[str, Mapping[str, Any]], kind: Kind, base_pointer: str
 ) -> tuple[tuple[str, Check], ...]:
     """Every (path, op) of a validated block as ``(rule pointer, check)``, in the block's order."""
-    from mcp_guard._matching import pointer_escape
 
     out: list[tuple[str, Check]] = []
     for path, ops in block.items():
-        top = path[5:].split(".")[0] if path.startswith("args.") else None
-        redacted = top is not None and top in redacted_keys
         for op, expected in ops.items():
             ptr = f"{base_pointer}/{pointer_escape(path)}-{op}"
-            out.append((ptr, compile_check(path, op, expected, kind, redacted)))
+            out.append((ptr, compile_check(path, op, expected, kind)))
     return tuple(out)

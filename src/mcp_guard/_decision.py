@@ -63,7 +63,7 @@ class LimitCharge:
 
     def describe(self, tool: str) -> str:
         """Human text, e.g. ``git_log is limited to 30 calls per minute``."""
-        unit = "calls" if self.cost == 1 else "units"
+        unit = ("call" if self.max == 1 else "calls") if self.cost == 1 else ("unit" if self.max == 1 else "units")
         return f"{tool} is limited to {self.max} {unit} per {_window_text(self.window_s)}"
 
 
@@ -115,6 +115,8 @@ class Decision:
     approval_timeout_s: float | None = None
     approval_description: str | None = None
     redact: tuple[str, ...] = ()
+    retry: bool | None = None
+    """The rule's ``retry``: True/False forces upstream retries on/off; None leaves it to the tool's annotations."""
 
     # -- named constructors -------------------------------------------------------------------------
     @classmethod

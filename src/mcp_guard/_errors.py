@@ -4,6 +4,8 @@ One root, so ``except MCPGuardError`` catches everything the library raises on p
 
     MCPGuardError
     ├── PolicyError            a policy file or dict does not validate (never half-loaded)
+    ├── ConfigurationError     the guard was set up with something it cannot use (an audit path that is a
+    │                          directory, whose folder is missing, or that cannot be written); also a ValueError
     ├── PolicyViolation        a call was refused and the guard was asked to raise (on_violation="raise")
     ├── StoreError             the rate-limit store failed or could not be reached
     ├── ApprovalError          an approver raised, hung, or returned something that is not a decision
@@ -33,6 +35,10 @@ class PolicyError(MCPGuardError, ValueError):
     def __init__(self, message: str, errors: list[dict[str, str]] | None = None) -> None:
         super().__init__(message)
         self.errors: list[dict[str, str]] = errors or []
+
+
+class ConfigurationError(MCPGuardError, ValueError):
+    """The guard was given a setting it cannot work with; raised when it is built, never mid-call."""
 
 
 class PolicyViolation(MCPGuardError):

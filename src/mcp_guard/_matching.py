@@ -2,20 +2,23 @@
 
 Matching is case-sensitive on the full name, with no normalisation of any kind (no case folding, no
 Unicode NFKC): a rule written for ``get_balance`` must never be reached by ``GET_BALANCE``, ``get__balance``
-or a Cyrillic look-alike. Globs are compiled to regular expressions once, at load.
+or a Cyrillic look-alike.
+
+Patterns mean one thing (spec section 8): only ``*`` is a wildcard (any run of characters, ``/`` included);
+every other character, ``?`` and ``[`` too, is literal, so a tool really named ``tool[1]`` is matched by the
+pattern ``tool[1]`` and nothing else. A pattern holds at most one ``/``, which separates the server from
+the tool: ``a/b/withdraw`` could be server ``a`` with tool ``b/withdraw`` or server ``a/b`` with tool
+``withdraw``, so it is refused at load. A ``*``-only glob is matched by :func:`glob_matcher` in linear time
+(no regular expression, so no pattern can backtrack).
 """
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import operator
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-GLOB_CHARS = frozenset("*?[")
+WILDCARD = "*"
 T = TypeVar("T")
 
 
@@ -30,36 +33,43 @@ def pointer(*tokens: str | int) -> str:
 
 
 def is_glob(text: str) -> bool:
-    return any(c in GLOB_CHARS for c in text)
+    return WILDCARD in text
 
 
 def _literal_count(glob: str) -> int:
-    # Characters outside wildcards and bracket expressions: "git_*" has 4, "git_[lp]*" has 4, "*" has 0.
-    count = 0
-    i = 0
-    n = len(glob)
-    while i < n:
-        c = glob[i]
-        if c in "*?":
-            i += 1
-        elif c == "[":
-            # fnmatch's rule: a "]" right after "[" or "[!" is literal; an unclosed "[" is itself literal.
-            j = i + 1
-            if j < n and glob[j] == "!":
-                j += 1
-            if j < n and glob[j] == "]":
-                j += 1
-            while j < n and glob[j] != "]":
-                j += 1
-            if j >= n:
-                count += 1
-                i += 1
-            else:
-                i = j + 1
-        else:
-            count += 1
-            i += 1
-    return count
+    # Characters other than the wildcard: "git_*" has 4, "*" has 0.
+    return len(glob) - glob.count(WILDCARD)
+
+
+def glob_matcher(glob: str) -> Callable[[str], bool]:
+    """A matcher for a glob where only ``*`` is special (it matches any run of characters, even empty).
+
+    Greedy leftmost search is exact for such globs: the first part must start the text, the last must end
+    it, and each part between is taken at its first occurrence after the previous one (taking it later can
+    only leave less room for the rest). Cost is linear in the text for each part; no backtracking.
+    """
+    if WILDCARD not in glob:
+        return glob.__eq__
+    parts = glob.split(WILDCARD)
+    head, middle, tail = parts[0], tuple(p for p in parts[1:-1] if p), parts[-1]
+    least = len(head) + len(tail) + sum(len(p) for p in middle)
+    if not middle:
+        if not tail:
+            return (lambda t: t.startswith(head)) if head else (lambda t: True)
+        return lambda t: len(t) >= least and t.startswith(head) and t.endswith(tail)
+
+    def match(text: str) -> bool:
+        if len(text) < least or not text.startswith(head) or not text.endswith(tail):
+            return False
+        pos, stop = len(head), len(text) - len(tail)
+        for part in middle:
+            found = text.find(part, pos, stop)
+            if found < 0:
+                return False
+            pos = found + len(part)
+        return True
+
+    return match
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +88,9 @@ class Pattern:
     _match: Callable[[str], bool]
 
     def matches(self, tool: str, server: str | None) -> bool:
-        if self.server is not None and self.server != server:
+        """Whether a call of ``tool`` on ``server`` matches; a call whose server is unknown (``None``) is
+        matched by a server-qualified pattern on its tool part alone (the strict reading, spec section 8)."""
+        if self.server is not None and server is not None and self.server != server:
             return False
         return self._match(tool)
 
@@ -87,13 +99,18 @@ def check_pattern(text: str) -> str | None:
     """Why ``text`` is not a valid tool pattern, or ``None`` when it is."""
     if not isinstance(text, str) or not text:
         return "a tool pattern must be a non-empty string"
+    if text.count("/") > 1:
+        return (
+            f"{text!r} can be read two ways (which '/' separates the server from the tool?); a pattern holds at "
+            "most one '/': 'server/tool' or 'tool', and a server name never contains '/'"
+        )
     server, sep, name = text.partition("/")
     if sep:
         if not server:
             return f"{text!r} has an empty server part; write 'server/tool' or just 'tool'"
         if is_glob(server):
             return (
-                f"{text!r}: the server part {server!r} may not contain glob characters (* ? [); "
+                f"{text!r}: the server part {server!r} may not contain glob characters ('*'); "
                 "server names are matched literally, only the tool part may be a glob"
             )
         if not name:
@@ -102,24 +119,18 @@ def check_pattern(text: str) -> str | None:
 
 
 def parse_pattern(text: str) -> Pattern:
-    """Parse a pattern already accepted by :func:`check_pattern` (split on the FIRST ``/``)."""
+    """Parse a pattern already accepted by :func:`check_pattern`."""
     server_part, sep, name_part = text.partition("/")
     server, name = (server_part, name_part) if sep else (None, text)
     qualified = 1 if server is not None else 0
     if is_glob(name):
-        regex_match = re.compile(fnmatch.translate(name)).match
-        return Pattern(
-            text, server, name, False, (qualified, 0, _literal_count(name)), lambda t: regex_match(t) is not None
-        )
-    return Pattern(text, server, name, True, (qualified, 1, len(name)), functools.partial(operator.eq, name))
+        return Pattern(text, server, name, False, (qualified, 0, _literal_count(name)), glob_matcher(name))
+    return Pattern(text, server, name, True, (qualified, 1, len(name)), name.__eq__)
 
 
 def literal_prefix(glob: str) -> str:
     """The characters before the first wildcard: ``git_*`` -> ``git_``; ``*_log`` -> ``""``."""
-    for i, c in enumerate(glob):
-        if c in GLOB_CHARS:
-            return glob[:i]
-    return glob
+    return glob.partition(WILDCARD)[0]
 
 
 class GlobIndex(Generic[T]):

@@ -5,6 +5,12 @@ allowed.
 The models validate; they do not compile. :mod:`mcp_guard._policy` compiles a validated model into the
 structures the evaluator runs on. Reading files (JSON with duplicate-key detection, YAML through the
 ``yaml`` extra) lives here too, so every way into a policy meets the same checks.
+
+Policy files are bounded (spec section 8), because a policy may come from a pull request or a config
+service: text over :data:`MAX_POLICY_BYTES` is refused before it is parsed; nesting deeper than
+:data:`MAX_DEPTH` is refused before a recursive parser sees it (no ``RecursionError``); YAML anchors and
+aliases are refused from the event stream, before any object is built (a 484-byte "billion laughs" would
+otherwise expand to gigabytes); bytes that are not UTF-8 are a load error with the offset.
 """
 
 from __future__ import annotations
@@ -40,6 +46,20 @@ MODES = ("enforce", "shadow")
 WINDOWS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _WINDOW_HELP = "allowed: second, minute, hour, day, or a number of seconds > 0"
 _RATE_RE = re.compile(r"^(\d+)/(second|minute|hour|day|\d+(?:\.\d+)?s?)$")
+
+#: Largest policy text accepted (bytes); ``Policy.load(path, max_bytes=...)`` and the ``from_*`` constructors
+#: take another bound.
+MAX_POLICY_BYTES = 5 * 1024 * 1024
+#: Deepest nesting of objects and lists accepted in a policy document (a real policy needs about 8).
+MAX_DEPTH = 64
+
+
+class PolicyInputError(PolicyError):
+    """The policy text could not be read as a document at all (too large, too deep, not UTF-8, unreadable).
+
+    A :class:`PolicyError` like any other for library callers; the CLI reports it as bad input (exit 2)
+    rather than an invalid policy (exit 1).
+    """
 
 
 class _Problems(ValueError):
@@ -301,6 +321,9 @@ CostT = Annotated[
 ModeT = Annotated[Any, BeforeValidator(_enum("a mode", MODES)), WithJsonSchema({"enum": list(MODES)})]
 CounterT = Annotated[Any, BeforeValidator(_v_counter), WithJsonSchema({"type": "string", "minLength": 1})]
 BoolT = Annotated[Any, BeforeValidator(_v_bool), WithJsonSchema({"type": "boolean"})]
+OptBoolT = Annotated[
+    Any, BeforeValidator(lambda v: v if v is None else _v_bool(v)), WithJsonSchema({"type": "boolean"})
+]
 RateT = Annotated[Any, BeforeValidator(_v_rate_limit), WithJsonSchema({"type": "string", "pattern": _RATE_RE.pattern})]
 TextT = Annotated[Any, BeforeValidator(_v_text), WithJsonSchema({"type": "string"})]
 TimeoutT = Annotated[Any, BeforeValidator(_v_timeout), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
@@ -366,6 +389,11 @@ class Rule(_RuleBase):
         validation_alias=AliasChoices("reason", "on_deny"),
         description="what the model sees when this rule denies (alias: on_deny)",
     )
+    retry: OptBoolT = Field(
+        None,
+        description="true: retry transient upstream failures; false: never; unset: only tools annotated "
+        "readOnlyHint or idempotentHint",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -395,6 +423,12 @@ class PolicyDocument(_Strict):
     name: TextT = Field(None, description="shown in audit and CLI output")
     description: TextT = Field(None, description="free text")
     mode: ModeT = Field("enforce", description="enforce, or shadow: audit what would be refused, refuse nothing")
+    schema_ref: TextT = Field(
+        None,
+        alias="$schema",
+        description="the JSON Schema this file follows (for editors: `mcp-guard schema > policy.schema.json`); "
+        "ignored by the guard",
+    )
 
 
 # -- error translation ---------------------------------------------------------------------------------
@@ -412,7 +446,7 @@ def _fields_of(model: type[BaseModel]) -> list[str]:
     first = [n for n in ("action", "reason") if n in model.model_fields]
     names: list[str] = []
     for name in first + [n for n in model.model_fields if n not in first]:
-        names.append(name)
+        names.append(model.model_fields[name].alias or name)
         alias = model.model_fields[name].validation_alias
         if isinstance(alias, AliasChoices):
             names.extend(str(c) for c in alias.choices if c != name)
@@ -504,12 +538,81 @@ def policy_error(errors: list[dict[str, str]], source: str | None = None) -> Pol
     return PolicyError("\n".join([head, *lines]), errors)
 
 
+def input_error(message: str, source: str | None = None) -> PolicyInputError:
+    """The text could not be read as a policy document at all (one line, no field path)."""
+    where = f" {source}" if source else ""
+    return PolicyInputError(f"cannot read policy{where}: {message}", [{"path": "", "message": message}])
+
+
+def check_size(size: int, max_bytes: int, source: str | None = None) -> None:
+    if size > max_bytes:
+        raise input_error(
+            f"the policy is {size:,} bytes, over the limit of {max_bytes:,} (pass max_bytes= to allow more)", source
+        )
+
+
+def decode_text(text: str | bytes, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> str:
+    """Policy text as ``str``: bounded in size, UTF-8 (a leading byte-order mark is allowed)."""
+    if isinstance(text, str):
+        check_size(len(text), max_bytes, source)  # characters: a lower bound on the UTF-8 size
+        return text
+    check_size(len(text), max_bytes, source)
+    try:
+        return text.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise input_error(
+            f"the file is not UTF-8 text (byte 0x{text[exc.start]:02x} at offset {exc.start} cannot be decoded); "
+            "save it as UTF-8",
+            source,
+        ) from None
+
+
+def _too_deep(where: str) -> str:
+    return f"the policy is nested more than {MAX_DEPTH} levels deep {where}; a policy needs far fewer"
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def check_json_depth(text: str, source: str | None = None) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_DEPTH`, by a linear scan before ``json`` recurses into it."""
+    depth = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if m.group() in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise input_error(_too_deep("(JSON)"), source)
+        else:
+            depth -= 1
+
+
+def check_data_depth(doc: Any, source: str | None = None) -> None:
+    """Refuse a parsed document nested deeper than :data:`MAX_DEPTH` (iterative: never a RecursionError)."""
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(doc, 0, ())]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, Mapping):
+            items: Any = node.items()
+        elif isinstance(node, (list, tuple)):
+            items = enumerate(node)
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            shown = pointer(*where[:6]) + ("/..." if len(where) > 6 else "")
+            raise input_error(_too_deep(f"(under {shown})"), source)
+        for key, value in items:
+            if isinstance(value, (Mapping, list, tuple)):
+                stack.append((value, depth + 1, (*where, str(key))))
+
+
 def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
     """Validate a parsed document, or raise :class:`PolicyError` listing every problem."""
     if doc is None:
         raise policy_error(
             [{"path": "", "message": "the policy is empty; it needs at least 'version' and 'default'"}], source
         )
+    check_data_depth(doc, source)
     if not isinstance(doc, Mapping):
         raise policy_error(
             [
@@ -573,13 +676,13 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def parse_json(text: str | bytes, source: str | None = None) -> Any:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
+def parse_json(text: str | bytes, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> Any:
+    text = decode_text(text, source, max_bytes)
     if not text.strip():
         raise policy_error(
             [{"path": "", "message": "the policy is empty; it needs at least 'version' and 'default'"}], source
         )
+    check_json_depth(text, source)
     try:
         doc = json.loads(text, object_pairs_hook=_pairs_hook)
     except json.JSONDecodeError as exc:
@@ -630,16 +733,43 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
+def check_yaml_events(text: str, source: str | None = None) -> None:
+    """Refuse YAML anchors, aliases and deep nesting from the event stream, before any object is built."""
+    yaml = require_extra("yaml", "yaml", "YAML policies")
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            mark = event.start_mark
+            what = f"alias *{event.anchor}" if isinstance(event, yaml.AliasEvent) else f"anchor &{event.anchor}"
+            raise policy_error(
+                [
+                    {
+                        "path": "",
+                        "message": f"YAML anchors and aliases are not allowed in a policy ({what} at line "
+                        f"{mark.line + 1} column {mark.column + 1}); write the value out where it is used",
+                    }
+                ],
+                source,
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise input_error(_too_deep(f"(YAML, at line {mark.line + 1})"), source)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def parse_yaml(text: str | bytes, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> Any:
     loader = _yaml_loader()
     yaml = require_extra("yaml", "yaml", "YAML policies")
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
+    text = decode_text(text, source, max_bytes)
     if not text.strip():
         raise policy_error(
             [{"path": "", "message": "the policy is empty; it needs at least 'version' and 'default'"}], source
         )
     try:
+        check_yaml_events(text, source)
         return yaml.load(text, Loader=loader)  # the loader is a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -19,18 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mcp_guard._conditions import MISSING, Check, Kind, args_getter, compile_conditions, show_value
+from mcp_guard._argcheck import non_finite_path
+from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, _type_name, args_getter, compile_conditions
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
 from mcp_guard._model import (
+    MAX_POLICY_BYTES,
     WINDOWS,
     AllTools,
     Limit,
     PolicyDocument,
     Rule,
     canonical_json,
+    check_size,
     compile_schema,
+    input_error,
     json_schema,
     parse_json,
     parse_yaml,
@@ -42,6 +47,11 @@ _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
 _CACHE_MAX = 10_000  # resolutions memoised per policy; names are model-supplied, so the memo is bounded
 _CALLER_CACHE_MAX = 1_024  # per-rule decisions memoised per (identity, session)
 _CALLERS_CACHED_MAX = 100_000  # and across all rules of one policy, so memory stays bounded
+_REFUSALS_MAX = 64  # refusals memoised per plan: a check's reasons are a small fixed set (no values in them)
+
+log = logging.getLogger("mcp_guard")
+# Argument values that cannot hold NaN or Infinity: the NaN screen skips them without walking.
+_FLAT_LEAVES = frozenset({str, int, bool, type(None)})
 
 Args = Mapping[str, Any]
 
@@ -110,13 +120,14 @@ class _LimitSpec:
         value = self.cost_get(args)
         if value is MISSING:
             return f"{self.cost_path} is missing; it sets the cost of this call"
+        if value is THROUGH:
+            return f"{self.cost_path} cannot be read (part of the path is not an object); it sets the cost of this call"
         if type(value) is int and value >= 0:
             return value
-        if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value) or value < 0:
-            return (
-                f"{self.cost_path} must be a non-negative number (it sets the cost of this call), "
-                f"got {show_value(value)}"
-            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            # The type, never the value: arguments may be secrets.
+            shown = "a negative number" if _type_name(value) == "a number" else _type_name(value)
+            return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {shown}"
         return math.ceil(value)
 
 
@@ -137,6 +148,8 @@ class _Rule:
     approval_description: str | None = None
     pattern: Pattern | None = None
     order: int = 0
+    retry: bool | None = None
+    reads_args: bool = False  # a condition reads an argument path
 
 
 def _window_s(window: Any) -> float:
@@ -153,10 +166,9 @@ def _compile_rule(
     rule: Rule | AllTools, ptr: str, label: str, action: Action, reason: str | None, order: int = 0
 ) -> _Rule:
     redact = tuple(rule.redact)
-    redacted_keys = frozenset((p[5:] if p.startswith("args.") else p).split(".")[0] for p in redact)
 
     def conds(block: Mapping[str, Mapping[str, Any]], kind: Kind) -> tuple[tuple[str, Check], ...]:
-        return compile_conditions(block, kind, f"{ptr}/{kind}", redacted_keys)
+        return compile_conditions(block, kind, f"{ptr}/{kind}")
 
     limits: list[_LimitSpec] = []
     for i, lim in enumerate(rule.limits):
@@ -181,6 +193,10 @@ def _compile_rule(
         approval_timeout_s=None if approval is None or approval.timeout_s is None else float(approval.timeout_s),
         approval_description=None if approval is None else approval.description,
         order=order,
+        retry=getattr(rule, "retry", None),
+        reads_args=any(
+            path.startswith("args.") for block in (rule.require, rule.deny_if, rule.approve_if) for path in block
+        ),
     )
 
 
@@ -210,14 +226,16 @@ class _Plan:
     main: _Rule | None = None
     rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
     schemas: tuple[tuple[str, Callable[[Any], Any], _Rule], ...] = ()
-    checks: tuple[tuple[str, Check, _Rule, Code], ...] = ()  # require, then deny_if
+    checks: tuple[tuple[str, Check, Code], ...] = ()  # require, then deny_if
     approve_if: tuple[tuple[str, Check, _Rule], ...] = ()
     limits: tuple[_LimitSpec, ...] = ()
     per_caller: bool = False  # limits depend on identity / session
     per_args: bool = False  # a limit's cost is read from the arguments
     constant: bool = False  # no checks, no per-call limits: ``decision`` is always the answer
     checks_only: bool = False  # only require / deny_if and per-caller limits: no schema, approve_if or cost path
+    reads_args: bool = False  # a check, schema or cost reads the arguments: NaN / Infinity must be refused first
     by_caller: dict[tuple[str | None, str | None], Decision] = field(default_factory=dict)
+    refusals: dict[tuple[str, str], Decision] = field(default_factory=dict)  # (rule pointer, reason) -> refusal
 
 
 class Policy:
@@ -245,7 +263,10 @@ class Policy:
             source_doc = document
             document = validate_document(document, source)
         elif source_doc is None:
-            source_doc = document.model_dump(mode="json", by_alias=False, exclude_unset=True)
+            source_doc = document.model_dump(mode="json", by_alias=False, exclude_unset=True, exclude={"schema_ref"})
+        if isinstance(source_doc, Mapping) and "$schema" in source_doc:
+            # An editor hint, not policy: two files that differ only in it are the same policy (same hash).
+            source_doc = {k: v for k, v in source_doc.items() if k != "$schema"}
         try:
             digest_input = canonical_json(source_doc)
         except (TypeError, ValueError) as exc:
@@ -270,35 +291,31 @@ class Policy:
         return cls(validate_document(data, source), data, source=source)
 
     @classmethod
-    def from_json(cls, text: str | bytes, *, source: str | None = None) -> Policy:
-        """A policy from JSON text; duplicate keys are an error (``json`` would silently keep the last)."""
-        return cls.from_dict(parse_json(text, source), source=source)
+    def from_json(cls, text: str | bytes, *, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+        """A policy from JSON text; duplicate keys are an error (``json`` would silently keep the last).
+
+        Text over ``max_bytes`` (default 5 MB), nested deeper than 64 levels, or not UTF-8 is refused.
+        """
+        return cls.from_dict(parse_json(text, source, max_bytes), source=source)
 
     @classmethod
-    def from_yaml(cls, text: str | bytes, *, source: str | None = None) -> Policy:
-        """A policy from YAML text (needs the ``yaml`` extra); duplicate keys are an error."""
-        return cls.from_dict(parse_yaml(text, source), source=source)
+    def from_yaml(cls, text: str | bytes, *, source: str | None = None, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+        """A policy from YAML text (needs the ``yaml`` extra); duplicate keys, anchors and aliases are errors.
+
+        Text over ``max_bytes`` (default 5 MB), nested deeper than 64 levels, or not UTF-8 is refused.
+        """
+        return cls.from_dict(parse_yaml(text, source, max_bytes), source=source)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Policy:
-        """A policy from a file: JSON for ``.json``, YAML for ``.yaml`` / ``.yml``."""
-        p = Path(path)
-        source = str(p)
-        suffix = p.suffix.lower()
-        if suffix not in (".json", ".yaml", ".yml"):
-            raise policy_error(
-                [{"path": "", "message": f"unknown policy file type {suffix or '(none)'!r}; use .json, .yaml or .yml"}],
-                source,
-            )
-        try:
-            text = p.read_bytes()
-        except OSError as exc:
-            raise policy_error(
-                [{"path": "", "message": f"cannot read the file: {exc.strerror or exc}"}], source
-            ) from exc
-        if suffix == ".json":
-            return cls.from_json(text, source=source)
-        return cls.from_yaml(text, source=source)
+    def load(cls, path: str | os.PathLike[str], *, max_bytes: int = MAX_POLICY_BYTES) -> Policy:
+        """A policy from a file: JSON for ``.json``, YAML for ``.yaml`` / ``.yml``; at most ``max_bytes`` (5 MB)."""
+        return cls._from_text(*read_policy_file(path, max_bytes), max_bytes=max_bytes)
+
+    @classmethod
+    def _from_text(cls, text: bytes, kind: str, source: str, *, max_bytes: int) -> Policy:
+        if kind == "json":
+            return cls.from_json(text, source=source, max_bytes=max_bytes)
+        return cls.from_yaml(text, source=source, max_bytes=max_bytes)
 
     def rule_at(self, rule_pointer: str) -> Any:
         """The part of the policy document a rule pointer names: ``rule_at("/tools/git_log")`` is that rule.
@@ -335,6 +352,7 @@ class Policy:
     def _compile(self, doc: PolicyDocument) -> None:
         self._exact: dict[str, list[_Rule]] = {}  # unqualified exact names
         self._exact_q: dict[tuple[str, str], list[_Rule]] = {}  # (server, name)
+        self._exact_q_servers: dict[str, list[str]] = {}  # name -> servers with a qualified exact rule for it
         globs: list[tuple[Pattern, _Rule]] = []  # unqualified globs
         globs_q: dict[str, list[tuple[Pattern, _Rule]]] = {}  # server -> its globs
         for order, (text, rule) in enumerate(doc.tools.items()):
@@ -346,6 +364,7 @@ class Policy:
                     self._exact.setdefault(pat.name, []).append(compiled)
                 else:
                     self._exact_q.setdefault((pat.server, pat.name), []).append(compiled)
+                    self._exact_q_servers.setdefault(pat.name, []).append(pat.server)
             elif pat.server is None:
                 globs.append((pat, compiled))
             else:
@@ -369,18 +388,35 @@ class Policy:
         self._default_rule = _Rule(pointer=self._DEFAULT_POINTER, action=doc.default)
         self._cache: dict[tuple[str | None, str, str | None], _Plan] = {}
         self._callers_cached = 0
+        self._warned: set[str] = set()  # server-qualified patterns already warned about (server unknown)
 
     def _hidden_at(self, tool: str, server: str | None) -> int | None:
         best: int | None = self._hide_exact.get(tool)
         for i, pat in self._hide:
             if best is not None and i >= best:
                 break
-            if pat.matches(tool, server):
+            if pat.matches(tool, server):  # a qualified pattern matches a call whose server is unknown
+                if server is None and pat.server is not None:
+                    self._warn_unknown_server(pat.text, tool)
                 return i
         return best
 
+    def _warn_unknown_server(self, pattern: str, tool: str) -> None:
+        # Once per pattern and policy: resolutions are memoised, so this runs at most once per tool name anyway.
+        if pattern in self._warned:
+            return
+        self._warned.add(pattern)
+        log.warning(
+            "a call of %r came without a server name, so the server-qualified pattern %r applies to it as if the "
+            "server matched (the strict reading); pass server= (adapters do where the framework knows it)",
+            tool,
+            pattern,
+        )
+
     def _matching(self, tool: str, server: str | None) -> list[_Rule]:
         """The most specific matching tool rules (several when tied)."""
+        if server is None and (self._exact_q or self._globs_q):
+            return self._matching_unknown_server(tool)
         if server is not None:
             found = self._exact_q.get((server, tool))
             if found:
@@ -394,6 +430,25 @@ class Policy:
         if found:
             return found
         return self._best_globs(self._globs, tool)
+
+    def _matching_unknown_server(self, tool: str) -> list[_Rule]:
+        """Rules for a call whose server is unknown: what would apply on any server, all of it.
+
+        Each server-qualified rule whose tool part matches takes part (for each server, the rule that would
+        apply there), beside the unqualified match; the strictest action among them decides and every one's
+        checks and limits apply. Skipping them would let ``exchange/withdraw: deny`` pass in silence.
+        """
+        found: list[_Rule] = list(self._exact.get(tool) or self._best_globs(self._globs, tool))
+        servers = set(self._exact_q_servers.get(tool, ()))
+        for srv in servers:
+            found.extend(self._exact_q[(srv, tool)])
+        for srv, index in self._globs_q.items():
+            if srv not in servers:
+                found.extend(self._best_globs(index, tool))
+        for r in found:
+            if r.pattern is not None and r.pattern.server is not None:
+                self._warn_unknown_server(r.pattern.text, tool)
+        return found
 
     @staticmethod
     def _best_globs(index: GlobIndex[_Rule], tool: str) -> list[_Rule]:
@@ -421,12 +476,16 @@ class Policy:
             )
             return _Plan(tool, server, "hidden", d)
         matched = self._matching(tool, server)
+        fallback = self._classes[rc] if rc is not None and rc in self._classes else self._default_rule
         if matched:
             matched = sorted(matched, key=lambda r: (-_STRICTNESS[r.action], r.order))
-        elif rc is not None and rc in self._classes:
-            matched = [self._classes[rc]]
+            if server is None and all(r.pattern is not None and r.pattern.server is not None for r in matched):
+                # Only server-qualified rules matched a call whose server is unknown: on any other server the
+                # class or default would apply, so it takes part too (strictest wins; stable sort keeps the
+                # tool rule first among equals).
+                matched = sorted([*matched, fallback], key=lambda r: -_STRICTNESS[r.action])
         else:
-            matched = [self._default_rule]
+            matched = [fallback]
         main = matched[0]
         if main.action == "deny":
             if main is self._default_rule:
@@ -450,6 +509,8 @@ class Policy:
         for r in rules:
             redact.extend(p for p in r.redact if p not in redact)
         base: dict[str, Any] = dict(common, rule=main.pointer, redact=tuple(redact))
+        if main.retry is not None:
+            base["retry"] = main.retry
         if main.action == "require_approval":
             base.update(
                 reason=main.reason or f"{tool} requires a human's approval under the policy",
@@ -470,13 +531,14 @@ class Policy:
             main=main,
             rules=rules,
             schemas=tuple((r.schema[0], r.schema[1], r) for r in rules if r.schema is not None),
-            checks=tuple((p, c, r, "requirement_failed") for r in rules for p, c in r.require)
-            + tuple((p, c, r, "denied") for r in rules for p, c in r.deny_if),
+            checks=tuple((p, c, "requirement_failed") for r in rules for p, c in r.require)
+            + tuple((p, c, "denied") for r in rules for p, c in r.deny_if),
             approve_if=tuple((p, c, r) for r in rules for p, c in r.approve_if),
             limits=limits,
             per_caller=any(s.per_caller for s in limits),
             per_args=per_args,
         )
+        plan.reads_args = bool(plan.schemas) or per_args or any(r.reads_args for r in rules)
         plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args)
         plan.constant = plan.checks_only and not (plan.checks or plan.per_caller)
         return plan
@@ -518,10 +580,17 @@ class Policy:
         if plan.checks_only and type(args) is dict:
             # The common shapes (require / deny_if, per-caller limits): run the checks inline, then the
             # precomputed decision, or the one memoised for this caller.
-            for ptr, check, owner, code in plan.checks:
+            if plan.reads_args:
+                for value in args.values():  # the common flat leaves, without a call; anything else is walked
+                    if type(value) not in _FLAT_LEAVES:
+                        bad = non_finite_path(args)
+                        if bad is not None:
+                            return self._non_finite(plan, bad)
+                        break
+            for ptr, check, code in plan.checks:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
-                    return self._deny(plan, code, ptr, why, owner)
+                    return self._deny(plan, code, ptr, why)
             if not plan.per_caller:
                 return plan.decision
             mine = plan.by_caller.get((identity, session))
@@ -529,22 +598,35 @@ class Policy:
                 return mine
         return self._run(plan, args, identity, session)
 
-    def _deny(self, plan: _Plan, code: Any, rule: str, reason: str, owner: _Rule | None) -> Decision:
-        # A rule's own reason is what the model sees when that rule denies; for an allow rule that is a
-        # failed check, so the check's detail follows in brackets. A require_approval rule's reason is
-        # about approval, not about this refusal, so it is not repeated here.
-        if owner is not None and owner.reason and owner.action == "allow":
-            reason = f"{owner.reason} ({reason})"
-        base = plan.decision
-        return Decision.deny(
-            plan.tool,
-            code,
-            server=plan.server,
-            rule=rule,
-            reason=reason,
-            policy=self.hash,
-            risk_class=base.risk_class,
-            redact=base.redact,
+    def _deny(self, plan: _Plan, code: Any, rule: str, reason: str) -> Decision:
+        # A failing check reports the check. A rule's own ``reason`` is the model's text only when the rule's
+        # action refuses (a deny rule, decided in _resolve); an allow rule's reason says nothing about why
+        # this check failed ("capped at 5,000 USD" when the symbol was wrong), so it is not used here.
+        # Reasons carry no argument values, so each (check, reason) refusal is built once and reused.
+        key = (rule, reason)
+        decision = plan.refusals.get(key)
+        if decision is None:
+            base = plan.decision
+            decision = Decision.deny(
+                plan.tool,
+                code,
+                server=plan.server,
+                rule=rule,
+                reason=reason,
+                policy=self.hash,
+                risk_class=base.risk_class,
+                redact=base.redact,
+            )
+            if len(plan.refusals) < _REFUSALS_MAX:
+                plan.refusals[key] = decision
+        return decision
+
+    def _non_finite(self, plan: _Plan, path: str) -> Decision:
+        return self._deny(
+            plan,
+            "invalid_arguments",
+            plan.main.pointer if plan.main else self._DEFAULT_POINTER,
+            f"{path} is not a finite number (NaN and Infinity are not valid JSON)",
         )
 
     def _run(self, plan: _Plan, args: Any, identity: str | None, session: str | None) -> Decision:
@@ -557,17 +639,20 @@ class Policy:
                 "invalid_arguments",
                 plan.main.pointer if plan.main else self._DEFAULT_POINTER,
                 f"the arguments must be a JSON object (a mapping of name to value), got {type(args).__name__}",
-                None,
             )
-        for ptr, validate, owner in plan.schemas:
+        if plan.reads_args:
+            bad = _non_finite(args)
+            if bad is not None:
+                return self._non_finite(plan, bad)
+        for ptr, validate, _owner in plan.schemas:
             try:
                 validate(args)
             except Exception as exc:  # fastjsonschema's JsonSchemaValueException, or a value it cannot handle
-                return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc), owner)
-        for ptr, check, owner, code in plan.checks:
+                return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc))
+        for ptr, check, code in plan.checks:
             why = check(args, identity, session, server, tool)
             if why is not None:
-                return self._deny(plan, code, ptr, why, owner)
+                return self._deny(plan, code, ptr, why)
         decision = plan.decision
         main = plan.main or self._default_rule
         if plan.per_args:
@@ -575,7 +660,7 @@ class Policy:
             for spec in plan.limits:
                 cost = spec.cost_of(args)
                 if isinstance(cost, str):
-                    return self._deny(plan, "invalid_arguments", f"{spec.rule}/cost", cost, None)
+                    return self._deny(plan, "invalid_arguments", f"{spec.rule}/cost", cost)
                 charges.append(spec.charge(tool, server, identity, session, cost))
             decision = decision.replace(limits=tuple(charges))
         elif plan.per_caller:
@@ -621,6 +706,34 @@ class Policy:
         rc = risk_class(annotations) if annotations else None
         plan = self._plan(tool, server, rc)
         return plan.kind == "run" and (plan.decision.action == "require_approval" or bool(plan.approve_if))
+
+
+def _non_finite(args: Mapping[str, Any]) -> str | None:
+    """The path of a NaN / Infinity in ``args``, walking only when a value is not a flat leaf.
+
+    (``evaluate``'s hot path inlines the same loop to save the call.)
+    """
+    for value in args.values():
+        if type(value) not in _FLAT_LEAVES:
+            return non_finite_path(args)
+    return None
+
+
+def read_policy_file(path: str | os.PathLike[str], max_bytes: int = MAX_POLICY_BYTES) -> tuple[bytes, str, str]:
+    """(the bytes, ``"json"`` or ``"yaml"``, the source name) of a policy file, bounded by ``max_bytes``."""
+    p = Path(path)
+    source = str(p)
+    suffix = p.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise input_error(f"unknown policy file type {suffix or '(none)'!r}; use .json, .yaml or .yml", source)
+    try:
+        check_size(p.stat().st_size, max_bytes, source)  # before reading: a huge file is never read at all
+        with p.open("rb") as fh:
+            text = fh.read(max_bytes + 1)  # the file may have grown since stat
+    except OSError as exc:
+        raise input_error(f"cannot read the file: {exc.strerror or exc}", source) from exc
+    check_size(len(text), max_bytes, source)
+    return text, "json" if suffix == ".json" else "yaml", source
 
 
 def _rebuild(raw: Any, source: str | None) -> Policy:

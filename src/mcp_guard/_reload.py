@@ -20,7 +20,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from mcp_guard._audit import emit
+from mcp_guard._audit import emit, iso_time
 from mcp_guard._errors import MCPGuardError, require_extra
 from mcp_guard._policy import Policy, load_policy
 
@@ -58,7 +58,7 @@ def reload_policy(guard: Guard, source: Any = None) -> bool:
 
 def _audit(guard: Guard, fields: dict[str, Any]) -> None:
     if guard.audit_sinks:
-        emit(guard.audit_sinks, {"time": guard.clock(), "event": "policy_reload", **fields})
+        emit(guard.audit_sinks, {"time": iso_time(guard.clock()), "event": "policy_reload", **fields})
 
 
 class PolicyWatcher:

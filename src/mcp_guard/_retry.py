@@ -1,15 +1,21 @@
-"""Retries for transient upstream failures, with tenacity: exponential back-off with jitter, bounded.
+"""Retries for transient upstream failures: exponential back-off with jitter, bounded.
 
 Retried: connection errors and timeouts raised by the tool, exceptions that carry a ``retry_after``
 (or an HTTP 429 status), and results that report a rate limit (an error result whose text mentions
-429 / "rate limit", with a "retry after N" when it gives one). Not suitable for non-idempotent tools
-whose failures may have taken effect: pass ``retry=False`` to the guard for those, or narrow ``retry_on``.
+429 / "rate limit", with a "retry after N" when it gives one).
+
+Retries never spend twice (spec section 8): by default only tools that declare themselves safe to repeat
+are retried (MCP annotations ``readOnlyHint`` or ``idempotentHint``, or ``retry: true`` on the rule); a
+timeout from a tool that moves money may come after the money moved. ``RetryPolicy(idempotent_only=False)``
+retries every tool (0.1's behaviour) and ``retry: false`` on a rule turns retries off for it. Each retry is
+charged to the call's limits again, so N executions never exceed a spend cap.
 """
 
 from __future__ import annotations
 
 import random
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +25,8 @@ from tenacity import (
     retry_if_exception,
     retry_if_result,
 )
+
+from mcp_guard._compat import result_is_error
 
 _RATE_TEXT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
 _POLICY_VIOLATION = '"error": "policy_violation"'
@@ -70,9 +78,10 @@ class RetryPolicy:
     jitter_s: float = 0.1
     max_total_s: float = 30.0
     retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-    is_error_result: Callable[[Any], bool] = field(
-        default=lambda v: getattr(v, "isError", False) is True or getattr(v, "status", None) == "error"
-    )
+    is_error_result: Callable[[Any], bool] = field(default=result_is_error)
+    idempotent_only: bool = True
+    """Retry only tools that declare themselves safe to repeat (annotations ``readOnlyHint`` /
+    ``idempotentHint``, or ``retry: true`` on the rule). False retries every tool, as 0.1 did."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
@@ -98,6 +107,29 @@ class RetryPolicy:
             return None
         match = _RETRY_AFTER_TEXT.search(text)
         return float(match.group(1)) if match else 0.0
+
+    def next_wait(self, attempt: int, slept: float, error: BaseException | None, value: Any = None) -> float | None:
+        """Seconds to sleep before attempt ``attempt + 1``, or ``None`` to stop (not transient, or out of budget).
+
+        ``error`` is what attempt ``attempt`` raised (``None``: it returned ``value``); ``slept`` is the time
+        already slept between attempts. The guard's retry loop calls this; :meth:`tenacity_kwargs` is the
+        same rule for tenacity users.
+        """
+        if error is not None:
+            if not self.is_transient(error):
+                return None
+            hinted = _retry_after_of(error)
+        else:
+            hinted = self.result_retry_after(value)
+            if hinted is None:
+                return None
+        if attempt >= self.attempts:
+            return None
+        exponent = min(attempt - 1, 64)
+        wait = max(min(self.initial_s * 2.0**exponent + random.uniform(0.0, self.jitter_s), self.max_s), hinted or 0.0)
+        if slept + wait > self.max_total_s:
+            return None
+        return wait
 
     def _wait(self) -> Callable[[RetryCallState], float]:
         initial, cap, jitter = self.initial_s, self.max_s, self.jitter_s
@@ -140,6 +172,22 @@ class RetryPolicy:
             "reraise": True,
             "retry_error_callback": _last_result,
         }
+
+
+# Exceptions that mean the request never reached the tool: the connection was refused or could not be
+# made. Read by class name too, so httpx/httpcore/aiohttp/anyio connect errors count without importing them.
+_NOT_SENT_NAMES = frozenset({"ConnectError", "ConnectTimeout", "ClientConnectorError", "ConnectionRefusedError"})
+
+
+def not_sent(exc: BaseException) -> bool:
+    """True when ``exc`` shows the call never reached the tool (refused or failed connect), so it did not run.
+
+    Everything else a tool call raises (a timeout, a connection lost mid-call, an error from inside the
+    tool, a cancellation) is ambiguous: the tool may have acted, and its quota is kept.
+    """
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return True
+    return any(cls.__name__ in _NOT_SENT_NAMES for cls in type(exc).__mro__)
 
 
 def _last_result(rs: RetryCallState) -> Any:

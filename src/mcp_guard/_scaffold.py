@@ -1,4 +1,4 @@
-"""``mcp-guard init``: start an MCP server over stdio, read its tools, and write a starter policy.
+"""``mcp-guard init``: read an MCP server's tools (over stdio, or streamable HTTP), and write a starter policy.
 
 The starter policy follows the tools' MCP annotations, read with MCP's own defaults (a tool that says nothing
 is assumed to write, destructively, to an open world):
@@ -25,9 +25,10 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from mcp_guard._errors import MissingExtraError
 from mcp_guard._policy import risk_class as _policy_risk_class
@@ -175,40 +176,86 @@ def render(policy: Mapping[str, Any], fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}: use 'json' or 'yaml'")
 
 
-async def read_server(command: Sequence[str], *, timeout_s: float = 30.0, cwd: str | None = None) -> ServerInfo:
-    """Start ``command`` as an MCP server over stdio, list its tools (all pages), and stop it.
+def is_url(target: str) -> bool:
+    """True when ``init``'s argument names a streamable-HTTP endpoint rather than a command to start."""
+    return target.startswith(("http://", "https://"))
 
-    The server inherits this process's environment (stdio_client would otherwise pass only a safe subset,
-    and a server that needs its API key in the environment would fail to start).
+
+async def read_server(command: Sequence[str] | str, *, timeout_s: float = 30.0, cwd: str | None = None) -> ServerInfo:
+    """List an MCP server's tools (all pages): ``command`` is either a command to start over stdio (a list), or
+    the URL of a running streamable-HTTP server (a string starting ``http://`` or ``https://``).
+
+    A stdio server inherits this process's environment (stdio_client would otherwise pass only a safe subset,
+    and a server that needs its API key in the environment would fail to start) and is stopped afterwards.
     """
     if not command:
-        raise ValueError("no server command given: mcp-guard init -- COMMAND [ARGS...]")
+        raise ValueError("no server given: mcp-guard init URL, or mcp-guard init -- COMMAND [ARGS...]")
     try:
         import anyio
-        from mcp import ClientSession, StdioServerParameters
-        from mcp.client.stdio import stdio_client
+        from mcp import ClientSession
     except ImportError as exc:
         raise MissingExtraError(
             "mcp-guard init requires the 'mcp' package, in the 'langchain' and 'openai-agents' extras: "
             "pip install 'mcp-guard[openai-agents]'"
         ) from exc
 
-    params = StdioServerParameters(command=command[0], args=list(command[1:]), env=dict(os.environ), cwd=cwd)
-    tools: list[ToolInfo] = []
     with anyio.fail_after(timeout_s):
-        async with stdio_client(params, errlog=_errlog()) as (read, write), ClientSession(read, write) as session:
+        async with _transport(command, cwd) as streams, ClientSession(streams[0], streams[1]) as session:
             init = await session.initialize()
+            tools: list[ToolInfo] = []
             cursor: str | None = None
             while True:
-                page = await session.list_tools(cursor=cursor) if cursor else await session.list_tools()
+                page = await _list_tools_page(session, cursor)
                 for tool in page.tools:
-                    annotations = tool.annotations.model_dump(exclude_none=True) if tool.annotations else {}
-                    annotations.pop("title", None)
-                    tools.append(ToolInfo(tool.name, tool.description, annotations))
-                cursor = page.nextCursor
+                    tools.append(ToolInfo(tool.name, tool.description, _annotations(tool)))
+                cursor = _field(page, "next_cursor", "nextCursor")
                 if not cursor:
                     break
-    return ServerInfo(init.serverInfo.name if init.serverInfo else None, tuple(tools))
+    info = _field(init, "server_info", "serverInfo")
+    return ServerInfo(info.name if info else None, tuple(tools))
+
+
+def _transport(command: Sequence[str] | str, cwd: str | None) -> AbstractAsyncContextManager[Sequence[Any]]:
+    """The client transport for ``command``: streamable HTTP for a URL, stdio for a command line.
+
+    Both yield a tuple whose first two items are the read and write streams (mcp 1.x's HTTP client adds a
+    session-id getter as a third).
+    """
+    if isinstance(command, str):
+        if not is_url(command):
+            raise ValueError(f"not an http(s) URL: {command!r}; give a command as a list")
+        import mcp.client.streamable_http as http
+
+        # mcp 2.x and late 1.x spell it streamable_http_client; earlier 1.x only streamablehttp_client.
+        client = getattr(http, "streamable_http_client", None) or http.streamablehttp_client
+        return cast("AbstractAsyncContextManager[Sequence[Any]]", client(command))
+    from mcp import StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    params = StdioServerParameters(command=command[0], args=list(command[1:]), env=dict(os.environ), cwd=cwd)
+    return cast("AbstractAsyncContextManager[Sequence[Any]]", stdio_client(params, errlog=_errlog()))
+
+
+async def _list_tools_page(session: Any, cursor: str | None) -> Any:
+    if not cursor:
+        return await session.list_tools()
+    from mcp.types import PaginatedRequestParams  # both majors take the cursor inside params
+
+    return await session.list_tools(params=PaginatedRequestParams(cursor=cursor))
+
+
+def _field(obj: Any, snake: str, camel: str) -> Any:
+    """A protocol field by its mcp 2.x (snake_case) or mcp 1.x (camelCase) attribute name."""
+    return getattr(obj, snake, getattr(obj, camel, None))
+
+
+def _annotations(tool: Any) -> dict[str, Any]:
+    """The tool's annotation hints under their wire (camelCase) names, whichever mcp major built the model."""
+    if not tool.annotations:
+        return {}
+    annotations: dict[str, Any] = tool.annotations.model_dump(exclude_none=True, by_alias=True)
+    annotations.pop("title", None)
+    return annotations
 
 
 def _errlog() -> TextIO:
@@ -234,14 +281,17 @@ def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "init",
         help="write a starter policy from an MCP server's tools and annotations",
-        description="Start an MCP server over stdio, list its tools and annotations, and write a starter policy: "
-        "default deny; read-only tools allowed; write tools rate-limited; destructive tools require approval.",
-        epilog="example: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py",
+        description="Read an MCP server's tools and annotations (start it over stdio after --, or give the URL of "
+        "a running streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; "
+        "write tools rate-limited; destructive tools require approval.",
+        epilog="examples: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py\n"
+        "          mcp-guard init --output policy.json http://127.0.0.1:8000/mcp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--output", "-o", metavar="FILE", help="write here (.json, or .yaml/.yml); default stdout")
     parser.add_argument("--format", choices=("json", "yaml"), help="output format (default: from FILE's suffix)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
-    parser.add_argument("server_command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    parser.add_argument("server_command", nargs=argparse.REMAINDER, metavar="URL | -- COMMAND ...")
     parser.set_defaults(func=run_init)
     return parser
 
@@ -253,27 +303,30 @@ def run_init(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         print(
-            "mcp-guard init: give the server command after --, e.g. mcp-guard init -- python server.py", file=sys.stderr
+            "mcp-guard init: give a streamable-HTTP URL (mcp-guard init http://127.0.0.1:8000/mcp) or the server "
+            "command after -- (mcp-guard init -- python server.py)",
+            file=sys.stderr,
         )
         return 2
+    # One argument that is a URL names a running server; anything else is a command line to start over stdio.
+    target: list[str] | str = command[0] if len(command) == 1 and is_url(command[0]) else command
+    shown = target if isinstance(target, str) else " ".join(command)
     try:
-        server = asyncio.run(read_server(command, timeout_s=args.timeout))
+        server = asyncio.run(read_server(target, timeout_s=args.timeout))
     except MissingExtraError as exc:
         print(f"mcp-guard init: {exc}", file=sys.stderr)
         return 2
     except TimeoutError:
-        print(
-            f"mcp-guard init: {command[0]} did not answer as an MCP server within {args.timeout:g} s", file=sys.stderr
-        )
+        print(f"mcp-guard init: {shown} did not answer as an MCP server within {args.timeout:g} s", file=sys.stderr)
         return 2
     except Exception as exc:
         # Startup failures surface as OSError or as an ExceptionGroup from the transport's task group.
-        print(f"mcp-guard init: could not read tools from {' '.join(command)!r}: {_describe(exc)}", file=sys.stderr)
+        print(f"mcp-guard init: could not read tools from {shown!r}: {_describe(exc)}", file=sys.stderr)
         return 2
     text = render(starter_policy(server), _format_for(args.output, args.format))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}: {len(server.tools)} tools from {server.name or command[0]}", file=sys.stderr)
+        print(f"wrote {args.output}: {len(server.tools)} tools from {server.name or shown}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -292,6 +345,7 @@ __all__ = [
     "ServerInfo",
     "ToolInfo",
     "add_init_parser",
+    "is_url",
     "read_server",
     "render",
     "risk_class",

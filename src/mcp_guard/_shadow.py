@@ -105,11 +105,17 @@ def check_mode(mode: Any) -> Mode | None:
 def admit_steps(
     guard: Guard, shadow: Shadow, call: ToolCall, state: _AttemptState, decision: Decision | None
 ) -> Generator[Any, Any, Admission]:
-    """The guard's admission (steps 1-6) with shadow mode applied: a refusal in shadow becomes a go-ahead."""
+    """The guard's admission (steps 1-6) with shadow mode applied: a refusal in shadow becomes a go-ahead.
+
+    A budget refusal in shadow (a limit whose rule is in shadow, or the store when the policy is) drops that
+    budget and runs the guard's own admission again, so whatever else applies still does: an approval a rule
+    in enforce mode asks for is still asked (with the rest of the quota held), limits in enforce mode still
+    refuse. Any other refusal in shadow lets the call go ahead with the quota that still fits.
+    """
     from mcp_guard._guard import Admission
 
     if decision is None:
-        decision = guard._evaluate(call)
+        decision = guard._evaluate(call, state.policy)
     would: Decision | None = None
     if decision.needs_approval and state.approval is None and shadow.mode_of(decision) == "shadow":
         # Never ask a human in shadow; record what enforcement would have done instead.
@@ -121,29 +127,57 @@ def admit_steps(
         else:
             would = decision
         decision = decision.replace(action="allow")
-    admission: Admission = yield from guard._admit_steps(call, state, decision, _core=True)
-    refused = admission.decision
-    if refused.denied and shadow.mode_of(refused) == "shadow":
-        charges = () if decision.denied else decision.limits
-        reserved, token, enforced = yield from _reserve_what_fits(shadow, decision, charges)
-        if enforced is not None:  # a limit in enforce mode refuses too: that refusal stands
-            return Admission(admission.call, enforced, started=admission.started, approval=admission.approval)
-        base = refused if decision.denied else decision
-        allowed = base.replace(action="allow", code=None, retry_after_s=None, limits=reserved)
-        return Admission(
-            admission.call,
-            allowed,
-            token=token,
-            started=admission.started,
-            approval=admission.approval,
-            shadow=refused,
-        )
+    first: Decision | None = None  # the first refusal in shadow: what enforcement would have answered
+    while True:  # each pass drops at least one budget, so this ends
+        admission: Admission = yield from guard._admit_steps(call, state, decision, _core=True)
+        refused = admission.decision
+        if not refused.denied or shadow.mode_of(refused) != "shadow":
+            break
+        first = first or refused
+        kept = _without_refusing(decision.limits, refused)
+        if kept is None:
+            break
+        decision = decision.replace(limits=kept)
+    if first is None:
+        if admission.admitted:
+            if would is not None:
+                admission.shadow = would
+            elif shadow.mode_of(admission.decision) == "shadow":
+                admission.shadow = admission.decision  # decided in shadow, and enforcement would have allowed it
+        return admission
     if admission.admitted:
-        if would is not None:
-            admission.shadow = would
-        elif shadow.mode_of(admission.decision) == "shadow":
-            admission.shadow = admission.decision  # decided in shadow, and enforcement would have allowed it
-    return admission
+        admission.shadow = first
+        return admission
+    if shadow.mode_of(refused) != "shadow":  # a refusal in enforce mode stands
+        return admission
+    # A refusal in shadow that is not about the budget (a deny, an edit denied): go ahead, counting what fits.
+    charges = () if decision.denied else decision.limits
+    reserved, token, enforced = yield from _reserve_what_fits(shadow, decision, charges)
+    if enforced is not None:  # a limit in enforce mode refuses too: that refusal stands
+        return Admission(admission.call, enforced, started=admission.started, approval=admission.approval)
+    base = refused if decision.denied else decision
+    allowed = base.replace(action="allow", code=None, retry_after_s=None, limits=reserved)
+    return Admission(
+        admission.call,
+        allowed,
+        token=token,
+        started=admission.started,
+        approval=admission.approval,
+        shadow=first,
+    )
+
+
+def _without_refusing(charges: Sequence[LimitCharge], refused: Decision) -> tuple[LimitCharge, ...] | None:
+    """``charges`` less the budget that refused the call; None when the refusal was not the budget's."""
+    if refused.code == "rate_limited":
+        keys = {c.key for c in charges if c.rule == refused.rule}
+    elif refused.code == "guard_unavailable" and refused.rule == "/store":
+        keys = {c.key for c in charges}  # the store is down: count nothing, refuse nothing
+    else:
+        return None
+    if not keys:
+        return None
+    return tuple(c for c in charges if c.key not in keys)
 
 
 def check_steps(guard: Guard, shadow: Shadow, call: ToolCall) -> Generator[Any, Any, Decision]:

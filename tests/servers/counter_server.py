@@ -17,7 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mcp.server.fastmcp import FastMCP
+# ToolError, not ValueError, for failures the model should read: mcp 2 hides any other exception's text.
+try:  # mcp 2.x renamed FastMCP to MCPServer
+    from mcp.server.mcpserver import MCPServer as FastMCP
+    from mcp.server.mcpserver.exceptions import ToolError
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP  # type: ignore[no-redef]
+    from mcp.server.fastmcp.exceptions import ToolError  # type: ignore[no-redef]
 from mcp.types import ToolAnnotations
 
 SERVER_NAME = "exchange"
@@ -77,7 +83,7 @@ def delete_api_key(key_id: str) -> str:
 def flaky() -> str:
     """Always fails: FastMCP turns the exception into an MCP result with isError=True."""
     _count("flaky")
-    raise RuntimeError("upstream exploded")
+    raise ToolError("upstream exploded")
 
 
 # -- helpers for tests ---------------------------------------------------------------------------------
@@ -101,5 +107,20 @@ def read_counts(counter_file: str | os.PathLike[str]) -> collections.Counter[str
     return collections.Counter(line for line in path.read_text(encoding="utf-8").splitlines() if line)
 
 
+def serve_streamable_http(port: int) -> None:
+    """Serve over streamable HTTP on 127.0.0.1:``port`` at ``/mcp``, with either major version of the mcp SDK."""
+    settings = getattr(mcp, "settings", None)
+    if hasattr(settings, "port"):  # mcp 1.x: host and port are server settings
+        settings.host = "127.0.0.1"  # type: ignore[union-attr]
+        settings.port = port  # type: ignore[union-attr]
+        mcp.run("streamable-http")
+    else:  # mcp 2.x: they are arguments of run()
+        mcp.run("streamable-http", host="127.0.0.1", port=port)  # type: ignore[call-arg]
+
+
 if __name__ == "__main__":
-    mcp.run("stdio")
+    # ``counter_server.py`` speaks stdio; ``counter_server.py --http PORT`` serves streamable HTTP on loopback.
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        serve_streamable_http(int(sys.argv[2]))
+    else:
+        mcp.run("stdio")

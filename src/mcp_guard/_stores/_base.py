@@ -143,13 +143,15 @@ class Store(ABC):
 
 
 def store_from_uri(uri: str, **options: Any) -> Store:
-    """Build a store from a URI: ``memory://``, ``redis://host:port/db``, ``rediss://...``.
+    """Build a store from a URI: ``memory://``, ``redis://host:port/db``, ``rediss://...``,
+    ``redis+cluster://host:port[,host:port...]``.
 
     An unknown scheme is a configuration error that lists the known ones.
     """
     # Import the built-ins so they register themselves.
     from mcp_guard._stores import memory  # noqa: F401
     from mcp_guard._stores import redis as _redis  # noqa: F401  (imports its driver lazily)
+    from mcp_guard._stores import redis_cluster as _cluster  # noqa: F401  (redis+cluster://)
 
     scheme = urlsplit(uri).scheme
     cls = Store._registry.get(scheme)

@@ -121,7 +121,8 @@ class MemoryStore(Store):
     Thread-safe: one lock around each decision. There are no awaits inside, so the async methods are exact
     under asyncio too (they run the same code without yielding). State lives in this object: two processes
     (or two ``MemoryStore`` objects) do not share budgets; use :class:`~mcp_guard._stores.redis.RedisStore`
-    for that. ``clock`` (default :func:`time.time`) is injectable so tests can move time.
+    for that. ``clock`` defaults to :func:`time.monotonic`: a wall-clock step (NTP, a suspended laptop, an
+    operator's ``date -s``) must not empty or fill every window; it is injectable so tests can move time.
 
     Memory stays bounded: entries older than the longest window seen for a key are pruned when the key is
     used, and keys whose entries have all expired are dropped by a sweep that runs at most once a minute.
@@ -129,7 +130,7 @@ class MemoryStore(Store):
 
     schemes = ("memory",)
 
-    def __init__(self, *, clock: Clock = time.time) -> None:
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
         super().__init__(clock=clock)
         self._lock = threading.Lock()
         self._logs: dict[str, _Log] = {}

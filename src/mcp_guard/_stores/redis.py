@@ -34,7 +34,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -223,7 +223,64 @@ def _escape(part: str) -> str:
     return part.replace("%", "%25").replace(":", "%3A")
 
 
-class RedisStore(Store):
+class ScriptStore(Store):
+    """What :class:`RedisStore` and the Redis Cluster store share: the key layout, the scripts' arguments, tokens
+    and the reading of the scripts' answers. Subclasses only move the commands (``_budget_keys`` may rename keys).
+    """
+
+    def __init__(self, *, prefix: str, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.prefix = prefix
+        self._prefix = _escape(prefix)
+        self._seq = itertools.count(1)
+
+    def _budget_keys(self, key: str) -> tuple[str, str]:
+        """The ZSET and the HASH of one budget key."""
+        return f"{self._prefix}:log:{key}", f"{self._prefix}:meta:{key}"
+
+    # -- the decisions, once: build the script's arguments, read its answer ---------------------------
+
+    def _decide_args(self, groups: list[Group], mode: str, token: str, now: str) -> tuple[list[str], list[Any]]:
+        keys: list[str] = []
+        argv: list[Any] = [now, mode, token]
+        for key, cost, limits in groups:
+            keys.extend(self._budget_keys(key))
+            argv.append(repr(cost))
+            argv.append(len(limits))
+            for c in limits:
+                argv.append(repr(float(c.window_s)))
+                argv.append(c.max)
+        return keys, argv
+
+    @staticmethod
+    def _verdict(reply: Any, groups: list[Group], token: str | None) -> Verdict:
+        if int(reply[0]) == 1:
+            return Verdict(ok=True, token=token)
+        flat = [c for _, _, limits in groups for c in limits]
+        return Verdict(ok=False, charge=flat[int(reply[1]) - 1], retry_after_s=float(reply[2]))
+
+    def _release_args(self, charges: Sequence[LimitCharge], token: str) -> tuple[list[str], list[Any]] | None:
+        if not charges or "@" not in token:
+            return None  # nothing to give back, or not a token of ours: nothing of it is stored
+        keys: list[str] = []
+        for key in dict.fromkeys(c.key for c in charges):
+            keys.extend(self._budget_keys(key))
+        return keys, [token, token.rsplit("@", 1)[1]]
+
+    def _stamp(self, reserve: bool) -> tuple[str, str]:
+        """The call's token (empty for a check) and its admission time, as the scripts take them."""
+        now = repr(float(self.clock()))
+        return (f"{_node}.{next(self._seq)}@{now}" if reserve else ""), now
+
+    def _prepare(self, charges: Sequence[LimitCharge], reserve: bool) -> tuple[list[Group], Verdict | None, Any]:
+        groups, refused = plan(charges)
+        if refused is not None:
+            return groups, refused, None
+        token, now = self._stamp(reserve)
+        return groups, None, (token, *self._decide_args(groups, "r" if reserve else "c", token, now))
+
+
+class RedisStore(ScriptStore):
     """Exact sliding-window rate limits shared by every process that points at one Redis server.
 
     ``RedisStore("redis://localhost:6379/0", prefix="mcpg", timeout=0.25)``, or through
@@ -247,7 +304,8 @@ class RedisStore(Store):
     In asyncio, ``timeout`` also counts the time the event loop spends elsewhere: with thousands of
     concurrent calls on a loaded machine, raise it, or calls fail (closed) although the server is fine.
 
-    Not for Redis Cluster (one call's keys may live in several slots). Time comes from the client's
+    Not for Redis Cluster (one call's keys may live in several slots): use ``redis+cluster://``
+    (:mod:`~mcp_guard._stores.redis_cluster`). Time comes from the client's
     ``clock``; see the module docstring.
     """
 
@@ -264,7 +322,7 @@ class RedisStore(Store):
         clock: Clock = time.time,
         **pool_options: Any,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(prefix=prefix, clock=clock)
         self._redis = require_extra("redis", "redis", "RedisStore")
         for module in ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.connection", "redis.retry"):
             importlib.import_module(module)  # submodules the pools below are built from
@@ -275,9 +333,7 @@ class RedisStore(Store):
         except ValueError as exc:
             raise PolicyError(f"invalid Redis store URL: {exc}") from exc
         self.url = url
-        self.prefix = prefix
         self.timeout = float(timeout)
-        self._prefix = _escape(prefix)
         self._pool_options: dict[str, Any] = {
             "max_connections": int(max_connections),
             "timeout": float(pool_timeout),
@@ -286,7 +342,6 @@ class RedisStore(Store):
             "driver_info": None,  # no CLIENT SETINFO: one fewer round trip per new connection
             **pool_options,
         }
-        self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._sync_pool: Any = None
         self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None
@@ -319,47 +374,6 @@ class RedisStore(Store):
 
     def __repr__(self) -> str:
         return f"RedisStore({self._where!r}, prefix={self.prefix!r})"
-
-    # -- the decisions, once: build the script's arguments, read its answer ---------------------------
-
-    def _decide_args(self, groups: list[Group], mode: str, token: str, now: str) -> tuple[list[str], list[Any]]:
-        keys: list[str] = []
-        argv: list[Any] = [now, mode, token]
-        p = self._prefix
-        for key, cost, limits in groups:
-            keys.append(f"{p}:log:{key}")
-            keys.append(f"{p}:meta:{key}")
-            argv.append(repr(cost))
-            argv.append(len(limits))
-            for c in limits:
-                argv.append(repr(float(c.window_s)))
-                argv.append(c.max)
-        return keys, argv
-
-    @staticmethod
-    def _verdict(reply: Any, groups: list[Group], token: str | None) -> Verdict:
-        if int(reply[0]) == 1:
-            return Verdict(ok=True, token=token)
-        flat = [c for _, _, limits in groups for c in limits]
-        return Verdict(ok=False, charge=flat[int(reply[1]) - 1], retry_after_s=float(reply[2]))
-
-    def _release_args(self, charges: Sequence[LimitCharge], token: str) -> tuple[list[str], list[Any]] | None:
-        if not charges or "@" not in token:
-            return None  # nothing to give back, or not a token of ours: nothing of it is stored
-        keys: list[str] = []
-        p = self._prefix
-        for key in dict.fromkeys(c.key for c in charges):
-            keys.append(f"{p}:log:{key}")
-            keys.append(f"{p}:meta:{key}")
-        return keys, [token, token.rsplit("@", 1)[1]]
-
-    def _prepare(self, charges: Sequence[LimitCharge], reserve: bool) -> tuple[list[Group], Verdict | None, Any]:
-        groups, refused = plan(charges)
-        if refused is not None:
-            return groups, refused, None
-        now = repr(float(self.clock()))
-        token = f"{_node}.{next(self._seq)}@{now}" if reserve else ""
-        return groups, None, (token, *self._decide_args(groups, "r" if reserve else "c", token, now))
 
     def _fail(self, exc: BaseException) -> StoreError:
         return StoreError(f"redis store {self._where} failed: {type(exc).__name__}: {exc}")
@@ -619,6 +633,11 @@ class RedisStore(Store):
 def _abandon(loop: asyncio.AbstractEventLoop, pool: Any) -> None:
     """Drop an async pool whose event loop is no longer ours, closing its sockets without that loop."""
     connections = list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ()))
+    abandon_connections(loop, connections)
+
+
+def abandon_connections(loop: asyncio.AbstractEventLoop, connections: Iterable[Any]) -> None:
+    """Close redis-py async connections whose event loop is no longer ours, without that loop."""
     for conn in connections:
         writer = getattr(conn, "_writer", None)
         if writer is None:

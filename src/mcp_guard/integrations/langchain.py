@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from mcp_guard._compat import error_result
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
 from mcp_guard._guard import Guard, GuardResult, PolicySource, as_guard
@@ -80,8 +81,14 @@ def resolve_caller(
     option is used as is; a callable gets the ``ToolRuntime`` (or the ``RunnableConfig`` when there is none) and
     its answer is used even when it is ``None``. ``config`` defaults to the runtime's, else LangChain's current one.
     """
-    if identity.__class__ is str and session.__class__ is str:  # both fixed: nothing to look up
-        return identity, session
+    who, sess, _ = _caller(identity, session, runtime=runtime, config=config)
+    return who, sess
+
+
+def _caller(
+    identity: WhoOption, session: WhoOption, *, runtime: Any = None, config: Any = None
+) -> tuple[str | None, str | None, str | None]:
+    """:func:`resolve_caller` plus the run id: LangGraph's ``configurable.thread_id`` (None outside a graph)."""
     if config is None:
         config = getattr(runtime, "config", None) if runtime is not None else None
         if config is None:
@@ -103,15 +110,20 @@ def resolve_caller(
     else:
         who = identity
 
+    thread = configurable.get("thread_id")
     if session is None:
-        sess = configurable.get("thread_id")
+        sess = thread
         if sess is None:
             sess = _field(context, "session_id")
     elif callable(session):
         sess = session(runtime if runtime is not None else config)
     else:
         sess = session
-    return (None if who is None else str(who)), (None if sess is None else str(sess))
+    return (
+        (None if who is None else str(who)),
+        (None if sess is None else str(sess)),
+        (None if thread is None else str(thread)),
+    )
 
 
 def _server_for(server: ServerOption, tool: str) -> str | None:
@@ -124,6 +136,43 @@ def _annotations(tool: BaseTool | None) -> Mapping[str, Any] | None:
     # langchain-mcp-adapters puts the MCP ToolAnnotations dump (readOnlyHint, destructiveHint, ...) in metadata.
     metadata = getattr(tool, "metadata", None)
     return metadata if isinstance(metadata, Mapping) else None
+
+
+def _mcp_server_of(tool: BaseTool | None) -> str | None:
+    """The MCP server a langchain-mcp-adapters tool was loaded from (``load_mcp_tools(..., server_name=...)``).
+
+    The tool does not carry it as data: its call function closes over ``server_name``. Read once at wrap
+    time, so server-qualified rules (``exchange/withdraw``) apply without a ``server=`` argument.
+    """
+    coroutine = getattr(tool, "coroutine", None)
+    if coroutine is None or not getattr(coroutine, "__module__", "").startswith("langchain_mcp_adapters"):
+        return None
+    try:
+        name = inspect.getclosurevars(coroutine).nonlocals.get("server_name")
+    except (TypeError, ValueError):
+        return None
+    return name if isinstance(name, str) and name and name != "unknown" else None
+
+
+def _tool_schema(tool: BaseTool | None) -> Any:
+    """The input schema the Guard checks a call of ``tool`` against, strictly (spec section 8), or None.
+
+    MCP tools from langchain-mcp-adapters carry the server's ``inputSchema`` dict as ``args_schema``; other
+    structured tools a pydantic model, of which ``tool_call_schema`` is the part the model fills in (injected
+    arguments such as ``runtime`` left out). Computed once per tool: the Guard caches validators by schema.
+    """
+    if tool is None:
+        return None
+    schema = getattr(tool, "args_schema", None)
+    if isinstance(schema, Mapping):
+        return schema
+    if not isinstance(tool, StructuredTool) or schema is None:
+        return None  # a single-input Tool: the model sends one string, there is nothing to check against
+    try:
+        return tool.tool_call_schema
+    except Exception:  # a schema LangChain cannot build: the Guard still checks what it can
+        log.warning("no usable argument schema for tool %s", tool.name)
+        return None
 
 
 def _guard_failed(guard: Guard, tool: str, server: str | None, exc: BaseException) -> Decision:
@@ -177,7 +226,7 @@ def _error_handler(original: Any) -> Callable[[ToolException], Any]:
 class _ToolSpec:
     """What a wrapped tool needs at call time, resolved once at wrap time."""
 
-    __slots__ = ("annotations", "guard", "identity", "injected", "name", "server", "session")
+    __slots__ = ("annotations", "guard", "identity", "injected", "name", "schema", "server", "session")
 
     def __init__(
         self,
@@ -194,6 +243,7 @@ class _ToolSpec:
         self.session = session
         self.server = server
         self.annotations = annotations
+        self.schema = _tool_schema(tool)
         # Arguments LangChain injects (runtime, state, callbacks, config): passed through, never shown to the policy.
         injected: set[str] = {"callbacks", "run_manager", "config"}
         injected.update(getattr(tool, "_injected_args_keys", ()))
@@ -213,8 +263,19 @@ class _ToolSpec:
             call_args["tool_input"] = args[0] if len(args) == 1 else list(args)
         return call_args, extra
 
-    def caller(self, extra: Mapping[str, Any]) -> tuple[str | None, str | None]:
-        return resolve_caller(self.identity, self.session, runtime=extra.get("runtime"))
+    def context(self, extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The Guard's keyword arguments for one call: who, where, the schema, and the framework's ids."""
+        runtime = extra.get("runtime")
+        identity, session, run_id = _caller(self.identity, self.session, runtime=runtime)
+        return {
+            "server": self.server,
+            "identity": identity,
+            "session": session,
+            "annotations": self.annotations,
+            "tool_schema": self.schema,
+            "call_id": getattr(runtime, "tool_call_id", None),
+            "run_id": run_id,
+        }
 
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
@@ -238,11 +299,11 @@ def _same_signature(wrapper: Callable[..., Any], original: Callable[..., Any]) -
 
 
 def _async_wrapper(original: Callable[..., Awaitable[Any]], spec: _ToolSpec) -> Callable[..., Awaitable[Any]]:
-    guard, name, server, annotations = spec.guard, spec.name, spec.server, spec.annotations
+    guard, name, server = spec.guard, spec.name, spec.server
 
     async def guarded(*args: Any, **kwargs: Any) -> Any:
         call_args, extra = spec.split(args, kwargs)
-        identity, session = spec.caller(extra)
+        context = spec.context(extra)
         called = False
 
         async def call(**edited: Any) -> Any:
@@ -254,9 +315,7 @@ def _async_wrapper(original: Callable[..., Awaitable[Any]], spec: _ToolSpec) -> 
             return await original(**edited, **extra)
 
         try:
-            result: GuardResult = await guard.arun(
-                name, call_args, call, server=server, identity=identity, session=session, annotations=annotations
-            )
+            result: GuardResult = await guard.arun(name, call_args, call, **context)
         except Exception as exc:
             if called:  # the tool's own failure: exactly what the unguarded tool would have raised
                 raise
@@ -270,11 +329,11 @@ def _async_wrapper(original: Callable[..., Awaitable[Any]], spec: _ToolSpec) -> 
 
 
 def _sync_wrapper(original: Callable[..., Any], spec: _ToolSpec) -> Callable[..., Any]:
-    guard, name, server, annotations = spec.guard, spec.name, spec.server, spec.annotations
+    guard, name, server = spec.guard, spec.name, spec.server
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
         call_args, extra = spec.split(args, kwargs)
-        identity, session = spec.caller(extra)
+        context = spec.context(extra)
         called = False
 
         def call(**edited: Any) -> Any:
@@ -286,9 +345,7 @@ def _sync_wrapper(original: Callable[..., Any], spec: _ToolSpec) -> Callable[...
             return original(**edited, **extra)
 
         try:
-            result: GuardResult = guard.run(
-                name, call_args, call, server=server, identity=identity, session=session, annotations=annotations
-            )
+            result: GuardResult = guard.run(name, call_args, call, **context)
         except Exception as exc:
             if called:
                 raise
@@ -334,7 +391,7 @@ def wrap_tools(
                 f"wrap_tools cannot wrap {type(tool).__name__} {tool.name!r}: only StructuredTool and Tool; "
                 "use GuardMiddleware for other tools"
             )
-        tool_server = _server_for(server, tool.name)
+        tool_server = _server_for(server, tool.name) or _mcp_server_of(tool)
         annotations = _annotations(tool)
         if hide_denied and not guard.exposes(tool.name, server=tool_server, annotations=annotations):
             continue
@@ -356,9 +413,14 @@ class GuardInterceptor:
 
     >>> client = MultiServerMCPClient(conns, tool_interceptors=[GuardInterceptor(policy)])
 
-    Uses the request's ``server_name``, so server-qualified rules apply. A refused call returns
-    ``CallToolResult(isError=True)`` with the violation JSON and never reaches the server. It cannot hide tools
-    from the model (it only sees calls): use :func:`wrap_tools` or :class:`GuardMiddleware` for that.
+    Uses the request's ``server_name``, so server-qualified rules apply. A refused call returns an MCP error
+    result with the violation JSON and never reaches the server. It cannot hide tools from the model (it only
+    sees calls): use :func:`wrap_tools` or :class:`GuardMiddleware` for that.
+
+    The tool's input schema (checked strictly before the policy, spec section 8) is not part of an
+    interceptor request. Inside ``create_agent`` it is found in the tool list of the call's ``ToolRuntime``;
+    elsewhere pass the loaded tools once with :meth:`learn` (``interceptor.learn(await client.get_tools())``),
+    or ``schemas={"tool": input_schema}``. A call whose schema is unknown is checked by the policy alone.
     """
 
     def __init__(
@@ -368,6 +430,7 @@ class GuardInterceptor:
         approver: Any = None,
         identity: WhoOption = None,
         session: WhoOption = None,
+        schemas: Mapping[str, Any] | None = None,
         **guard_options: Any,
     ) -> None:
         if approver is not None:
@@ -375,13 +438,27 @@ class GuardInterceptor:
         self.guard = as_guard(policy_or_guard, **guard_options)
         self.identity = identity
         self.session = session
-        types = require_extra("mcp.types", "langchain", "GuardInterceptor")
-        self._result_type: type[CallToolResult] = types.CallToolResult
-        self._text_type: Any = types.TextContent
+        self._schemas: dict[str, Any] = dict(schemas or {})
+        self._annotations: dict[str, Mapping[str, Any] | None] = {}
+        require_extra("mcp.types", "langchain", "GuardInterceptor")
+
+    def learn(self, tools: Sequence[BaseTool]) -> GuardInterceptor:
+        """Remember the input schema and annotations of ``tools`` (loaded by langchain-mcp-adapters); returns self."""
+        for tool in tools:
+            self._schemas[tool.name] = _tool_schema(tool)
+            self._annotations[tool.name] = _annotations(tool)
+        return self
 
     def _refusal(self, decision: Decision) -> CallToolResult:
-        text = _violation_or_raise(self.guard, decision).to_json()
-        return self._result_type(isError=True, content=[self._text_type(type="text", text=text)])
+        result: CallToolResult = error_result(_violation_or_raise(self.guard, decision).to_json())
+        return result
+
+    def _tool_facts(self, runtime: Any, name: str, server: str | None) -> tuple[Any, Mapping[str, Any] | None]:
+        # The interceptor request carries no tool metadata; inside an agent the ToolRuntime lists the tools.
+        tool = _runtime_tool(runtime, name, server)
+        if tool is not None:
+            return _tool_schema(tool), _annotations(tool)
+        return self._schemas.get(name), self._annotations.get(name)
 
     async def __call__(
         self,
@@ -391,7 +468,8 @@ class GuardInterceptor:
         # langchain-mcp-adapters says "unknown" when it was not given a server name.
         server = request.server_name if request.server_name != "unknown" else None
         runtime = request.runtime
-        identity, session = resolve_caller(self.identity, self.session, runtime=runtime)
+        identity, session, run_id = _caller(self.identity, self.session, runtime=runtime)
+        schema, annotations = self._tool_facts(runtime, request.name, server)
         called = False
 
         async def call(**args: Any) -> Any:
@@ -407,7 +485,10 @@ class GuardInterceptor:
                 server=server,
                 identity=identity,
                 session=session,
-                annotations=_runtime_annotations(runtime, request.name, server),
+                annotations=annotations,
+                tool_schema=schema,
+                call_id=getattr(runtime, "tool_call_id", None),
+                run_id=run_id,
             )
         except Exception as exc:
             if called:
@@ -418,11 +499,11 @@ class GuardInterceptor:
         return result.value
 
 
-def _runtime_annotations(runtime: Any, name: str, server: str | None) -> Mapping[str, Any] | None:
-    # The interceptor request carries no tool metadata; inside an agent the ToolRuntime lists the tools.
+def _runtime_tool(runtime: Any, name: str, server: str | None) -> BaseTool | None:
     for tool in getattr(runtime, "tools", None) or ():
         if tool.name == name or (server is not None and tool.name == f"{server}_{name}"):
-            return _annotations(tool)
+            found: BaseTool = tool
+            return found
     return None
 
 
@@ -471,6 +552,7 @@ class GuardMiddleware(AgentMiddleware):
         self.session = session
         self.server = server
         self.hide_denied = hide_denied
+        self._schemas: dict[int, tuple[BaseTool, Any]] = {}
         # create_agent refuses two middleware with one name: number the instances.
         self._name = name or f"GuardMiddleware_{next(_middleware_ids)}"
 
@@ -488,7 +570,9 @@ class GuardMiddleware(AgentMiddleware):
             t
             for t in request.tools
             if not isinstance(t, BaseTool)
-            or guard.exposes(t.name, server=_server_for(self.server, t.name), annotations=_annotations(t))
+            or guard.exposes(
+                t.name, server=_server_for(self.server, t.name) or _mcp_server_of(t), annotations=_annotations(t)
+            )
         ]
         return request if len(tools) == len(request.tools) else request.override(tools=tools)
 
@@ -502,32 +586,55 @@ class GuardMiddleware(AgentMiddleware):
 
     # -- tool calls -------------------------------------------------------------------------------------
 
+    def _schema_of(self, tool: BaseTool | None) -> Any:
+        if tool is None:
+            return None
+        entry = self._schemas.get(id(tool))
+        if entry is None or entry[0] is not tool:
+            entry = (tool, _tool_schema(tool))  # holding the tool keeps its id from being reused
+            if len(self._schemas) >= _SCHEMA_CACHE:
+                self._schemas.clear()
+            self._schemas[id(tool)] = entry
+        return entry[1]
+
     def _who(self, request: ToolCallRequest) -> dict[str, Any]:
-        name = request.tool_call["name"]
-        identity, session = resolve_caller(self.identity, self.session, runtime=request.runtime)
+        call = request.tool_call
+        identity, session, run_id = _caller(self.identity, self.session, runtime=request.runtime)
         return {
-            "server": _server_for(self.server, name),
+            "server": _server_for(self.server, call["name"]) or _mcp_server_of(request.tool),
             "identity": identity,
             "session": session,
             "annotations": _annotations(request.tool),
+            "tool_schema": self._schema_of(request.tool),
+            "call_id": call.get("id"),
+            "run_id": run_id,
         }
 
     def _pause(self, request: ToolCallRequest, decision: Decision, who: Mapping[str, Any]) -> Any:
-        """Ask a human through the graph: ``interrupt`` raises now and returns the resume value on the re-run."""
+        """Ask a human through the graph, in LangChain's HumanInTheLoop ``per_call`` shape.
+
+        The interrupt's value is a ``ToolApprovalRequest`` (``type: "tool_approval"``) and its
+        ``response_schema`` the decisions a reviewer may send (approve, edit with this tool's argument schema,
+        reject). ``interrupt`` raises now and returns the resume value when the graph runs this node again.
+        """
         call = request.tool_call
-        payload = {
-            "type": "mcp_guard_approval",
-            "tool": call["name"],
-            "args": call["args"],
-            "server": who["server"],
-            "rule": decision.rule,
-            "reason": decision.reason,
-            "risk_class": decision.risk_class,
-            "description": decision.approval_description,
+        value = {
+            "type": "tool_approval",
             "tool_call_id": call.get("id"),
-            "allowed_decisions": ["approve", "edit", "reject"],
+            "name": call["name"],
+            "args": call["args"],
+            "description": decision.approval_description or decision.reason or f"{call['name']} needs approval",
+            # What LangChain's request does not carry, for reviewers that want it (ignored by the others).
+            "mcp_guard": {
+                "server": who["server"],
+                "identity": who["identity"],
+                "session": who["session"],
+                "rule": decision.rule,
+                "reason": decision.reason,
+                "risk_class": decision.risk_class,
+            },
         }
-        return interrupt(payload)
+        return interrupt(value, response_schema=_response_schema(call["name"], who["tool_schema"]))
 
     def _message(self, request: ToolCallRequest, decision: Decision) -> ToolMessage:
         call = request.tool_call
@@ -547,13 +654,14 @@ class GuardMiddleware(AgentMiddleware):
         who = self._who(request)
         approval: Any = None
         if self.approval == "interrupt":
-            # check() reserves nothing: this code runs again when the graph resumes after the interrupt.
+            # check() reserves nothing: this code runs again when the graph resumes after the interrupt, so the
+            # budget is checked when pausing and again on resume (and reserved only by run() below).
             try:
                 decision = self.guard.check(call["name"], call["args"], **who)
             except Exception as exc:
                 return self._message(request, _guard_failed(self.guard, call["name"], who["server"], exc))
             if decision.needs_approval:
-                approval = self._pause(request, decision, who)
+                approval = _resume_answer(self._pause(request, decision, who), call["name"])
         called = False
 
         def run(**args: Any) -> ToolMessage | Command[Any]:
@@ -586,7 +694,7 @@ class GuardMiddleware(AgentMiddleware):
             except Exception as exc:
                 return self._message(request, _guard_failed(self.guard, call["name"], who["server"], exc))
             if decision.needs_approval:
-                approval = self._pause(request, decision, who)
+                approval = _resume_answer(self._pause(request, decision, who), call["name"])
         called = False
 
         async def run(**args: Any) -> ToolMessage | Command[Any]:
@@ -604,3 +712,72 @@ class GuardMiddleware(AgentMiddleware):
             return self._message(request, result.violation)
         value: ToolMessage | Command[Any] = result.value
         return value
+
+
+_SCHEMA_CACHE = 1024
+
+
+def _response_schema(tool: str, args_schema: Any) -> dict[str, Any]:
+    """The JSON Schema of the answers a reviewer may send (LangChain's ``Decision`` types for this tool).
+
+    A dict, not a type: LangGraph then publishes it to clients without validating the resume value, so the
+    0.1 resume values and a batched ``HITLResponse`` are still accepted (:func:`_resume_answer` reads them).
+    """
+    if isinstance(args_schema, Mapping):
+        args: Any = dict(args_schema)
+    else:
+        try:
+            args = args_schema.model_json_schema() if args_schema is not None else {"type": "object"}
+        except Exception:
+            args = {"type": "object"}
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "title": "ApproveDecision",
+                "properties": {"type": {"const": "approve"}},
+                "required": ["type"],
+            },
+            {
+                "type": "object",
+                "title": "EditDecision",
+                "properties": {
+                    "type": {"const": "edit"},
+                    "edited_action": {
+                        "type": "object",
+                        "properties": {"name": {"const": tool}, "args": args},
+                        "required": ["name", "args"],
+                    },
+                },
+                "required": ["type", "edited_action"],
+            },
+            {
+                "type": "object",
+                "title": "RejectDecision",
+                "properties": {"type": {"const": "reject"}, "message": {"type": "string"}},
+                "required": ["type"],
+            },
+        ]
+    }
+
+
+def _resume_answer(value: Any, tool: str) -> Any:
+    """A resume value as the Guard's approval answer; what cannot be read becomes a refusal.
+
+    Accepted: one LangChain ``Decision`` (``approve``; ``edit`` with ``edited_action {name, args}``; ``reject``
+    with an optional ``message``), a batched ``HITLResponse`` holding exactly one decision, and the 0.1 values
+    (``{"type": "edit", "args": ...}``, ``True`` / ``False``). An edit that names another tool is refused: a
+    reviewer cannot switch tools. Edited arguments are evaluated again by the Guard.
+    """
+    if isinstance(value, Mapping) and "decisions" in value and "type" not in value:
+        decisions = value.get("decisions")
+        if not isinstance(decisions, Sequence) or isinstance(decisions, str) or len(decisions) != 1:
+            return {"type": "reject", "message": "the approval answer was not understood (one decision expected)"}
+        value = decisions[0]
+    if isinstance(value, Mapping) and value.get("type") == "edit":
+        edited = value.get("edited_action")
+        if isinstance(edited, Mapping) and edited.get("name", tool) != tool:
+            return {"type": "reject", "message": "an edit cannot switch to another tool"}
+    if isinstance(value, Mapping) and value.get("type") == "respond":
+        return {"type": "reject", "message": "a human answered in place of the tool; the call was not made"}
+    return value

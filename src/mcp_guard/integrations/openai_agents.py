@@ -16,11 +16,13 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
 - **Approvals**: with no inline ``approver``, tools whose rule can require approval get a ``needs_approval``
   callable, so the run pauses with ``result.interruptions`` and resumes with ``state.approve()`` /
   ``state.reject()`` (also after ``state.to_string()`` / ``RunState.from_string()``). No quota is consumed
-  before the human answers, and none for a rejected call. Reject with :func:`reject` (``reject(state, item,
-  reason)``) so the model gets the ``approval_denied`` payload and the audit log its event: the SDK runs
-  none of our code for a call ``state.reject`` refused.
+  before the human answers, and none for a rejected call. A plain ``state.reject(item)`` is audited when the
+  run resumes (the SDK lists the agent's tools with the run context holding the rejection before it answers
+  the model; our ``tool_filter`` / ``is_enabled`` read it there) and the model gets the ``approval_denied``
+  JSON; :func:`reject` does the same at once.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
-  MCP servers; left out of the list for function tools).
+  MCP servers; left out of the list for function tools). A call to one anyway is answered by the guard
+  (``hidden`` / ``denied``, audited) and the run goes on: see :func:`_install_unlisted_lookup`.
 
 Known limits (the SDK decides these, not us): a tool wired to the SDK's approval flow whose arguments are
 not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
@@ -36,12 +38,15 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import functools
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mcp_guard._compat import error_result, result_is_error, tool_annotations, tool_input_schema
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
 from mcp_guard._guard import Admission, Guard, GuardResult, PolicySource, ToolCall, as_guard
@@ -53,6 +58,8 @@ if TYPE_CHECKING:
     from agents.mcp import MCPServer
     from agents.mcp.util import ToolFilterContext
 
+
+log = logging.getLogger("mcp_guard")
 
 #: How identity / session are found: a fixed string, or a callable taking the run context object.
 WhoLookup = str | Callable[[Any], str | None] | None
@@ -98,15 +105,41 @@ def _annotations_of(tool: Any) -> dict[str, Any] | None:
     raw = getattr(tool, "annotations", None)
     if raw is None:
         raw = getattr(tool, "mcp_annotations", None)
-    if raw is None:
+    return tool_annotations(raw)
+
+
+def _function_tool_schema(tool: Any) -> Any:
+    """The schema the Guard checks a FunctionTool's arguments against: ``params_json_schema``, types strictly.
+
+    A tool in the SDK's strict mode lists every parameter as required (the model must send them all), but
+    the SDK itself fills in defaults for a missing one; only the types are the Guard's business, so
+    ``required`` is dropped from a strict schema rather than refusing calls the tool would run.
+    """
+    schema = getattr(tool, "params_json_schema", None)
+    if not isinstance(schema, Mapping):
         return None
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    dump = getattr(raw, "model_dump", None)
-    if callable(dump):
-        dumped = dump(exclude_none=True)
-        return dumped if isinstance(dumped, dict) and dumped else None
-    return None
+    return _without_required(schema) if getattr(tool, "strict_json_schema", False) else schema
+
+
+def _without_required(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        # A property may be named "required" too: only the keyword (a list of names) goes.
+        return {k: _without_required(v) for k, v in node.items() if k != "required" or not isinstance(v, list)}
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
+def _run_id() -> str | None:
+    """The Agents SDK's id for this run: its trace id, when tracing is on (the SDK has no other run id)."""
+    try:
+        from agents.tracing import get_current_trace
+
+        trace = get_current_trace()
+    except Exception:  # another SDK version: no run id rather than a failed call
+        return None
+    trace_id = getattr(trace, "trace_id", None)
+    return trace_id if isinstance(trace_id, str) and trace_id != "no-op" else None
 
 
 def _parse_args(raw: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -143,15 +176,25 @@ class _Binding:
         # True when an execution wrapper (guard_tools / guard_mcp_server) will run and finish the call.
         self.wrapped = wrapped
         self.annotations: dict[str, dict[str, Any] | None] = {}
+        # Each tool's declared input schema (MCP inputSchema seen at list time, a FunctionTool's
+        # params_json_schema), checked strictly by the Guard before the policy (spec section 8).
+        self.schemas: dict[str, Any] = {}
+        # Tools the policy keeps from the model, by every name a model could call them: MCP tools as listed,
+        # guarded FunctionTools. A call to one runs through the guard (refused, audited) instead of ending the run.
+        self.unlisted: dict[str, Any] = {}
         # Public tool name -> the MCP tool's own name, for agents that prefix MCP tool names with the server
         # (mcp_config={"include_server_in_tool_names": True}): rules are written for the server's names.
         self.raw_names: dict[str, str] = {}
         self._asked: OrderedDict[str, bool] = OrderedDict()
+        self._held: OrderedDict[str, tuple[str, Mapping[str, Any]]] = OrderedDict()
 
     def saw_mcp_tool(self, tool: Any) -> dict[str, Any] | None:
         """Remember an MCP tool's annotations and the public names the SDK may give it; return the annotations."""
         annotations = _annotations_of(tool)
         self.annotations[tool.name] = annotations
+        schema = tool_input_schema(tool)
+        if schema is not None:
+            self.schemas[tool.name] = schema
         if self.server is not None and tool.name not in self.raw_names:
             for public in _prefixed_names(self.server, tool.name):
                 self.raw_names.setdefault(public, tool.name)
@@ -159,13 +202,19 @@ class _Binding:
 
     # -- who is calling -------------------------------------------------------------------------------
 
-    def who(self, run_context: Any, tool: str) -> dict[str, Any]:
+    def who(self, run_context: Any, tool: str, call_id: str | None = None) -> dict[str, Any]:
+        """The Guard's keyword arguments for a call of ``tool``: who, where, the schema, the SDK's ids."""
         user_context = getattr(run_context, "context", None)
+        if call_id is None:
+            call_id = getattr(run_context, "tool_call_id", None)
         return {
             "server": self.server,
             "identity": _lookup(self.identity, user_context, "user_id"),
             "session": _lookup(self.session, user_context, "session_id"),
             "annotations": self.annotations.get(tool),
+            "tool_schema": self.schemas.get(tool),
+            "call_id": call_id,
+            "run_id": _run_id(),
         }
 
     # -- approvals through the SDK ---------------------------------------------------------------------
@@ -178,15 +227,90 @@ class _Binding:
         """
         return self.guard.policy.may_require_approval(tool, server=self.server, annotations=annotations)
 
-    def remember(self, call_id: str, asked: bool) -> None:
+    def remember(self, call_id: str, asked: bool, tool: str | None = None, args: Any = None) -> None:
         self._asked[call_id] = asked
         while len(self._asked) > _ASKED_MAX:
             self._asked.popitem(last=False)
+        if asked and tool is not None:
+            # What a human is asked about, so a plain state.reject() can be audited with its arguments.
+            self._held[call_id] = (tool, args if isinstance(args, Mapping) else {})
+            while len(self._held) > _ASKED_MAX:
+                self._held.popitem(last=False)
 
     def malformed(self, tool: str, problem: str | None) -> Decision:
         """The refusal for argument text that is not a JSON object (the policy never sees such a call)."""
         return Decision.deny(
             tool, "invalid_arguments", server=self.server, reason=problem, policy=self.guard.policy.hash
+        )
+
+    # -- calls a human rejected with plain state.reject() ------------------------------------------------
+
+    def rejection(self, tool: str, args: Mapping[str, Any], who: Mapping[str, Any], why: str) -> Decision:
+        """The ``approval_denied`` violation for a rejected call, naming the rule that asked for approval."""
+        decision = self.guard.policy.evaluate(
+            tool,
+            args,
+            server=who["server"],
+            identity=who["identity"],
+            session=who["session"],
+            annotations=who["annotations"],
+        )
+        return decision.violation("approval_denied", reason=why)
+
+    async def note_rejections(self, run_context: Any) -> None:
+        """Audit the calls of our tools that a human rejected, and tell the model in the policy's words.
+
+        The SDK runs none of our code for a call ``state.reject(item)`` refused; but on resume it lists the
+        agent's tools (``tool_filter`` / ``is_enabled``) with the run context that holds the rejections, before
+        it resolves the rejected calls' messages. Here each rejection not yet seen writes one audit event and
+        its message becomes the ``approval_denied`` JSON (the human's message, if any, is its reason). A
+        message that is already a violation JSON (our own :func:`reject`) marks a call as done.
+        """
+        approvals = getattr(run_context, "_approvals", None)
+        if not approvals:
+            return
+        try:
+            for key, record in list(approvals.items()):
+                rejected = getattr(record, "rejected", None)
+                if not isinstance(rejected, list) or not rejected or not isinstance(key, str):
+                    continue
+                public = _approval_tool_name(key)
+                tool = self.raw_names.get(public, public)
+                if tool not in self.annotations:  # not a tool of this binding
+                    continue
+                messages: dict[str, str] = record.rejection_messages
+                for call_id in rejected:
+                    message = messages.get(call_id)
+                    if message is not None and _is_violation(message):
+                        continue
+                    _, args = self._held.pop(call_id, (tool, {}))
+                    who = self.who(run_context, tool, call_id)
+                    refused = self.rejection(tool, args, who, message or "a human declined this call")
+                    messages[call_id] = refused.to_json()
+                    await self.guard.afinish(Admission(ToolCall(tool, args, **who), refused), "denied")
+        except Exception:  # never end a run over an audit of a rejection; the SDK's own message stands
+            log.exception("could not audit a rejected tool call")
+
+    # -- tools kept from the model ---------------------------------------------------------------------
+
+    def unlisted_tool(self, name: str, server: Any, agent: Any) -> Any:
+        """A FunctionTool for ``name`` if this binding keeps it from the model, else None.
+
+        Not shown to the model; added only to the SDK's lookup when the model calls it anyway, so the call goes
+        through the guard (refused as ``hidden`` / ``denied`` and audited) and the run goes on.
+        """
+        raw = self.raw_names.get(name, name)
+        found = self.unlisted.get(raw)
+        if found is None or server is None:
+            return found  # a guarded FunctionTool (guard_tools), or nothing
+        from agents.mcp.util import MCPUtil
+
+        config = getattr(agent, "mcp_config", None) or {}
+        options: dict[str, Any] = {"tool_name_override": name}
+        if "failure_error_function" in config:
+            options["failure_error_function"] = config["failure_error_function"]
+        return MCPUtil.to_function_tool(
+            found, server, bool(config.get("convert_schemas_to_strict", False)), agent, **options
         )
 
     # -- the guardrail ---------------------------------------------------------------------------------
@@ -195,6 +319,8 @@ class _Binding:
         ctx = data.context
         public, call_id = ctx.tool_name, ctx.tool_call_id
         tool = self.raw_names.get(public, public)
+        if tool not in self.schemas:
+            await self._learn_schema(data, public, tool)
         who = self.who(ctx, tool)
         args, problem = _parse_args(ctx.tool_arguments)
         if args is None:
@@ -228,6 +354,32 @@ class _Binding:
             return self._verdict(refused)
         await self.guard.afinish(admission, "admitted")
         return _out().allow(output_info=_ADMITTED)
+
+    async def _learn_schema(self, data: Any, public: str, tool: str) -> None:
+        """Find the input schema of a tool this guardrail meets for the first time (a bare policy_guardrail).
+
+        A FunctionTool of the agent carries ``params_json_schema``; an MCP tool's ``inputSchema`` is read once
+        from the agent's MCP server of this binding's name. Not found: the policy alone decides (None is kept).
+        """
+        agent = getattr(data, "agent", None)
+        schema: Any = None
+        for candidate in getattr(agent, "tools", None) or ():
+            if getattr(candidate, "name", None) == public and isinstance(candidate, _agents.FunctionTool):
+                schema = _function_tool_schema(candidate)
+                break
+        else:
+            for server in getattr(agent, "mcp_servers", None) or ():
+                if self.server is None or getattr(server, "name", None) != self.server:
+                    continue
+                try:
+                    listed = await server.list_tools()
+                except Exception:  # a filter that needs a run context, a server gone: no schema, no crash
+                    log.warning("could not list the tools of MCP server %s for their input schemas", self.server)
+                    break
+                for mcp_tool in listed:
+                    self.schemas.setdefault(mcp_tool.name, tool_input_schema(mcp_tool))
+                break
+        self.schemas.setdefault(tool, schema)
 
     async def _refuse(self, admission: Admission) -> ToolGuardrailFunctionOutput:
         await self.guard.afinish(admission, "denied")
@@ -365,9 +517,14 @@ def guard_tools(
             continue
         annotations = _annotations_of(tool)
         binding.annotations[tool.name] = annotations
-        if not guard.exposes(tool.name, server=server, annotations=annotations):
-            continue
-        guarded.append(_guard_function_tool(tool, binding, guardrail, annotations))
+        binding.schemas[tool.name] = _function_tool_schema(tool)
+        wrapped = _guard_function_tool(tool, binding, guardrail, annotations)
+        if guard.exposes(tool.name, server=server, annotations=annotations):
+            guarded.append(wrapped)
+        else:
+            # Kept from the model, but a call to it is answered by the guard (hidden / denied), not the SDK.
+            binding.unlisted[tool.name] = wrapped
+    _install_unlisted_lookup()
     return guarded
 
 
@@ -403,7 +560,23 @@ def _guard_function_tool(
         on_invoke_tool=invoke,
         tool_input_guardrails=[*(tool.tool_input_guardrails or []), guardrail],
         needs_approval=needs_approval,
+        is_enabled=_noting_rejections(binding, tool.is_enabled),
     )
+
+
+def _noting_rejections(binding: _Binding, original: Any) -> Callable[[Any, Any], Awaitable[bool]]:
+    """``is_enabled`` as before, after auditing calls a human rejected (the SDK asks it on every turn)."""
+
+    async def is_enabled(run_context: Any, agent: Any) -> bool:
+        await binding.note_rejections(run_context)
+        if isinstance(original, bool):
+            return original
+        answer = original(run_context, agent)
+        if hasattr(answer, "__await__"):
+            answer = await answer
+        return bool(answer)
+
+    return is_enabled
 
 
 def _compose_needs_approval(
@@ -417,10 +590,10 @@ def _compose_needs_approval(
             if hasattr(answer, "__await__"):
                 answer = await answer
             if answer:
-                binding.remember(call_id, True)
+                binding.remember(call_id, True, tool, params)
                 return True
-        decision = await binding.guard.acheck(tool, params, **binding.who(run_context, tool))
-        binding.remember(call_id, decision.needs_approval)
+        decision = await binding.guard.acheck(tool, params, **binding.who(run_context, tool, call_id))
+        binding.remember(call_id, decision.needs_approval, tool, params)
         return decision.needs_approval
 
     return needs_approval
@@ -461,6 +634,7 @@ def guard_mcp_server(
     _install_needs_approval(target, binding)
     _install_call_tool(target, binding)
     target._mcp_guard = (binding, saved)
+    _install_unlisted_lookup()
     return server
 
 
@@ -491,9 +665,12 @@ def _install_tool_filter(server: Any, binding: _Binding) -> None:
         return
 
     async def tool_filter(ctx: ToolFilterContext, tool: Any) -> bool:
+        await binding.note_rejections(getattr(ctx, "run_context", None))
         annotations = binding.saw_mcp_tool(tool)
         if not binding.guard.exposes(tool.name, server=binding.server, annotations=annotations):
+            binding.unlisted[tool.name] = tool
             return False
+        binding.unlisted.pop(tool.name, None)
         if existing is None:
             return True
         if isinstance(existing, Mapping):
@@ -513,11 +690,15 @@ def _install_list_filter(server: Any, binding: _Binding) -> None:
 
     async def list_tools(run_context: Any = None, agent: Any = None) -> list[Any]:
         tools = await original(run_context, agent)
+        await binding.note_rejections(run_context)
         kept = []
         for tool in tools:
             annotations = binding.saw_mcp_tool(tool)
             if binding.guard.exposes(tool.name, server=binding.server, annotations=annotations):
                 kept.append(tool)
+                binding.unlisted.pop(tool.name, None)
+            else:
+                binding.unlisted[tool.name] = tool
         return kept
 
     server.list_tools = list_tools
@@ -544,7 +725,7 @@ def _install_needs_approval(server: Any, binding: _Binding) -> None:
 def _install_call_tool(server: Any, binding: _Binding) -> None:
     original = server.call_tool
     guard = binding.guard
-    types = require_extra("mcp.types", "openai-agents", "guard_mcp_server")
+    require_extra("mcp.types", "openai-agents", "guard_mcp_server")
 
     async def raw_call(tool_name: str, arguments: Mapping[str, Any], meta: dict[str, Any] | None) -> Any:
         if meta is None:
@@ -561,21 +742,20 @@ def _install_call_tool(server: Any, binding: _Binding) -> None:
                 lambda **kw: raw_call(tool_name, kw, meta),
                 server=binding.server,
                 annotations=binding.annotations.get(tool_name),
+                tool_schema=binding.schemas.get(tool_name),
             )
             if result.violation is None:
                 return result.value
             if guard.on_violation == "raise":
                 raise PolicyViolation(result.violation)
-            return types.CallToolResult(
-                isError=True, content=[types.TextContent(type="text", text=result.violation.to_json())]
-            )
+            return error_result(result.violation.to_json())
         admission = pending.admission
         try:
             value = await raw_call(tool_name, admission.call.args, meta)
         except BaseException as exc:
             await guard.afinish(admission, "error", error=exc)
             raise
-        await guard.afinish(admission, "error" if getattr(value, "isError", False) is True else "ok")
+        await guard.afinish(admission, "error" if result_is_error(value) else "ok")
         return value
 
     server.call_tool = call_tool
@@ -600,20 +780,117 @@ def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = F
         message = Decision.deny(tool, "approval_denied", reason=why).to_json()
     else:
         wrapper = getattr(state, "_context", None)
-        who = binding.who(wrapper, tool)
+        call_id = getattr(item, "call_id", None)
+        who = binding.who(wrapper, tool, call_id if isinstance(call_id, str) else None)
         call_args = args if args is not None else {}
-        decision = binding.guard.policy.evaluate(
-            tool,
-            call_args,
-            server=who["server"],
-            identity=who["identity"],
-            session=who["session"],
-            annotations=who["annotations"],
-        )
-        refused = decision.violation("approval_denied", reason=why)
+        refused = binding.rejection(tool, call_args, who, why)
         binding.guard.finish(Admission(ToolCall(tool, call_args, **who), refused), "denied")
         message = refused.to_json()
     state.reject(item, always_reject=always, rejection_message=message)
+
+
+def _approval_tool_name(key: str) -> str:
+    """The tool name of an SDK approval-record key (an agent-bound key object, its serialized form, or a name)."""
+    tool_key = getattr(key, "tool_key", None)
+    if isinstance(tool_key, str):
+        return tool_key
+    prefix = "__agents_function_approval__:"
+    if key.startswith(prefix):
+        try:
+            parts = json.loads(key[len(prefix) :])
+        except ValueError:
+            return key
+        if isinstance(parts, list) and len(parts) == 2 and isinstance(parts[1], str):
+            return parts[1]
+    return key
+
+
+def _is_violation(text: str) -> bool:
+    if '"policy_violation"' not in text:
+        return False
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(payload, dict) and payload.get("error") == "policy_violation"
+
+
+# -- calls to tools the model was not shown ---------------------------------------------------------------
+
+_lookup_installed = False
+
+
+def _install_unlisted_lookup() -> None:
+    """Let the SDK find the tools a guard keeps from the model, when the model calls one anyway.
+
+    The SDK looks a call up among the tools it showed the model; an unknown name ends the run
+    (``ModelBehaviorError``) unless the run's own ``RunConfig`` says otherwise, and then with the SDK's text
+    and no audit event. Spec section 8 wants the policy's answer and the run to go on. The SDK offers no
+    per-tool hook for this, so the function that resolves a model response's tool calls
+    (``agents.run_internal.turn_resolution.process_model_response``) is wrapped once: for a call whose name
+    the shown tools lack, the agent's guards (its guarded MCP servers and guarded function tools) are asked
+    for a tool they keep from the model, and that tool, guardrail included, is added to this lookup only.
+    Agents without a guard, and responses that call only shown tools, go through untouched. On an SDK
+    without that function nothing is wrapped (a warning is logged): hidden tools stay hidden, and a call to
+    one ends the run as the SDK decides.
+    """
+    global _lookup_installed
+    if _lookup_installed:
+        return
+    _lookup_installed = True
+    try:
+        from agents.run_internal import turn_resolution
+
+        original = turn_resolution.process_model_response
+    except (ImportError, AttributeError):
+        log.warning("this openai-agents version has no tool lookup to extend; a call to a hidden tool ends the run")
+        return
+    if getattr(original, "_mcp_guard_original", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def process_model_response(*args: Any, **kwargs: Any) -> Any:
+        try:
+            extra = _unlisted_tools(kwargs.get("agent"), kwargs.get("all_tools"), kwargs.get("response"))
+        except Exception:  # never break the SDK's own path; the call is then unknown, as without a guard
+            log.exception("could not look up tools kept from the model")
+            extra = []
+        if extra:
+            kwargs["all_tools"] = [*kwargs["all_tools"], *extra]
+        return original(*args, **kwargs)
+
+    process_model_response._mcp_guard_original = original  # type: ignore[attr-defined]
+    turn_resolution.process_model_response = process_model_response
+
+
+def _unlisted_tools(agent: Any, all_tools: Any, response: Any) -> list[Any]:
+    calls = [o for o in getattr(response, "output", None) or () if getattr(o, "type", None) == "function_call"]
+    if not calls or agent is None:
+        return []
+    shown = {getattr(t, "name", None) for t in all_tools or ()}
+    missing = [c.name for c in calls if c.name not in shown and not getattr(c, "namespace", None)]
+    if not missing:
+        return []
+    owners: list[tuple[_Binding, Any]] = []
+    for server in getattr(agent, "mcp_servers", None) or ():
+        state = getattr(server, "__dict__", {}).get("_mcp_guard")
+        if state is not None:
+            owners.append((state[0], server))
+    seen: set[int] = set()
+    for tool in getattr(agent, "tools", None) or ():
+        for guardrail in getattr(tool, "tool_input_guardrails", None) or ():
+            owner = getattr(getattr(guardrail, "guardrail_function", None), "__self__", None)
+            if isinstance(owner, _Binding) and owner.wrapped and id(owner) not in seen:
+                seen.add(id(owner))
+                owners.append((owner, None))
+    extra: list[Any] = []
+    for name in dict.fromkeys(missing):
+        for binding, server in owners:
+            tool = binding.unlisted_tool(name, server, agent)
+            if tool is not None:
+                extra.append(tool)
+                break
+    return extra
 
 
 def _binding_for(item: Any, tool: str) -> _Binding | None:

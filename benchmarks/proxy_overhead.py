@@ -1,0 +1,118 @@
+"""Per-call time through ``mcp-guard proxy`` vs straight to the upstream, over stdio and streamable HTTP.
+
+Real processes on one machine: the recording test server (``tests/servers/proxy_upstream_server.py``, not
+recording: no RECORD_FILE), the proxy started by its CLI, and an ``mcp`` SDK ``ClientSession`` that keeps
+one session open and calls ``echo`` many times. The policy makes the guard do real work on every call (a
+rate limit reserved in the memory store, one audit event written to a JSONL file).
+
+    python benchmarks/proxy_overhead.py [--calls 400]
+
+Prints the median per call for each path, what the proxy adds, and that as a share of the direct round
+trip. The proxy is a second MCP hop (parse, re-serialise, a second pipe or HTTP exchange), so most of what
+it adds is the hop itself; the guard's own part is what ``benchmarks/guard_overhead.py`` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers.proxy_support import free_port, http_processes, proxy_command  # noqa: E402
+from servers.proxy_upstream_server import command as upstream_command  # noqa: E402
+
+POLICY = {
+    "version": "1",
+    "default": "allow",
+    "tools": {"echo": {"limits": [{"counter": "echo", "window": "minute", "max": 1_000_000}]}},
+}
+
+
+@asynccontextmanager
+async def stdio_session(argv: Sequence[str]) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=argv[0], args=list(argv[1:]), env=dict(os.environ))
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def http_session(url: str) -> AsyncIterator[ClientSession]:
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(30, read=120)) as http,
+        streamable_http_client(url, http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def per_call_ms(session: ClientSession, calls: int) -> float:
+    for _ in range(min(50, calls)):  # warm-up: imports, caches, the first tools/list of the proxy
+        await session.call_tool("echo", {"text": "warm"})
+    times: list[float] = []
+    for i in range(calls):
+        start = time.perf_counter()
+        result = await session.call_tool("echo", {"text": f"call {i}"})
+        times.append((time.perf_counter() - start) * 1000.0)
+        if result.isError:
+            raise RuntimeError(f"call {i} failed: {result.content}")
+    return statistics.median(times)
+
+
+def report(label: str, direct: float, proxied: float) -> None:
+    added = proxied - direct
+    print(
+        f"{label:<6} direct {direct:7.3f} ms   through proxy {proxied:7.3f} ms   "
+        f"added {added:6.3f} ms   ratio {proxied / direct:4.2f}x   added = {added / direct:6.1%} of a direct call"
+    )
+
+
+async def main(calls: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp) / "policy.json"
+        policy.write_text(json.dumps(POLICY))
+        audit = str(Path(tmp) / "audit.jsonl")
+        print(f"median of {calls} calls of echo on one persistent session (after 50 warm-up calls)")
+
+        async with stdio_session(upstream_command()) as session:
+            direct = await per_call_ms(session, calls)
+        async with stdio_session(proxy_command(policy, "--audit", audit, upstream=upstream_command())) as session:
+            proxied = await per_call_ms(session, calls)
+        report("stdio", direct, proxied)
+
+        up_port, proxy_port = free_port(), free_port()
+        with http_processes(([*upstream_command(), "--http", str(up_port)], up_port, None)) as (upstream,):
+            argv = proxy_command(
+                policy, "--audit", audit, "--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}"
+            )
+            with http_processes((argv, proxy_port, None)) as (proxy_url,):
+                async with http_session(upstream) as session:
+                    direct = await per_call_ms(session, calls)
+                async with http_session(proxy_url) as session:
+                    proxied = await per_call_ms(session, calls)
+        report("http", direct, proxied)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=400)
+    options: Any = parser.parse_args()
+    anyio.run(main, options.calls)

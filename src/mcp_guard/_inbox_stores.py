@@ -1,0 +1,372 @@
+"""The approval inbox's stores: where pending requests wait and how a decision reaches the waiting worker.
+
+``memory://NAME``: a dict under a lock, one per name and process; waiting workers hold futures on their own
+event loops, resolved thread-safely. ``redis://``: hashes with a TTL, a sorted set of pending ids, a history list
+and one list per request that the decision is pushed onto and the worker ``BLPOP``\\s (layout in
+:mod:`mcp_guard._inbox`). Deciding is atomic in both: a lock, or one Lua script. Used through
+:class:`~mcp_guard.Inbox`, not directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal
+
+from mcp_guard._errors import ApprovalError, PolicyError, require_extra
+
+# A decision's type -> the status its request has afterwards ("expire" is the worker giving up at the deadline).
+STATUS_OF = {"approve": "approved", "edit": "edited", "reject": "rejected", "expire": "expired"}
+
+#: Seconds a worker waits past its deadline before it gives up on its own (the guard times out first).
+GRACE_S = 1.0
+
+
+class DecisionRefused(ApprovalError):
+    """A decision the inbox refuses: the request is unknown (or gone past its deadline), or already decided.
+
+    ``why`` is ``"unknown"`` or ``"decided"`` (the web API answers 404 and 409); ``status`` is the request's
+    status when it was already decided.
+    """
+
+    def __init__(self, why: Literal["unknown", "decided"], request_id: str, status: str | None = None) -> None:
+        self.why = why
+        self.request_id = request_id
+        self.status = status
+        text = "is unknown or past its deadline" if why == "unknown" else f"was already decided ({status})"
+        super().__init__(f"approval request {request_id!r} {text}")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+# -- stores --------------------------------------------------------------------------------------------------
+
+
+class Conn(ABC):
+    """One connection to an inbox store, used from one event loop."""
+
+    @abstractmethod
+    async def put(self, record: dict[str, Any]) -> bool:
+        """Add a pending request (its ``deadline`` bounds its life); False if the id exists already."""
+
+    @abstractmethod
+    async def get(self, request_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    async def listing(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Pending requests (oldest first) and the recently decided ones (newest first)."""
+
+    @abstractmethod
+    async def decide(self, request_id: str, decision: dict[str, Any], shown: dict[str, Any], now: float) -> None:
+        """Decide a pending request once, atomically; :class:`DecisionRefused` otherwise.
+
+        ``decision`` goes to the waiting worker; ``shown`` is what the record keeps for the page.
+        """
+
+    @abstractmethod
+    async def wait(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The decision, as soon as there is one; ``None`` after ``timeout_s`` or for an unknown request."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most connections hold nothing
+        """Release the connection."""
+
+
+class Backend(ABC):
+    @abstractmethod
+    async def connect(self) -> Conn: ...
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+
+
+class _MemoryInbox(Backend, Conn):
+    """The in-process store: a dict under a lock; waiting workers hold futures on their own event loops."""
+
+    def __init__(self, history: int, history_ttl_s: float, clock: Callable[[], float]) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, dict[str, Any]] = {}
+        self._full: dict[str, dict[str, Any]] = {}  # decisions not yet taken by their worker
+        self._history: deque[str] = deque(maxlen=history)
+        self._history_ttl_s = history_ttl_s
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[dict[str, Any]]]]] = {}
+        self._clock = clock
+
+    async def connect(self) -> Conn:
+        return self
+
+    def _sweep(self, now: float) -> None:
+        # Called under the lock. A request past its deadline is gone, as its Redis hash would be.
+        # A pending one lives a grace period past its deadline, so its own worker can still mark it expired.
+        for rid, rec in list(self._records.items()):
+            if rec["status"] == "pending":
+                limit = rec["deadline"] + GRACE_S
+            else:
+                limit = (rec.get("decided_at") or 0.0) + self._history_ttl_s
+            if now > limit:
+                del self._records[rid]
+                self._full.pop(rid, None)
+
+    async def put(self, record: dict[str, Any]) -> bool:
+        with self._lock:
+            self._sweep(self._clock())
+            if record["id"] in self._records:
+                return False
+            self._records[record["id"]] = dict(record)
+            return True
+
+    async def get(self, request_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._sweep(self._clock())
+            rec = self._records.get(request_id)
+            return dict(rec) if rec is not None else None
+
+    async def listing(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        with self._lock:
+            now = self._clock()
+            self._sweep(now)
+            pending = sorted(
+                (dict(r) for r in self._records.values() if r["status"] == "pending" and r["deadline"] >= now),
+                key=lambda r: r["created_at"],
+            )
+            history = [dict(self._records[i]) for i in self._history if i in self._records]
+        return pending, history
+
+    async def decide(self, request_id: str, decision: dict[str, Any], shown: dict[str, Any], now: float) -> None:
+        with self._lock:
+            self._sweep(now)
+            rec = self._records.get(request_id)
+            if rec is None:
+                raise DecisionRefused("unknown", request_id)
+            if rec["status"] != "pending":
+                raise DecisionRefused("decided", request_id, rec["status"])
+            if decision["type"] != "expire" and now > rec["deadline"]:
+                raise DecisionRefused("unknown", request_id)
+            rec.update(status=STATUS_OF[decision["type"]], decision=shown, decided_at=now)
+            self._full[request_id] = decision
+            self._history.appendleft(request_id)
+            waiters = self._waiters.pop(request_id, [])
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # that worker's loop has closed: nobody waits there
+                loop.call_soon_threadsafe(_resolve, future, decision)
+
+    async def wait(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        with self._lock:
+            rec = self._records.get(request_id)
+            if rec is None:
+                return None
+            if rec["status"] != "pending":
+                return self._full.pop(request_id, None) or rec.get("decision")
+            self._waiters.setdefault(request_id, []).append((loop, future))
+        try:
+            done, _ = await asyncio.wait((future,), timeout=max(timeout_s, 0.0))
+        finally:
+            with self._lock:
+                mine = self._waiters.get(request_id, [])
+                if (loop, future) in mine:
+                    mine.remove((loop, future))
+        if not done:
+            return None
+        with self._lock:
+            self._full.pop(request_id, None)
+        return future.result()
+
+
+def _resolve(future: asyncio.Future[dict[str, Any]], value: dict[str, Any]) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+_MEMORY: dict[str, _MemoryInbox] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def memory_backend(name: str, history: int, history_ttl_s: float, clock: Callable[[], float]) -> _MemoryInbox:
+    # One in-process inbox per name: every Inbox("memory://") of a process shares it, like threads share memory.
+    with _MEMORY_LOCK:
+        backend = _MEMORY.get(name)
+        if backend is None:
+            backend = _MEMORY[name] = _MemoryInbox(history, history_ttl_s, clock)
+        return backend
+
+
+# -- redis ---------------------------------------------------------------------------------------------------
+
+# KEYS: request hash, pending zset. ARGV: id, record JSON, deadline, ttl in ms.
+_PUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'pending', 'deadline', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: request hash, pending zset, history list, done list. ARGV: id, status, decision for the worker,
+# decision as shown, now, history ttl (ms), history length.
+# Returns 'ok', 'unknown' (no such request, or past its deadline) or the status it was already decided with.
+_DECIDE = """
+local meta = redis.call('HMGET', KEYS[1], 'status', 'deadline')
+local status, deadline = meta[1], tonumber(meta[2])
+if not status then return 'unknown' end
+if status ~= 'pending' then return status end
+if deadline and ARGV[2] ~= 'expired' and tonumber(ARGV[5]) > deadline then return 'unknown' end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'decision', ARGV[4], 'decided_at', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
+redis.call('RPUSH', KEYS[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[6])
+return 'ok'
+"""
+
+
+class RedisBackend(Backend):
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        timeout_s: float,
+        history: int,
+        history_ttl_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._aioredis = require_extra("redis.asyncio", "redis", "Inbox on redis://")
+        try:
+            self._aioredis.connection.parse_url(url)  # a malformed URL is found when the Inbox is built
+        except ValueError as exc:
+            raise PolicyError(f"invalid Redis inbox URL: {exc}") from exc
+        self.url = url
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.history = history
+        self.history_ttl_ms = int(history_ttl_s * 1000)
+        self.clock = clock
+
+    async def connect(self) -> Conn:
+        return _RedisConn(self)
+
+
+class _RedisConn(Conn):
+    def __init__(self, backend: RedisBackend) -> None:
+        self.b = backend
+        options = {"decode_responses": True, "socket_connect_timeout": backend.timeout_s}
+        # Commands answer at once: bounded. The blocking pop waits as long as the caller asks: its own client.
+        self.r = backend._aioredis.Redis.from_url(backend.url, socket_timeout=backend.timeout_s, **options)
+        self._blocking_options = options
+        self._blocking: Any = None
+        self._put = self.r.register_script(_PUT)
+        self._decide = self.r.register_script(_DECIDE)
+
+    def _key(self, kind: str, request_id: str | None = None) -> str:
+        return f"{self.b.prefix}:{kind}" if request_id is None else f"{self.b.prefix}:{kind}:{request_id}"
+
+    async def put(self, record: dict[str, Any]) -> bool:
+        ttl_ms = max(int((record["deadline"] - self.b.clock() + GRACE_S) * 1000), 1)
+        added = await self._put(
+            keys=[self._key("req", record["id"]), self._key("pending")],
+            args=[record["id"], dumps(record), repr(float(record["deadline"])), ttl_ms],
+        )
+        return bool(added)
+
+    @staticmethod
+    def _record(fields: list[Any]) -> dict[str, Any] | None:
+        data, status, decision, decided_at = fields
+        if data is None:
+            return None
+        record: dict[str, Any] = json.loads(data)
+        record["status"] = status
+        record["decision"] = json.loads(decision) if decision else None
+        record["decided_at"] = float(decided_at) if decided_at else None
+        return record
+
+    async def get(self, request_id: str) -> dict[str, Any] | None:
+        fields = await self.r.hmget(self._key("req", request_id), "data", "status", "decision", "decided_at")
+        record = self._record(fields)
+        if record is not None and record["status"] == "pending" and self.b.clock() > record["deadline"] + GRACE_S:
+            return None  # its TTL runs on the server's clock; by ours it is gone
+        return record
+
+    async def listing(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        now = self.b.clock()
+        pending_key = self._key("pending")
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(pending_key, "-inf", f"({now!r}")  # past their deadline: gone
+            pipe.zrange(pending_key, 0, -1)
+            pipe.lrange(self._key("history"), 0, self.b.history - 1)
+            _, pending_ids, history_ids = await pipe.execute()
+        ids = list(pending_ids) + list(history_ids)
+        if not ids:
+            return [], []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hmget(self._key("req", rid), "data", "status", "decision", "decided_at")
+            rows = await pipe.execute()
+        records = [self._record(row) for row in rows]
+        pending = [r for r in records[: len(pending_ids)] if r is not None and r["status"] == "pending"]
+        pending.sort(key=lambda r: r["created_at"])
+        history = [r for r in records[len(pending_ids) :] if r is not None and r["status"] != "pending"]
+        return pending, history
+
+    async def decide(self, request_id: str, decision: dict[str, Any], shown: dict[str, Any], now: float) -> None:
+        result = await self._decide(
+            keys=[
+                self._key("req", request_id),
+                self._key("pending"),
+                self._key("history"),
+                self._key("done", request_id),
+            ],
+            args=[
+                request_id,
+                STATUS_OF[decision["type"]],
+                dumps(decision),
+                dumps(shown),
+                repr(float(now)),
+                self.b.history_ttl_ms,
+                self.b.history,
+            ],
+        )
+        if result == "unknown":
+            raise DecisionRefused("unknown", request_id)
+        if result != "ok":
+            raise DecisionRefused("decided", request_id, str(result))
+
+    async def wait(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        done_key = self._key("done", request_id)
+        status = await self.r.hget(self._key("req", request_id), "status")
+        if status is None:
+            return None
+        if status != "pending":  # decided before we looked: the worker's copy is on the list, unless taken
+            taken = await self.r.lpop(done_key)
+            if taken is not None:
+                loaded: dict[str, Any] = json.loads(taken)
+                return loaded
+            record = await self.get(request_id)
+            return record.get("decision") if record is not None else None
+        if self._blocking is None:
+            self._blocking = self.b._aioredis.Redis.from_url(self.b.url, socket_timeout=None, **self._blocking_options)
+        # BLPOP wakes the moment a decision is pushed: no polling. A decision pushed between the HGET above and
+        # this pop is on the list already, so it is not missed.
+        reply = await self._blocking.blpop([done_key], timeout=max(timeout_s, 0.001))
+        if reply is None:
+            return None
+        popped: dict[str, Any] = json.loads(reply[1])
+        return popped
+
+    async def aclose(self) -> None:
+        await self.r.aclose()
+        if self._blocking is not None:
+            await self._blocking.aclose()
+
+
+__all__ = ["GRACE_S", "STATUS_OF", "Backend", "Conn", "DecisionRefused", "RedisBackend", "dumps", "memory_backend"]

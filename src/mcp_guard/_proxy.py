@@ -1,0 +1,221 @@
+"""``mcp-guard proxy``: the same policy for every MCP client, in front of any MCP server.
+
+    mcp-guard proxy --policy FILE [--store URL] [--audit PATH] [--identity ID] -- CMD ARGS...
+    mcp-guard proxy --policy FILE --upstream URL --listen HOST:PORT [--identity-from bearer | --identity-header H]
+
+Downstream is stdio unless ``--listen`` is given (streamable HTTP at ``/mcp``); upstream is the command
+(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. The server itself lives in
+:mod:`mcp_guard._proxy_server` (and :mod:`mcp_guard._proxy_http`); this module only parses options and runs
+it, and imports the ``mcp`` SDK only when the command runs, so ``mcp-guard --help`` and ``import mcp_guard``
+need no extra.
+
+Shutdown: when the client closes stdin (or on SIGINT/SIGTERM) the upstream is closed the way the MCP spec
+asks (stdin closed, then SIGTERM, then SIGKILL), so no upstream process outlives the proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
+
+
+def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "proxy",
+        help="serve an MCP server through the policy, for any MCP client",
+        description="An MCP server in front of an MCP server: tools the policy hides are not listed, every tool "
+        "call is decided, rate-limited, approved and audited by the policy, and refusals come back as isError "
+        "results with the violation JSON. Resources and prompts pass through untouched.",
+        usage="%(prog)s --policy FILE [options] (-- CMD ARGS... | --upstream URL) [--listen HOST:PORT]",
+    )
+    parser.add_argument("--policy", required=True, metavar="FILE", help="policy file (.json, .yaml or .yml)")
+    parser.add_argument("--store", default="memory://", metavar="URL", help="rate-limit store (default memory://)")
+    parser.add_argument("--audit", metavar="PATH", help="append one JSON line per call to this file")
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="server name for server-qualified rules (default: the upstream's serverInfo.name)",
+    )
+    parser.add_argument(
+        "--fail-mode",
+        choices=("closed", "open"),
+        default="closed",
+        help="when the store is unreachable: deny (closed, default) or allow and log",
+    )
+    parser.add_argument(
+        "--inbox",
+        metavar="URL",
+        help="approval inbox store (memory:// or redis://) for clients that cannot answer elicitation; "
+        "decide on the page of `mcp-guard inbox --store URL` (default: such calls are refused, approval_required)",
+    )
+    parser.add_argument(
+        "--approval-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait for an approval before refusing (default 300)",
+    )
+    who = parser.add_argument_group("identity (one of)")
+    who.add_argument("--identity", metavar="ID", help="the caller identity of every call")
+    who.add_argument("--identity-from", choices=("bearer",), help="HTTP: the Authorization bearer token")
+    who.add_argument("--identity-header", metavar="NAME", help="HTTP: the value of this request header")
+    parser.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="with --identity-from bearer: a JSON map of token to "
+        "identity; other tokens are refused (default: the token's SHA-256 prefix)",
+    )
+    parser.add_argument("--upstream", metavar="URL", help="a streamable-HTTP MCP server to forward to")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
+    parser.set_defaults(func=run_proxy)
+    return parser
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f"mcp-guard proxy: --listen must be HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _tokens(path: str) -> Mapping[str, str]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"mcp-guard proxy: cannot read --tokens {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise SystemExit(f"mcp-guard proxy: --tokens {path} must be a JSON object of token -> identity strings")
+    return data
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if bool(command) == bool(args.upstream):
+        raise SystemExit("mcp-guard proxy: give the upstream as either -- CMD ARGS... or --upstream URL")
+    per_request = args.identity_from is not None or args.identity_header is not None
+    if per_request and not args.listen:
+        raise SystemExit("mcp-guard proxy: --identity-from and --identity-header need --listen (HTTP)")
+    if sum(x is not None for x in (args.identity, args.identity_from, args.identity_header)) > 1:
+        raise SystemExit("mcp-guard proxy: give one of --identity, --identity-from, --identity-header")
+    if args.tokens and args.identity_from != "bearer":
+        raise SystemExit("mcp-guard proxy: --tokens goes with --identity-from bearer")
+    if not args.approval_timeout > 0:
+        raise SystemExit("mcp-guard proxy: --approval-timeout must be > 0")
+    listen = _listen(args.listen) if args.listen else None
+    if command and shutil.which(command[0]) is None:
+        raise SystemExit(f"mcp-guard proxy: the upstream command {command[0]!r} was not found")
+
+    from mcp_guard._guard import Guard
+    from mcp_guard._policy import Policy
+
+    try:
+        require_extra("mcp", "proxy", "mcp-guard proxy")
+        policy = Policy.load(args.policy)
+    except PolicyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except MissingExtraError as exc:
+        print(f"mcp-guard: {exc}", file=sys.stderr)
+        return 2
+    try:
+        approver = None
+        if args.inbox:
+            from mcp_guard._inbox import Inbox
+
+            approver = Inbox(args.inbox, policy=policy)
+        guard = Guard(
+            policy,
+            approver=approver,
+            store=args.store,
+            audit=args.audit,
+            fail_mode=args.fail_mode,
+            approval_timeout_s=args.approval_timeout,
+        )
+    except (MissingExtraError, ValueError, OSError) as exc:  # a bad store URL, an audit path that cannot be written
+        print(f"mcp-guard proxy: {exc}", file=sys.stderr)
+        return 2
+
+    import anyio
+
+    from mcp_guard._proxy_server import GuardProxy
+
+    try:
+        if listen is None:
+            proxy = GuardProxy(guard, args.upstream or command, server_name=args.server_name, identity=args.identity)
+            anyio.run(_serve_stdio, proxy)
+        else:
+            _run_http(args, guard, command, listen)
+    except Exception as exc:  # the upstream could not be started or reached: say so in one line
+        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(exc: BaseException) -> str:
+    # anyio wraps failures in exception groups; the first leaf is the one that says what went wrong.
+    while getattr(exc, "exceptions", None):
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _run_http(args: argparse.Namespace, guard: Any, command: list[str], listen: tuple[str, int]) -> None:
+    import anyio
+
+    from mcp_guard._proxy_http import identity_reader, request_identity, serve_http
+    from mcp_guard._proxy_server import GuardProxy
+
+    per_request = args.identity_from is not None or args.identity_header is not None
+
+    identity_of = None
+    identity: Any = args.identity
+    if per_request:
+        identity_of = identity_reader(
+            "bearer" if args.identity_from else "header",
+            header=args.identity_header,
+            tokens=_tokens(args.tokens) if args.tokens else None,
+        )
+        identity = request_identity(identity_of)
+    proxy = GuardProxy(guard, args.upstream or command, server_name=args.server_name, identity=identity)
+    anyio.run(serve_http, proxy, listen[0], listen[1], identity_of)
+
+
+async def _serve_stdio(proxy: Any) -> None:
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    proxy.stop()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        async with stdio_server() as (read_stream, write_stream):
+            try:
+                await proxy.serve(read_stream, write_stream)
+            finally:
+                await proxy.guard.aclose()  # store connections and audit files, from the loop that used them
+            if proxy.stopped:
+                # The upstream is closed by now. The SDK reads stdin in a thread that only a line or EOF can
+                # wake, and a signal brings neither: leave without waiting for it.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+        tg.cancel_scope.cancel()
+
+
+__all__ = ["add_proxy_parser", "run_proxy"]

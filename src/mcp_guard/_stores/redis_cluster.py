@@ -1,0 +1,475 @@
+"""The Redis Cluster store (``redis+cluster://host:port[,host:port...]``): exact sliding windows on many shards.
+
+It runs :mod:`~mcp_guard._stores.redis`'s scripts unchanged (same layout per budget, same exactness, same TTLs,
+same client clock) on redis-py's cluster client; only the key names and the way a call's budgets are split
+across slots differ.
+
+Keys are hash-tagged by the scope's owner: ``<prefix>:log:<counter>:{identity:alice}``, ``{session:s1}``,
+``{tool:git_log}``; every global limit shares ``{global:}``. So the budgets of one caller live together on
+one slot, and many callers spread over the shards.
+
+One decision, by the slots its budgets live on (fixed order: ascending slot number):
+
+- one slot (a call under per-identity limits only, or only global ones): one script call, exactly as on a
+  single Redis: atomic, all-or-nothing;
+- several slots (per-identity and global, say): the script reserves slot by slot; when a slot refuses, the
+  slots already reserved are given back (released by the call's token) and the refusal is returned. No slot
+  ever holds more than its ``max``, so the call **never over-admits**. While a call holds a slot it may
+  still give back, another call can be refused by that slot: the price is a brief **under-admission** under
+  contention at the very edge of a limit. The fixed order keeps two such calls from each holding the slot
+  the other one needs. After a refusal, the later slots are only checked, so the refusal still reports the
+  longest wait, as one script call would.
+
+MOVED/ASK redirections and topology refreshes after a failover are redis-py's job. Any failure to reach the
+cluster (refused, timed out, ``CLUSTERDOWN``, no node for a slot) is raised as :class:`~mcp_guard.StoreError`,
+so the guard's ``fail_mode`` applies (``closed``: the call is refused with ``guard_unavailable``). The
+client does not retry a failed command (a down node costs one timeout, never a hang); the topology is
+refreshed, so the next call goes to the new master after a failover. A call that fails after reserving
+some slots gives those back, best effort.
+
+Failover and replication: Redis replicates asynchronously, so a master that dies right after admitting a
+call may take that admission with it; the replica promoted in its place can then admit up to the lost
+entries again. Within one window after a failover, a budget may therefore over-admit by what the dead
+master had not yet sent to its replica (usually nothing or a few calls). Without replicas, a dead master's
+slots refuse (fail closed) until it is back.
+
+Valkey speaks the same protocol, scripting and cluster bus, and works wherever Redis does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import threading
+import time
+from collections.abc import Generator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from mcp_guard._decision import LimitCharge
+from mcp_guard._errors import PolicyError, StoreError, require_extra
+from mcp_guard._stores._base import ADMIT, Clock, Verdict
+from mcp_guard._stores.memory import Group, plan
+from mcp_guard._stores.redis import (
+    _DECIDE,
+    _DECIDE_SHA,
+    _OPTIONS,
+    _RELEASE,
+    _RELEASE_SHA,
+    ScriptStore,
+    abandon_connections,
+)
+
+T = TypeVar("T")
+# One script call: (script, its SHA1, KEYS, ARGV). A flow yields steps and is sent each step's reply (or
+# thrown its StoreError); the sync and the async driver below are the only code that does I/O.
+Step = tuple[str, str, list[str], list[Any]]
+Flow = Generator[Step, Any, T]
+
+
+def _braces(part: str) -> str:
+    # After the store's own %-escaping (so this stays one-to-one): no brace may open or close a hash tag early.
+    return part.replace("{", "%7B").replace("}", "%7D")
+
+
+def _parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any], dict[str, Any]]:
+    """``redis+cluster://[user:password@]host:port[,host:port...][?option=value...]`` into startup nodes,
+    client options (credentials, TLS) and our options (``prefix``, ``timeout``, ...)."""
+    split = urlsplit(url)
+    if split.scheme not in RedisClusterStore.schemes:
+        raise PolicyError(f"invalid Redis Cluster store URL {url!r}: the scheme is redis+cluster or rediss+cluster")
+    if split.path not in ("", "/", "/0"):
+        raise PolicyError(f"invalid Redis Cluster store URL {url!r}: a cluster has database 0 only")
+    userinfo, _, hosts = split.netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        else:
+            host, _, port_text = item.partition(":")
+        try:
+            port = int(port_text) if port_text else 6379
+        except ValueError:
+            port = -1
+        if not host or not 0 < port < 65536:
+            raise PolicyError(f"invalid Redis Cluster store URL: {item!r} is not host:port")
+        nodes.append((host, port))
+    client: dict[str, Any] = {}
+    if userinfo:
+        user, has_password, password = userinfo.partition(":")
+        if user:
+            client["username"] = unquote(user)
+        if has_password:
+            client["password"] = unquote(password)
+    if split.scheme == "rediss+cluster":
+        client["ssl"] = True
+    ours: dict[str, Any] = {}
+    for name, value in parse_qsl(split.query, keep_blank_values=True):
+        if name not in _OPTIONS:
+            known = ", ".join(_OPTIONS)
+            raise PolicyError(f"unknown Redis Cluster store option {name!r} (known: {known}; pass others as keywords)")
+        try:
+            ours[name] = value if name == "prefix" else int(value) if name == "max_connections" else float(value)
+        except ValueError as exc:
+            raise PolicyError(f"invalid Redis Cluster store option {name}={value!r}") from exc
+    return nodes, client, ours
+
+
+class RedisClusterStore(ScriptStore):
+    """Exact sliding-window rate limits on a Redis (or Valkey) Cluster, spread over its shards by caller.
+
+    ``RedisClusterStore("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")``, or through ``store_from_uri`` with
+    the same URL (``rediss+cluster://`` for TLS, ``user:password@`` before the first node). Any node will do
+    to discover the cluster; list a few so a dead one does not stop a start. Options, keyword or URI query,
+    as for ``redis://``: ``prefix`` (default ``mcpg``), ``timeout`` (socket connect and read timeout in seconds,
+    default 0.25), ``max_connections`` (calls in flight per store and per event loop, default 64) and
+    ``pool_timeout`` (how long a call waits for one of those, default 1 s). Other keywords go to redis-py's
+    cluster client (``ssl_ca_certs``, ``address_remap``...).
+
+    A call fails with :class:`~mcp_guard.StoreError` within about ``timeout`` per slot it spans (at most one
+    per scope: identity, session, tool, global), plus the topology refresh redis-py makes after a failure.
+
+    The clients are created on first use (a sync one, and an async one per event loop), not in the
+    constructor; call :meth:`aclose` from the loop the async methods ran in when done. See the module
+    docstring for how a call spanning several slots stays exact, and for what a failover can lose.
+    """
+
+    schemes = ("redis+cluster", "rediss+cluster")
+
+    def __init__(
+        self,
+        url: str = "redis+cluster://localhost:6379",
+        *,
+        prefix: str = "mcpg",
+        timeout: float = 0.25,
+        max_connections: int = 64,
+        pool_timeout: float = 1.0,
+        clock: Clock = time.time,
+        **client_options: Any,
+    ) -> None:
+        super().__init__(prefix=prefix, clock=clock)
+        self._redis = require_extra("redis", "redis", "RedisClusterStore")
+        for module in ("redis.asyncio.cluster", "redis.asyncio.retry", "redis.backoff", "redis.cluster", "redis.retry"):
+            importlib.import_module(module)  # submodules the clients below are built from
+        if timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
+            raise ValueError("timeout and pool_timeout must be > 0 and max_connections >= 1")
+        nodes, credentials, _ = _parse(url)
+        self.url = url
+        self.timeout = float(timeout)
+        self.pool_timeout = float(pool_timeout)
+        self.max_connections = int(max_connections)
+        self._nodes = nodes
+        self._tagged_prefix = _braces(self._prefix)
+        self._options: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "driver_info": None,  # no CLIENT SETINFO: one fewer round trip per new connection
+            **credentials,
+            **client_options,
+        }
+        if int(self._redis.__version__.split(".")[0]) < 6:
+            # Before redis-py 6 the cluster's attempts were counted by this argument (deprecated since).
+            self._options["cluster_error_retry_attempts"] = 0
+        self._lock = threading.Lock()
+        self._sync: tuple[int, Any, threading.BoundedSemaphore] | None = None  # (pid, client, gate)
+        self._async: _AsyncClient | None = None
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
+        self._where = f"{urlsplit(url).scheme}://{hosts}"  # for messages: never the password
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> RedisClusterStore:
+        """Options in the query (``?prefix=app&timeout=0.5``) are ours; keywords override them."""
+        _, _, ours = _parse(uri)
+        return cls(uri.split("?", 1)[0], **{**ours, **options})
+
+    def __repr__(self) -> str:
+        return f"RedisClusterStore({self._where!r}, prefix={self.prefix!r})"
+
+    # -- keys and slots -------------------------------------------------------------------------------
+
+    def _budget_keys(self, key: str) -> tuple[str, str]:
+        # LimitCharge.key is "<counter>:<kind>:<scope id>", each part %-escaped: the owner is what follows the
+        # counter, and it becomes the hash tag.
+        counter, owner = key.split(":", 1)
+        tagged = f"{_braces(counter)}:{{{_braces(owner)}}}"
+        return f"{self._tagged_prefix}:log:{tagged}", f"{self._tagged_prefix}:meta:{tagged}"
+
+    def _slot(self, redis_key: str) -> int:
+        slot: int = self._redis.crc.key_slot(redis_key.encode())
+        return slot
+
+    def _by_slot(self, groups: list[Group]) -> list[list[Group]]:
+        """The call's budgets, one list per slot, in ascending slot order (the fixed reservation order)."""
+        parts: dict[int, list[Group]] = {}
+        for group in groups:
+            parts.setdefault(self._slot(self._budget_keys(group[0])[0]), []).append(group)
+        return [parts[slot] for slot in sorted(parts)]
+
+    # -- the decisions, once for sync and async -------------------------------------------------------
+
+    def _decide(self, charges: Sequence[LimitCharge], reserve: bool) -> Flow[Verdict]:
+        if not charges:
+            return ADMIT
+        groups, refused = plan(charges)
+        if refused is not None:
+            return refused
+        token, now = self._stamp(reserve)
+        mode = "r" if reserve else "c"
+        held: list[list[Group]] = []  # slots this call has reserved: given back if a later slot refuses
+        refusal: Verdict | None = None
+        for part in self._by_slot(groups):
+            if refusal is None:
+                keys, argv = self._decide_args(part, mode, token, now)
+                try:
+                    reply = yield _DECIDE, _DECIDE_SHA, keys, argv
+                except StoreError:
+                    yield from self._give_back(held, token)
+                    raise
+                verdict = self._verdict(reply, part, token or None)
+                if verdict.ok:
+                    if reserve:
+                        held.append(part)
+                    continue
+                refusal = verdict
+                yield from self._give_back(held, token)
+                held = []
+            else:
+                # Refused already: the later slots are only checked, so the refusal carries the longest wait.
+                keys, argv = self._decide_args(part, "c", "", now)
+                try:
+                    reply = yield _DECIDE, _DECIDE_SHA, keys, argv
+                except StoreError:
+                    break  # the refusal stands, with the longest wait known so far
+                verdict = self._verdict(reply, part, None)
+                if not verdict.ok and (verdict.retry_after_s or 0.0) > (refusal.retry_after_s or 0.0):
+                    refusal = verdict
+        return refusal if refusal is not None else Verdict(ok=True, token=token or None)
+
+    def _give_back(self, parts: list[list[Group]], token: str) -> Flow[None]:
+        """Release this call's entries on the slots it reserved. Best effort: an entry left behind (its node
+        is unreachable) only under-admits, until its window ends."""
+        if not parts:
+            return
+        argv: list[Any] = [token, token.rsplit("@", 1)[1]]
+        for part in parts:
+            keys = [name for key, _, _ in part for name in self._budget_keys(key)]
+            with contextlib.suppress(StoreError):
+                yield _RELEASE, _RELEASE_SHA, keys, argv
+
+    def _release(self, charges: Sequence[LimitCharge], token: str) -> Flow[None]:
+        args = self._release_args(charges, token)
+        if args is None:
+            return
+        keys, argv = args
+        parts: dict[int, list[str]] = {}
+        for i in range(0, len(keys), 2):  # a budget's ZSET and HASH share their tag, so their slot
+            parts.setdefault(self._slot(keys[i]), []).extend(keys[i : i + 2])
+        failed: StoreError | None = None
+        for slot in sorted(parts):  # every slot is tried, even after one failed
+            try:
+                yield _RELEASE, _RELEASE_SHA, parts[slot], argv
+            except StoreError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def _fail(self, exc: BaseException) -> StoreError:
+        return StoreError(f"redis cluster store {self._where} failed: {type(exc).__name__}: {exc}")
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        exceptions = self._redis.exceptions
+        return (exceptions.RedisError, exceptions.RedisClusterException, OSError)
+
+    def _client_options(self, cluster: Any, retry_class: Any) -> dict[str, Any]:
+        """Keywords for ``cluster.RedisCluster`` (redis-py's sync or async cluster module)."""
+        startup = [cluster.ClusterNode(host, port) for host, port in self._nodes]
+        # No retries of our own or redis-py's: a failure costs one timeout; MOVED/ASK are still followed.
+        return {"retry": retry_class(self._redis.backoff.NoBackoff(), 0), **self._options, "startup_nodes": startup}
+
+    # -- sync -----------------------------------------------------------------------------------------
+
+    def _sync_client(self) -> tuple[Any, threading.BoundedSemaphore]:
+        current = self._sync
+        if current is not None and current[0] == os.getpid():
+            return current[1], current[2]
+        with self._lock:
+            current = self._sync
+            if current is not None and current[0] != os.getpid():
+                # Forked: the parent's sockets are not ours (redis-py closes them here without shutting them down).
+                current[1].close()
+                current = self._sync = None
+            if current is None:
+                cluster = self._redis.cluster
+                try:
+                    # The sync client learns the topology in its constructor: a round trip, hence on first use.
+                    client = cluster.RedisCluster(**self._client_options(cluster, self._redis.retry.Retry))
+                except self._errors() as exc:
+                    raise self._fail(exc) from exc
+                current = self._sync = (os.getpid(), client, threading.BoundedSemaphore(self.max_connections))
+            return current[1], current[2]
+
+    def _eval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
+        client, gate = self._sync_client()
+        if not gate.acquire(timeout=self.pool_timeout):
+            raise StoreError(f"redis cluster store {self._where}: no free connection within {self.pool_timeout} s")
+        try:
+            try:
+                return client.execute_command("EVALSHA", sha, len(keys), *keys, *argv)
+            except self._redis.exceptions.NoScriptError:  # first use on this node, or it restarted
+                return client.execute_command("EVAL", script, len(keys), *keys, *argv)
+        except self._errors() as exc:
+            raise self._fail(exc) from exc
+        finally:
+            gate.release()
+
+    def _run(self, flow: Flow[T]) -> T:
+        reply: Any = None
+        error: StoreError | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                reply, error = self._eval(*step), None
+            except StoreError as exc:
+                reply, error = None, exc
+
+    def check(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return self._run(self._decide(charges, reserve=False))
+
+    def reserve(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return self._run(self._decide(charges, reserve=True))
+
+    def release(self, charges: Sequence[LimitCharge], token: str) -> None:
+        self._run(self._release(charges, token))
+
+    # -- async ----------------------------------------------------------------------------------------
+
+    def _async_client(self) -> _AsyncClient:
+        loop = asyncio.get_running_loop()
+        current = self._async
+        if current is not None and current.loop is loop:
+            return current
+        if current is not None:
+            _abandon(current.loop, current.client)
+        cluster = self._redis.asyncio.cluster
+        options = self._client_options(cluster, self._redis.asyncio.retry.Retry)
+        # The async client's per-node pools refuse (not wait) past max_connections; the gate keeps this
+        # store's calls in flight below that, each waiting at most pool_timeout for its turn. It connects on
+        # first use (see _AsyncClient.discover), not here.
+        client = cluster.RedisCluster(max_connections=self.max_connections, **options)
+        self._async = _AsyncClient(loop, client, self.max_connections)
+        return self._async
+
+    async def _aeval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
+        current = self._async_client()
+        client = current.client
+        try:
+            if current.stale():
+                await current.discover()
+            await asyncio.wait_for(current.gate.acquire(), self.pool_timeout)
+        except asyncio.TimeoutError:
+            raise StoreError(
+                f"redis cluster store {self._where}: no free connection within {self.pool_timeout} s"
+            ) from None
+        except self._errors() as exc:
+            raise self._fail(exc) from exc
+        try:
+            try:
+                return await client.execute_command("EVALSHA", sha, len(keys), *keys, *argv)
+            except self._redis.exceptions.NoScriptError:
+                return await client.execute_command("EVAL", script, len(keys), *keys, *argv)
+        except self._errors() as exc:
+            raise self._fail(exc) from exc
+        finally:
+            current.gate.release()
+
+    async def _arun(self, flow: Flow[T]) -> T:
+        reply: Any = None
+        error: StoreError | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            try:
+                reply, error = await self._aeval(*step), None
+            except StoreError as exc:
+                reply, error = None, exc
+
+    async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return await self._arun(self._decide(charges, reserve=False))
+
+    async def areserve(self, charges: Sequence[LimitCharge]) -> Verdict:
+        return await self._arun(self._decide(charges, reserve=True))
+
+    async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None:
+        await self._arun(self._release(charges, token))
+
+    # -- closing --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close both clients. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+            current, self._async = self._async, None
+        if sync is not None:
+            sync[1].close()
+        if current is not None:
+            if not current.loop.is_closed() and not current.loop.is_running():
+                current.loop.run_until_complete(current.client.aclose())
+            else:
+                _abandon(current.loop, current.client)
+
+    async def aclose(self) -> None:
+        """Close both clients. Call it from the event loop the async methods ran in."""
+        current = self._async
+        if current is not None and current.loop is asyncio.get_running_loop():
+            self._async = None
+            await current.client.aclose()
+        self.close()
+
+
+class _AsyncClient:
+    """An async cluster client and what goes with it, for one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: Any, max_connections: int) -> None:
+        self.loop, self.client = loop, client
+        self.gate = asyncio.Semaphore(max_connections)
+        self._discovered = False
+        self._discovering = asyncio.Lock()
+
+    def stale(self) -> bool:
+        # redis-py sets ``_initialize`` when a command failed to reach a node: the topology is refreshed first.
+        return not self._discovered or bool(getattr(self.client, "_initialize", False))
+
+    async def discover(self) -> None:
+        """Learn the topology before the commands that need it, one caller at a time.
+
+        redis-py's async client does it on the next command too, but then a burst of commands can race the
+        refresh: it marks for reconnection the connections other calls just opened, and some of those calls
+        fail with "Connection closed". Done here under a lock, the burst waits for one refresh instead.
+        """
+        async with self._discovering:
+            if self.stale():
+                await self.client.initialize()
+                await asyncio.sleep(0)  # let the refresh's own clean-up tasks run before any command
+                self._discovered = True
+
+
+def _abandon(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Drop an async cluster client whose event loop is no longer ours, closing its sockets without that loop."""
+    manager = client.nodes_manager
+    nodes = {id(n): n for n in [*manager.nodes_cache.values(), *manager.startup_nodes.values()]}
+    abandon_connections(loop, [conn for node in nodes.values() for conn in getattr(node, "_connections", ())])
+    client._initialize = True  # what aclose() leaves behind: "closed", so its __del__ does not warn
+
+
+__all__ = ["RedisClusterStore"]

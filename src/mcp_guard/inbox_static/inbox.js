@@ -1,0 +1,238 @@
+// The approval inbox page: lists pending requests, refreshes on a timer, and posts decisions as JSON.
+// Every string that comes from a request (tool names, arguments, reasons, identities) is written with
+// textContent or a text node, never parsed as HTML; the server's Content-Security-Policy forbids inline code.
+"use strict";
+
+(function () {
+  const POLL_MS = Number(document.body.dataset.pollMs) || 1000;
+  const cards = new Map(); // request id -> card element, kept across refreshes so edits in progress survive
+  let serverOffset = 0; // server clock minus ours, for the countdowns
+
+  function el(tag, props, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (key === "class") node.className = value;
+      else if (key.startsWith("data-")) node.setAttribute(key, value);
+      else node[key] = value; // textContent, type, name, value, hidden, disabled...
+    }
+    for (const child of children || []) {
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function pretty(value) {
+    return JSON.stringify(value, null, 2);
+  }
+
+  function countdown(deadline) {
+    const left = Math.max(0, Math.round(deadline - (Date.now() / 1000 + serverOffset)));
+    const minutes = Math.floor(left / 60);
+    const seconds = String(left % 60).padStart(2, "0");
+    return `expires in ${minutes}:${seconds}`;
+  }
+
+  async function send(id, decision) {
+    const response = await fetch(`/api/requests/${encodeURIComponent(id)}/decision`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(decision),
+    });
+    let body = {};
+    try {
+      body = await response.json();
+    } catch (err) {
+      body = {};
+    }
+    return { status: response.status, body };
+  }
+
+  function buildCard(req) {
+    const message = el("p", { class: "message", "data-role": "message" });
+    const title = el("h3", {}, [
+      el("span", { class: "deadline", "data-role": "deadline", textContent: countdown(req.deadline) }),
+      el("span", { "data-role": "tool", textContent: req.tool }),
+    ]);
+    if (req.server) title.append(el("span", { class: "server", textContent: ` on ${req.server}` }));
+
+    const facts = el("dl");
+    const rows = [
+      ["identity", req.identity],
+      ["session", req.session],
+      ["reason", req.reason],
+      ["about", req.description],
+      ["rule", req.rule],
+      ["risk", req.risk_class],
+    ];
+    for (const [label, value] of rows) {
+      if (value === null || value === undefined || value === "") continue;
+      facts.append(el("dt", { textContent: label }), el("dd", { "data-field": label, textContent: String(value) }));
+    }
+
+    const args = el("pre", { "data-role": "args", textContent: pretty(req.args) });
+    const parts = [title, facts, el("div", { class: "muted", textContent: "Arguments" }), args];
+    if (req.hidden && req.hidden.length) {
+      parts.push(
+        el("p", {
+          class: "hidden-note",
+          textContent: `Hidden: ${req.hidden.join(", ")}. Leave "[redacted]" as it is to keep the original value.`,
+        }),
+      );
+    }
+
+    // Edit: a JSON box, with the tool's schema beside it when the worker knew it.
+    const editor = el("textarea", { name: "args", spellcheck: false, value: pretty(req.args) });
+    const editPanel = el("div", { class: "panel", hidden: true, "data-role": "edit-panel" }, [editor]);
+    if (req.schema) {
+      editPanel.append(
+        el("details", { open: true }, [
+          el("summary", { textContent: "Argument schema" }),
+          el("pre", { "data-role": "schema", textContent: pretty(req.schema) }),
+        ]),
+      );
+    }
+    const saveEdit = el("button", { type: "button", class: "approve", textContent: "Approve with these arguments", "data-action": "save-edit" });
+    editPanel.append(el("div", { class: "actions" }, [saveEdit]));
+
+    const reason = el("input", { type: "text", name: "message", placeholder: "Why (the agent sees this)" });
+    const confirmReject = el("button", { type: "button", class: "reject", textContent: "Reject", "data-action": "confirm-reject" });
+    const rejectPanel = el("div", { class: "panel", hidden: true, "data-role": "reject-panel" }, [
+      reason,
+      el("div", { class: "actions" }, [confirmReject]),
+    ]);
+
+    const approve = el("button", { type: "button", class: "approve", textContent: "Approve", "data-action": "approve" });
+    const edit = el("button", { type: "button", textContent: "Edit arguments", "data-action": "edit" });
+    const reject = el("button", { type: "button", class: "reject", textContent: "Reject…", "data-action": "reject" });
+    const buttons = [approve, edit, reject, saveEdit, confirmReject];
+
+    const card = el("article", { class: "card", "data-request-id": req.id }, [
+      ...parts,
+      el("div", { class: "actions" }, [approve, edit, reject]),
+      editPanel,
+      rejectPanel,
+      message,
+    ]);
+
+    function show(text, kind) {
+      message.textContent = text;
+      message.className = `message ${kind || ""}`;
+    }
+
+    async function decide(decision) {
+      buttons.forEach((b) => (b.disabled = true));
+      show("sending…");
+      let result;
+      try {
+        result = await send(req.id, decision);
+      } catch (err) {
+        buttons.forEach((b) => (b.disabled = false));
+        show(`could not reach the inbox: ${err}`, "error");
+        return;
+      }
+      if (result.status === 200) {
+        show(`${result.body.status || "decided"}: the worker has it`, "done");
+        card.dataset.decided = "true";
+        setTimeout(refresh, 150);
+      } else if (result.status === 409) {
+        show(`already decided (${result.body.status || "by someone else"})`, "error");
+        card.dataset.decided = "true";
+      } else {
+        buttons.forEach((b) => (b.disabled = false));
+        show(result.body.error || `refused (HTTP ${result.status})`, "error");
+      }
+    }
+
+    approve.addEventListener("click", () => decide({ type: "approve" }));
+    edit.addEventListener("click", () => {
+      editPanel.hidden = !editPanel.hidden;
+      rejectPanel.hidden = true;
+    });
+    reject.addEventListener("click", () => {
+      rejectPanel.hidden = !rejectPanel.hidden;
+      editPanel.hidden = true;
+    });
+    saveEdit.addEventListener("click", () => {
+      let parsed;
+      try {
+        parsed = JSON.parse(editor.value);
+      } catch (err) {
+        show(`not valid JSON: ${err.message}`, "error");
+        return;
+      }
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+        show("the arguments must be a JSON object", "error");
+        return;
+      }
+      decide({ type: "edit", args: parsed });
+    });
+    confirmReject.addEventListener("click", () => decide({ type: "reject", message: reason.value }));
+    return card;
+  }
+
+  function historyItem(req) {
+    const when = req.decided_at ? new Date(req.decided_at * 1000).toLocaleTimeString() : "";
+    const item = el("li", { "data-request-id": req.id }, [
+      el("span", { class: `status ${req.status}`, textContent: req.status }),
+      el("span", { class: "mono", textContent: req.tool }),
+    ]);
+    if (req.server) item.append(el("span", { class: "muted", textContent: ` on ${req.server}` }));
+    if (req.identity) item.append(el("span", { class: "muted", textContent: ` · ${req.identity}` }));
+    item.append(el("span", { class: "muted", textContent: ` · ${when}` }));
+    const decision = req.decision || {};
+    if (decision.message) item.append(el("div", { textContent: `“${decision.message}”` }));
+    if (decision.args) item.append(el("pre", { textContent: pretty(decision.args) }));
+    return item;
+  }
+
+  function render(data) {
+    serverOffset = data.now - Date.now() / 1000;
+    const list = document.getElementById("pending");
+    const seen = new Set();
+    for (const req of data.pending) {
+      seen.add(req.id);
+      let card = cards.get(req.id);
+      if (!card) {
+        card = buildCard(req);
+        cards.set(req.id, card);
+        list.append(card);
+      }
+      card.querySelector("[data-role=deadline]").textContent = countdown(req.deadline);
+    }
+    for (const [id, card] of cards) {
+      if (!seen.has(id)) {
+        card.remove();
+        cards.delete(id);
+      }
+    }
+    document.getElementById("pending-count").textContent = String(data.pending.length);
+    document.getElementById("empty").hidden = data.pending.length > 0;
+    document.title = data.pending.length ? `(${data.pending.length}) Approval inbox · mcp-guard` : "Approval inbox · mcp-guard";
+
+    const history = document.getElementById("history");
+    history.replaceChildren(...data.history.map(historyItem));
+    document.getElementById("history-empty").hidden = data.history.length > 0;
+  }
+
+  let timer = null;
+  async function refresh() {
+    clearTimeout(timer);
+    const status = document.getElementById("connection");
+    try {
+      const response = await fetch("/api/requests", { credentials: "same-origin", cache: "no-store" });
+      if (response.status === 401) {
+        status.textContent = "Not signed in: open the address that mcp-guard inbox printed (it ends in ?token=…).";
+        return; // no point asking again without a token
+      }
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      render(await response.json());
+      status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
+    } catch (err) {
+      status.textContent = `cannot reach the inbox (${err.message}); retrying…`;
+    }
+    timer = setTimeout(refresh, POLL_MS);
+  }
+
+  refresh();
+})();
