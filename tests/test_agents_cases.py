@@ -27,6 +27,7 @@ from cases import CASES, CASES_POLICY, SERVER, Case
 from servers.counter_server import read_counts
 
 from mcp_guard import Guard
+from mcp_guard._compat import result_is_error, tool_input_schema
 from mcp_guard.integrations.openai_agents import guard_mcp_server, policy_guardrail, unguard_mcp_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -83,7 +84,7 @@ async def test_case_through_guard_mcp_server(server: MCPServerStdio, counter: Pa
             # Hidden or denied outright: the model is never shown the tool; calling it anyway is refused.
             assert case.expect in ("hidden", "default_deny", "denied")
             result = await server.call_tool(case.tool, dict(case.args))
-            assert result.isError
+            assert result_is_error(result)  # isError on mcp 1, is_error on mcp 2
             payload = violation(result.content[0].text)  # type: ignore[union-attr]
             assert payload is not None
             assert payload["code"] == case.expect
@@ -121,7 +122,7 @@ def forwarding_tool(server: MCPServerStdio, name: str, schema: dict[str, Any]) -
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 async def test_case_through_policy_guardrail(server: MCPServerStdio, counter: Path, case: Case) -> None:
     mcp_tools = {t.name: t for t in await server.list_tools()}
-    tool = forwarding_tool(server, case.tool, dict(mcp_tools[case.tool].inputSchema))
+    tool = forwarding_tool(server, case.tool, dict(tool_input_schema(mcp_tools[case.tool]) or {}))
     guarded = dataclasses.replace(tool, tool_input_guardrails=[policy_guardrail(Guard(CASES_POLICY), server=SERVER)])
     before = calls_of(counter, case.tool)
     model = script(*turns(case))

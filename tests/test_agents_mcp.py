@@ -16,6 +16,7 @@ from cases import CASES_POLICY
 from servers.counter_server import read_counts
 
 from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink
+from mcp_guard._compat import result_is_error
 from mcp_guard.integrations.openai_agents import guard_mcp_server, reject, unguard_mcp_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -230,12 +231,12 @@ async def test_violation_raises_only_when_asked(server: MCPServerStdio, calls: A
 async def test_direct_call_tool_goes_through_the_guard(server: MCPServerStdio, calls: Any) -> None:
     guard_mcp_server(server, Guard(POLICY))
     hidden = await server.call_tool("delete_api_key", {"key_id": "k1"})
-    assert hidden.isError
+    assert result_is_error(hidden)
     assert (violation(hidden.content[0].text) or {})["code"] == "hidden"  # type: ignore[union-attr]
     held = await server.call_tool("withdraw", dict(WITHDRAW))
     assert (violation(held.content[0].text) or {})["code"] == "approval_required"  # type: ignore[union-attr]
     ok = await server.call_tool("get_balance", {"asset": "BTC"})
-    assert not ok.isError
+    assert not result_is_error(ok)
     assert calls() == {"get_balance": 1}
 
 

@@ -216,3 +216,30 @@ def test_init_with_a_url_nobody_serves_exits_2(capfd: pytest.CaptureFixture[str]
     assert run.returncode == 2
     assert f"http://127.0.0.1:{port}/mcp" in run.stderr
     assert run.stdout == ""
+
+
+def test_init_shows_what_it_waits_for_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    import pty
+
+    server = [sys.executable, str(SERVERS / "exchange_server.py")]
+    argv = [sys.executable, "-m", "mcp_guard", "init", "--output", str(tmp_path / "p.json"), "--", *server]
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(argv, stderr=follower, stdout=subprocess.PIPE, timeout=120, check=False)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert b"reading tools from" in seen
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert piped.returncode == 0
+    assert "reading tools from" not in piped.stderr

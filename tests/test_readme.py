@@ -188,7 +188,7 @@ def test_quick_start_langchain_refuses_the_large_order(fresh_clone: Path) -> Non
     # What the model was told (the tool's result, via the real MCP server's tool), as the snippet printed it.
     assert "Not placed: " in run.stdout
     assert '"code": "denied"' in run.stdout
-    assert "Orders are capped at 5,000 USD each." in run.stdout
+    assert "deny_if args.amount > 5000" in run.stdout  # the check that refused, not prose
     assert [(e["tool"], e["identity"], e["outcome"]) for e in events] == [("place_order", "alice", "denied")]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -312,7 +313,8 @@ def run_init(args: argparse.Namespace) -> int:
     target: list[str] | str = command[0] if len(command) == 1 and is_url(command[0]) else command
     shown = target if isinstance(target, str) else " ".join(command)
     try:
-        server = asyncio.run(read_server(target, timeout_s=args.timeout))
+        with _progress(f"reading tools from {shown} (waiting up to {args.timeout:g} s)"):
+            server = asyncio.run(read_server(target, timeout_s=args.timeout))
     except MissingExtraError as exc:
         print(f"mcp-guard init: {exc}", file=sys.stderr)
         return 2
@@ -330,6 +332,15 @@ def run_init(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _progress(message: str) -> contextlib.AbstractContextManager[Any]:
+    """A spinner on stderr while a slow server starts, on a terminal only (scripts and pipes see nothing)."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(message, spinner="dots")
 
 
 def _describe(exc: BaseException) -> str:
