@@ -196,3 +196,19 @@ def test_a_call_decided_again_after_an_edit_keeps_the_policy_it_started_with() -
     (call_event,) = [e for e in sink.events if "event" not in e]
     assert call_event["policy"] == Policy.from_dict(old).hash
     assert guard.invoke("pay", {"amount": 50}, lambda amount: "ok")["code"] == "denied"  # the new one from now on
+
+
+def test_reload_listeners_hear_each_new_policy_and_a_failing_one_stops_nothing() -> None:
+    guard = Guard({"version": "1", "default": "allow"})
+    heard: list[str] = []
+
+    def broken(policy: Policy) -> None:
+        raise RuntimeError("listener bug")
+
+    guard.on_reload(broken)
+    guard.on_reload(lambda policy: heard.append(policy.hash))
+    assert guard.reload({"version": "1", "default": "deny"}) is True
+    assert heard == [guard.policy.hash]
+    assert guard.reload({"version": "1", "default": "deny"}) is False  # same policy: nothing new to hear
+    assert guard.reload({"version": "1", "default": "nonsense"}) is False  # invalid: the old one stays
+    assert heard == [guard.policy.hash]

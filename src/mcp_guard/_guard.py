@@ -540,6 +540,7 @@ class Guard:
         self.mode: Mode | None = mode
         self._shadow: Shadow | None = None
         self._reload_lock = threading.Lock()
+        self._reload_listeners: list[Callable[[Policy], None]] = []
         self._policy_path: str | os.PathLike[str] | None = source if isinstance(source, (str, os.PathLike)) else None
         self._watcher: Any = None
         self._set_policy(self.policy)
@@ -585,6 +586,14 @@ class Guard:
         from mcp_guard._reload import reload_policy
 
         return reload_policy(self, source)
+
+    def on_reload(self, listener: Callable[[Policy], None]) -> None:
+        """Call ``listener(new_policy)`` after each reload that put a new policy in force.
+
+        It runs in the thread that reloaded (the file watcher's, or the caller of :meth:`reload`); one that
+        raises is logged and the others still run. The MCP proxy uses it to tell clients to list tools again.
+        """
+        self._reload_listeners.append(listener)
 
     def _stop_watching(self) -> None:
         watcher = getattr(self, "_watcher", None)

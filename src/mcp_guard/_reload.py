@@ -53,7 +53,12 @@ def reload_policy(guard: Guard, source: Any = None) -> bool:
         guard._set_policy(new)
         log.info("policy reloaded from %s: %s (was %s)", label, new.hash, old.hash)
         _audit(guard, {"ok": True, "policy": new.hash, "previous": old.hash, "source": label})
-        return True
+    for listener in list(guard._reload_listeners):
+        try:
+            listener(new)
+        except Exception:  # a listener's failure never undoes the reload or stops the others
+            log.exception("a reload listener failed")
+    return True
 
 
 def _audit(guard: Guard, fields: dict[str, Any]) -> None:
