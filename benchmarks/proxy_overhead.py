@@ -8,8 +8,10 @@ rate limit reserved in the memory store, one audit event written to a JSONL file
     python benchmarks/proxy_overhead.py [--calls 400]
 
 Prints the median per call for each path, what the proxy adds, and that as a share of the direct round
-trip. The proxy is a second MCP hop (parse, re-serialise, a second pipe or HTTP exchange), so most of what
-it adds is the hop itself; the guard's own part is what ``benchmarks/guard_overhead.py`` measures.
+trip. Over stdio the default is the JSON-RPC relay (bytes forwarded, only tool calls decoded): what it adds
+is a second pipe and the guard's work. ``--no-relay`` (the SDK-based server, a full second MCP hop: parse and
+re-serialise both ways) is the second stdio row; HTTP always goes through the SDK. The guard's own part is
+what ``benchmarks/guard_overhead.py`` measures.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ async def per_call_ms(session: ClientSession, calls: int) -> float:
 def report(label: str, direct: float, proxied: float) -> None:
     added = proxied - direct
     print(
-        f"{label:<6} direct {direct:7.3f} ms   through proxy {proxied:7.3f} ms   "
+        f"{label:<18} direct {direct:7.3f} ms   through proxy {proxied:7.3f} ms   "
         f"added {added:6.3f} ms   ratio {proxied / direct:4.2f}x   added = {added / direct:6.1%} of a direct call"
     )
 
@@ -94,9 +96,11 @@ async def main(calls: int) -> None:
 
         async with stdio_session(upstream_command()) as session:
             direct = await per_call_ms(session, calls)
-        async with stdio_session(proxy_command(policy, "--audit", audit, upstream=upstream_command())) as session:
-            proxied = await per_call_ms(session, calls)
-        report("stdio", direct, proxied)
+        for label, options in (("stdio", ()), ("stdio, --no-relay", ("--no-relay",))):
+            argv = proxy_command(policy, "--audit", audit, *options, upstream=upstream_command())
+            async with stdio_session(argv) as session:
+                proxied = await per_call_ms(session, calls)
+            report(label, direct, proxied)
 
         up_port, proxy_port = free_port(), free_port()
         with http_processes(([*upstream_command(), "--http", str(up_port)], up_port, None)) as (upstream,):
