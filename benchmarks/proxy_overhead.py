@@ -8,8 +8,10 @@ rate limit reserved in the memory store, one audit event written to a JSONL file
     python benchmarks/proxy_overhead.py [--calls 400]
 
 Prints the median per call for each path, what the proxy adds, and that as a share of the direct round
-trip. The proxy is a second MCP hop (parse, re-serialise, a second pipe or HTTP exchange), so most of what
-it adds is the hop itself; the guard's own part is what ``benchmarks/guard_overhead.py`` measures.
+trip. Over stdio the default is the JSON-RPC relay (bytes forwarded, only tool calls decoded): what it adds
+is a second pipe and the guard's work. ``--no-relay`` (the SDK-based server, a full second MCP hop: parse and
+re-serialise both ways) is the second stdio row; HTTP always goes through the SDK. The guard's own part is
+what ``benchmarks/guard_overhead.py`` measures.
 """
 
 from __future__ import annotations
@@ -64,23 +66,34 @@ async def http_session(url: str) -> AsyncIterator[ClientSession]:
         yield session
 
 
-async def per_call_ms(session: ClientSession, calls: int) -> float:
-    for _ in range(min(50, calls)):  # warm-up: imports, caches, the first tools/list of the proxy
-        await session.call_tool("echo", {"text": "warm"})
+async def timed_calls(session: ClientSession, calls: int, start_at: int = 0) -> list[float]:
     times: list[float] = []
-    for i in range(calls):
+    for i in range(start_at, start_at + calls):
         start = time.perf_counter()
         result = await session.call_tool("echo", {"text": f"call {i}"})
         times.append((time.perf_counter() - start) * 1000.0)
         if result.isError:
             raise RuntimeError(f"call {i} failed: {result.content}")
-    return statistics.median(times)
+    return times
+
+
+async def per_call_ms(sessions: Sequence[ClientSession], calls: int, rounds: int = 10) -> list[float]:
+    """Median per call on each session, measured in interleaved rounds (the machine's load drifts: each path
+    sees the same share of it)."""
+    for session in sessions:
+        await timed_calls(session, min(50, calls))  # warm-up: imports, caches, the first tools/list of the proxy
+    times: list[list[float]] = [[] for _ in sessions]
+    per_round = max(1, calls // rounds)
+    for r in range(rounds):
+        for session, bucket in zip(sessions, times, strict=True):
+            bucket.extend(await timed_calls(session, per_round, r * per_round))
+    return [statistics.median(bucket) for bucket in times]
 
 
 def report(label: str, direct: float, proxied: float) -> None:
     added = proxied - direct
     print(
-        f"{label:<6} direct {direct:7.3f} ms   through proxy {proxied:7.3f} ms   "
+        f"{label:<18} direct {direct:7.3f} ms   through proxy {proxied:7.3f} ms   "
         f"added {added:6.3f} ms   ratio {proxied / direct:4.2f}x   added = {added / direct:6.1%} of a direct call"
     )
 
@@ -90,13 +103,18 @@ async def main(calls: int) -> None:
         policy = Path(tmp) / "policy.json"
         policy.write_text(json.dumps(POLICY))
         audit = str(Path(tmp) / "audit.jsonl")
-        print(f"median of {calls} calls of echo on one persistent session (after 50 warm-up calls)")
+        print(f"median of {calls} calls of echo per path, one persistent session each, in 10 interleaved rounds")
 
-        async with stdio_session(upstream_command()) as session:
-            direct = await per_call_ms(session, calls)
-        async with stdio_session(proxy_command(policy, "--audit", audit, upstream=upstream_command())) as session:
-            proxied = await per_call_ms(session, calls)
-        report("stdio", direct, proxied)
+        relay = proxy_command(policy, "--audit", audit, upstream=upstream_command())
+        sdk = proxy_command(policy, "--audit", audit, "--no-relay", upstream=upstream_command())
+        async with (
+            stdio_session(upstream_command()) as direct_session,
+            stdio_session(relay) as relay_session,
+            stdio_session(sdk) as sdk_session,
+        ):
+            direct, relayed, through_sdk = await per_call_ms([direct_session, relay_session, sdk_session], calls)
+        report("stdio", direct, relayed)
+        report("stdio, --no-relay", direct, through_sdk)
 
         up_port, proxy_port = free_port(), free_port()
         with http_processes(([*upstream_command(), "--http", str(up_port)], up_port, None)) as (upstream,):
@@ -104,10 +122,8 @@ async def main(calls: int) -> None:
                 policy, "--audit", audit, "--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}"
             )
             with http_processes((argv, proxy_port, None)) as (proxy_url,):
-                async with http_session(upstream) as session:
-                    direct = await per_call_ms(session, calls)
-                async with http_session(proxy_url) as session:
-                    proxied = await per_call_ms(session, calls)
+                async with http_session(upstream) as direct_session, http_session(proxy_url) as proxy_session:
+                    direct, proxied = await per_call_ms([direct_session, proxy_session], calls)
         report("http", direct, proxied)
 
 

@@ -77,11 +77,14 @@ async def proxied(
         yield session, init
 
 
-async def test_client_session_through_the_proxy(tmp_path: Path, record: Path) -> None:
+# The relay is the stdio default; --no-relay serves the same session through the mcp SDK.
+@pytest.mark.parametrize("mode", [[], ["--no-relay"]], ids=["relay", "sdk"])
+async def test_client_session_through_the_proxy(tmp_path: Path, record: Path, mode: list[str]) -> None:
     policy = write_policy(tmp_path / "policy.json", POLICY)
     audit = tmp_path / "audit.jsonl"
     pid_file = tmp_path / "upstream.pid"
-    argv = proxy_command(policy, "--audit", str(audit), "--identity", "alice", upstream=proxy_upstream_server())
+    options = ["--audit", str(audit), "--identity", "alice", *mode]
+    argv = proxy_command(policy, *options, upstream=proxy_upstream_server())
     async with proxied(argv, {"RECORD_FILE": str(record), "PID_FILE": str(pid_file)}) as (session, init):
         assert init.serverInfo.name == "notes"
         assert init.capabilities.tools is not None
@@ -209,11 +212,12 @@ async def test_elicitation_approves_once_and_declines_once(tmp_path: Path, recor
     assert read_record(record) == [{"tool": "publish", "args": {"text": "first"}}]
 
 
-def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path) -> None:
+@pytest.mark.parametrize("mode", [[], ["--no-relay"]], ids=["relay", "sdk"])
+def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path, mode: list[str]) -> None:
     policy = write_policy(tmp_path / "policy.json", POLICY)
     pid_file = tmp_path / "upstream.pid"
     env = {**os.environ, "RECORD_FILE": str(record), "PID_FILE": str(pid_file)}
-    argv = proxy_command(policy, upstream=proxy_upstream_server())
+    argv = proxy_command(policy, *mode, upstream=proxy_upstream_server())
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=30)

@@ -4,9 +4,11 @@
     mcp-guard proxy --policy FILE --upstream URL --listen HOST:PORT [--identity-from bearer | --identity-header H]
 
 Downstream is stdio unless ``--listen`` is given (streamable HTTP at ``/mcp``); upstream is the command
-(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. The server itself lives in
-:mod:`mcp_guard._proxy_server` (and :mod:`mcp_guard._proxy_http`); this module only parses options and runs
-it, and imports the ``mcp`` SDK only when the command runs, so ``mcp-guard --help`` and ``import mcp_guard``
+(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. Stdio to stdio is served by the
+JSON-RPC relay in :mod:`mcp_guard._proxy_relay` (messages forwarded as bytes, only tool calls decoded and
+guarded), unless ``--no-relay`` is given or stdin/stdout are not pipes; everything else by the SDK-based
+server in :mod:`mcp_guard._proxy_server` (and :mod:`mcp_guard._proxy_http`). This module only parses options
+and runs them, and imports the ``mcp`` SDK only when the command runs, so ``mcp-guard --help`` and ``import mcp_guard``
 need no extra.
 
 Shutdown: when the client closes stdin (or on SIGINT/SIGTERM) the upstream is closed the way the MCP spec
@@ -76,6 +78,12 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--upstream", metavar="URL", help="a streamable-HTTP MCP server to forward to")
     parser.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
+    parser.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="stdio to stdio: serve through the mcp SDK's server and client (a full second MCP hop) instead of "
+        "the default JSON-RPC relay, which forwards messages as bytes and guards only tool calls",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
     parser.set_defaults(func=run_proxy)
     return parser
@@ -147,6 +155,19 @@ def run_proxy(args: argparse.Namespace) -> int:
         print(f"mcp-guard proxy: {exc}", file=sys.stderr)
         return 2
 
+    try:
+        if listen is None and not args.upstream and not args.no_relay and _can_relay():
+            import asyncio
+
+            from mcp_guard._proxy_relay import Relay, serve_stdio
+
+            relay = Relay(guard, command, server_name=args.server_name, identity=args.identity)
+            asyncio.run(serve_stdio(relay))
+            return 0
+    except Exception as exc:  # the upstream could not be started: say so in one line
+        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
+        return 1
+
     import anyio
 
     from mcp_guard._proxy_server import GuardProxy
@@ -161,6 +182,12 @@ def run_proxy(args: argparse.Namespace) -> int:
         print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _can_relay() -> bool:
+    from mcp_guard._proxy_relay import can_relay
+
+    return can_relay()
 
 
 def _describe(exc: BaseException) -> str:
