@@ -175,7 +175,7 @@ async def test_elicitation_approves_once_and_declines_once(tmp_path: Path, recor
             "default": "allow",
             "tools": {
                 "publish": {"action": "require_approval"},
-                "write_note": {"action": "require_approval", "approval": {"timeout_s": 0.3}},
+                "write_note": {"action": "require_approval", "approval": {"timeout_s": 0.3}, "redact": ["text"]},
             },
         },
     )
@@ -208,6 +208,9 @@ async def test_elicitation_approves_once_and_declines_once(tmp_path: Path, recor
     assert late is not None
     assert late["code"] == "approval_timeout"
     assert len(asked) == 3
+    # A redacted argument is not shown to the person either (their dialog is a screen that may be logged).
+    assert '"text": "[redacted]"' in asked[2]
+    assert "slow" not in asked[2]
     assert 'Allow publish on notes?\nArguments: {"text": "first"}' in asked[0]
     assert read_record(record) == [{"tool": "publish", "args": {"text": "first"}}]
 
@@ -372,3 +375,30 @@ async def test_clients_without_elicitation_wait_in_the_inbox(tmp_path: Path, rec
     assert [(r["tool"], r["args"]) for r in read_record(record) if r["tool"] == "publish"] == [
         ("publish", {"text": "approved one"})
     ]
+
+
+async def test_a_reloaded_policy_tells_the_client_to_list_tools_again(tmp_path: Path, record: Path) -> None:
+    policy = write_policy(tmp_path / "policy.json", {"version": "1", "default": "allow"})
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        root = getattr(message, "root", None)
+        if isinstance(root, types.ToolListChangedNotification):
+            heard.set()
+
+    argv = proxy_command(policy, "--reload", upstream=proxy_upstream_server())
+    async with proxied(argv, {"RECORD_FILE": str(record)}, message_handler=on_message) as (session, init):
+        assert init.capabilities.tools is not None
+        assert init.capabilities.tools.listChanged is True
+        assert "publish" in {t.name for t in (await session.list_tools()).tools}
+        with anyio.fail_after(20):
+            # Rewritten until the watcher (which starts in the background) has put it in force.
+            while not heard.is_set():
+                write_policy(policy, {"version": "1", "default": "allow", "hide": ["publish"]})
+                with anyio.move_on_after(0.5):
+                    await heard.wait()
+        assert "publish" not in {t.name for t in (await session.list_tools()).tools}
+        refused = violation(await session.call_tool("publish", {"text": "x"}))
+        assert refused is not None
+        assert refused["code"] == "hidden"
+    assert [r for r in read_record(record) if r["tool"] == "publish"] == []

@@ -54,6 +54,12 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="when the store is unreachable: deny (closed, default) or allow and log",
     )
     parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="watch the policy file and put each valid new version in force (extra `reload`); clients are told "
+        "to list tools again (stdio relay)",
+    )
+    parser.add_argument(
         "--inbox",
         metavar="URL",
         help="approval inbox store (memory:// or redis://) for clients that cannot answer elicitation; "
@@ -144,7 +150,8 @@ def run_proxy(args: argparse.Namespace) -> int:
 
             approver = Inbox(args.inbox, policy=policy)
         guard = Guard(
-            policy,
+            args.policy if args.reload else policy,
+            reload=args.reload,
             approver=approver,
             store=args.store,
             audit=args.audit,

@@ -119,9 +119,16 @@ def can_elicit(capabilities: Any) -> bool:
 
 
 def approval_message(request: ApprovalRequest) -> str:
-    """The question put to a person by elicitation: tool, server, arguments, why, who is calling."""
+    """The question put to a person by elicitation: tool, server, arguments, why, who is calling.
+
+    Values under the rule's ``redact`` paths read ``[redacted]``, as on the inbox page: a client's dialog is
+    a screen like any other, and may be logged.
+    """
+    from mcp_guard._inbox import shown_args
+
     where = f" on {request.server}" if request.server else ""
-    lines = [f"Allow {request.tool}{where}?", f"Arguments: {json.dumps(request.args, ensure_ascii=False)}"]
+    shown, _ = shown_args(request.args, request.redact)
+    lines = [f"Allow {request.tool}{where}?", f"Arguments: {json.dumps(shown, ensure_ascii=False)}"]
     if request.reason:
         lines.append(f"Why you are asked: {request.reason}")
     if request.identity:
@@ -388,13 +395,13 @@ class Relay:
         if not isinstance(result, dict) or not isinstance(tools, list):
             return line
         self._remember(tools)
-        policy, server = self.guard.policy, self._server()
+        guard, server = self.guard, self._server()
         shown = [
             t
             for t in tools
             if isinstance(t, dict)
             and isinstance(t.get("name"), str)
-            and policy.exposes(t["name"], server=server, annotations=_annotations(t))
+            and guard.exposes(t["name"], server=server, annotations=_annotations(t))
         ]
         if len(shown) == len(tools):
             return line
@@ -544,6 +551,18 @@ async def serve_stdio(relay: Relay) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, relay.stop)
+    notices: set[asyncio.Task[None]] = set()
+
+    def tell_client(_policy: object) -> None:
+        # A reload happens on the file watcher's thread: hand the notification to this loop.
+        def send() -> None:
+            task = loop.create_task(relay.policy_changed())
+            notices.add(task)
+            task.add_done_callback(notices.discard)
+
+        loop.call_soon_threadsafe(send)
+
+    relay.guard.on_reload(tell_client)
     try:
         await relay.serve(reader, writer)
         with contextlib.suppress(ConnectionError):

@@ -23,7 +23,6 @@ restarted: each later request gets a JSON-RPC error (nothing is allowed), until 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -46,6 +45,7 @@ from mcp.shared.session import RequestResponder
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest, as_async_approver
 from mcp_guard._guard import Guard
+from mcp_guard._proxy_relay import approval_message
 
 log = logging.getLogger("mcp_guard.proxy")
 
@@ -343,7 +343,7 @@ class GuardProxy:
         """
         ctx = self.server.request_context
         answer = await ctx.session.elicit_form(
-            message=_approval_message(request),
+            message=approval_message(request),
             requestedSchema={"type": "object", "properties": {}},
             related_request_id=ctx.request_id,
         )
@@ -377,16 +377,6 @@ def _can_elicit(session: ServerSession) -> bool:
     caps = params.capabilities.elicitation if params is not None else None
     # An empty elicitation capability means form mode (the spec's backwards-compatible reading).
     return caps is not None and (caps.form is not None or caps.url is None)
-
-
-def _approval_message(request: ApprovalRequest) -> str:
-    where = f" on {request.server}" if request.server else ""
-    lines = [f"Allow {request.tool}{where}?", f"Arguments: {json.dumps(request.args, ensure_ascii=False)}"]
-    if request.reason:
-        lines.append(f"Why you are asked: {request.reason}")
-    if request.identity:
-        lines.append(f"Caller: {request.identity}")
-    return "\n".join(lines)
 
 
 __all__ = ["GuardProxy", "IdentityOf", "Upstream"]
