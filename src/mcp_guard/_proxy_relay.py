@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._compat import result_is_error
 from mcp_guard._guard import Guard
 
 log = logging.getLogger("mcp_guard.proxy")
@@ -100,8 +101,7 @@ def _is_error(reply: Any) -> bool:
         return False
     if "error" in reply.message:
         return True
-    result = reply.message.get("result")
-    return isinstance(result, dict) and result.get("isError") is True
+    return result_is_error(reply.message.get("result"))
 
 
 def _annotations(tool: Mapping[str, Any] | None) -> dict[str, Any] | None:
