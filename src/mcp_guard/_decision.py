@@ -35,7 +35,8 @@ _SCOPE_KIND = {
 }
 
 
-def _escape(part: str) -> str:
+def escape_key_part(part: str) -> str:
+    """Percent-escape ``:`` (and ``%``) in one part of a store key."""
     # Percent-escape the separator so ("a:b", "c") and ("a", "b:c") can never make the same key.
     return part.replace("%", "%25").replace(":", "%3A")
 
@@ -59,7 +60,7 @@ class LimitCharge:
 
     def __post_init__(self) -> None:
         kind = _SCOPE_KIND[self.scope]
-        object.__setattr__(self, "key", f"{_escape(self.counter)}:{kind}:{_escape(self.scope_id)}")
+        object.__setattr__(self, "key", f"{escape_key_part(self.counter)}:{kind}:{escape_key_part(self.scope_id)}")
 
     def describe(self, tool: str) -> str:
         """Human text, e.g. ``git_log is limited to 30 calls per minute``."""

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from mcp_guard._decision import LimitCharge
+from mcp_guard._decision import LimitCharge, escape_key_part
 from mcp_guard._errors import PolicyError, StoreError, require_extra
 from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict
 from mcp_guard._stores.memory import Group, plan
@@ -219,10 +219,6 @@ def _pack(*args: str | int) -> list[bytes]:
     return [b"".join(parts)]
 
 
-def _escape(part: str) -> str:
-    return part.replace("%", "%25").replace(":", "%3A")
-
-
 class ScriptStore(Store):
     """What :class:`RedisStore` and the Redis Cluster store share: the key layout, the scripts' arguments, tokens
     and the reading of the scripts' answers. Subclasses only move the commands (``_budget_keys`` may rename keys).
@@ -231,7 +227,7 @@ class ScriptStore(Store):
     def __init__(self, *, prefix: str, clock: Clock) -> None:
         super().__init__(clock=clock)
         self.prefix = prefix
-        self._prefix = _escape(prefix)
+        self._prefix = escape_key_part(prefix)
         self._seq = itertools.count(1)
 
     def _budget_keys(self, key: str) -> tuple[str, str]:
