@@ -209,6 +209,10 @@ class _AttemptState:
     """The last decision taken, for the event of a call cancelled midway."""
     policy: Policy | None = None
     """The policy this call is decided by, taken once at its start: a reload mid-call does not change it."""
+    recorded: bool = False
+    """The call's one event has been written by the steps (an abort before the tool was handed the call)."""
+    called: bool = False
+    """The tool has been called (at least once): from here on an exception is the tool's, not the guard's."""
 
 
 class Guard:
@@ -467,7 +471,12 @@ class Guard:
                 value = _sync_result(fn(**call.args))
                 return GuardResult(value=value, admission=Admission(call, decision, finished=True))
         state = _AttemptState(approval=self._coerce_given(approval), policy=policy)
-        return self._drive(self._run_steps(call, state, decision, fn, is_error))
+        try:
+            return self._drive(self._run_steps(call, state, decision, fn, is_error))
+        except Exception as exc:
+            if state.called:  # the tool's own failure: exactly what the unguarded tool would have raised
+                raise
+            return self._guard_fault(call, state, exc)
 
     async def arun(
         self,
@@ -497,7 +506,12 @@ class Guard:
                     value = await value
                 return GuardResult(value=value, admission=Admission(call, decision, finished=True))
         state = _AttemptState(approval=self._coerce_given(approval), policy=policy)
-        return await self._adrive(self._run_steps(call, state, decision, fn, is_error))
+        try:
+            return await self._adrive(self._run_steps(call, state, decision, fn, is_error))
+        except Exception as exc:
+            if state.called:
+                raise
+            return self._guard_fault(call, state, exc)
 
     def invoke(self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """Run ``fn(**args)`` under the policy; return its result, or the violation payload (or raise).
@@ -509,6 +523,68 @@ class Guard:
     async def ainvoke(self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """:meth:`invoke` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
         return self._deliver(await self.arun(tool, args, fn, **kwargs))
+
+    # -- the adapter contract: what every framework adapter needs, so that adapters only translate -----
+
+    def refuse(self, call: ToolCall, decision: Decision) -> Decision:
+        """Audit a refusal decided outside the pipeline as the call's one event, then apply ``on_violation``.
+
+        For calls the policy never sees as such: argument text that is not a JSON object (:meth:`malformed`),
+        a human's rejection through the framework (:meth:`rejected`). Returns the decision to show the
+        model, or raises :class:`PolicyViolation` when ``on_violation="raise"``.
+        """
+        self.finish(Admission(call, decision), "denied")
+        return self.violation(decision)
+
+    async def arefuse(self, call: ToolCall, decision: Decision) -> Decision:
+        """:meth:`refuse` for async callers."""
+        await self.afinish(Admission(call, decision), "denied")
+        return self.violation(decision)
+
+    def violation(self, decision: Decision) -> Decision:
+        """The one place ``on_violation`` is applied: ``"raise"`` raises :class:`PolicyViolation`, otherwise the
+        decision comes back for the adapter to hand to the model in its framework's shape."""
+        if self.on_violation == "raise":
+            raise PolicyViolation(decision)
+        return decision
+
+    def malformed(self, tool: str, problem: str | None, *, server: str | None = None) -> Decision:
+        """The ``invalid_arguments`` refusal for argument text that is not a JSON object."""
+        return Decision.deny(tool, "invalid_arguments", server=server, reason=problem, policy=self.policy.hash)
+
+    def rejected(self, call: ToolCall, reason: str) -> Decision:
+        """The ``approval_denied`` refusal for a call a human rejected, naming the rule that asked for approval."""
+        decision = self._evaluate(call._replace(tool_schema=None))
+        return decision.violation("approval_denied", reason=reason)
+
+    def unavailable(self, tool: str, exc: BaseException, *, server: str | None = None) -> Decision:
+        """The ``guard_unavailable`` refusal for a fault of the guard itself (fail closed, never end a run).
+
+        The log gets the exception's type and traceback; the model gets only its type (its text may quote
+        arguments, redacted ones included).
+        """
+        log.error("mcp-guard failed while checking %s (%s)", tool, type(exc).__name__, exc_info=exc)
+        return Decision.deny(
+            tool,
+            "guard_unavailable",
+            server=server,
+            reason=f"the policy guard failed: {type(exc).__name__}",
+            rule="/guard",
+            policy=getattr(self.policy, "hash", None),
+        )
+
+    @staticmethod
+    def is_error_result(value: Any) -> bool:
+        """A tool's returned value is a failed call: an MCP result with ``isError`` (mcp 1 and 2 spellings), or
+        a LangChain ``ToolMessage`` with ``status="error"``."""
+        return result_is_error(value)
+
+    def _guard_fault(self, call: ToolCall, state: _AttemptState, exc: Exception) -> GuardResult:
+        # run/arun never raise for the guard's own faults: the call is refused (closed), with one event.
+        admission = Admission(call, self.unavailable(call.tool, exc, server=call.server), finished=True)
+        if not state.recorded:
+            self._record(admission, "denied", None)
+        return GuardResult(violation=admission.decision, admission=admission)
 
     def close(self) -> None:
         """Close the store's connections and the audit sinks that hold files. Safe to call twice.
@@ -770,6 +846,7 @@ class Guard:
             yield from self._release_steps(charges, token, call.tool)
         decision = state.decision or Decision.deny(call.tool, "guard_unavailable", server=call.server)
         admission = Admission(call, decision, started=state.started, approval=state.approval)
+        state.recorded = True
         self._record(admission, "cancelled", exc)
 
     def _write_ahead_steps(self, admission: Admission) -> _Steps[Admission]:
@@ -965,6 +1042,7 @@ class Guard:
         args = admission.call.args
         attempt, slept = 1, 0.0
         while True:
+            state.called = True
             try:
                 value = yield _Call(fn, args)
             except GeneratorExit:
@@ -1268,9 +1346,7 @@ class Guard:
     def _deliver(self, result: GuardResult) -> Any:
         if result.violation is None:
             return result.value
-        if self.on_violation == "raise":
-            raise PolicyViolation(result.violation)
-        return result.violation.to_payload()
+        return self.violation(result.violation).to_payload()
 
 
 class _NeverRan(TypeError):
