@@ -5,7 +5,9 @@ One root, so ``except MCPGuardError`` catches everything the library raises on p
     MCPGuardError
     ├── PolicyError            a policy file or dict does not validate (never half-loaded)
     ├── ConfigurationError     the guard was set up with something it cannot use (an audit path that is a
-    │                          directory, whose folder is missing, or that cannot be written); also a ValueError
+    │   │                      directory, whose folder is missing, or that cannot be written); also a ValueError
+    │   └── StoreConfigurationError  a store URI or store option it cannot use (unknown scheme, malformed
+    │                          URL, bad option); also a PolicyError, what 0.1 raised there
     ├── PolicyViolation        a call was refused and the guard was asked to raise (on_violation="raise")
     ├── StoreError             the rate-limit store failed or could not be reached
     ├── ApprovalError          an approver raised, hung, or returned something that is not a decision
@@ -39,6 +41,14 @@ class PolicyError(MCPGuardError, ValueError):
 
 class ConfigurationError(MCPGuardError, ValueError):
     """The guard was given a setting it cannot work with; raised when it is built, never mid-call."""
+
+
+class StoreConfigurationError(ConfigurationError, PolicyError):
+    """A rate-limit store URI or option cannot be used: an unknown scheme, a malformed URL, a bad option.
+
+    Catch it as :class:`ConfigurationError`; it is a :class:`PolicyError` too only because 0.1 raised that for a
+    bad store URI, so ``except PolicyError`` written then still catches it.
+    """
 
 
 class PolicyViolation(MCPGuardError):

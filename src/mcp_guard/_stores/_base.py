@@ -1,8 +1,11 @@
-"""The rate-limit store contract and the registry that builds stores from a URI.
+"""The rate-limit store contract, and the planning every built-in store shares.
 
 A store keeps one sliding-window log per budget key and answers three questions for a call's limits,
 all-or-nothing: would they all admit now (``check``), reserve them all now (``reserve``), give a
 reservation back (``release``). Each has an async twin. Stores never decide policy: they only count.
+
+This module imports no backend: each backend imports it, and :mod:`mcp_guard._stores` imports the backends
+(so they register their URI schemes here) and builds stores from a URI.
 """
 
 from __future__ import annotations
@@ -13,10 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 from mcp_guard._decision import LimitCharge
-from mcp_guard._errors import PolicyError
 
 Clock = Callable[[], float]
 
@@ -37,6 +38,32 @@ class Verdict:
 
 
 ADMIT = Verdict(ok=True)
+
+# One budget of a call: its key, the cost charged to it, and every limit on it.
+Group = tuple[str, float, tuple[LimitCharge, ...]]
+
+
+def plan(charges: Sequence[LimitCharge]) -> tuple[list[Group], Verdict | None]:
+    """Group a call's charges by budget key: ``(key, cost, limits)``, in first-seen order.
+
+    Within one call a key is charged once, with the largest cost among its charges, and every limit on it
+    is checked. The second value is a refusal that needs no backend: a cost that can never fit (greater
+    than a limit's ``max``) or a negative cost (never allowed to add budget back), with ``retry_after_s``
+    ``None``. Shared by every built-in store so they agree on this.
+    """
+    if len(charges) == 1:  # the common case, without the dict
+        c = charges[0]
+        groups: list[Group] = [(c.key, c.cost, (c,))]
+    else:
+        by_key: dict[str, list[LimitCharge]] = {}
+        for c in charges:
+            by_key.setdefault(c.key, []).append(c)
+        groups = [(key, max(c.cost for c in cs), tuple(cs)) for key, cs in by_key.items()]
+    for _key, cost, limits in groups:
+        for c in limits:
+            if cost > c.max or cost < 0:
+                return groups, Verdict(ok=False, charge=c, retry_after_s=None)
+    return groups, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +108,8 @@ class StoreProtocol(Protocol):
 
 
 class Store(ABC):
-    """Base of the built-in stores. Subclasses set ``schemes`` to register for :func:`store_from_uri`.
+    """Base of the built-in stores. Subclasses set ``schemes`` to register for
+    :func:`~mcp_guard.store_from_uri` (the registry is filled here, as each subclass is defined).
 
     Semantics every store keeps:
     - sliding windows: in no interval of ``window_s`` are more than ``max`` units admitted;
@@ -140,22 +168,3 @@ class Store(ABC):
 
     async def aclose(self) -> None:
         self.close()
-
-
-def store_from_uri(uri: str, **options: Any) -> Store:
-    """Build a store from a URI: ``memory://``, ``redis://host:port/db``, ``rediss://...``,
-    ``redis+cluster://host:port[,host:port...]``.
-
-    An unknown scheme is a configuration error that lists the known ones.
-    """
-    # Import the built-ins so they register themselves.
-    from mcp_guard._stores import memory  # noqa: F401
-    from mcp_guard._stores import redis as _redis  # noqa: F401  (imports its driver lazily)
-    from mcp_guard._stores import redis_cluster as _cluster  # noqa: F401  (redis+cluster://)
-
-    scheme = urlsplit(uri).scheme
-    cls = Store._registry.get(scheme)
-    if cls is None:
-        known = ", ".join(f"{s}://" for s in sorted(Store._registry))
-        raise PolicyError(f"unknown store {uri!r}: the scheme {scheme!r} is not one of {known}")
-    return cls.from_uri(uri, **options)

@@ -21,36 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from mcp_guard._decision import LimitCharge
-from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict
+from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict, plan
 
 # How often (in the store's clock) idle keys are swept out. Keys seen again are pruned on access anyway;
 # the sweep only bounds memory for keys that are never seen again (one per caller identity, say).
 _SWEEP_EVERY_S = 60.0
-
-Group = tuple[str, float, tuple[LimitCharge, ...]]
-
-
-def plan(charges: Sequence[LimitCharge]) -> tuple[list[Group], Verdict | None]:
-    """Group a call's charges by budget key: ``(key, cost, limits)``, in first-seen order.
-
-    Within one call a key is charged once, with the largest cost among its charges, and every limit on it
-    is checked. The second value is a refusal that needs no backend: a cost that can never fit (greater
-    than a limit's ``max``) or a negative cost (never allowed to add budget back), with ``retry_after_s``
-    ``None``. Shared by every built-in store so they agree on this.
-    """
-    if len(charges) == 1:  # the common case, without the dict
-        c = charges[0]
-        groups: list[Group] = [(c.key, c.cost, (c,))]
-    else:
-        by_key: dict[str, list[LimitCharge]] = {}
-        for c in charges:
-            by_key.setdefault(c.key, []).append(c)
-        groups = [(key, max(c.cost for c in cs), tuple(cs)) for key, cs in by_key.items()]
-    for _key, cost, limits in groups:
-        for c in limits:
-            if cost > c.max or cost < 0:
-                return groups, Verdict(ok=False, charge=c, retry_after_s=None)
-    return groups, None
 
 
 def worse(a: tuple[float, LimitCharge] | None, wait: float, charge: LimitCharge) -> tuple[float, LimitCharge]:
@@ -120,7 +95,7 @@ class MemoryStore(Store):
 
     Thread-safe: one lock around each decision. There are no awaits inside, so the async methods are exact
     under asyncio too (they run the same code without yielding). State lives in this object: two processes
-    (or two ``MemoryStore`` objects) do not share budgets; use :class:`~mcp_guard._stores.redis.RedisStore`
+    (or two ``MemoryStore`` objects) do not share budgets; use :class:`~mcp_guard.RedisStore`
     for that. ``clock`` defaults to :func:`time.monotonic`: a wall-clock step (NTP, a suspended laptop, an
     operator's ``date -s``) must not empty or fill every window; it is injectable so tests can move time.
 
@@ -234,4 +209,4 @@ class MemoryStore(Store):
             self._logs.clear()
 
 
-__all__ = ["MemoryStore", "plan"]
+__all__ = ["MemoryStore"]

@@ -39,34 +39,15 @@ Valkey speaks the same protocol, scripting and cluster bus, and works wherever R
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import os
 import threading
 import time
-from collections.abc import Generator, Sequence
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from mcp_guard._decision import LimitCharge
-from mcp_guard._errors import PolicyError, StoreError, require_extra
-from mcp_guard._stores._base import ADMIT, Clock, Verdict
-from mcp_guard._stores.memory import Group, plan
-from mcp_guard._stores.redis import (
-    _DECIDE,
-    _DECIDE_SHA,
-    _OPTIONS,
-    _RELEASE,
-    _RELEASE_SHA,
-    ScriptStore,
-    abandon_connections,
-)
-
-T = TypeVar("T")
-# One script call: (script, its SHA1, KEYS, ARGV). A flow yields steps and is sent each step's reply (or
-# thrown its StoreError); the sync and the async driver below are the only code that does I/O.
-Step = tuple[str, str, list[str], list[Any]]
-Flow = Generator[Step, Any, T]
+from mcp_guard._errors import StoreConfigurationError, StoreError
+from mcp_guard._stores._base import Clock
+from mcp_guard._stores._script import OPTIONS, Flow, ScriptStore, Step, abandon_connections, split_options
 
 
 def _braces(part: str) -> str:
@@ -79,9 +60,11 @@ def _parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any], dict[str, A
     client options (credentials, TLS) and our options (``prefix``, ``timeout``, ...)."""
     split = urlsplit(url)
     if split.scheme not in RedisClusterStore.schemes:
-        raise PolicyError(f"invalid Redis Cluster store URL {url!r}: the scheme is redis+cluster or rediss+cluster")
+        raise StoreConfigurationError(
+            f"invalid Redis Cluster store URL {url!r}: the scheme is redis+cluster or rediss+cluster"
+        )
     if split.path not in ("", "/", "/0"):
-        raise PolicyError(f"invalid Redis Cluster store URL {url!r}: a cluster has database 0 only")
+        raise StoreConfigurationError(f"invalid Redis Cluster store URL {url!r}: a cluster has database 0 only")
     userinfo, _, hosts = split.netloc.rpartition("@")
     nodes: list[tuple[str, int]] = []
     for item in hosts.split(","):
@@ -96,7 +79,7 @@ def _parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any], dict[str, A
         except ValueError:
             port = -1
         if not host or not 0 < port < 65536:
-            raise PolicyError(f"invalid Redis Cluster store URL: {item!r} is not host:port")
+            raise StoreConfigurationError(f"invalid Redis Cluster store URL: {item!r} is not host:port")
         nodes.append((host, port))
     client: dict[str, Any] = {}
     if userinfo:
@@ -107,15 +90,12 @@ def _parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any], dict[str, A
             client["password"] = unquote(password)
     if split.scheme == "rediss+cluster":
         client["ssl"] = True
-    ours: dict[str, Any] = {}
-    for name, value in parse_qsl(split.query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            known = ", ".join(_OPTIONS)
-            raise PolicyError(f"unknown Redis Cluster store option {name!r} (known: {known}; pass others as keywords)")
-        try:
-            ours[name] = value if name == "prefix" else int(value) if name == "max_connections" else float(value)
-        except ValueError as exc:
-            raise PolicyError(f"invalid Redis Cluster store option {name}={value!r}") from exc
+    ours, unknown = split_options(split.query, "Redis Cluster")
+    if unknown:
+        known = ", ".join(OPTIONS)
+        raise StoreConfigurationError(
+            f"unknown Redis Cluster store option {unknown[0][0]!r} (known: {known}; pass others as keywords)"
+        )
     return nodes, client, ours
 
 
@@ -139,6 +119,7 @@ class RedisClusterStore(ScriptStore):
     """
 
     schemes = ("redis+cluster", "rediss+cluster")
+    _kind = "redis cluster store"
 
     def __init__(
         self,
@@ -151,17 +132,18 @@ class RedisClusterStore(ScriptStore):
         clock: Clock = time.time,
         **client_options: Any,
     ) -> None:
-        super().__init__(prefix=prefix, clock=clock)
-        self._redis = require_extra("redis", "redis", "RedisClusterStore")
-        for module in ("redis.asyncio.cluster", "redis.asyncio.retry", "redis.backoff", "redis.cluster", "redis.retry"):
-            importlib.import_module(module)  # submodules the clients below are built from
-        if timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
-            raise ValueError("timeout and pool_timeout must be > 0 and max_connections >= 1")
+        modules = ("redis.asyncio.cluster", "redis.asyncio.retry", "redis.backoff", "redis.cluster", "redis.retry")
+        super().__init__(
+            prefix=prefix,
+            timeout=timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            clock=clock,
+            feature="RedisClusterStore",
+            modules=modules,
+        )
         nodes, credentials, _ = _parse(url)
         self.url = url
-        self.timeout = float(timeout)
-        self.pool_timeout = float(pool_timeout)
-        self.max_connections = int(max_connections)
         self._nodes = nodes
         self._tagged_prefix = _braces(self._prefix)
         self._options: dict[str, Any] = {
@@ -175,7 +157,7 @@ class RedisClusterStore(ScriptStore):
             # Before redis-py 6 the cluster's attempts were counted by this argument (deprecated since).
             self._options["cluster_error_retry_attempts"] = 0
         self._lock = threading.Lock()
-        self._sync: tuple[int, Any, threading.BoundedSemaphore] | None = None  # (pid, client, gate)
+        self._sync: _SyncClient | None = None
         self._async: _AsyncClient | None = None
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
         self._where = f"{urlsplit(url).scheme}://{hosts}"  # for messages: never the password
@@ -202,83 +184,7 @@ class RedisClusterStore(ScriptStore):
         slot: int = self._redis.crc.key_slot(redis_key.encode())
         return slot
 
-    def _by_slot(self, groups: list[Group]) -> list[list[Group]]:
-        """The call's budgets, one list per slot, in ascending slot order (the fixed reservation order)."""
-        parts: dict[int, list[Group]] = {}
-        for group in groups:
-            parts.setdefault(self._slot(self._budget_keys(group[0])[0]), []).append(group)
-        return [parts[slot] for slot in sorted(parts)]
-
-    # -- the decisions, once for sync and async -------------------------------------------------------
-
-    def _decide(self, charges: Sequence[LimitCharge], reserve: bool) -> Flow[Verdict]:
-        if not charges:
-            return ADMIT
-        groups, refused = plan(charges)
-        if refused is not None:
-            return refused
-        token, now = self._stamp(reserve)
-        mode = "r" if reserve else "c"
-        held: list[list[Group]] = []  # slots this call has reserved: given back if a later slot refuses
-        refusal: Verdict | None = None
-        for part in self._by_slot(groups):
-            if refusal is None:
-                keys, argv = self._decide_args(part, mode, token, now)
-                try:
-                    reply = yield _DECIDE, _DECIDE_SHA, keys, argv
-                except StoreError:
-                    yield from self._give_back(held, token)
-                    raise
-                verdict = self._verdict(reply, part, token or None)
-                if verdict.ok:
-                    if reserve:
-                        held.append(part)
-                    continue
-                refusal = verdict
-                yield from self._give_back(held, token)
-                held = []
-            else:
-                # Refused already: the later slots are only checked, so the refusal carries the longest wait.
-                keys, argv = self._decide_args(part, "c", "", now)
-                try:
-                    reply = yield _DECIDE, _DECIDE_SHA, keys, argv
-                except StoreError:
-                    break  # the refusal stands, with the longest wait known so far
-                verdict = self._verdict(reply, part, None)
-                if not verdict.ok and (verdict.retry_after_s or 0.0) > (refusal.retry_after_s or 0.0):
-                    refusal = verdict
-        return refusal if refusal is not None else Verdict(ok=True, token=token or None)
-
-    def _give_back(self, parts: list[list[Group]], token: str) -> Flow[None]:
-        """Release this call's entries on the slots it reserved. Best effort: an entry left behind (its node
-        is unreachable) only under-admits, until its window ends."""
-        if not parts:
-            return
-        argv: list[Any] = [token, token.rsplit("@", 1)[1]]
-        for part in parts:
-            keys = [name for key, _, _ in part for name in self._budget_keys(key)]
-            with contextlib.suppress(StoreError):
-                yield _RELEASE, _RELEASE_SHA, keys, argv
-
-    def _release(self, charges: Sequence[LimitCharge], token: str) -> Flow[None]:
-        args = self._release_args(charges, token)
-        if args is None:
-            return
-        keys, argv = args
-        parts: dict[int, list[str]] = {}
-        for i in range(0, len(keys), 2):  # a budget's ZSET and HASH share their tag, so their slot
-            parts.setdefault(self._slot(keys[i]), []).extend(keys[i : i + 2])
-        failed: StoreError | None = None
-        for slot in sorted(parts):  # every slot is tried, even after one failed
-            try:
-                yield _RELEASE, _RELEASE_SHA, parts[slot], argv
-            except StoreError as exc:
-                failed = failed or exc
-        if failed is not None:
-            raise failed
-
-    def _fail(self, exc: BaseException) -> StoreError:
-        return StoreError(f"redis cluster store {self._where} failed: {type(exc).__name__}: {exc}")
+    # -- the clients ----------------------------------------------------------------------------------
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         exceptions = self._redis.exceptions
@@ -290,17 +196,15 @@ class RedisClusterStore(ScriptStore):
         # No retries of our own or redis-py's: a failure costs one timeout; MOVED/ASK are still followed.
         return {"retry": retry_class(self._redis.backoff.NoBackoff(), 0), **self._options, "startup_nodes": startup}
 
-    # -- sync -----------------------------------------------------------------------------------------
-
-    def _sync_client(self) -> tuple[Any, threading.BoundedSemaphore]:
+    def _lane(self) -> _SyncClient:
         current = self._sync
-        if current is not None and current[0] == os.getpid():
-            return current[1], current[2]
+        if current is not None and current.pid == os.getpid():
+            return current
         with self._lock:
             current = self._sync
-            if current is not None and current[0] != os.getpid():
+            if current is not None and current.pid != os.getpid():
                 # Forked: the parent's sockets are not ours (redis-py closes them here without shutting them down).
-                current[1].close()
+                current.client.close()
                 current = self._sync = None
             if current is None:
                 cluster = self._redis.cluster
@@ -309,49 +213,10 @@ class RedisClusterStore(ScriptStore):
                     client = cluster.RedisCluster(**self._client_options(cluster, self._redis.retry.Retry))
                 except self._errors() as exc:
                     raise self._fail(exc) from exc
-                current = self._sync = (os.getpid(), client, threading.BoundedSemaphore(self.max_connections))
-            return current[1], current[2]
+                current = self._sync = _SyncClient(client, self.max_connections)
+            return current
 
-    def _eval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
-        client, gate = self._sync_client()
-        if not gate.acquire(timeout=self.pool_timeout):
-            raise StoreError(f"redis cluster store {self._where}: no free connection within {self.pool_timeout} s")
-        try:
-            try:
-                return client.execute_command("EVALSHA", sha, len(keys), *keys, *argv)
-            except self._redis.exceptions.NoScriptError:  # first use on this node, or it restarted
-                return client.execute_command("EVAL", script, len(keys), *keys, *argv)
-        except self._errors() as exc:
-            raise self._fail(exc) from exc
-        finally:
-            gate.release()
-
-    def _run(self, flow: Flow[T]) -> T:
-        reply: Any = None
-        error: StoreError | None = None
-        while True:
-            try:
-                step = flow.send(reply) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            try:
-                reply, error = self._eval(*step), None
-            except StoreError as exc:
-                reply, error = None, exc
-
-    def check(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return self._run(self._decide(charges, reserve=False))
-
-    def reserve(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return self._run(self._decide(charges, reserve=True))
-
-    def release(self, charges: Sequence[LimitCharge], token: str) -> None:
-        self._run(self._release(charges, token))
-
-    # -- async ----------------------------------------------------------------------------------------
-
-    def _async_client(self) -> _AsyncClient:
+    def _alane(self) -> _AsyncClient:
         loop = asyncio.get_running_loop()
         current = self._async
         if current is not None and current.loop is loop:
@@ -367,51 +232,28 @@ class RedisClusterStore(ScriptStore):
         self._async = _AsyncClient(loop, client, self.max_connections)
         return self._async
 
-    async def _aeval(self, script: str, sha: str, keys: list[str], argv: list[Any]) -> Any:
-        current = self._async_client()
-        client = current.client
+    # -- one script call, for both clients -------------------------------------------------------------
+
+    def _call(self, lane: _SyncClient | _AsyncClient, step: Step) -> Flow[Any]:
+        script, sha, keys, argv = step
+        errors = self._errors()
         try:
-            if current.stale():
-                await current.discover()
-            await asyncio.wait_for(current.gate.acquire(), self.pool_timeout)
-        except asyncio.TimeoutError:
-            raise StoreError(
-                f"redis cluster store {self._where}: no free connection within {self.pool_timeout} s"
-            ) from None
-        except self._errors() as exc:
+            if lane.stale():
+                yield (lane.discover,)
+            admitted = yield lane.acquire, self.pool_timeout
+        except errors as exc:
             raise self._fail(exc) from exc
+        if not admitted:
+            raise StoreError(f"redis cluster store {self._where}: no free connection within {self.pool_timeout} s")
         try:
             try:
-                return await client.execute_command("EVALSHA", sha, len(keys), *keys, *argv)
-            except self._redis.exceptions.NoScriptError:
-                return await client.execute_command("EVAL", script, len(keys), *keys, *argv)
-        except self._errors() as exc:
+                return (yield lane.client.execute_command, "EVALSHA", sha, len(keys), *keys, *argv)
+            except self._redis.exceptions.NoScriptError:  # first use on this node, or it restarted
+                return (yield lane.client.execute_command, "EVAL", script, len(keys), *keys, *argv)
+        except errors as exc:
             raise self._fail(exc) from exc
         finally:
-            current.gate.release()
-
-    async def _arun(self, flow: Flow[T]) -> T:
-        reply: Any = None
-        error: StoreError | None = None
-        while True:
-            try:
-                step = flow.send(reply) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                result: T = stop.value
-                return result
-            try:
-                reply, error = await self._aeval(*step), None
-            except StoreError as exc:
-                reply, error = None, exc
-
-    async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return await self._arun(self._decide(charges, reserve=False))
-
-    async def areserve(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return await self._arun(self._decide(charges, reserve=True))
-
-    async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None:
-        await self._arun(self._release(charges, token))
+            lane.gate.release()
 
     # -- closing --------------------------------------------------------------------------------------
 
@@ -421,7 +263,7 @@ class RedisClusterStore(ScriptStore):
             sync, self._sync = self._sync, None
             current, self._async = self._async, None
         if sync is not None:
-            sync[1].close()
+            sync.client.close()
         if current is not None:
             if not current.loop.is_closed() and not current.loop.is_running():
                 current.loop.run_until_complete(current.client.aclose())
@@ -435,6 +277,23 @@ class RedisClusterStore(ScriptStore):
             self._async = None
             await current.client.aclose()
         self.close()
+
+
+class _SyncClient:
+    """The sync cluster client of one process, and the gate that bounds its calls in flight."""
+
+    def __init__(self, client: Any, max_connections: int) -> None:
+        self.pid, self.client = os.getpid(), client
+        self.gate = threading.BoundedSemaphore(max_connections)
+
+    def stale(self) -> bool:
+        return False  # the sync client refreshes its topology itself, inside the failed command
+
+    def discover(self) -> None:  # never called: never stale
+        """Nothing to do."""
+
+    def acquire(self, timeout: float) -> bool:
+        return self.gate.acquire(timeout=timeout)
 
 
 class _AsyncClient:
@@ -462,6 +321,13 @@ class _AsyncClient:
                 await self.client.initialize()
                 await asyncio.sleep(0)  # let the refresh's own clean-up tasks run before any command
                 self._discovered = True
+
+    async def acquire(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.gate.acquire(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
 
 def _abandon(loop: asyncio.AbstractEventLoop, client: Any) -> None:
