@@ -18,9 +18,11 @@ import importlib
 import itertools
 import os
 import secrets
+import threading
+import time
 from abc import abstractmethod
 from collections.abc import Generator, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
 from mcp_guard._decision import LimitCharge, escape_key_part
@@ -201,36 +203,42 @@ Step = tuple[str, str, list[str], list[Any]]
 Flow = Generator[tuple[Any, ...], Any, T]
 
 
+def _resume(flow: Flow[T], reply: Any, error: BaseException | None) -> tuple[tuple[Any, ...] | None, T | None]:
+    """Send the last result into the flow (or throw its error): the next operation, or ``(None, result)``."""
+    try:
+        return (flow.send(reply) if error is None else flow.throw(error)), None
+    except StopIteration as stop:
+        return None, stop.value
+
+
+def _outcome(op: tuple[Any, ...]) -> tuple[Any, BaseException | None]:
+    try:
+        return op[0](*op[1:]), None
+    except BaseException as exc:  # the flow decides: it may clean up, retry, or let it go
+        return None, exc
+
+
 def run(flow: Flow[T]) -> T:
     """Drive a flow with blocking calls: each operation is called, its result (or exception) sent back in."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            op = flow.send(reply) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            reply, error = op[0](*op[1:]), None
-        except BaseException as exc:  # the flow decides: it may clean up, retry, or let it go
-            reply, error = None, exc
+    op, result = _resume(flow, None, None)
+    while op is not None:
+        op, result = _resume(flow, *_outcome(op))
+    return result  # type: ignore[return-value]  # the flow's return value once it stopped
+
+
+async def _aoutcome(op: tuple[Any, ...]) -> tuple[Any, BaseException | None]:
+    try:
+        return await op[0](*op[1:]), None
+    except BaseException as exc:  # cancellation too: the flow must not reuse a connection it was cut off on
+        return None, exc
 
 
 async def arun(flow: Flow[T]) -> T:
-    """Drive a flow on the running event loop: each operation is awaited (cancellation is thrown in too)."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            op = flow.send(reply) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        try:
-            reply, error = await op[0](*op[1:]), None
-        except BaseException as exc:
-            reply, error = None, exc
+    """Drive a flow on the running event loop: each operation is awaited, its result (or exception) sent in."""
+    op, result = _resume(flow, None, None)
+    while op is not None:
+        op, result = _resume(flow, *(await _aoutcome(op)))
+    return result  # type: ignore[return-value]
 
 
 OPTIONS = ("prefix", "timeout", "max_connections", "pool_timeout")
@@ -252,46 +260,73 @@ def split_options(query: str, kind: str) -> tuple[dict[str, Any], list[tuple[str
 
 
 class ScriptStore(Store):
-    """What :class:`~mcp_guard.RedisStore` and :class:`~mcp_guard.RedisClusterStore` share: options, key layout,
-    tokens, the scripts' arguments and answers, and the decision flows. A subclass says how one script call
-    travels (:meth:`_call`, a flow), where its clients are (:meth:`_lane`, :meth:`_alane`) and, for a cluster,
-    which slot a key lives on (:meth:`_slot`, so a call is split into one script call per slot).
+    """What :class:`~mcp_guard.RedisStore` and :class:`~mcp_guard.RedisClusterStore` share: the constructor and
+    its options (see each store's docstring), key layout, tokens, the scripts' arguments and answers, and the
+    decision flows. A subclass checks its URL (:meth:`_configure`), says how one script call travels
+    (:meth:`_call`, a flow), where its clients are (:meth:`_lane`, :meth:`_alane`) and, for a cluster, which
+    slot a key lives on (:meth:`_slot`, so a call is split into one script call per slot).
     """
+
+    default_url: ClassVar[str]
+    _feature: ClassVar[str]  # names the store in the missing-extra message
+    _modules: ClassVar[tuple[str, ...]]  # the driver's submodules its clients are built from
 
     def __init__(
         self,
+        url: str | None = None,
         *,
-        prefix: str,
-        timeout: float,
-        max_connections: int,
-        pool_timeout: float,
-        clock: Clock,
-        feature: str,
-        modules: Iterable[str],
+        prefix: str = "mcpg",
+        timeout: float = 0.25,
+        max_connections: int = 64,
+        pool_timeout: float = 1.0,
+        clock: Clock = time.time,
+        **options: Any,
     ) -> None:
         super().__init__(clock=clock)
-        self._redis = require_extra("redis", "redis", feature)
-        for module in modules:
-            importlib.import_module(module)  # the driver's submodules the clients are built from
+        self._redis = require_extra("redis", "redis", self._feature)
+        for module in self._modules:
+            importlib.import_module(module)
         if timeout <= 0 or pool_timeout <= 0 or max_connections < 1:
             raise StoreConfigurationError("timeout and pool_timeout must be > 0 and max_connections >= 1")
+        self.url = self.default_url if url is None else url
         self.prefix = prefix
         self.timeout = float(timeout)
         self.pool_timeout = float(pool_timeout)
         self.max_connections = int(max_connections)
         self._prefix = escape_key_part(prefix)
         self._seq = itertools.count(1)
-        self._where = ""  # where, for messages (never the password): set by the subclass
+        self._where = ""  # where, for messages (never the password): set by _configure
+        self._lock = threading.Lock()  # guards the creation and the closing of the clients
+        self._sync: Any = None  # the blocking lane, made by _lane() on first use
+        self._async: Any = None  # the running loop's lane (see _alane)
+        self._configure(self.url, options)
 
     # -- what a subclass provides ---------------------------------------------------------------------
+
+    @abstractmethod
+    def _configure(self, url: str, options: dict[str, Any]) -> None:
+        """Check ``url`` (a malformed one raises :class:`StoreConfigurationError` now, not on first use), keep
+        what the clients will need, and set ``_where``. ``options`` are the driver's own keywords."""
 
     @abstractmethod
     def _lane(self) -> Any:
         """What :meth:`_call` needs to make a blocking call (a pool, a client), created on first use."""
 
     @abstractmethod
+    def _new_alane(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """A lane for ``loop``: it has ``loop``, ``aclose()`` (a coroutine) and ``abandon()``."""
+
     def _alane(self) -> Any:
-        """The same for the running event loop."""
+        """The running loop's lane. One loop at a time: a lane left by another loop (``asyncio.run`` twice, a
+        notebook cell) is abandoned, its sockets closed without that loop."""
+        loop = asyncio.get_running_loop()
+        lane = self._async
+        if lane is not None and lane.loop is loop:
+            return lane
+        if lane is not None:
+            lane.abandon()
+        lane = self._async = self._new_alane(loop)
+        return lane
 
     @abstractmethod
     def _call(self, lane: Any, step: Step) -> Flow[Any]:
@@ -335,6 +370,27 @@ class ScriptStore(Store):
 
     async def ausage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
         return await arun(self._usage(self._alane(), charges)) if charges else []
+
+    def close(self) -> None:
+        """Close both lanes' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
+        with self._lock:
+            sync, self._sync = self._sync, None
+            lane, self._async = self._async, None
+        if sync is not None:
+            sync.close()
+        if lane is not None:
+            if not lane.loop.is_closed() and not lane.loop.is_running():
+                lane.loop.run_until_complete(lane.aclose())
+            else:
+                lane.abandon()
+
+    async def aclose(self) -> None:
+        """Close both lanes. Call it from the event loop the async methods ran in."""
+        lane = self._async
+        if lane is not None and lane.loop is asyncio.get_running_loop():
+            self._async = None
+            await lane.aclose()
+        self.close()
 
     # -- the flows ----------------------------------------------------------------------------------------
 

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from mcp_guard._errors import StoreConfigurationError
-from mcp_guard._stores._base import Clock
 from mcp_guard._stores._script import Flow, ScriptStore, Step, abandon_connections, generation, split_options
 
 
@@ -80,6 +78,21 @@ class _Lane:
         with self.lock:
             self.waiting += delta
 
+    def close(self) -> None:
+        self.idle = []  # still counted by the pool, which disconnects them all
+        self.pool.disconnect()
+
+    async def aclose(self) -> None:
+        self.idle = []
+        await self.pool.disconnect()
+
+    def abandon(self) -> None:
+        """Close the sockets of an async pool whose event loop is no longer ours, without that loop."""
+        pool = self.pool
+        connections = [*getattr(pool, "_available_connections", ()), *getattr(pool, "_in_use_connections", ())]
+        if self.loop is not None:
+            abandon_connections(self.loop, connections)
+
 
 class RedisStore(ScriptStore):
     """Exact sliding-window rate limits shared by every process that points at one Redis server (``redis://``).
@@ -112,43 +125,23 @@ class RedisStore(ScriptStore):
 
     schemes = ("redis", "rediss", "unix")
 
-    def __init__(
-        self,
-        url: str = "redis://localhost:6379/0",
-        *,
-        prefix: str = "mcpg",
-        timeout: float = 0.25,
-        max_connections: int = 64,
-        pool_timeout: float = 1.0,
-        clock: Clock = time.time,
-        **pool_options: Any,
-    ) -> None:
-        modules = ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.connection", "redis.retry")
-        super().__init__(
-            prefix=prefix,
-            timeout=timeout,
-            max_connections=max_connections,
-            pool_timeout=pool_timeout,
-            clock=clock,
-            feature="RedisStore",
-            modules=modules,
-        )
+    default_url = "redis://localhost:6379/0"
+    _feature = "RedisStore"
+    _modules = ("redis.asyncio", "redis.asyncio.retry", "redis.backoff", "redis.connection", "redis.retry")
+
+    def _configure(self, url: str, options: dict[str, Any]) -> None:
         try:
             self._redis.connection.parse_url(url)  # a malformed URL is a configuration error, found now
         except ValueError as exc:
             raise StoreConfigurationError(f"invalid Redis store URL: {exc}") from exc
-        self.url = url
         self._pool_options: dict[str, Any] = {
             "max_connections": self.max_connections,
             "timeout": self.pool_timeout,
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
             "driver_info": None,  # no CLIENT SETINFO: one fewer round trip per new connection
-            **pool_options,
+            **options,
         }
-        self._lock = threading.Lock()
-        self._sync: _Lane | None = None
-        self._async: _Lane | None = None
         split = urlsplit(url)
         self._where = (
             f"{split.scheme}://{split.hostname or ''}{':' + str(split.port) if split.port else ''}{split.path}"
@@ -169,30 +162,21 @@ class RedisStore(ScriptStore):
     # -- the pools ------------------------------------------------------------------------------------
 
     def _lane(self) -> _Lane:
-        lane = self._sync
+        lane: _Lane | None = self._sync
         if lane is None:
             with self._lock:
-                if self._sync is None:
+                lane = self._sync
+                if lane is None:
                     r = self._redis
                     retry = r.retry.Retry(r.backoff.NoBackoff(), 0)  # bounded: one attempt per call
                     pool = r.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options)
-                    self._sync = _Lane(pool)
-                lane = self._sync
+                    lane = self._sync = _Lane(pool)
         return lane
 
-    def _alane(self) -> _Lane:
-        loop = asyncio.get_running_loop()
-        lane = self._async
-        if lane is not None and lane.loop is loop:
-            return lane
-        if lane is not None:
-            _abandon(lane)
+    def _new_alane(self, loop: asyncio.AbstractEventLoop) -> _Lane:
         r = self._redis
         retry = r.asyncio.retry.Retry(r.backoff.NoBackoff(), 0)
-        lane = self._async = _Lane(
-            r.asyncio.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options), loop
-        )
-        return lane
+        return _Lane(r.asyncio.BlockingConnectionPool.from_url(self.url, retry=retry, **self._pool_options), loop)
 
     # -- one script call, for both pools ----------------------------------------------------------------
 
@@ -254,39 +238,6 @@ class RedisStore(ScriptStore):
             except IndexError:  # the waiter took it from the list itself
                 return
             yield lane.pool.release, conn
-
-    # -- closing --------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close both pools' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
-        with self._lock:
-            sync, self._sync = self._sync, None
-            lane, self._async = self._async, None
-        if sync is not None:
-            sync.idle = []  # still counted by the pool, which disconnects them all
-            sync.pool.disconnect()
-        if lane is not None:
-            loop = lane.loop
-            if loop is not None and not loop.is_closed() and not loop.is_running():
-                loop.run_until_complete(lane.pool.disconnect())
-            else:
-                _abandon(lane)
-
-    async def aclose(self) -> None:
-        """Close both pools. Call it from the event loop the async methods ran in."""
-        lane = self._async
-        if lane is not None and lane.loop is asyncio.get_running_loop():
-            self._async = None
-            await lane.pool.disconnect()
-        self.close()
-
-
-def _abandon(lane: _Lane) -> None:
-    """Drop an async pool whose event loop is no longer ours, closing its sockets without that loop."""
-    pool = lane.pool
-    connections = list(getattr(pool, "_available_connections", ())) + list(getattr(pool, "_in_use_connections", ()))
-    if lane.loop is not None:
-        abandon_connections(lane.loop, connections)
 
 
 __all__ = ["RedisStore"]

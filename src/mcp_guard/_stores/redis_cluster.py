@@ -41,12 +41,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from mcp_guard._errors import StoreConfigurationError, StoreError
-from mcp_guard._stores._base import Clock
 from mcp_guard._stores._script import OPTIONS, Flow, ScriptStore, Step, abandon_connections, split_options
 
 
@@ -121,29 +119,12 @@ class RedisClusterStore(ScriptStore):
     schemes = ("redis+cluster", "rediss+cluster")
     _kind = "redis cluster store"
 
-    def __init__(
-        self,
-        url: str = "redis+cluster://localhost:6379",
-        *,
-        prefix: str = "mcpg",
-        timeout: float = 0.25,
-        max_connections: int = 64,
-        pool_timeout: float = 1.0,
-        clock: Clock = time.time,
-        **client_options: Any,
-    ) -> None:
-        modules = ("redis.asyncio.cluster", "redis.asyncio.retry", "redis.backoff", "redis.cluster", "redis.retry")
-        super().__init__(
-            prefix=prefix,
-            timeout=timeout,
-            max_connections=max_connections,
-            pool_timeout=pool_timeout,
-            clock=clock,
-            feature="RedisClusterStore",
-            modules=modules,
-        )
+    default_url = "redis+cluster://localhost:6379"
+    _feature = "RedisClusterStore"
+    _modules = ("redis.asyncio.cluster", "redis.asyncio.retry", "redis.backoff", "redis.cluster", "redis.retry")
+
+    def _configure(self, url: str, options: dict[str, Any]) -> None:
         nodes, credentials, _ = _parse(url)
-        self.url = url
         self._nodes = nodes
         self._tagged_prefix = _braces(self._prefix)
         self._options: dict[str, Any] = {
@@ -151,14 +132,11 @@ class RedisClusterStore(ScriptStore):
             "socket_connect_timeout": self.timeout,
             "driver_info": None,  # no CLIENT SETINFO: one fewer round trip per new connection
             **credentials,
-            **client_options,
+            **options,
         }
         if int(self._redis.__version__.split(".")[0]) < 6:
             # Before redis-py 6 the cluster's attempts were counted by this argument (deprecated since).
             self._options["cluster_error_retry_attempts"] = 0
-        self._lock = threading.Lock()
-        self._sync: _SyncClient | None = None
-        self._async: _AsyncClient | None = None
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in nodes)
         self._where = f"{urlsplit(url).scheme}://{hosts}"  # for messages: never the password
 
@@ -197,7 +175,7 @@ class RedisClusterStore(ScriptStore):
         return {"retry": retry_class(self._redis.backoff.NoBackoff(), 0), **self._options, "startup_nodes": startup}
 
     def _lane(self) -> _SyncClient:
-        current = self._sync
+        current: _SyncClient | None = self._sync
         if current is not None and current.pid == os.getpid():
             return current
         with self._lock:
@@ -216,21 +194,14 @@ class RedisClusterStore(ScriptStore):
                 current = self._sync = _SyncClient(client, self.max_connections)
             return current
 
-    def _alane(self) -> _AsyncClient:
-        loop = asyncio.get_running_loop()
-        current = self._async
-        if current is not None and current.loop is loop:
-            return current
-        if current is not None:
-            _abandon(current.loop, current.client)
+    def _new_alane(self, loop: asyncio.AbstractEventLoop) -> _AsyncClient:
         cluster = self._redis.asyncio.cluster
         options = self._client_options(cluster, self._redis.asyncio.retry.Retry)
         # The async client's per-node pools refuse (not wait) past max_connections; the gate keeps this
         # store's calls in flight below that, each waiting at most pool_timeout for its turn. It connects on
         # first use (see _AsyncClient.discover), not here.
         client = cluster.RedisCluster(max_connections=self.max_connections, **options)
-        self._async = _AsyncClient(loop, client, self.max_connections)
-        return self._async
+        return _AsyncClient(loop, client, self.max_connections)
 
     # -- one script call, for both clients -------------------------------------------------------------
 
@@ -255,29 +226,6 @@ class RedisClusterStore(ScriptStore):
         finally:
             lane.gate.release()
 
-    # -- closing --------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close both clients. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
-        with self._lock:
-            sync, self._sync = self._sync, None
-            current, self._async = self._async, None
-        if sync is not None:
-            sync.client.close()
-        if current is not None:
-            if not current.loop.is_closed() and not current.loop.is_running():
-                current.loop.run_until_complete(current.client.aclose())
-            else:
-                _abandon(current.loop, current.client)
-
-    async def aclose(self) -> None:
-        """Close both clients. Call it from the event loop the async methods ran in."""
-        current = self._async
-        if current is not None and current.loop is asyncio.get_running_loop():
-            self._async = None
-            await current.client.aclose()
-        self.close()
-
 
 class _SyncClient:
     """The sync cluster client of one process, and the gate that bounds its calls in flight."""
@@ -294,6 +242,9 @@ class _SyncClient:
 
     def acquire(self, timeout: float) -> bool:
         return self.gate.acquire(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.close()
 
 
 class _AsyncClient:
@@ -329,13 +280,15 @@ class _AsyncClient:
             return False
         return True
 
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
-def _abandon(loop: asyncio.AbstractEventLoop, client: Any) -> None:
-    """Drop an async cluster client whose event loop is no longer ours, closing its sockets without that loop."""
-    manager = client.nodes_manager
-    nodes = {id(n): n for n in [*manager.nodes_cache.values(), *manager.startup_nodes.values()]}
-    abandon_connections(loop, [conn for node in nodes.values() for conn in getattr(node, "_connections", ())])
-    client._initialize = True  # what aclose() leaves behind: "closed", so its __del__ does not warn
+    def abandon(self) -> None:
+        """Close the sockets of a client whose event loop is no longer ours, without that loop."""
+        manager = self.client.nodes_manager
+        nodes = {id(n): n for n in [*manager.nodes_cache.values(), *manager.startup_nodes.values()]}
+        abandon_connections(self.loop, [c for node in nodes.values() for c in getattr(node, "_connections", ())])
+        self.client._initialize = True  # what aclose() leaves behind: "closed", so its __del__ does not warn
 
 
 __all__ = ["RedisClusterStore"]
