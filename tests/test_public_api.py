@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import types
+
+import pytest
 
 import mcp_guard
 
@@ -29,11 +32,14 @@ PUBLIC = {
     "LoggingSink",
     "MCPGuardError",
     "MemorySink",
+    "MemoryStore",
     "MissingExtraError",
     "OTelSink",
     "Policy",
     "PolicyError",
     "PolicyViolation",
+    "RedisClusterStore",
+    "RedisStore",
     "RetryPolicy",
     "Store",
     "StoreError",
@@ -71,6 +77,30 @@ def test_all_is_pinned() -> None:
 def test_every_public_name_exists() -> None:
     for name in mcp_guard.__all__:
         assert hasattr(mcp_guard, name), name
+
+
+def mismatch(module: types.ModuleType) -> tuple[set[str], set[str]]:
+    """(public names the module binds but does not export, exported names it does not bind).
+
+    Compared with ``vars(module)`` itself, as httpx's ``test_exported_members`` does: a name imported into the
+    package but left out of ``__all__`` (or the reverse) is caught, which a hand-copied list cannot do.
+    Submodules and ``_private`` names are not part of the surface; ``__version__`` is, by convention.
+    """
+    bound = {n for n, v in vars(module).items() if not n.startswith("_") and not isinstance(v, types.ModuleType)}
+    exported = set(module.__all__)
+    return bound - exported, {n for n in exported - bound if n != "__version__" or not hasattr(module, n)}
+
+
+def test_all_is_exactly_the_public_names_of_the_package() -> None:
+    assert mismatch(mcp_guard) == (set(), set())
+
+
+def test_the_pin_catches_an_export_missing_from_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mcp_guard, "Extra", object(), raising=False)
+    assert mismatch(mcp_guard) == ({"Extra"}, set())
+    monkeypatch.delattr(mcp_guard, "Extra")
+    monkeypatch.setattr(mcp_guard, "__all__", [*mcp_guard.__all__, "Gone"])
+    assert mismatch(mcp_guard) == (set(), {"Gone"})
 
 
 def test_public_names_are_reexported_not_module_private() -> None:

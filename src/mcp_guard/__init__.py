@@ -5,6 +5,10 @@
 >>> policy.evaluate("git_log", {"max_count": 5}, server="git").action
 'allow'
 
+Rate limits are counted by a store: :class:`MemoryStore` (``memory://``, the default) for one process,
+:class:`RedisStore` (``redis://``) shared by every worker, :class:`RedisClusterStore` (``redis+cluster://``)
+shared over a cluster's shards; :func:`store_from_uri` builds one from its URI.
+
 The framework adapters live in :mod:`mcp_guard.integrations.langchain` and
 :mod:`mcp_guard.integrations.openai_agents`; this package imports none of the frameworks.
 """
@@ -32,7 +36,16 @@ from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
 from mcp_guard._inbox import Inbox
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
-from mcp_guard._stores import Store, StoreProtocol, Usage, Verdict, store_from_uri
+from mcp_guard._stores import (
+    MemoryStore,
+    RedisClusterStore,
+    RedisStore,
+    Store,
+    StoreProtocol,
+    Usage,
+    Verdict,
+    store_from_uri,
+)
 from mcp_guard._usage import LimitUsage
 
 __version__ = "0.1.0"
@@ -58,11 +71,14 @@ __all__ = [
     "LoggingSink",
     "MCPGuardError",
     "MemorySink",
+    "MemoryStore",
     "MissingExtraError",
     "OTelSink",
     "Policy",
     "PolicyError",
     "PolicyViolation",
+    "RedisClusterStore",
+    "RedisStore",
     "RetryPolicy",
     "Store",
     "StoreError",
