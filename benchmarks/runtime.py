@@ -12,7 +12,12 @@ Starts its own redis-server on a free port (the Redis rows are skipped, with a m
 - the ratio guarded Redis decision / raw round trip (target <= 1.5x: one round trip per decision), and
   the same against the store-path ``PING``;
 - ``RedisStore.areserve`` on an event loop (one call at a time);
-- ``Guard.admit`` + ``Guard.finish`` (the whole pipeline without the tool) on memory and on Redis.
+- ``Guard.admit`` + ``Guard.finish`` (the whole pipeline without the tool) on memory and on Redis;
+- the store's own connection path against redis-py's own clients: the same decision (evaluate + reserve,
+  the same scripts and flows) with each round trip made by ``RedisStore``'s kept connections and packer, or by
+  ``redis.Redis.execute_command`` / ``redis.asyncio.Redis.execute_command``; sync and async, interleaved in
+  alternating order, with the median of the paired differences. Issue 11 keeps the store's own path only
+  while it saves more than 10 µs per decision.
 
 Not a timed test: figures depend on the machine; the script prints them and checks nothing.
 """
@@ -28,6 +33,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 from mcp_guard import Guard, Policy
 from mcp_guard._stores.memory import MemoryStore
@@ -161,10 +167,11 @@ def redis_rows(rows: list[tuple[str, float, float]], url: str, samples: int, eva
     def lean_ping() -> object:
         # PING through the store's own connection path (kept connection, hand-packed command): the floor
         # of any call the store makes, so the second ratio shows what the script and our Python add.
-        pool, conn, _ = store._checkout()
-        conn.send_packed_command(_pack("PING"), check_health=False)
+        lane = store._lane()
+        conn = lane.pop() or lane.pool.get_connection()
+        conn.send_packed_command(_pack("PING"), False)
         reply = conn.read_response()
-        store._checkin(pool, conn)
+        lane.idle.append(conn)
         return reply
 
     loop = asyncio.new_event_loop()
@@ -198,7 +205,118 @@ def redis_rows(rows: list[tuple[str, float, float]], url: str, samples: int, eva
     store.close()
     lean_ratio = statistics.median(guarded) / statistics.median(lean)
     print(f"(guarded Redis decision / PING on the store's own connection path: {lean_ratio:.2f}x)")
+    compare_connection_paths(url, samples, evaluate)
     return statistics.median(guarded) / statistics.median(ping)
+
+
+def compare_connection_paths(url: str, samples: int, evaluate: Callable[[], object]) -> None:
+    """The same decision through the store's own connection path and through redis-py's own clients."""
+    from mcp_guard._stores.redis import RedisStore
+
+    own = RedisStore(url, prefix="bench-own")
+    clients = redispy_store(url, prefix="bench-redispy")
+    loop = asyncio.new_event_loop()
+
+    def sync_batch(store: RedisStore, n: int) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            if not store.reserve(evaluate().limits).ok:  # type: ignore[attr-defined]
+                raise SystemExit("the benchmark's budget ran out")
+        return (time.perf_counter_ns() - start) / n / 1000.0
+
+    async def async_batch(store: RedisStore, n: int) -> float:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            if not (await store.areserve(evaluate().limits)).ok:  # type: ignore[attr-defined]
+                raise SystemExit("the benchmark's budget ran out")
+        return (time.perf_counter_ns() - start) / n / 1000.0
+
+    runs: dict[str, list[float]] = {"sync own": [], "sync redis-py": [], "async own": [], "async redis-py": []}
+    cases: list[tuple[str, Callable[[int], float]]] = [
+        ("sync own", lambda n: sync_batch(own, n)),
+        ("sync redis-py", lambda n: sync_batch(clients, n)),
+        ("async own", lambda n: loop.run_until_complete(async_batch(own, n))),
+        ("async redis-py", lambda n: loop.run_until_complete(async_batch(clients, n))),
+    ]
+    per_batch = 20
+    for _name, case in cases:
+        case(200)  # connect, load the scripts, warm up
+    gc.disable()
+    try:
+        for i in range(max(samples // per_batch, 20)):
+            for name, case in cases if i % 2 == 0 else cases[::-1]:  # alternate the order: no side goes first
+                runs[name].append(case(per_batch))
+    finally:
+        gc.enable()
+    loop.run_until_complete(own.aclose())
+    loop.run_until_complete(clients.aclose())
+    loop.close()
+
+    print("\nconnection path, per decision (evaluate + reserve; median µs of batches of 20, interleaved)")
+    for mode in ("sync", "async"):
+        mine, theirs = runs[f"{mode} own"], runs[f"{mode} redis-py"]
+        gap = statistics.median(b - a for a, b in zip(mine, theirs, strict=True))
+        keep = "keep the store's own path" if gap > 10 else "use redis-py's clients"
+        print(
+            f"  {mode:<5}  store's own path {statistics.median(mine):8.2f}   redis-py client "
+            f"{statistics.median(theirs):8.2f}   paired gap {gap:+8.2f}  ({keep}: the bar is 10 µs)"
+        )
+
+
+class _Clients:
+    """A redis-py client over one of the store's pools, dressed as a lane (``loop``, ``close``, ``aclose``)."""
+
+    def __init__(self, client: Any, lane: Any) -> None:
+        self.client, self.lane, self.loop = client, lane, lane.loop
+
+    def close(self) -> None:
+        self.lane.close()
+
+    async def aclose(self) -> None:
+        await self.lane.aclose()
+
+    def abandon(self) -> None:
+        self.lane.abandon()
+
+
+def _redispy_store_class() -> type[Any]:
+    import redis
+    import redis.asyncio
+
+    from mcp_guard._stores._script import Flow, Step
+    from mcp_guard._stores.redis import RedisStore
+
+    class Store(RedisStore):
+        """RedisStore's scripts and flows, with each round trip made by redis-py's own client (what a switch to
+        ``redis.Redis`` / ``redis.asyncio.Redis`` would run): a pool checkout per call, redis-py's packer, its
+        retry wrapper (no retries) and its metrics hooks."""
+
+        def _lane(self) -> Any:
+            if not isinstance(self._sync, _Clients):
+                lane = super()._lane()
+                self._sync = _Clients(redis.Redis(connection_pool=lane.pool), lane)
+            return self._sync
+
+        def _new_alane(self, loop: asyncio.AbstractEventLoop) -> Any:
+            lane = super()._new_alane(loop)
+            return _Clients(redis.asyncio.Redis(connection_pool=lane.pool), lane)
+
+        def _call(self, lane: Any, step: Step) -> Flow[Any]:
+            script, sha, keys, argv = step
+            errors = redis.exceptions
+            try:
+                try:
+                    return (yield lane.client.execute_command, "EVALSHA", sha, len(keys), *keys, *argv)
+                except errors.NoScriptError:
+                    return (yield lane.client.execute_command, "EVAL", script, len(keys), *keys, *argv)
+            except (errors.RedisError, OSError) as exc:
+                raise self._fail(exc) from exc
+
+    return Store
+
+
+def redispy_store(url: str, **options: Any) -> Any:
+    return _redispy_store_class()(url, **options)
 
 
 if __name__ == "__main__":

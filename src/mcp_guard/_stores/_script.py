@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
@@ -348,28 +348,28 @@ class ScriptStore(Store):
     # -- the public methods: one flow each, driven blocking or on the loop ---------------------------
 
     def check(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return ADMIT if not charges else run(self._decide(self._lane(), charges, False))
+        return ADMIT if not charges else run(self._decide(self._lane, charges, False))
 
     def reserve(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return ADMIT if not charges else run(self._decide(self._lane(), charges, True))
+        return ADMIT if not charges else run(self._decide(self._lane, charges, True))
 
     def release(self, charges: Sequence[LimitCharge], token: str) -> None:
-        run(self._release(self._lane(), charges, token))
+        run(self._release(self._lane, charges, token))
 
     def usage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
-        return run(self._usage(self._lane(), charges)) if charges else []
+        return run(self._usage(self._lane, charges)) if charges else []
 
     async def acheck(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return ADMIT if not charges else await arun(self._decide(self._alane(), charges, False))
+        return ADMIT if not charges else await arun(self._decide(self._alane, charges, False))
 
     async def areserve(self, charges: Sequence[LimitCharge]) -> Verdict:
-        return ADMIT if not charges else await arun(self._decide(self._alane(), charges, True))
+        return ADMIT if not charges else await arun(self._decide(self._alane, charges, True))
 
     async def arelease(self, charges: Sequence[LimitCharge], token: str) -> None:
-        await arun(self._release(self._alane(), charges, token))
+        await arun(self._release(self._alane, charges, token))
 
     async def ausage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
-        return await arun(self._usage(self._alane(), charges)) if charges else []
+        return await arun(self._usage(self._alane, charges)) if charges else []
 
     def close(self) -> None:
         """Close both lanes' connections. Safe to call twice; prefer :meth:`aclose` inside a running loop."""
@@ -403,8 +403,11 @@ class ScriptStore(Store):
             parts.setdefault(self._slot(self._budget_keys(group[0])[0]), []).append(group)
         return [parts[slot] for slot in sorted(parts)]
 
-    def _decide(self, lane: Any, charges: Sequence[LimitCharge], reserve: bool) -> Flow[Verdict]:
+    def _decide(self, lane: Callable[[], Any], charges: Sequence[LimitCharge], reserve: bool) -> Flow[Verdict]:
         """Check (and, to reserve, record) every limit, slot by slot; one script call on one server.
+
+        ``lane`` gives the lane when a call is made: a call the plan refuses (or a release with nothing to give
+        back) never creates a client, so it needs no server.
 
         Across slots: when a slot refuses, the slots already reserved are given back and the later ones are
         only checked, so the refusal carries the longest wait. See :mod:`mcp_guard._stores.redis_cluster`.
@@ -419,7 +422,7 @@ class ScriptStore(Store):
         for part in self._by_slot(groups):
             if refusal is None:
                 try:
-                    reply = yield from self._call(lane, self._decide_step(part, mode, token, now))
+                    reply = yield from self._call(lane(), self._decide_step(part, mode, token, now))
                 except StoreError:
                     yield from self._give_back(lane, held, token)
                     raise
@@ -434,7 +437,7 @@ class ScriptStore(Store):
             else:
                 # Refused already: the later slots are only checked, so the refusal carries the longest wait.
                 try:
-                    reply = yield from self._call(lane, self._decide_step(part, "c", "", now))
+                    reply = yield from self._call(lane(), self._decide_step(part, "c", "", now))
                 except StoreError:
                     break  # the refusal stands, with the longest wait known so far
                 verdict = self._verdict(reply, part, None)
@@ -442,16 +445,16 @@ class ScriptStore(Store):
                     refusal = verdict
         return refusal if refusal is not None else Verdict(ok=True, token=token or None)
 
-    def _give_back(self, lane: Any, parts: list[list[Group]], token: str) -> Flow[None]:
+    def _give_back(self, lane: Callable[[], Any], parts: list[list[Group]], token: str) -> Flow[None]:
         """Release this call's entries on the slots it reserved. Best effort: an entry left behind (its node
         is unreachable) only under-admits, until its window ends."""
         argv: list[Any] = [token, token.rsplit("@", 1)[-1]]
         for part in parts:
             keys = [name for key, _, _ in part for name in self._budget_keys(key)]
             with contextlib.suppress(StoreError):
-                yield from self._call(lane, (_RELEASE, _RELEASE_SHA, keys, argv))
+                yield from self._call(lane(), (_RELEASE, _RELEASE_SHA, keys, argv))
 
-    def _release(self, lane: Any, charges: Sequence[LimitCharge], token: str) -> Flow[None]:
+    def _release(self, lane: Callable[[], Any], charges: Sequence[LimitCharge], token: str) -> Flow[None]:
         if not charges or "@" not in token:
             return  # nothing to give back, or not a token of ours: nothing of it is stored
         argv: list[Any] = [token, token.rsplit("@", 1)[1]]
@@ -462,13 +465,13 @@ class ScriptStore(Store):
         failed: StoreError | None = None
         for slot in sorted(parts):  # every slot is tried, even after one failed
             try:
-                yield from self._call(lane, (_RELEASE, _RELEASE_SHA, parts[slot], argv))
+                yield from self._call(lane(), (_RELEASE, _RELEASE_SHA, parts[slot], argv))
             except StoreError as exc:
                 failed = failed or exc
         if failed is not None:
             raise failed
 
-    def _usage(self, lane: Any, charges: Sequence[LimitCharge]) -> Flow[list[Usage]]:
+    def _usage(self, lane: Callable[[], Any], charges: Sequence[LimitCharge]) -> Flow[list[Usage]]:
         """Exact and read-only: one script call per slot, reading each charge's window."""
         now = float(self.clock())
         parts: dict[int, list[int]] = {}
@@ -479,7 +482,7 @@ class ScriptStore(Store):
         for slot in sorted(parts):
             index = parts[slot]
             argv = [repr(now), *(repr(float(charges[i].window_s)) for i in index)]
-            reply = yield from self._call(lane, (_USAGE, _USAGE_SHA, [keys[i] for i in index], argv))
+            reply = yield from self._call(lane(), (_USAGE, _USAGE_SHA, [keys[i] for i in index], argv))
             for i, (used, oldest) in zip(index, reply, strict=True):
                 text = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
                 wait = max(float(text) + charges[i].window_s - now, 0.0) if text else None
