@@ -177,23 +177,26 @@ _USAGE_SHA = hashlib.sha1(_USAGE.encode()).hexdigest()
 # Tokens must be unique across every process sharing the server: a random per-process id (renewed in a
 # forked child, which would otherwise repeat its parent's id and sequence) and a sequence number.
 _node = secrets.token_hex(6)
-# Bumped in a forked child: connections kept idle by a store in the parent must never be used by the child.
-_generation = 0
+
+
+class _Forks:
+    """How many forks this process is from the one that imported this module (bumped in each forked child):
+    connections kept idle by a store in the parent must never be used by the child."""
+
+    generation = 0
+
+
+FORKS = _Forks()
 
 
 def _after_fork_in_child() -> None:
-    global _node, _generation
+    global _node
     _node = secrets.token_hex(6)
-    _generation += 1
+    FORKS.generation += 1
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def generation() -> int:
-    """How many forks this process is from the one that imported this module (see ``_after_fork_in_child``)."""
-    return _generation
 
 
 T = TypeVar("T")
@@ -396,8 +399,6 @@ class ScriptStore(Store):
 
     def _by_slot(self, groups: list[Group]) -> list[list[Group]]:
         """The call's budgets, one list per slot, in ascending slot order (the fixed reservation order)."""
-        if len(groups) == 1:
-            return [groups]
         parts: dict[int, list[Group]] = {}
         for group in groups:
             parts.setdefault(self._slot(self._budget_keys(group[0])[0]), []).append(group)
@@ -419,7 +420,8 @@ class ScriptStore(Store):
         mode = "r" if reserve else "c"
         held: list[list[Group]] = []  # slots this call has reserved: given back if a later slot refuses
         refusal: Verdict | None = None
-        for part in self._by_slot(groups):
+        admitted = ADMIT
+        for part in [groups] if len(groups) == 1 else self._by_slot(groups):
             if refusal is None:
                 try:
                     reply = yield from self._call(lane(), self._decide_step(part, mode, token, now))
@@ -428,6 +430,7 @@ class ScriptStore(Store):
                     raise
                 verdict = self._verdict(reply, part, token or None)
                 if verdict.ok:
+                    admitted = verdict  # every slot's answer carries the one token of the call
                     if reserve:
                         held.append(part)
                     continue
@@ -443,7 +446,7 @@ class ScriptStore(Store):
                 verdict = self._verdict(reply, part, None)
                 if not verdict.ok and (verdict.retry_after_s or 0.0) > (refusal.retry_after_s or 0.0):
                     refusal = verdict
-        return refusal if refusal is not None else Verdict(ok=True, token=token or None)
+        return refusal if refusal is not None else admitted
 
     def _give_back(self, lane: Callable[[], Any], parts: list[list[Group]], token: str) -> Flow[None]:
         """Release this call's entries on the slots it reserved. Best effort: an entry left behind (its node
@@ -539,4 +542,4 @@ def abandon_connections(loop: asyncio.AbstractEventLoop, connections: Iterable[A
         conn._writer = conn._reader = None
 
 
-__all__ = ["OPTIONS", "Flow", "ScriptStore", "Step", "abandon_connections", "arun", "run", "split_options"]
+__all__ = ["FORKS", "OPTIONS", "Flow", "ScriptStore", "Step", "abandon_connections", "arun", "run", "split_options"]

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from mcp_guard._errors import StoreConfigurationError
-from mcp_guard._stores._script import Flow, ScriptStore, Step, abandon_connections, generation, split_options
+from mcp_guard._stores._script import FORKS, Flow, ScriptStore, Step, abandon_connections, split_options
 
 
 def _pack(*args: str | int) -> list[bytes]:
@@ -47,6 +47,17 @@ def _pack(*args: str | int) -> list[bytes]:
     return [b"".join(parts)]
 
 
+def _exchange(conn: Any, command: list[bytes]) -> Any:
+    """One command and its reply on a sync connection (no health check: a dead socket fails on use)."""
+    conn.send_packed_command(command, False)
+    return conn.read_response()
+
+
+async def _aexchange(conn: Any, command: list[bytes]) -> Any:
+    await conn.send_packed_command(command, False)
+    return await conn.read_response()
+
+
 class _Lane:
     """One redis-py connection pool (sync, or async for one event loop) and the connections kept beside it.
 
@@ -56,19 +67,20 @@ class _Lane:
     pool for a connection: a connection put back while someone waits goes to the pool, never idles here.
     """
 
-    __slots__ = ("generation", "idle", "lock", "loop", "pool", "waiting")
+    __slots__ = ("exchange", "generation", "idle", "lock", "loop", "pool", "waiting")
 
     def __init__(self, pool: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.pool, self.loop = pool, loop
+        self.exchange = _exchange if loop is None else _aexchange
         self.idle: list[Any] = []
-        self.generation = generation()
+        self.generation = FORKS.generation
         self.waiting = 0
         self.lock = threading.Lock()
 
     def pop(self) -> Any:
         """A kept connection, or None."""
-        if self.generation != generation():
-            self.idle, self.generation = [], generation()  # forked: the parent's sockets are not ours
+        if self.generation != FORKS.generation:
+            self.idle, self.generation = [], FORKS.generation  # forked: the parent's sockets are not ours
         try:
             return self.idle.pop()
         except IndexError:
@@ -77,6 +89,16 @@ class _Lane:
     def wait(self, delta: int) -> None:
         with self.lock:
             self.waiting += delta
+
+    def checkin(self, conn: Any) -> Any:
+        """Keep ``conn``; or, when a caller waits in the pool, the connection to hand to the pool (else None)."""
+        self.idle.append(conn)
+        if self.waiting:
+            try:
+                return self.idle.pop()
+            except IndexError:  # the waiter took it from the list itself
+                return None
+        return None
 
     def close(self) -> None:
         self.idle = []  # still counted by the pool, which disconnects them all
@@ -203,13 +225,13 @@ class RedisStore(ScriptStore):
                     lane.wait(-1)
             try:
                 try:
-                    yield conn.send_packed_command, command, False
-                    reply = yield (conn.read_response,)
+                    reply = yield lane.exchange, conn, command
                 except errors.NoScriptError:  # first use on this server, or it restarted: EVAL caches it again
-                    yield conn.send_packed_command, _pack("EVAL", script, len(keys), *keys, *argv), False
-                    reply = yield (conn.read_response,)
+                    reply = yield lane.exchange, conn, _pack("EVAL", script, len(keys), *keys, *argv)
             except errors.ResponseError as exc:  # the server answered (an error): the connection is fine
-                yield from self._checkin(lane, conn)
+                spare = lane.checkin(conn)
+                if spare is not None:
+                    yield pool.release, spare
                 raise self._fail(exc) from exc
             except BaseException as exc:
                 # Failed or cancelled mid-call: a reply may still be on its way, so no other call may use this
@@ -226,18 +248,10 @@ class RedisStore(ScriptStore):
                 if isinstance(exc, (errors.RedisError, OSError)):
                     raise self._fail(exc) from exc
                 raise
-            yield from self._checkin(lane, conn)
+            spare = lane.checkin(conn)
+            if spare is not None:  # someone waits in the pool: hand it a connection there
+                yield pool.release, spare
             return reply
-
-    @staticmethod
-    def _checkin(lane: _Lane, conn: Any) -> Flow[None]:
-        lane.idle.append(conn)
-        if lane.waiting:  # someone waits in the pool: hand it a connection there
-            try:
-                conn = lane.idle.pop()
-            except IndexError:  # the waiter took it from the list itself
-                return
-            yield lane.pool.release, conn
 
 
 __all__ = ["RedisStore"]
