@@ -5,9 +5,9 @@ Who imports whom (no module imports one that imports it back)::
 
     _stores/__init__  ->  _base, memory, redis, redis_cluster
     memory            ->  _base
-    _script           ->  _base            (the Lua scripts and the decision flow both Redis stores run)
-    redis             ->  _base, _script
-    redis_cluster     ->  _base, _script
+    _script           ->  _base            (the Lua scripts and the decision flows both Redis stores run)
+    redis             ->  _script          (the store's own connection path to one server)
+    redis_cluster     ->  _script          (redis-py's cluster client, split by slot)
 
 The backends register their schemes on :class:`Store` as they are defined; importing them here is what
 fills the registry. None of them imports its driver (redis-py) before a store is built.
