@@ -4,7 +4,7 @@ A *flow* is a generator that does no I/O itself: it yields each awaitable-or-not
 ``(function, *args)``, and is sent the result (or thrown the exception). :func:`run` calls the operations,
 :func:`arun` awaits them, so the same flow serves ``check`` and ``acheck``, and a store's connection code
 (:meth:`ScriptStore._call`) is written once for its sync and its async client. This is tenacity's and httpx's
-``auth_flow`` shape: the logic is one generator, the drivers are two ten-line loops.
+``auth_flow`` shape: the logic is one generator, the drivers are two five-line loops that differ by an ``await``.
 
 The layout per budget key and the clock rules are in :mod:`mcp_guard._stores.redis`'s docstring.
 """
@@ -22,7 +22,7 @@ import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Generator, Iterable, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import parse_qsl
 
 from mcp_guard._decision import LimitCharge, escape_key_part
@@ -226,7 +226,7 @@ def run(flow: Flow[T]) -> T:
     op, result = _resume(flow, None, None)
     while op is not None:
         op, result = _resume(flow, *_outcome(op))
-    return result  # type: ignore[return-value]  # the flow's return value once it stopped
+    return cast(T, result)  # the flow's return value, once it stopped
 
 
 async def _aoutcome(op: tuple[Any, ...]) -> tuple[Any, BaseException | None]:
@@ -241,7 +241,7 @@ async def arun(flow: Flow[T]) -> T:
     op, result = _resume(flow, None, None)
     while op is not None:
         op, result = _resume(flow, *(await _aoutcome(op)))
-    return result  # type: ignore[return-value]
+    return cast(T, result)
 
 
 OPTIONS = ("prefix", "timeout", "max_connections", "pool_timeout")
@@ -273,6 +273,7 @@ class ScriptStore(Store):
     default_url: ClassVar[str]
     _feature: ClassVar[str]  # names the store in the missing-extra message
     _modules: ClassVar[tuple[str, ...]]  # the driver's submodules its clients are built from
+    _kind: ClassVar[str] = "redis store"  # in error messages
 
     def __init__(
         self,
@@ -341,8 +342,6 @@ class ScriptStore(Store):
 
     def _fail(self, exc: BaseException) -> StoreError:
         return StoreError(f"{self._kind} {self._where} failed: {type(exc).__name__}: {exc}")
-
-    _kind = "redis store"
 
     def _budget_keys(self, key: str) -> tuple[str, str]:
         """The ZSET and the HASH of one budget key."""

@@ -1,8 +1,8 @@
 """The Redis Cluster store (``redis+cluster://host:port[,host:port...]``): exact sliding windows on many shards.
 
-It runs :mod:`~mcp_guard._stores.redis`'s scripts unchanged (same layout per budget, same exactness, same TTLs,
-same client clock) on redis-py's cluster client; only the key names and the way a call's budgets are split
-across slots differ.
+It runs the same scripts and decision flows as ``redis://`` (:mod:`~mcp_guard._stores._script`: same layout
+per budget, same exactness, same TTLs, same client clock) on redis-py's cluster client; only the key names and
+the slot of each key differ, so a call's budgets are split into one script call per slot.
 
 Keys are hash-tagged by the scope's owner: ``<prefix>:log:<counter>:{identity:alice}``, ``{session:s1}``,
 ``{tool:git_log}``; every global limit shares ``{global:}``. So the budgets of one caller live together on
@@ -107,6 +107,8 @@ class RedisClusterStore(ScriptStore):
     default 0.25), ``max_connections`` (calls in flight per store and per event loop, default 64) and
     ``pool_timeout`` (how long a call waits for one of those, default 1 s). Other keywords go to redis-py's
     cluster client (``ssl_ca_certs``, ``address_remap``...).
+
+    ``usage`` is exact, as on ``redis://``: one read-only script call per slot the limits live on.
 
     A call fails with :class:`~mcp_guard.StoreError` within about ``timeout`` per slot it spans (at most one
     per scope: identity, session, tool, global), plus the topology refresh redis-py makes after a failure.
