@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 Action = Literal["allow", "deny", "require_approval"]
 Code = Literal[
@@ -88,6 +89,10 @@ _HINTS: dict[str, str] = {
 }
 
 
+# json.dumps with options builds a new encoder on every call; one built here writes the same text.
+_PAYLOAD_JSON = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
 def round_up(seconds: float) -> float:
     """Round a wait up to 0.01 s, so that waiting the printed time is always enough."""
     return math.ceil(max(seconds, 0.0) * 100.0) / 100.0
@@ -101,6 +106,10 @@ class Decision:
     :data:`CODES`), a ``rule`` pointer into the policy and a ``reason``. ``limits`` are the rate limits the
     call would be charged (the guard checks and reserves them). Build with :meth:`allow`, :meth:`deny`,
     :meth:`require_approval`; turn a refusal into what the model sees with :meth:`to_payload`.
+
+    A frozen dataclass, but built by hand: the ``__init__`` that ``frozen=True`` generates calls
+    ``object.__setattr__`` once per field (about 2x the cost), and the guard builds a decision on every refusal
+    it makes (a rate limit, an approval declined), so a refusal would cost more than an allow.
     """
 
     action: Action
@@ -119,6 +128,40 @@ class Decision:
     retry: bool | None = None
     """The rule's ``retry``: True/False forces upstream retries on/off; None leaves it to the tool's annotations."""
 
+    def __init__(  # the same signature and defaults as the fields above, in their order
+        self,
+        action: Action,
+        tool: str,
+        server: str | None = None,
+        code: Code | None = None,
+        rule: str | None = None,
+        reason: str | None = None,
+        limits: tuple[LimitCharge, ...] = (),
+        retry_after_s: float | None = None,
+        policy: str | None = None,
+        risk_class: str | None = None,
+        approval_timeout_s: float | None = None,
+        approval_description: str | None = None,
+        redact: tuple[str, ...] = (),
+        retry: bool | None = None,
+    ) -> None:
+        # Each slot's own descriptor writes past the frozen __setattr__, as the generated __init__ does.
+        put = _PUT
+        put[0](self, action)
+        put[1](self, tool)
+        put[2](self, server)
+        put[3](self, code)
+        put[4](self, rule)
+        put[5](self, reason)
+        put[6](self, limits)
+        put[7](self, retry_after_s)
+        put[8](self, policy)
+        put[9](self, risk_class)
+        put[10](self, approval_timeout_s)
+        put[11](self, approval_description)
+        put[12](self, redact)
+        put[13](self, retry)
+
     # -- named constructors -------------------------------------------------------------------------
     @classmethod
     def allow(cls, tool: str, **fields: Any) -> Decision:
@@ -130,7 +173,7 @@ class Decision:
 
     @classmethod
     def require_approval(cls, tool: str, **fields: Any) -> Decision:
-        return cls("require_approval", tool, **fields)
+        return cls(action="require_approval", tool=tool, **fields)
 
     # -- reading ------------------------------------------------------------------------------------
     @property
@@ -146,8 +189,14 @@ class Decision:
         return self.action == "require_approval"
 
     def replace(self, **changes: Any) -> Decision:
-        """A copy with ``changes`` applied (decisions are immutable)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied (decisions are immutable); an unknown field is a ``TypeError``."""
+        values = list(_ALL_FIELDS(self))
+        for name, value in changes.items():
+            index = _INDEX.get(name)
+            if index is None:
+                raise TypeError(f"Decision has no field {name!r}")
+            values[index] = value
+        return Decision(*values)
 
     def violation(
         self,
@@ -158,13 +207,21 @@ class Decision:
         retry_after_s: float | None = None,
     ) -> Decision:
         """This call refused with ``code``, keeping tool, server, policy and (unless given) rule and reason."""
-        return dataclasses.replace(
-            self,
-            action="deny",
-            code=code,
-            reason=reason if reason is not None else self.reason,
-            rule=rule if rule is not None else self.rule,
-            retry_after_s=None if retry_after_s is None else round_up(retry_after_s),
+        return Decision(
+            "deny",
+            self.tool,
+            self.server,
+            code,
+            rule if rule is not None else self.rule,
+            reason if reason is not None else self.reason,
+            self.limits,
+            None if retry_after_s is None else round_up(retry_after_s),
+            self.policy,
+            self.risk_class,
+            self.approval_timeout_s,
+            self.approval_description,
+            self.redact,
+            self.retry,
         )
 
     @property
@@ -180,6 +237,31 @@ class Decision:
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON object of spec section 5; fields that do not apply are left out."""
+        if self.retry_after_s is not None:  # a wait is a value: built each time
+            return self._payload()
+        key = _PAYLOAD_KEY(self)
+        try:
+            payload = _PAYLOADS.get(key)
+        except TypeError:  # a field that is not hashable (not built by the policy): no memo
+            return self._payload()
+        if payload is None:
+            payload = _remember(_PAYLOADS, key, self._payload())
+        return payload.copy()  # the caller's to change
+
+    def to_json(self) -> str:
+        """:meth:`to_payload` as compact JSON text: what a framework hands the model as the tool result."""
+        if self.retry_after_s is not None:
+            return _PAYLOAD_JSON(self._payload())
+        key = _PAYLOAD_KEY(self)
+        try:
+            text = _TEXTS.get(key)
+        except TypeError:
+            return _PAYLOAD_JSON(self._payload())
+        if text is None:
+            text = _remember(_TEXTS, key, _PAYLOAD_JSON(self._payload()))
+        return text
+
+    def _payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = {"error": "policy_violation", "code": self.code, "tool": self.tool}
         if self.server is not None:
             payload["server"] = self.server
@@ -196,6 +278,24 @@ class Decision:
             payload["policy"] = self.policy
         return payload
 
-    def to_json(self) -> str:
-        """:meth:`to_payload` as compact JSON text: what a framework hands the model as the tool result."""
-        return json.dumps(self.to_payload(), ensure_ascii=False, separators=(", ", ": "))
+_FIELDS = tuple(f.name for f in dataclasses.fields(Decision))
+_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+_ALL_FIELDS = operator.attrgetter(*_FIELDS)  # every field's value, in order, in one call (for replace)
+# The writers of the slots of the class the dataclass decorator built (slots=True makes a new class), for __init__.
+_PUT = tuple(getattr(Decision, name).__set__ for name in _FIELDS)
+
+
+# A refusal's payload is precomputed: without a wait in it, it depends only on these fields, which quote no
+# argument value, so a policy gives a small set of them. Both memos are bounded; a full one starts over.
+_PAYLOAD_KEY = operator.attrgetter("code", "tool", "server", "reason", "rule", "policy")
+_MEMO_MAX = 4096
+_PAYLOADS: dict[tuple[object, ...], dict[str, Any]] = {}
+_TEXTS: dict[tuple[object, ...], str] = {}
+_Memo = TypeVar("_Memo")
+
+
+def _remember(memo: dict[tuple[object, ...], _Memo], key: tuple[object, ...], value: _Memo) -> _Memo:
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = value
+    return value

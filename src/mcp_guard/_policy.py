@@ -226,7 +226,9 @@ class _Plan:
     main: _Rule | None = None
     rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
     schemas: tuple[tuple[str, Callable[[Any], Any], _Rule], ...] = ()
-    checks: tuple[tuple[str, Check, Code], ...] = ()  # require, then deny_if
+    # require, then deny_if: (pointer, check, code, the refusals it has given, by reason). A reason quotes no
+    # argument value, so each check gives a few fixed texts and each refusal is built once, on first use.
+    checks: tuple[tuple[str, Check, Code, dict[str, Decision]], ...] = ()
     approve_if: tuple[tuple[str, Check, _Rule], ...] = ()
     limits: tuple[_LimitSpec, ...] = ()
     per_caller: bool = False  # limits depend on identity / session
@@ -474,7 +476,7 @@ class Policy:
                 reason=f"{tool} is not available (hidden by the policy)",
                 **common,
             )
-            return _Plan(tool, server, "hidden", d)
+            return _Plan(tool, server, "hidden", d, constant=True)
         matched = self._matching(tool, server)
         fallback = self._classes[rc] if rc is not None and rc in self._classes else self._default_rule
         if matched:
@@ -502,7 +504,8 @@ class Policy:
                     reason=main.reason or f"{tool} is denied by the policy",
                     **common,
                 )
-            return _Plan(tool, server, "deny", d)
+            # constant: a plain deny returns from the same first test as a plain allow, so it costs no more.
+            return _Plan(tool, server, "deny", d, constant=True)
         rules = tuple(([self._all] if self._all is not None else []) + matched)
         limits = tuple(spec for r in rules for spec in r.limits)
         redact: list[str] = []
@@ -531,8 +534,8 @@ class Policy:
             main=main,
             rules=rules,
             schemas=tuple((r.schema[0], r.schema[1], r) for r in rules if r.schema is not None),
-            checks=tuple((p, c, "requirement_failed") for r in rules for p, c in r.require)
-            + tuple((p, c, "denied") for r in rules for p, c in r.deny_if),
+            checks=tuple((p, c, "requirement_failed", {}) for r in rules for p, c in r.require)
+            + tuple((p, c, "denied", {}) for r in rules for p, c in r.deny_if),
             approve_if=tuple((p, c, r) for r in rules for p, c in r.approve_if),
             limits=limits,
             per_caller=any(s.per_caller for s in limits),
@@ -574,9 +577,7 @@ class Policy:
         if plan is None:
             plan = self._plan(tool, server, rc)
         if plan.constant and (args is None or type(args) is dict):
-            return plan.decision
-        if plan.kind != "run":
-            return plan.decision
+            return plan.decision  # a plain allow, a plain deny, a hidden tool
         if plan.checks_only and type(args) is dict:
             # The common shapes (require / deny_if, per-caller limits): run the checks inline, then the
             # precomputed decision, or the one memoised for this caller.
@@ -587,18 +588,30 @@ class Policy:
                         if bad is not None:
                             return self._non_finite(plan, bad)
                         break
-            for ptr, check, code in plan.checks:
+            for ptr, check, code, refusals in plan.checks:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
-                    return self._deny(plan, code, ptr, why)
+                    refusal = refusals.get(why)  # a firing check: one lookup, no Decision built
+                    return refusal if refusal is not None else self._check_refusal(plan, ptr, code, refusals, why)
             if not plan.per_caller:
                 return plan.decision
             mine = plan.by_caller.get((identity, session))
             if mine is not None:
                 return mine
+        if plan.kind != "run":
+            return plan.decision  # hidden or denied, called with arguments that are not a dict
         return self._run(plan, args, identity, session)
 
-    def _deny(self, plan: _Plan, code: Any, rule: str, reason: str) -> Decision:
+    def _check_refusal(
+        self, plan: _Plan, rule: str, code: Code, refusals: dict[str, Decision], reason: str
+    ) -> Decision:
+        """The refusal for a failing (require) or firing (deny_if) check, remembered in its own ``refusals``."""
+        refusal = self._deny(plan, code, rule, reason)
+        if len(refusals) < _REFUSALS_MAX:
+            refusals[reason] = refusal
+        return refusal
+
+    def _deny(self, plan: _Plan, code: Code, rule: str, reason: str) -> Decision:
         # A failing check reports the check. A rule's own ``reason`` is the model's text only when the rule's
         # action refuses (a deny rule, decided in _resolve); an allow rule's reason says nothing about why
         # this check failed ("capped at 5,000 USD" when the symbol was wrong), so it is not used here.
@@ -649,10 +662,10 @@ class Policy:
                 validate(args)
             except Exception as exc:  # fastjsonschema's JsonSchemaValueException, or a value it cannot handle
                 return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc))
-        for ptr, check, code in plan.checks:
+        for ptr, check, code, refusals in plan.checks:
             why = check(args, identity, session, server, tool)
             if why is not None:
-                return self._deny(plan, code, ptr, why)
+                return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
         decision = plan.decision
         main = plan.main or self._default_rule
         if plan.per_args:
