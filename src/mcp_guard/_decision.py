@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
 
@@ -107,9 +109,9 @@ class Decision:
     call would be charged (the guard checks and reserves them). Build with :meth:`allow`, :meth:`deny`,
     :meth:`require_approval`; turn a refusal into what the model sees with :meth:`to_payload`.
 
-    A frozen dataclass, but built by hand: the ``__init__`` that ``frozen=True`` generates calls
-    ``object.__setattr__`` once per field (about 2x the cost), and the guard builds a decision on every refusal
-    it makes (a rate limit, an approval declined), so a refusal would cost more than an allow.
+    A frozen dataclass with a faster ``__init__`` (see :func:`_slot_init`): the guard builds a decision for
+    every refusal it makes itself (a rate limit, an approval declined), and a refusal should cost no more
+    than an allow.
     """
 
     action: Action
@@ -127,40 +129,6 @@ class Decision:
     redact: tuple[str, ...] = ()
     retry: bool | None = None
     """The rule's ``retry``: True/False forces upstream retries on/off; None leaves it to the tool's annotations."""
-
-    def __init__(  # the same signature and defaults as the fields above, in their order
-        self,
-        action: Action,
-        tool: str,
-        server: str | None = None,
-        code: Code | None = None,
-        rule: str | None = None,
-        reason: str | None = None,
-        limits: tuple[LimitCharge, ...] = (),
-        retry_after_s: float | None = None,
-        policy: str | None = None,
-        risk_class: str | None = None,
-        approval_timeout_s: float | None = None,
-        approval_description: str | None = None,
-        redact: tuple[str, ...] = (),
-        retry: bool | None = None,
-    ) -> None:
-        # Each slot's own descriptor writes past the frozen __setattr__, as the generated __init__ does.
-        put = _PUT
-        put[0](self, action)
-        put[1](self, tool)
-        put[2](self, server)
-        put[3](self, code)
-        put[4](self, rule)
-        put[5](self, reason)
-        put[6](self, limits)
-        put[7](self, retry_after_s)
-        put[8](self, policy)
-        put[9](self, risk_class)
-        put[10](self, approval_timeout_s)
-        put[11](self, approval_description)
-        put[12](self, redact)
-        put[13](self, retry)
 
     # -- named constructors -------------------------------------------------------------------------
     @classmethod
@@ -278,12 +246,38 @@ class Decision:
             payload["policy"] = self.policy
         return payload
 
+
 _FIELDS = tuple(f.name for f in dataclasses.fields(Decision))
 _INDEX = {name: i for i, name in enumerate(_FIELDS)}
 _ALL_FIELDS = operator.attrgetter(*_FIELDS)  # every field's value, in order, in one call (for replace)
-# The writers of the slots of the class the dataclass decorator built (slots=True makes a new class), for __init__.
-_PUT = tuple(getattr(Decision, name).__set__ for name in _FIELDS)
 
+
+def _slot_init(cls: type) -> Callable[..., None]:
+    """An ``__init__`` for a frozen slots dataclass, written from its fields as ``dataclasses`` writes its own.
+
+    The generated one sets each field through ``object.__setattr__`` (a name lookup and a generic attribute
+    write per field); this one calls each slot's own descriptor, which writes past the frozen ``__setattr__``
+    the same way, in about half the time. Same parameters, defaults and order: the fields stay the one list.
+    """
+    fields = dataclasses.fields(cls)
+    namespace: dict[str, object] = {}
+    params: list[str] = []
+    for f in fields:
+        namespace[f"_put_{f.name}"] = getattr(cls, f.name).__set__  # the class built by slots=True
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+    body = "".join(f"\n    _put_{f.name}(self, {f.name})" for f in fields)
+    exec(f"def __init__(self, {', '.join(params)}):{body}", namespace)  # our own field names only, as dataclasses does
+    init = namespace["__init__"]
+    generated: Callable[..., None] = cls.__init__  # type: ignore[misc]
+    functools.update_wrapper(init, generated)  # type: ignore[arg-type]
+    return init  # type: ignore[return-value]
+
+
+setattr(Decision, "__init__", _slot_init(Decision))  # noqa: B010  # mypy keeps the dataclass signature
 
 # A refusal's payload is precomputed: without a wait in it, it depends only on these fields, which quote no
 # argument value, so a policy gives a small set of them. Both memos are bounded; a full one starts over.

@@ -20,10 +20,9 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
-from functools import lru_cache
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union, get_args
 
 from pydantic import (
@@ -56,6 +55,8 @@ ACTIONS: tuple[Action, ...] = get_args(Action)
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 RISK_CLASSES: tuple[RiskClass, ...] = get_args(RiskClass)
 MODES: tuple[Mode, ...] = get_args(Mode)
+#: Where a problem is in the document: keys and list indexes, as pydantic reports them.
+Location = tuple[int | str, ...]
 _Choice = TypeVar("_Choice", bound=str)
 _Plain = TypeVar("_Plain")
 WINDOWS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
@@ -387,6 +388,7 @@ SchemaT = Annotated[
     _Checked(_v_schema, {"type": ["object", "boolean"], "description": "a JSON Schema for the arguments"}),
 ]
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
@@ -437,7 +439,7 @@ class Rule(_RuleBase):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_reason(cls, data: Any) -> Any:
+    def _one_reason(cls, data: object) -> object:
         if isinstance(data, Mapping) and "reason" in data and "on_deny" in data:
             raise ValueError("give either 'reason' or its alias 'on_deny', not both")
         return data
@@ -493,7 +495,7 @@ def _fields_of(model: type[BaseModel]) -> list[str]:
     return names
 
 
-def _unwrap(annotation: Any) -> Any:
+def _unwrap(annotation: object) -> object:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _unwrap(typing.get_args(annotation)[0])
@@ -505,9 +507,9 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(loc: Location) -> type[BaseModel] | None:
     """The model class that holds the field at ``loc`` (so we can list its allowed fields)."""
-    current: Any = PolicyDocument
+    current: object = PolicyDocument
     i = 0
     while i < len(loc):
         if isinstance(current, type) and issubclass(current, BaseModel):
@@ -526,7 +528,7 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+def _message(err: ErrorDetails, loc: Location) -> list[tuple[Location, str]]:
     kind = err["type"]
     value = err.get("input")
     if kind == "extra_forbidden":
@@ -627,13 +629,13 @@ def check_json_depth(text: str, source: str | None = None) -> None:
             depth -= 1
 
 
-def check_data_depth(doc: Any, source: str | None = None) -> None:
+def check_data_depth(doc: object, source: str | None = None) -> None:
     """Refuse a parsed document nested deeper than :data:`MAX_DEPTH` (iterative: never a RecursionError)."""
-    stack: list[tuple[Any, int, tuple[str, ...]]] = [(doc, 0, ())]
+    stack: list[tuple[object, int, tuple[str, ...]]] = [(doc, 0, ())]
     while stack:
         node, depth, where = stack.pop()
         if isinstance(node, Mapping):
-            items: Any = node.items()
+            items: Iterable[tuple[object, object]] = node.items()
         elif isinstance(node, (list, tuple)):
             items = enumerate(node)
         else:
@@ -646,7 +648,7 @@ def check_data_depth(doc: Any, source: str | None = None) -> None:
                 stack.append((value, depth + 1, (*where, str(key))))
 
 
-def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
+def validate_document(doc: object, source: str | None = None) -> PolicyDocument:
     """Validate a parsed document, or raise :class:`PolicyError` listing every problem."""
     if doc is None:
         raise policy_error(
@@ -672,13 +674,13 @@ def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
 # -- reading documents ---------------------------------------------------------------------------------
 
 
-class _Pairs(dict[str, Any]):
+class _Pairs(dict[str, object]):
     """A JSON object that remembers keys it saw more than once (``json`` would silently keep the last)."""
 
     duplicates: tuple[str, ...] = ()
 
 
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Pairs:
+def _pairs_hook(pairs: list[tuple[str, object]]) -> _Pairs:
     obj = _Pairs()
     dups: list[str] = []
     for k, v in pairs:
@@ -690,7 +692,7 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Pairs:
     return obj
 
 
-def _find_duplicates(node: Any, where: tuple[str, ...] = ()) -> list[dict[str, str]]:
+def _find_duplicates(node: object, where: tuple[str, ...] = ()) -> list[dict[str, str]]:
     found: list[dict[str, str]] = []
     if isinstance(node, _Pairs):
         for k in node.duplicates:
@@ -708,7 +710,7 @@ def _find_duplicates(node: Any, where: tuple[str, ...] = ()) -> list[dict[str, s
     return found
 
 
-def _plain(node: Any) -> Any:
+def _plain(node: object) -> object:
     if isinstance(node, dict):
         return {k: _plain(v) for k, v in node.items()}
     if isinstance(node, list):
@@ -765,7 +767,7 @@ def _yaml_loader() -> Any:
     return Loader
 
 
-def _hashable(value: Any) -> bool:
+def _hashable(value: object) -> bool:
     try:
         hash(value)
     except TypeError:

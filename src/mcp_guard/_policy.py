@@ -29,6 +29,7 @@ from mcp_guard._model import (
     MAX_POLICY_BYTES,
     WINDOWS,
     AllTools,
+    Conditions,
     Limit,
     PolicyDocument,
     Rule,
@@ -84,7 +85,7 @@ class _LimitSpec:
     cost_path: str | None
     rule: str
     count_failures: bool
-    cost_get: Callable[[Args], Any] | None = None
+    cost_get: Callable[[Args], object] | None = None
 
     @property
     def per_caller(self) -> bool:
@@ -138,7 +139,7 @@ class _Rule:
     pointer: str
     action: Action
     reason: str | None = None
-    schema: tuple[str, Callable[[Any], Any]] | None = None
+    schema: tuple[str, Callable[[object], object]] | None = None
     require: tuple[tuple[str, Check], ...] = ()
     deny_if: tuple[tuple[str, Check], ...] = ()
     approve_if: tuple[tuple[str, Check], ...] = ()
@@ -152,7 +153,7 @@ class _Rule:
     reads_args: bool = False  # a condition reads an argument path
 
 
-def _window_s(window: Any) -> float:
+def _window_s(window: float | str) -> float:
     return WINDOWS[window] if isinstance(window, str) else float(window)
 
 
@@ -167,7 +168,7 @@ def _compile_rule(
 ) -> _Rule:
     redact = tuple(rule.redact)
 
-    def conds(block: Mapping[str, Mapping[str, Any]], kind: Kind) -> tuple[tuple[str, Check], ...]:
+    def conds(block: Conditions, kind: Kind) -> tuple[tuple[str, Check], ...]:
         return compile_conditions(block, kind, f"{ptr}/{kind}")
 
     limits: list[_LimitSpec] = []
@@ -225,7 +226,7 @@ class _Plan:
     decision: Decision  # hidden / deny: the answer; run: the answer when every check passes
     main: _Rule | None = None
     rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
-    schemas: tuple[tuple[str, Callable[[Any], Any], _Rule], ...] = ()
+    schemas: tuple[tuple[str, Callable[[object], object], _Rule], ...] = ()
     # require, then deny_if: (pointer, check, code, the refusals it has given, by reason). A reason quotes no
     # argument value, so each check gives a few fixed texts and each refusal is built once, on first use.
     checks: tuple[tuple[str, Check, Code, dict[str, Decision]], ...] = ()
@@ -642,7 +643,7 @@ class Policy:
             f"{path} is not a finite number (NaN and Infinity are not valid JSON)",
         )
 
-    def _run(self, plan: _Plan, args: Any, identity: str | None, session: str | None) -> Decision:
+    def _run(self, plan: _Plan, args: object, identity: str | None, session: str | None) -> Decision:
         tool, server = plan.tool, plan.server
         if args is None:
             args = {}
@@ -765,7 +766,7 @@ def _schema_reason(exc: Exception) -> str:
     return f"invalid arguments: {message}"
 
 
-def load_policy(source: Any) -> Policy:
+def load_policy(source: object) -> Policy:
     """A :class:`Policy` from a Policy (as is), a mapping, a path (``str`` / ``PathLike``) or a Guard."""
     if isinstance(source, Policy):
         return source
