@@ -169,7 +169,7 @@ def json_equal(a: object, b: object) -> bool:
         return False
 
 
-def _type_name(value: object) -> str:
+def describe_type(value: object) -> str:
     """What a reason may say about a value: its JSON type in words (``a number``), never the value itself."""
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN (not a number)" if math.isnan(value) else "Infinity (not a finite number)"
@@ -178,6 +178,8 @@ def _type_name(value: object) -> str:
         return f"a {type(value).__name__}"
     return _KIND_TEXT["number" if kind == "integer" else kind]
 
+
+_type_name = describe_type  # the 0.1 name, for modules that still import it
 
 _KIND_TEXT = {
     "null": "null",
@@ -200,7 +202,7 @@ def show_value(value: object, redacted: bool = False) -> str:
         simple = type(value) in (int, float) or isinstance(value, str)
         text = repr(value) if simple else _json_text(value)
     except ValueError:  # an int too long to print (Python limits int -> str conversion)
-        text = f"<{_type_name(value)}>"
+        text = f"<{describe_type(value)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -217,7 +219,7 @@ def _json_text(value: object) -> str:
 def check_path(path: object) -> str | None:
     """Why ``path`` is not a condition path, or ``None``."""
     if not isinstance(path, str):
-        return f"a condition path must be a string, got {_type_name(path)}"
+        return f"a condition path must be a string, got {describe_type(path)}"
     if path in CONTEXT_PATHS:
         return None
     if path.startswith("args.") and all(path[5:].split(".")):
@@ -230,26 +232,26 @@ def check_operator(op: str, value: object) -> str | None:
     if op not in OPERATORS:
         return f"unknown operator {op!r}; allowed: {', '.join(OPERATORS)}"
     if op in ("in", "not_in") and not isinstance(value, list):
-        return f"{op!r} needs a list of values, got {_type_name(value)}"
+        return f"{op!r} needs a list of values, got {describe_type(value)}"
     if op in _NUMERIC and not _is_number(value):
-        return f"{op!r} compares numbers and needs a number, got {_type_name(value)}"
+        return f"{op!r} compares numbers and needs a number, got {describe_type(value)}"
     if op in ("regex", "glob") and not isinstance(value, str):
-        return f"{op!r} needs a string pattern, got {_type_name(value)}"
+        return f"{op!r} needs a string pattern, got {describe_type(value)}"
     if op == "regex":
         why = regex_problem(str(value))
         if why:
             return why
     if op == "exists" and not isinstance(value, bool):
-        return f"'exists' needs true or false, got {_type_name(value)}"
+        return f"'exists' needs true or false, got {describe_type(value)}"
     if op == "contains" and (isinstance(value, (Mapping, list)) or value is None):
-        return f"'contains' needs a string, number or boolean, got {_type_name(value)}"
+        return f"'contains' needs a string, number or boolean, got {describe_type(value)}"
     return None
 
 
 def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
     """Problems in a condition block, as (relative path tokens, message); empty when valid."""
     if not isinstance(block, Mapping):
-        return [((), f"conditions must be a mapping of path to operators, got {_type_name(block)}")]
+        return [((), f"conditions must be a mapping of path to operators, got {describe_type(block)}")]
     problems: list[tuple[tuple[str, ...], str]] = []
     for path, ops in block.items():
         why = check_path(path)
@@ -258,7 +260,7 @@ def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
             continue
         if not isinstance(ops, Mapping):
             problems.append(
-                ((path,), f"expected a mapping of operator to value (e.g. {{'gt': 100}}), got {_type_name(ops)}")
+                ((path,), f"expected a mapping of operator to value (e.g. {{'gt': 100}}), got {describe_type(ops)}")
             )
             continue
         if not ops:
@@ -338,7 +340,7 @@ def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
     return get
 
 
-def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str], Any]:
+def _value_reader(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str], Any]:
     if path == "identity":
         return lambda a, i, s, v, t: MISSING if i is None else i
     if path == "session":
@@ -365,7 +367,7 @@ def _kinds_of(op: str, expected: object) -> frozenset[str]:
     return frozenset()
 
 
-def _operator(op: str, expected: object) -> Callable[[Any], object]:
+def _comparison(op: str, expected: object) -> Callable[[Any], object]:
     """value -> True / False / _MISMATCH, for a present value."""
     kinds = _kinds_of(op, expected)
     if op in ("eq", "neq", "in", "not_in"):
@@ -408,7 +410,7 @@ def _operator(op: str, expected: object) -> Callable[[Any], object]:
     return contains
 
 
-def _need(op: str, expected: object) -> str:
+def _wanted_types(op: str, expected: object) -> str:
     if op in ("contains",):
         return "a string or a list"
     kinds = sorted(_kinds_of(op, expected))
@@ -428,7 +430,7 @@ class _Reasons:
         self._mismatch: dict[str, str] = {}
 
     def mismatch(self, value: object) -> str:
-        name = _type_name(value)
+        name = describe_type(value)
         text = self._mismatch.get(name)
         if text is None:
             text = self._wrong(name)
@@ -439,7 +441,7 @@ class _Reasons:
 
 def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
     """One (path, operator) check as a closure returning ``None`` or the reason it fails (require) / fires."""
-    get = _getter(path)
+    get = _value_reader(path)
     exp = show_value(expected)
     side = "fails" if kind == "require" else "counts as firing"
     through = (
@@ -466,10 +468,10 @@ def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
 
         return exists
 
-    test = _operator(op, expected)
+    test = _comparison(op, expected)
     sym = _SYMBOL[op]
     neg = _NEGATED[op]
-    need = _need(op, expected)
+    need = _wanted_types(op, expected)
     if kind == "require":
         reasons = _Reasons(
             refused=f"{path} {neg} {exp}",

@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, ErrorDetails, core_schema
 
-from mcp_guard._conditions import OPERATORS, _type_name, validate_conditions
+from mcp_guard._conditions import OPERATORS, describe_type, validate_conditions
 from mcp_guard._decision import Action, Scope
 from mcp_guard._errors import PolicyError, require_extra
 from mcp_guard._matching import check_pattern, pointer
@@ -111,7 +111,7 @@ def _one_of(what: str, choices: tuple[_Choice, ...]) -> Callable[[object], _Choi
     def check(v: object) -> _Choice:
         if isinstance(v, str) and v in choices:
             return v
-        shown = repr(v) if isinstance(v, str) else _type_name(v)
+        shown = repr(v) if isinstance(v, str) else describe_type(v)
         raise ValueError(f"{shown} is not {what}; allowed: {', '.join(choices)}")
 
     return check
@@ -123,7 +123,7 @@ def _of_type(kind: type[_Plain], what: str) -> Callable[[object], _Plain]:
     def check(v: object) -> _Plain:
         if isinstance(v, kind):
             return v
-        raise ValueError(f"expected {what}, got {_type_name(v)}")
+        raise ValueError(f"expected {what}, got {describe_type(v)}")
 
     return check
 
@@ -135,7 +135,7 @@ def _v_window(v: object) -> float | WindowName:
         raise ValueError(f"{v!r} is not a window; {_WINDOW_HELP}")
     if _is_number(v) and v > 0:
         return v
-    shown = repr(v) if _is_number(v) else _type_name(v)
+    shown = repr(v) if _is_number(v) else describe_type(v)
     raise ValueError(f"{shown} is not a window; {_WINDOW_HELP}")
 
 
@@ -146,7 +146,7 @@ def _v_max(v: object) -> int:
         raise ValueError(f"{v!r} is not a valid max (a boolean); allowed: an integer >= 0")
     if isinstance(v, int):
         raise ValueError(f"{v} is not a valid max (negative); allowed: an integer >= 0")
-    shown = repr(v) if isinstance(v, float) else _type_name(v)
+    shown = repr(v) if isinstance(v, float) else describe_type(v)
     raise ValueError(f"{shown} is not a valid max (not an integer); allowed: an integer >= 0")
 
 
@@ -157,14 +157,14 @@ def _v_cost(v: object) -> int | str:
         if v.startswith("args.") and all(v[5:].split(".")):
             return v
         raise ValueError(f"{v!r} is not a cost path; allowed: an integer >= 0 or an argument path like 'args.amount'")
-    shown = repr(v) if _is_number(v) else _type_name(v)
+    shown = repr(v) if _is_number(v) else describe_type(v)
     raise ValueError(f"{shown} is not a valid cost; allowed: an integer >= 0 or an argument path like 'args.amount'")
 
 
 def _v_counter(v: object) -> str:
     if isinstance(v, str) and v:
         return v
-    raise ValueError(f"a counter must be a non-empty string, got {_type_name(v) if v != '' else 'an empty string'}")
+    raise ValueError(f"a counter must be a non-empty string, got {describe_type(v) if v != '' else 'an empty string'}")
 
 
 _v_bool = _of_type(bool, "true or false")
@@ -180,7 +180,7 @@ def _v_rate_limit(v: object) -> str:
         m = _RATE_RE.match(v)
         if m and (m.group(2) in WINDOWS or float(m.group(2).rstrip("s")) > 0):
             return v
-    shown = repr(v) if isinstance(v, str) else _type_name(v)
+    shown = repr(v) if isinstance(v, str) else describe_type(v)
     raise ValueError(
         f"{shown} is not a rate limit; write '<max>/<window>' with window second, minute, hour, day or a "
         "number of seconds > 0, e.g. '30/minute', '30/60s' or '30/60'"
@@ -197,7 +197,7 @@ def _v_conditions(v: object) -> Conditions:
 def _v_timeout(v: object) -> float:
     if _is_number(v) and v > 0:
         return v
-    shown = repr(v) if _is_number(v) else _type_name(v)
+    shown = repr(v) if _is_number(v) else describe_type(v)
     raise ValueError(f"{shown} is not a timeout; allowed: a number of seconds > 0")
 
 
@@ -237,7 +237,7 @@ def _remote_refs(schema: object, where: tuple[str, ...] = ()) -> list[tuple[tupl
 
 def _v_schema(v: object) -> ArgsSchema:
     if not isinstance(v, (Mapping, bool)):
-        raise ValueError(f"args_schema must be a JSON Schema (an object or a boolean), got {_type_name(v)}")
+        raise ValueError(f"args_schema must be a JSON Schema (an object or a boolean), got {describe_type(v)}")
     try:
         text = canonical_json(v)
     except (TypeError, ValueError) as exc:
@@ -389,11 +389,11 @@ SchemaT = Annotated[
 ]
 
 
-class _Strict(BaseModel):
+class _StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
-class Limit(_Strict):
+class Limit(_StrictModel):
     """One rate limit: ``max`` calls (or cost units) per sliding ``window``, per ``scope``."""
 
     counter: CounterT = Field(None, description="budget name; limits with the same counter and scope key share it")
@@ -404,12 +404,12 @@ class Limit(_Strict):
     count_failures: BoolT = Field(False, description="true: a call that fails still uses its quota")
 
 
-class Approval(_Strict):
+class Approval(_StrictModel):
     timeout_s: TimeoutT = Field(None, description="seconds to wait for a human before the call is refused")
     description: TextT = Field(None, description="what the human is asked")
 
 
-class _RuleBase(_Strict):
+class _RuleBase(_StrictModel):
     limits: list[Limit] = Field(default_factory=list, description="rate limits charged to each call")
     rate_limit: RateT = Field(None, description="shorthand for one per-caller limit: '30/minute', '30/60s', '30/60'")
     require: ConditionsT = Field(default_factory=dict, description="checks that must all hold, else denied")
@@ -449,7 +449,7 @@ class AllTools(_RuleBase):
     """Limits and conditions applied to every call, in addition to the rule that matched."""
 
 
-class PolicyDocument(_Strict):
+class PolicyDocument(_StrictModel):
     """An mcp-guard policy, version 1 (PolicyLayer policies load unchanged)."""
 
     version: VersionT = Field(description='"1"')
@@ -495,13 +495,13 @@ def _fields_of(model: type[BaseModel]) -> list[str]:
     return names
 
 
-def _unwrap(annotation: object) -> object:
+def _field_type(annotation: object) -> object:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
+        return _field_type(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            inner = _unwrap(arg)
+            inner = _field_type(arg)
             if inner is not type(None):
                 return inner
     return annotation
@@ -516,12 +516,12 @@ def _model_at(loc: Location) -> type[BaseModel] | None:
             info = current.model_fields.get(str(loc[i]))
             if info is None:
                 return None
-            current = _unwrap(info.annotation)
+            current = _field_type(info.annotation)
             i += 1
             continue
         origin = typing.get_origin(current)
         if origin in (dict, list):
-            current = _unwrap(typing.get_args(current)[-1])
+            current = _field_type(typing.get_args(current)[-1])
             i += 1
             continue
         return None
@@ -554,11 +554,11 @@ def _message(err: ErrorDetails, loc: Location) -> list[tuple[Location, str]]:
             return [((*loc, *rel), msg) for rel, msg in error.problems]
         return [(loc, str(error) if error is not None else str(err["msg"]))]
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return [(loc, f"expected a mapping (JSON object), got {_type_name(value)}")]
+        return [(loc, f"expected a mapping (JSON object), got {describe_type(value)}")]
     if kind in ("list_type", "tuple_type"):
-        return [(loc, f"expected a list, got {_type_name(value)}")]
+        return [(loc, f"expected a list, got {describe_type(value)}")]
     if kind == "string_type":
-        return [(loc, f"expected a string, got {_type_name(value)}")]
+        return [(loc, f"expected a string, got {describe_type(value)}")]
     return [(loc, str(err["msg"]))]
 
 
@@ -660,7 +660,7 @@ def validate_document(doc: object, source: str | None = None) -> PolicyDocument:
             [
                 {
                     "path": "",
-                    "message": f"a policy must be a mapping (JSON object) at the top level, got {_type_name(doc)}",
+                    "message": f"a policy must be a mapping (JSON object) at the top level, got {describe_type(doc)}",
                 }
             ],
             source,

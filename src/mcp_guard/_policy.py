@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcp_guard._argcheck import non_finite_path
-from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, _type_name, args_getter, compile_conditions
+from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, args_getter, compile_conditions, describe_type
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
@@ -127,7 +127,7 @@ class _LimitSpec:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             # The type, never the value: arguments may be secrets.
-            shown = "a negative number" if _type_name(value) == "a number" else _type_name(value)
+            shown = "a negative number" if describe_type(value) == "a number" else describe_type(value)
             return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {shown}"
         return math.ceil(value)
 
@@ -224,7 +224,7 @@ class _Plan:
     server: str | None
     kind: str  # "hidden" | "deny" | "run"
     decision: Decision  # hidden / deny: the answer; run: the answer when every check passes
-    main: _Rule | None = None
+    deciding_rule: _Rule | None = None  # the matched rule whose action applies
     rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
     schemas: tuple[tuple[str, Callable[[object], object], _Rule], ...] = ()
     # require, then deny_if: (pointer, check, code, the refusals it has given, by reason). A reason quotes no
@@ -532,7 +532,7 @@ class Policy:
             server,
             "run",
             decision,
-            main=main,
+            deciding_rule=main,
             rules=rules,
             schemas=tuple((r.schema[0], r.schema[1], r) for r in rules if r.schema is not None),
             checks=tuple((p, c, "requirement_failed", {}) for r in rules for p, c in r.require)
@@ -587,7 +587,7 @@ class Policy:
                     if type(value) not in _FLAT_LEAVES:
                         bad = non_finite_path(args)
                         if bad is not None:
-                            return self._non_finite(plan, bad)
+                            return self._refuse_non_finite(plan, bad)
                         break
             for ptr, check, code, refusals in plan.checks:
                 why = check(args, identity, session, server, tool)
@@ -607,12 +607,12 @@ class Policy:
         self, plan: _Plan, rule: str, code: Code, refusals: dict[str, Decision], reason: str
     ) -> Decision:
         """The refusal for a failing (require) or firing (deny_if) check, remembered in its own ``refusals``."""
-        refusal = self._deny(plan, code, rule, reason)
+        refusal = self._refusal(plan, code, rule, reason)
         if len(refusals) < _REFUSALS_MAX:
             refusals[reason] = refusal
         return refusal
 
-    def _deny(self, plan: _Plan, code: Code, rule: str, reason: str) -> Decision:
+    def _refusal(self, plan: _Plan, code: Code, rule: str, reason: str) -> Decision:
         # A failing check reports the check. A rule's own ``reason`` is the model's text only when the rule's
         # action refuses (a deny rule, decided in _resolve); an allow rule's reason says nothing about why
         # this check failed ("capped at 5,000 USD" when the symbol was wrong), so it is not used here.
@@ -635,11 +635,11 @@ class Policy:
                 plan.refusals[key] = decision
         return decision
 
-    def _non_finite(self, plan: _Plan, path: str) -> Decision:
-        return self._deny(
+    def _refuse_non_finite(self, plan: _Plan, path: str) -> Decision:
+        return self._refusal(
             plan,
             "invalid_arguments",
-            plan.main.pointer if plan.main else self._DEFAULT_POINTER,
+            plan.deciding_rule.pointer if plan.deciding_rule else self._DEFAULT_POINTER,
             f"{path} is not a finite number (NaN and Infinity are not valid JSON)",
         )
 
@@ -648,33 +648,33 @@ class Policy:
         if args is None:
             args = {}
         elif type(args) is not dict and not isinstance(args, Mapping):
-            return self._deny(
+            return self._refusal(
                 plan,
                 "invalid_arguments",
-                plan.main.pointer if plan.main else self._DEFAULT_POINTER,
+                plan.deciding_rule.pointer if plan.deciding_rule else self._DEFAULT_POINTER,
                 f"the arguments must be a JSON object (a mapping of name to value), got {type(args).__name__}",
             )
         if plan.reads_args:
-            bad = _non_finite(args)
+            bad = _non_finite_arg_path(args)
             if bad is not None:
-                return self._non_finite(plan, bad)
+                return self._refuse_non_finite(plan, bad)
         for ptr, validate, _owner in plan.schemas:
             try:
                 validate(args)
             except Exception as exc:  # fastjsonschema's JsonSchemaValueException, or a value it cannot handle
-                return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc))
+                return self._refusal(plan, "invalid_arguments", ptr, _schema_reason(exc))
         for ptr, check, code, refusals in plan.checks:
             why = check(args, identity, session, server, tool)
             if why is not None:
                 return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
         decision = plan.decision
-        main = plan.main or self._default_rule
+        main = plan.deciding_rule or self._default_rule
         if plan.per_args:
             charges: list[LimitCharge] = []
             for spec in plan.limits:
                 cost = spec.cost_of(args)
                 if isinstance(cost, str):
-                    return self._deny(plan, "invalid_arguments", f"{spec.rule}/cost", cost)
+                    return self._refusal(plan, "invalid_arguments", f"{spec.rule}/cost", cost)
                 charges.append(spec.charge(tool, server, identity, session, cost))
             decision = decision.replace(limits=tuple(charges))
         elif plan.per_caller:
@@ -722,7 +722,7 @@ class Policy:
         return plan.kind == "run" and (plan.decision.action == "require_approval" or bool(plan.approve_if))
 
 
-def _non_finite(args: Mapping[str, Any]) -> str | None:
+def _non_finite_arg_path(args: Mapping[str, Any]) -> str | None:
     """The path of a NaN / Infinity in ``args``, walking only when a value is not a flat leaf.
 
     (``evaluate``'s hot path inlines the same loop to save the call.)
