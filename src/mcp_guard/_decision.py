@@ -26,7 +26,9 @@ Code = Literal[
 ]
 Scope = Literal["grant", "identity", "session", "global", "tool"]
 
-CODES: tuple[str, ...] = get_args(Code)  # the codes of spec section 5, in its order
+CODES: tuple[str, ...] = get_args(Code)
+#: A refusal as the model sees it (spec section 5): a JSON object.
+Payload = dict[str, Any]  # the codes of spec section 5, in its order
 
 # "grant" is PolicyLayer's word for "per caller identity": both scopes share one budget.
 _SCOPE_KIND = {
@@ -203,7 +205,7 @@ class Decision:
             return f"Wait at least {self.retry_after_s:g} s before calling {self.tool} again."
         return _HINTS[self.code].format(tool=self.tool)
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> Payload:
         """The JSON object of spec section 5; fields that do not apply are left out."""
         if self.retry_after_s is not None:  # a wait is a value: built each time
             return self._payload()
@@ -229,8 +231,8 @@ class Decision:
             text = _remember(_TEXTS, key, _PAYLOAD_JSON(self._payload()))
         return text
 
-    def _payload(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"error": "policy_violation", "code": self.code, "tool": self.tool}
+    def _payload(self) -> Payload:
+        payload: Payload = {"error": "policy_violation", "code": self.code, "tool": self.tool}
         if self.server is not None:
             payload["server"] = self.server
         if self.reason is not None:
@@ -283,7 +285,7 @@ setattr(Decision, "__init__", _slot_init(Decision))  # noqa: B010  # mypy keeps 
 # argument value, so a policy gives a small set of them. Both memos are bounded; a full one starts over.
 _PAYLOAD_KEY = operator.attrgetter("code", "tool", "server", "reason", "rule", "policy")
 _MEMO_MAX = 4096
-_PAYLOADS: dict[tuple[object, ...], dict[str, Any]] = {}
+_PAYLOADS: dict[tuple[object, ...], Payload] = {}
 _TEXTS: dict[tuple[object, ...], str] = {}
 _Memo = TypeVar("_Memo")
 
