@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import typing
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Final, Literal
@@ -116,17 +117,20 @@ def _is_number(value: object) -> bool:
         return True
 
 
-def json_kind(value: object) -> str | None:
-    """The JSON type of a value (``null boolean number string object array``), ``None`` when it has none.
+def json_type(value: object) -> str | None:
+    """The JSON Schema type name of a value (``null boolean integer number string object array``), else ``None``.
 
-    NaN and ±Infinity have none (JSON has no such numbers), so every check treats them as a type mismatch.
+    A plain reading: NaN is a ``number`` here. :func:`json_kind` is the strict one the checks use; the audit
+    describes arguments with this one.
     """
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
-        return "number" if _is_number(value) else None
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, Mapping):
@@ -134,6 +138,17 @@ def json_kind(value: object) -> str | None:
     if isinstance(value, (list, tuple)):
         return "array"
     return None
+
+
+def json_kind(value: object) -> str | None:
+    """The JSON type of a value (``null boolean number string object array``), ``None`` when it has none.
+
+    NaN and ±Infinity have none (JSON has no such numbers), so every check treats them as a type mismatch.
+    """
+    kind = json_type(value)
+    if kind == "integer" or kind == "number":
+        return "number" if _is_number(value) else None
+    return kind
 
 
 def json_equal(a: object, b: object) -> bool:
@@ -154,25 +169,17 @@ def json_equal(a: object, b: object) -> bool:
         return False
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN (not a number)"
-    if isinstance(value, float) and math.isinf(value):
-        return "Infinity (not a finite number)"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return f"a {type(value).__name__}"
+def describe_type(value: object) -> str:
+    """What a reason may say about a value: its JSON type in words (``a number``), never the value itself."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN (not a number)" if math.isnan(value) else "Infinity (not a finite number)"
+    kind = json_type(value)
+    if kind is None:
+        return f"a {type(value).__name__}"
+    return _KIND_TEXT["number" if kind == "integer" else kind]
 
+
+_type_name = describe_type  # the 0.1 name, for modules that still import it
 
 _KIND_TEXT = {
     "null": "null",
@@ -195,7 +202,7 @@ def show_value(value: object, redacted: bool = False) -> str:
         simple = type(value) in (int, float) or isinstance(value, str)
         text = repr(value) if simple else _json_text(value)
     except ValueError:  # an int too long to print (Python limits int -> str conversion)
-        text = f"<{_type_name(value)}>"
+        text = f"<{describe_type(value)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -212,7 +219,7 @@ def _json_text(value: object) -> str:
 def check_path(path: object) -> str | None:
     """Why ``path`` is not a condition path, or ``None``."""
     if not isinstance(path, str):
-        return f"a condition path must be a string, got {_type_name(path)}"
+        return f"a condition path must be a string, got {describe_type(path)}"
     if path in CONTEXT_PATHS:
         return None
     if path.startswith("args.") and all(path[5:].split(".")):
@@ -225,26 +232,26 @@ def check_operator(op: str, value: object) -> str | None:
     if op not in OPERATORS:
         return f"unknown operator {op!r}; allowed: {', '.join(OPERATORS)}"
     if op in ("in", "not_in") and not isinstance(value, list):
-        return f"{op!r} needs a list of values, got {_type_name(value)}"
+        return f"{op!r} needs a list of values, got {describe_type(value)}"
     if op in _NUMERIC and not _is_number(value):
-        return f"{op!r} compares numbers and needs a number, got {_type_name(value)}"
+        return f"{op!r} compares numbers and needs a number, got {describe_type(value)}"
     if op in ("regex", "glob") and not isinstance(value, str):
-        return f"{op!r} needs a string pattern, got {_type_name(value)}"
+        return f"{op!r} needs a string pattern, got {describe_type(value)}"
     if op == "regex":
         why = regex_problem(str(value))
         if why:
             return why
     if op == "exists" and not isinstance(value, bool):
-        return f"'exists' needs true or false, got {_type_name(value)}"
+        return f"'exists' needs true or false, got {describe_type(value)}"
     if op == "contains" and (isinstance(value, (Mapping, list)) or value is None):
-        return f"'contains' needs a string, number or boolean, got {_type_name(value)}"
+        return f"'contains' needs a string, number or boolean, got {describe_type(value)}"
     return None
 
 
 def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
     """Problems in a condition block, as (relative path tokens, message); empty when valid."""
     if not isinstance(block, Mapping):
-        return [((), f"conditions must be a mapping of path to operators, got {_type_name(block)}")]
+        return [((), f"conditions must be a mapping of path to operators, got {describe_type(block)}")]
     problems: list[tuple[tuple[str, ...], str]] = []
     for path, ops in block.items():
         why = check_path(path)
@@ -253,7 +260,7 @@ def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
             continue
         if not isinstance(ops, Mapping):
             problems.append(
-                ((path,), f"expected a mapping of operator to value (e.g. {{'gt': 100}}), got {_type_name(ops)}")
+                ((path,), f"expected a mapping of operator to value (e.g. {{'gt': 100}}), got {describe_type(ops)}")
             )
             continue
         if not ops:
@@ -333,7 +340,7 @@ def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
     return get
 
 
-def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str], Any]:
+def _value_reader(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str], Any]:
     if path == "identity":
         return lambda a, i, s, v, t: MISSING if i is None else i
     if path == "session":
@@ -346,13 +353,13 @@ def _getter(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, s
     return lambda a, i, s, v, t: read(a)
 
 
-def _kinds_of(op: str, expected: Any) -> frozenset[str]:
+def _kinds_of(op: str, expected: object) -> frozenset[str]:
     """The JSON types a value may have for ``{op: expected}`` to be a fair comparison (empty: any)."""
     if op in ("eq", "neq"):
         kind = json_kind(expected)
         return frozenset({kind}) if kind else frozenset()
     if op in ("in", "not_in"):
-        return frozenset(k for k in map(json_kind, expected) if k)
+        return frozenset(k for k in map(json_kind, typing.cast(list[object], expected)) if k)
     if op in _NUMERIC:
         return frozenset({"number"})
     if op in ("regex", "glob"):
@@ -360,15 +367,15 @@ def _kinds_of(op: str, expected: Any) -> frozenset[str]:
     return frozenset()
 
 
-def _operator(op: str, expected: Any) -> Callable[[Any], object]:
+def _comparison(op: str, expected: object) -> Callable[[Any], object]:
     """value -> True / False / _MISMATCH, for a present value."""
     kinds = _kinds_of(op, expected)
     if op in ("eq", "neq", "in", "not_in"):
         if op in ("eq", "neq"):
-            options: tuple[Any, ...] = (expected,)
+            options: tuple[object, ...] = (expected,)
             want = op == "eq"
         else:
-            options = tuple(expected)
+            options = tuple(typing.cast(list[object], expected))  # validated: 'in' takes a list
             want = op == "in"
 
         def equality(v: Any) -> object:
@@ -386,10 +393,10 @@ def _operator(op: str, expected: Any) -> Callable[[Any], object]:
 
         return numeric
     if op == "regex":
-        search = compile_regex(expected)
+        search = compile_regex(str(expected))
         return lambda v: search(v) if isinstance(v, str) else _MISMATCH
     if op == "glob":
-        glob_match = glob_matcher(expected)
+        glob_match = glob_matcher(str(expected))
         return lambda v: glob_match(v) if isinstance(v, str) else _MISMATCH
 
     # contains: substring for strings, membership for lists
@@ -403,7 +410,7 @@ def _operator(op: str, expected: Any) -> Callable[[Any], object]:
     return contains
 
 
-def _need(op: str, expected: Any) -> str:
+def _wanted_types(op: str, expected: object) -> str:
     if op in ("contains",):
         return "a string or a list"
     kinds = sorted(_kinds_of(op, expected))
@@ -413,17 +420,17 @@ def _need(op: str, expected: Any) -> str:
 class _Reasons:
     """Every reason one check can give, built once: the check, never the argument's value."""
 
-    __slots__ = ("_mismatch", "_wrong", "holds", "missing", "through")
+    __slots__ = ("_mismatch", "_wrong", "missing", "refused", "through")
 
-    def __init__(self, holds: str, through: str, missing: str, wrong: Callable[[str], str]) -> None:
-        self.holds = holds
+    def __init__(self, refused: str, through: str, missing: str | None, wrong: Callable[[str], str]) -> None:
+        self.refused = refused  # the comparison went against the call: require does not hold, deny_if holds
         self.through = through
         self.missing = missing
         self._wrong = wrong
         self._mismatch: dict[str, str] = {}
 
     def mismatch(self, value: object) -> str:
-        name = _type_name(value)
+        name = describe_type(value)
         text = self._mismatch.get(name)
         if text is None:
             text = self._wrong(name)
@@ -432,9 +439,9 @@ class _Reasons:
         return text
 
 
-def compile_check(path: str, op: str, expected: Any, kind: Kind) -> Check:
+def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
     """One (path, operator) check as a closure returning ``None`` or the reason it fails (require) / fires."""
-    get = _getter(path)
+    get = _value_reader(path)
     exp = show_value(expected)
     side = "fails" if kind == "require" else "counts as firing"
     through = (
@@ -461,63 +468,49 @@ def compile_check(path: str, op: str, expected: Any, kind: Kind) -> Check:
 
         return exists
 
-    test = _operator(op, expected)
+    test = _comparison(op, expected)
     sym = _SYMBOL[op]
     neg = _NEGATED[op]
-    need = _need(op, expected)
+    need = _wanted_types(op, expected)
     if kind == "require":
         reasons = _Reasons(
-            holds="",
+            refused=f"{path} {neg} {exp}",
             through=through,
             missing=f"{path} is missing (required: {sym} {exp})",
             wrong=lambda name: f"{path} has the wrong type: {sym} {exp} needs {need}, got {name}",
         )
-        fails = f"{path} {neg} {exp}"
+        passes: object = True  # the comparison's result that lets the call through
+    else:
+        reasons = _Reasons(
+            refused=f"{kind} {path} {sym} {exp}",
+            through=through,
+            missing=None,  # an absent value never fires
+            wrong=lambda name: (
+                f"{kind} {path} {sym} {exp}: the value has the wrong type (got {name}, need {need}), "
+                "so the check counts as firing"
+            ),
+        )
+        passes = False
 
-        def require(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
-            value = get(a, i, s, v, t)
-            if value is MISSING:
-                return reasons.missing
-            if value is THROUGH:
-                return reasons.through
-            result = test(value)
-            if result is True:
-                return None
-            if result is _MISMATCH:
-                return reasons.mismatch(value)
-            return fails
-
-        return require
-
-    reasons = _Reasons(
-        holds=f"{kind} {path} {sym} {exp}",
-        through=through,
-        missing="",
-        wrong=lambda name: (
-            f"{kind} {path} {sym} {exp}: the value has the wrong type (got {name}, need {need}), "
-            "so the check counts as firing"
-        ),
-    )
-
-    def fires(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
+    def check(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
         value = get(a, i, s, v, t)
         if value is MISSING:
-            return None
+            return reasons.missing
         if value is THROUGH:
             return reasons.through
         result = test(value)
-        if result is False:
+        if result is passes:
             return None
         if result is _MISMATCH:
             return reasons.mismatch(value)
-        return reasons.holds
+        return reasons.refused
 
-    if op in _NUMERIC and path.startswith("args.") and "." not in path[5:]:
+    if kind != "require" and op in _NUMERIC and path.startswith("args.") and "." not in path[5:]:
         # The hot shape (deny_if args.amount > N): one dict lookup and one comparison when nothing fires.
         key = path[5:]
         compare = _COMPARE[op]
         bound = expected
-        holds = reasons.holds
+        holds = reasons.refused
         isfinite = math.isfinite
 
         def fires_numeric(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
@@ -527,15 +520,15 @@ def compile_check(path: str, op: str, expected: Any, kind: Kind) -> Check:
                 return holds if compare(value, bound) else None
             if tv is float and isfinite(value):
                 return holds if compare(value, bound) else None
-            return fires(a, i, s, v, t)
+            return check(a, i, s, v, t)
 
         return fires_numeric
 
-    return fires
+    return check
 
 
 def compile_conditions(
-    block: Mapping[str, Mapping[str, Any]], kind: Kind, base_pointer: str
+    block: Mapping[str, Mapping[str, object]], kind: Kind, base_pointer: str
 ) -> tuple[tuple[str, Check], ...]:
     """Every (path, op) of a validated block as ``(rule pointer, check)``, in the block's order."""
 

@@ -20,29 +20,45 @@ import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar, Union, get_args
 
 from pydantic import (
     AliasChoices,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     ValidationError,
-    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, ErrorDetails, core_schema
 
-from mcp_guard._conditions import OPERATORS, _type_name, validate_conditions
+from mcp_guard._conditions import OPERATORS, describe_type, validate_conditions
+from mcp_guard._decision import Action, Scope
 from mcp_guard._errors import PolicyError, require_extra
 from mcp_guard._matching import check_pattern, pointer
 
-ACTIONS = ("allow", "deny", "require_approval")
-SCOPES = ("grant", "identity", "session", "global", "tool")
-RISK_CLASSES = ("read", "write", "destructive", "open_world")
-MODES = ("enforce", "shadow")
+WindowName = Literal["second", "minute", "hour", "day"]
+Mode = Literal["enforce", "shadow"]
+RiskClass = Literal["read", "write", "destructive", "open_world"]
+#: A condition block: path (``args.amount``, ``identity``...) -> operator -> the value the policy wrote.
+Conditions = Mapping[str, Mapping[str, object]]
+#: A rule's ``args_schema``: a JSON Schema (draft 7), an object or a boolean.
+ArgsSchema = Mapping[str, object] | bool
+
+ACTIONS: tuple[Action, ...] = get_args(Action)
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+RISK_CLASSES: tuple[RiskClass, ...] = get_args(RiskClass)
+MODES: tuple[Mode, ...] = get_args(Mode)
+#: Where a problem is in the document: keys and list indexes, as pydantic reports them.
+Location = tuple[int | str, ...]
+_Choice = TypeVar("_Choice", bound=str)
+_Plain = TypeVar("_Plain")
 WINDOWS: dict[str, float] = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 _WINDOW_HELP = "allowed: second, minute, hour, day, or a number of seconds > 0"
 _RATE_RE = re.compile(r"^(\d+)/(second|minute|hour|day|\d+(?:\.\d+)?s?)$")
@@ -70,7 +86,7 @@ class _Problems(ValueError):
         self.problems = problems
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     # A finite int or float, not a bool; ints too large for a float (10**400) are refused, not an OverflowError.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -81,121 +97,130 @@ def _is_number(value: object) -> bool:
 
 
 # -- field validators ----------------------------------------------------------------------------------
+# Each is the whole validation of its field (see _Checked): JSON types exactly, and messages that say what is
+# allowed. They take ``object`` because a policy document may hold anything.
 
 
-def _v_version(v: Any) -> str:
+def _v_version(v: object) -> Literal["1"]:
     if v == "1" or (type(v) is int and v == 1):
         return "1"
     raise ValueError(f'unsupported version {v!r}; allowed: "1" (the integer 1 is accepted too)')
 
 
-def _enum(what: str, choices: tuple[str, ...]) -> Any:
-    def check(v: Any) -> Any:
+def _one_of(what: str, choices: tuple[_Choice, ...]) -> Callable[[object], _Choice]:
+    def check(v: object) -> _Choice:
         if isinstance(v, str) and v in choices:
             return v
-        shown = repr(v) if isinstance(v, str) else _type_name(v)
+        shown = repr(v) if isinstance(v, str) else describe_type(v)
         raise ValueError(f"{shown} is not {what}; allowed: {', '.join(choices)}")
 
     return check
 
 
-def _v_window(v: Any) -> Any:
+def _of_type(kind: type[_Plain], what: str) -> Callable[[object], _Plain]:
+    """A check that the value is a ``kind`` (a bool is a bool, a str a str: strict JSON types)."""
+
+    def check(v: object) -> _Plain:
+        if isinstance(v, kind):
+            return v
+        raise ValueError(f"expected {what}, got {describe_type(v)}")
+
+    return check
+
+
+def _v_window(v: object) -> float | WindowName:
     if isinstance(v, str):
         if v in WINDOWS:
-            return v
+            return typing.cast(WindowName, v)
         raise ValueError(f"{v!r} is not a window; {_WINDOW_HELP}")
     if _is_number(v) and v > 0:
         return v
-    shown = repr(v) if _is_number(v) else _type_name(v)
+    shown = repr(v) if _is_number(v) else describe_type(v)
     raise ValueError(f"{shown} is not a window; {_WINDOW_HELP}")
 
 
-def _v_max(v: Any) -> Any:
+def _v_max(v: object) -> int:
     if type(v) is int and v >= 0:
         return v
     if isinstance(v, bool):
         raise ValueError(f"{v!r} is not a valid max (a boolean); allowed: an integer >= 0")
     if isinstance(v, int):
         raise ValueError(f"{v} is not a valid max (negative); allowed: an integer >= 0")
-    shown = repr(v) if isinstance(v, float) else _type_name(v)
+    shown = repr(v) if isinstance(v, float) else describe_type(v)
     raise ValueError(f"{shown} is not a valid max (not an integer); allowed: an integer >= 0")
 
 
-def _v_cost(v: Any) -> Any:
+def _v_cost(v: object) -> int | str:
     if type(v) is int and v >= 0:
         return v
     if isinstance(v, str):
         if v.startswith("args.") and all(v[5:].split(".")):
             return v
         raise ValueError(f"{v!r} is not a cost path; allowed: an integer >= 0 or an argument path like 'args.amount'")
-    shown = repr(v) if _is_number(v) else _type_name(v)
+    shown = repr(v) if _is_number(v) else describe_type(v)
     raise ValueError(f"{shown} is not a valid cost; allowed: an integer >= 0 or an argument path like 'args.amount'")
 
 
-def _v_counter(v: Any) -> Any:
+def _v_counter(v: object) -> str:
     if isinstance(v, str) and v:
         return v
-    raise ValueError(f"a counter must be a non-empty string, got {_type_name(v) if v != '' else 'an empty string'}")
+    raise ValueError(f"a counter must be a non-empty string, got {describe_type(v) if v != '' else 'an empty string'}")
 
 
-def _v_bool(v: Any) -> Any:
-    if isinstance(v, bool):
-        return v
-    raise ValueError(f"expected true or false, got {_type_name(v)}")
+_v_bool = _of_type(bool, "true or false")
+_v_text = _of_type(str, "a string")
 
 
-def _v_rate_limit(v: Any) -> Any:
+def _v_optional_bool(v: object) -> bool | None:
+    return None if v is None else _v_bool(v)
+
+
+def _v_rate_limit(v: object) -> str:
     if isinstance(v, str):
         m = _RATE_RE.match(v)
         if m and (m.group(2) in WINDOWS or float(m.group(2).rstrip("s")) > 0):
             return v
-    shown = repr(v) if isinstance(v, str) else _type_name(v)
+    shown = repr(v) if isinstance(v, str) else describe_type(v)
     raise ValueError(
         f"{shown} is not a rate limit; write '<max>/<window>' with window second, minute, hour, day or a "
         "number of seconds > 0, e.g. '30/minute', '30/60s' or '30/60'"
     )
 
 
-def _v_conditions(v: Any) -> Any:
+def _v_conditions(v: object) -> Conditions:
     problems = validate_conditions(v)
     if problems:
         raise _Problems(problems)
-    return v
+    return typing.cast(Conditions, v)  # validate_conditions checked the shape: path -> {operator: value}
 
 
-def _v_timeout(v: Any) -> Any:
+def _v_timeout(v: object) -> float:
     if _is_number(v) and v > 0:
         return v
-    shown = repr(v) if _is_number(v) else _type_name(v)
+    shown = repr(v) if _is_number(v) else describe_type(v)
     raise ValueError(f"{shown} is not a timeout; allowed: a number of seconds > 0")
 
 
-def _v_text(v: Any) -> Any:
-    if isinstance(v, str):
-        return v
-    raise ValueError(f"expected a string, got {_type_name(v)}")
-
-
-def _v_pattern(v: Any) -> Any:
-    why = check_pattern(v)
+def _v_pattern(v: object) -> str:
+    why = check_pattern(v)  # type: ignore[arg-type]  # it takes anything and says why a non-string is wrong
     if why:
         raise ValueError(why)
-    return v
+    return typing.cast(str, v)
 
 
-def _v_class(v: Any) -> Any:
+def _v_class(v: object) -> RiskClass:
     if isinstance(v, str) and v in RISK_CLASSES:
         return v
     raise ValueError(f"{v!r} is not a risk class; allowed: {', '.join(RISK_CLASSES)}")
 
 
-def _v_redact_path(v: Any) -> Any:
+def _v_redact_path(v: object) -> str:
     if isinstance(v, str) and v and all(v.split(".")):
         return v
     raise ValueError(f"{v!r} is not an argument path; allowed: 'args.name' or 'name', dotted for nested values")
 
 
-def _remote_refs(schema: Any, where: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+def _remote_refs(schema: object, where: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
     # A remote $ref would make the validator fetch a URL; the evaluator must do no I/O.
     found: list[tuple[tuple[str, ...], str]] = []
     if isinstance(schema, Mapping):
@@ -210,9 +235,9 @@ def _remote_refs(schema: Any, where: tuple[str, ...] = ()) -> list[tuple[tuple[s
     return found
 
 
-def _v_schema(v: Any) -> Any:
+def _v_schema(v: object) -> ArgsSchema:
     if not isinstance(v, (Mapping, bool)):
-        raise ValueError(f"args_schema must be a JSON Schema (an object or a boolean), got {_type_name(v)}")
+        raise ValueError(f"args_schema must be a JSON Schema (an object or a boolean), got {describe_type(v)}")
     try:
         text = canonical_json(v)
     except (TypeError, ValueError) as exc:
@@ -246,7 +271,7 @@ _ENFORCED_DRAFTS = ("draft-04", "draft-06", "draft-07")
 _NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "definitions", "$defs", "dependencies"})
 
 
-def _unenforced(schema: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+def _unenforced(schema: object, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
     found: list[tuple[tuple[str, ...], str]] = []
     if isinstance(schema, list):
         for i, item in enumerate(schema):
@@ -292,44 +317,62 @@ def _schema_problems(schema_json: str) -> tuple[tuple[tuple[str, ...], str], ...
 
 
 @lru_cache(maxsize=4096)
-def compile_schema(schema_json: str) -> Any:
+def compile_schema(schema_json: str) -> Callable[[object], object]:
     """A fastjsonschema validator for a schema given as canonical JSON; identical schemas compile once."""
     import fastjsonschema
 
     # use_default=False: validating must never write defaults into the caller's arguments.
-    return fastjsonschema.compile(json.loads(schema_json), use_default=False)
+    validate: Callable[[object], object] = fastjsonschema.compile(json.loads(schema_json), use_default=False)
+    return validate
 
 
-def canonical_json(doc: Any) -> str:
+def canonical_json(doc: object) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-Version = Annotated[Any, BeforeValidator(_v_version), WithJsonSchema({"anyOf": [{"const": "1"}, {"const": 1}]})]
-ActionT = Annotated[Any, BeforeValidator(_enum("an action", ACTIONS)), WithJsonSchema({"enum": list(ACTIONS)})]
-ScopeT = Annotated[Any, BeforeValidator(_enum("a scope", SCOPES)), WithJsonSchema({"enum": list(SCOPES)})]
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A field's whole validation (``check``) and its JSON Schema, for ``Annotated[<type>, _Checked(...)]``.
+
+    pydantic would otherwise validate the declared type as well, after ``check``: coercing (an int window to a
+    float, which changes the document's dump and hash) or, for a union, warning when it serialises. ``check``
+    alone decides, as the static type says, and the value is serialised as it is.
+    """
+
+    check: Callable[[object], object]
+    schema: dict[str, Any] | None = None  # None: the plain JSON Schema of a string
+
+    def __get_pydantic_core_schema__(self, source: object, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.check)
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return dict(self.schema) if self.schema is not None else {"type": "string"}
+
+
+VersionT = Annotated[Literal["1"], _Checked(_v_version, {"anyOf": [{"const": "1"}, {"const": 1}]})]
+ActionT = Annotated[Action, _Checked(_one_of("an action", ACTIONS), {"enum": list(ACTIONS)})]
+ScopeT = Annotated[Scope, _Checked(_one_of("a scope", SCOPES), {"enum": list(SCOPES)})]
 WindowT = Annotated[
-    Any,
-    BeforeValidator(_v_window),
-    WithJsonSchema({"anyOf": [{"enum": list(WINDOWS)}, {"type": "number", "exclusiveMinimum": 0}]}),
+    float | WindowName,
+    _Checked(_v_window, {"anyOf": [{"enum": list(WINDOWS)}, {"type": "number", "exclusiveMinimum": 0}]}),
 ]
-MaxT = Annotated[Any, BeforeValidator(_v_max), WithJsonSchema({"type": "integer", "minimum": 0})]
+MaxT = Annotated[int, _Checked(_v_max, {"type": "integer", "minimum": 0})]
 CostT = Annotated[
-    Any,
-    BeforeValidator(_v_cost),
-    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^args\..+"}]}),
+    int | str,
+    _Checked(_v_cost, {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^args\..+"}]}),
 ]
-ModeT = Annotated[Any, BeforeValidator(_enum("a mode", MODES)), WithJsonSchema({"enum": list(MODES)})]
-CounterT = Annotated[Any, BeforeValidator(_v_counter), WithJsonSchema({"type": "string", "minLength": 1})]
-BoolT = Annotated[Any, BeforeValidator(_v_bool), WithJsonSchema({"type": "boolean"})]
-OptBoolT = Annotated[
-    Any, BeforeValidator(lambda v: v if v is None else _v_bool(v)), WithJsonSchema({"type": "boolean"})
-]
-RateT = Annotated[Any, BeforeValidator(_v_rate_limit), WithJsonSchema({"type": "string", "pattern": _RATE_RE.pattern})]
-TextT = Annotated[Any, BeforeValidator(_v_text), WithJsonSchema({"type": "string"})]
-TimeoutT = Annotated[Any, BeforeValidator(_v_timeout), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
-PatternT = Annotated[str, BeforeValidator(_v_pattern)]
-ClassT = Annotated[str, BeforeValidator(_v_class)]
-RedactT = Annotated[str, BeforeValidator(_v_redact_path)]
+_MODE = _Checked(_one_of("a mode", MODES), {"enum": list(MODES)})
+ModeT = Annotated[Mode, _MODE]
+OptModeT = Annotated[Mode | None, _MODE]  # a rule's mode: unset follows the policy's
+CounterT = Annotated[str | None, _Checked(_v_counter, {"type": "string", "minLength": 1})]
+BoolT = Annotated[bool, _Checked(_v_bool, {"type": "boolean"})]
+OptBoolT = Annotated[bool | None, _Checked(_v_optional_bool, {"type": "boolean"})]
+RateT = Annotated[str | None, _Checked(_v_rate_limit, {"type": "string", "pattern": _RATE_RE.pattern})]
+TextT = Annotated[str | None, _Checked(_v_text, {"type": "string"})]
+TimeoutT = Annotated[float | None, _Checked(_v_timeout, {"type": "number", "exclusiveMinimum": 0})]
+PatternT = Annotated[str, _Checked(_v_pattern)]
+ClassT = Annotated[RiskClass, _Checked(_v_class)]
+RedactT = Annotated[str, _Checked(_v_redact_path)]
 _COND_SCHEMA: dict[str, Any] = {
     "type": "object",
     "propertyNames": {"pattern": r"^(args\..+|identity|session|server|tool)$"},
@@ -339,19 +382,18 @@ _COND_SCHEMA: dict[str, Any] = {
         "minProperties": 1,
     },
 }
-ConditionsT = Annotated[Any, BeforeValidator(_v_conditions), WithJsonSchema(_COND_SCHEMA)]
+ConditionsT = Annotated[Conditions, _Checked(_v_conditions, _COND_SCHEMA)]
 SchemaT = Annotated[
-    Any,
-    BeforeValidator(_v_schema),
-    WithJsonSchema({"type": ["object", "boolean"], "description": "a JSON Schema for the arguments"}),
+    ArgsSchema | None,
+    _Checked(_v_schema, {"type": ["object", "boolean"], "description": "a JSON Schema for the arguments"}),
 ]
 
 
-class _Strict(BaseModel):
+class _StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
-class Limit(_Strict):
+class Limit(_StrictModel):
     """One rate limit: ``max`` calls (or cost units) per sliding ``window``, per ``scope``."""
 
     counter: CounterT = Field(None, description="budget name; limits with the same counter and scope key share it")
@@ -362,12 +404,12 @@ class Limit(_Strict):
     count_failures: BoolT = Field(False, description="true: a call that fails still uses its quota")
 
 
-class Approval(_Strict):
+class Approval(_StrictModel):
     timeout_s: TimeoutT = Field(None, description="seconds to wait for a human before the call is refused")
     description: TextT = Field(None, description="what the human is asked")
 
 
-class _RuleBase(_Strict):
+class _RuleBase(_StrictModel):
     limits: list[Limit] = Field(default_factory=list, description="rate limits charged to each call")
     rate_limit: RateT = Field(None, description="shorthand for one per-caller limit: '30/minute', '30/60s', '30/60'")
     require: ConditionsT = Field(default_factory=dict, description="checks that must all hold, else denied")
@@ -377,7 +419,7 @@ class _RuleBase(_Strict):
     approval: Approval | None = Field(None, description="approval settings for this rule")
     redact: list[RedactT] = Field(default_factory=list, description="argument paths never logged in clear")
     description: TextT = Field(None, description="free text for people")
-    mode: ModeT = Field(None, description="enforce, or shadow: audit what this rule would refuse, refuse nothing")
+    mode: OptModeT = Field(None, description="enforce, or shadow: audit what this rule would refuse, refuse nothing")
 
 
 class Rule(_RuleBase):
@@ -397,7 +439,7 @@ class Rule(_RuleBase):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_reason(cls, data: Any) -> Any:
+    def _one_reason(cls, data: object) -> object:
         if isinstance(data, Mapping) and "reason" in data and "on_deny" in data:
             raise ValueError("give either 'reason' or its alias 'on_deny', not both")
         return data
@@ -407,10 +449,10 @@ class AllTools(_RuleBase):
     """Limits and conditions applied to every call, in addition to the rule that matched."""
 
 
-class PolicyDocument(_Strict):
+class PolicyDocument(_StrictModel):
     """An mcp-guard policy, version 1 (PolicyLayer policies load unchanged)."""
 
-    version: Version = Field(description='"1"')
+    version: VersionT = Field(description='"1"')
     default: ActionT = Field(description="what a call gets when no tool rule or class matches")
     tools: dict[PatternT, Rule] = Field(
         default_factory=dict, description="tool pattern (name, glob, or server/pattern) to rule"
@@ -453,40 +495,40 @@ def _fields_of(model: type[BaseModel]) -> list[str]:
     return names
 
 
-def _unwrap(annotation: Any) -> Any:
+def _field_type(annotation: object) -> object:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
+        return _field_type(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(annotation):
-            inner = _unwrap(arg)
+            inner = _field_type(arg)
             if inner is not type(None):
                 return inner
     return annotation
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(loc: Location) -> type[BaseModel] | None:
     """The model class that holds the field at ``loc`` (so we can list its allowed fields)."""
-    current: Any = PolicyDocument
+    current: object = PolicyDocument
     i = 0
     while i < len(loc):
         if isinstance(current, type) and issubclass(current, BaseModel):
             info = current.model_fields.get(str(loc[i]))
             if info is None:
                 return None
-            current = _unwrap(info.annotation)
+            current = _field_type(info.annotation)
             i += 1
             continue
         origin = typing.get_origin(current)
         if origin in (dict, list):
-            current = _unwrap(typing.get_args(current)[-1])
+            current = _field_type(typing.get_args(current)[-1])
             i += 1
             continue
         return None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str]]:
+def _message(err: ErrorDetails, loc: Location) -> list[tuple[Location, str]]:
     kind = err["type"]
     value = err.get("input")
     if kind == "extra_forbidden":
@@ -512,11 +554,11 @@ def _message(err: Mapping[str, Any], loc: tuple[Any, ...]) -> list[tuple[tuple[A
             return [((*loc, *rel), msg) for rel, msg in error.problems]
         return [(loc, str(error) if error is not None else str(err["msg"]))]
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return [(loc, f"expected a mapping (JSON object), got {_type_name(value)}")]
+        return [(loc, f"expected a mapping (JSON object), got {describe_type(value)}")]
     if kind in ("list_type", "tuple_type"):
-        return [(loc, f"expected a list, got {_type_name(value)}")]
+        return [(loc, f"expected a list, got {describe_type(value)}")]
     if kind == "string_type":
-        return [(loc, f"expected a string, got {_type_name(value)}")]
+        return [(loc, f"expected a string, got {describe_type(value)}")]
     return [(loc, str(err["msg"]))]
 
 
@@ -587,13 +629,13 @@ def check_json_depth(text: str, source: str | None = None) -> None:
             depth -= 1
 
 
-def check_data_depth(doc: Any, source: str | None = None) -> None:
+def check_data_depth(doc: object, source: str | None = None) -> None:
     """Refuse a parsed document nested deeper than :data:`MAX_DEPTH` (iterative: never a RecursionError)."""
-    stack: list[tuple[Any, int, tuple[str, ...]]] = [(doc, 0, ())]
+    stack: list[tuple[object, int, tuple[str, ...]]] = [(doc, 0, ())]
     while stack:
         node, depth, where = stack.pop()
         if isinstance(node, Mapping):
-            items: Any = node.items()
+            items: Iterable[tuple[object, object]] = node.items()
         elif isinstance(node, (list, tuple)):
             items = enumerate(node)
         else:
@@ -606,7 +648,7 @@ def check_data_depth(doc: Any, source: str | None = None) -> None:
                 stack.append((value, depth + 1, (*where, str(key))))
 
 
-def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
+def validate_document(doc: object, source: str | None = None) -> PolicyDocument:
     """Validate a parsed document, or raise :class:`PolicyError` listing every problem."""
     if doc is None:
         raise policy_error(
@@ -618,7 +660,7 @@ def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
             [
                 {
                     "path": "",
-                    "message": f"a policy must be a mapping (JSON object) at the top level, got {_type_name(doc)}",
+                    "message": f"a policy must be a mapping (JSON object) at the top level, got {describe_type(doc)}",
                 }
             ],
             source,
@@ -632,13 +674,13 @@ def validate_document(doc: Any, source: str | None = None) -> PolicyDocument:
 # -- reading documents ---------------------------------------------------------------------------------
 
 
-class _Pairs(dict[str, Any]):
+class _Pairs(dict[str, object]):
     """A JSON object that remembers keys it saw more than once (``json`` would silently keep the last)."""
 
     duplicates: tuple[str, ...] = ()
 
 
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Pairs:
+def _pairs_hook(pairs: list[tuple[str, object]]) -> _Pairs:
     obj = _Pairs()
     dups: list[str] = []
     for k, v in pairs:
@@ -650,7 +692,7 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> _Pairs:
     return obj
 
 
-def _find_duplicates(node: Any, where: tuple[str, ...] = ()) -> list[dict[str, str]]:
+def _find_duplicates(node: object, where: tuple[str, ...] = ()) -> list[dict[str, str]]:
     found: list[dict[str, str]] = []
     if isinstance(node, _Pairs):
         for k in node.duplicates:
@@ -668,7 +710,7 @@ def _find_duplicates(node: Any, where: tuple[str, ...] = ()) -> list[dict[str, s
     return found
 
 
-def _plain(node: Any) -> Any:
+def _plain(node: object) -> object:
     if isinstance(node, dict):
         return {k: _plain(v) for k, v in node.items()}
     if isinstance(node, list):
@@ -725,7 +767,7 @@ def _yaml_loader() -> Any:
     return Loader
 
 
-def _hashable(value: Any) -> bool:
+def _hashable(value: object) -> bool:
     try:
         hash(value)
     except TypeError:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from mcp_guard._argcheck import non_finite_path
-from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, _type_name, args_getter, compile_conditions
+from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, args_getter, compile_conditions, describe_type
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
@@ -29,6 +29,7 @@ from mcp_guard._model import (
     MAX_POLICY_BYTES,
     WINDOWS,
     AllTools,
+    Conditions,
     Limit,
     PolicyDocument,
     Rule,
@@ -84,7 +85,7 @@ class _LimitSpec:
     cost_path: str | None
     rule: str
     count_failures: bool
-    cost_get: Callable[[Args], Any] | None = None
+    cost_get: Callable[[Args], object] | None = None
 
     @property
     def per_caller(self) -> bool:
@@ -126,7 +127,7 @@ class _LimitSpec:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             # The type, never the value: arguments may be secrets.
-            shown = "a negative number" if _type_name(value) == "a number" else _type_name(value)
+            shown = "a negative number" if describe_type(value) == "a number" else describe_type(value)
             return f"{self.cost_path} must be a non-negative number (it sets the cost of this call), got {shown}"
         return math.ceil(value)
 
@@ -138,7 +139,7 @@ class _Rule:
     pointer: str
     action: Action
     reason: str | None = None
-    schema: tuple[str, Callable[[Any], Any]] | None = None
+    schema: tuple[str, Callable[[object], object]] | None = None
     require: tuple[tuple[str, Check], ...] = ()
     deny_if: tuple[tuple[str, Check], ...] = ()
     approve_if: tuple[tuple[str, Check], ...] = ()
@@ -152,7 +153,7 @@ class _Rule:
     reads_args: bool = False  # a condition reads an argument path
 
 
-def _window_s(window: Any) -> float:
+def _window_s(window: float | str) -> float:
     return WINDOWS[window] if isinstance(window, str) else float(window)
 
 
@@ -167,7 +168,7 @@ def _compile_rule(
 ) -> _Rule:
     redact = tuple(rule.redact)
 
-    def conds(block: Mapping[str, Mapping[str, Any]], kind: Kind) -> tuple[tuple[str, Check], ...]:
+    def conds(block: Conditions, kind: Kind) -> tuple[tuple[str, Check], ...]:
         return compile_conditions(block, kind, f"{ptr}/{kind}")
 
     limits: list[_LimitSpec] = []
@@ -223,10 +224,12 @@ class _Plan:
     server: str | None
     kind: str  # "hidden" | "deny" | "run"
     decision: Decision  # hidden / deny: the answer; run: the answer when every check passes
-    main: _Rule | None = None
+    deciding_rule: _Rule | None = None  # the matched rule whose action applies
     rules: tuple[_Rule, ...] = ()  # all_tools first, then the matched (tied) rules
-    schemas: tuple[tuple[str, Callable[[Any], Any], _Rule], ...] = ()
-    checks: tuple[tuple[str, Check, Code], ...] = ()  # require, then deny_if
+    schemas: tuple[tuple[str, Callable[[object], object], _Rule], ...] = ()
+    # require, then deny_if: (pointer, check, code, the refusals it has given, by reason). A reason quotes no
+    # argument value, so each check gives a few fixed texts and each refusal is built once, on first use.
+    checks: tuple[tuple[str, Check, Code, dict[str, Decision]], ...] = ()
     approve_if: tuple[tuple[str, Check, _Rule], ...] = ()
     limits: tuple[_LimitSpec, ...] = ()
     per_caller: bool = False  # limits depend on identity / session
@@ -474,7 +477,7 @@ class Policy:
                 reason=f"{tool} is not available (hidden by the policy)",
                 **common,
             )
-            return _Plan(tool, server, "hidden", d)
+            return _Plan(tool, server, "hidden", d, constant=True)
         matched = self._matching(tool, server)
         fallback = self._classes[rc] if rc is not None and rc in self._classes else self._default_rule
         if matched:
@@ -502,7 +505,8 @@ class Policy:
                     reason=main.reason or f"{tool} is denied by the policy",
                     **common,
                 )
-            return _Plan(tool, server, "deny", d)
+            # constant: a plain deny returns from the same first test as a plain allow, so it costs no more.
+            return _Plan(tool, server, "deny", d, constant=True)
         rules = tuple(([self._all] if self._all is not None else []) + matched)
         limits = tuple(spec for r in rules for spec in r.limits)
         redact: list[str] = []
@@ -528,11 +532,11 @@ class Policy:
             server,
             "run",
             decision,
-            main=main,
+            deciding_rule=main,
             rules=rules,
             schemas=tuple((r.schema[0], r.schema[1], r) for r in rules if r.schema is not None),
-            checks=tuple((p, c, "requirement_failed") for r in rules for p, c in r.require)
-            + tuple((p, c, "denied") for r in rules for p, c in r.deny_if),
+            checks=tuple((p, c, "requirement_failed", {}) for r in rules for p, c in r.require)
+            + tuple((p, c, "denied", {}) for r in rules for p, c in r.deny_if),
             approve_if=tuple((p, c, r) for r in rules for p, c in r.approve_if),
             limits=limits,
             per_caller=any(s.per_caller for s in limits),
@@ -574,9 +578,7 @@ class Policy:
         if plan is None:
             plan = self._plan(tool, server, rc)
         if plan.constant and (args is None or type(args) is dict):
-            return plan.decision
-        if plan.kind != "run":
-            return plan.decision
+            return plan.decision  # a plain allow, a plain deny, a hidden tool
         if plan.checks_only and type(args) is dict:
             # The common shapes (require / deny_if, per-caller limits): run the checks inline, then the
             # precomputed decision, or the one memoised for this caller.
@@ -585,20 +587,32 @@ class Policy:
                     if type(value) not in _FLAT_LEAVES:
                         bad = non_finite_path(args)
                         if bad is not None:
-                            return self._non_finite(plan, bad)
+                            return self._refuse_non_finite(plan, bad)
                         break
-            for ptr, check, code in plan.checks:
+            for ptr, check, code, refusals in plan.checks:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
-                    return self._deny(plan, code, ptr, why)
+                    refusal = refusals.get(why)  # a firing check: one lookup, no Decision built
+                    return refusal if refusal is not None else self._check_refusal(plan, ptr, code, refusals, why)
             if not plan.per_caller:
                 return plan.decision
             mine = plan.by_caller.get((identity, session))
             if mine is not None:
                 return mine
+        if plan.kind != "run":
+            return plan.decision  # hidden or denied, called with arguments that are not a dict
         return self._run(plan, args, identity, session)
 
-    def _deny(self, plan: _Plan, code: Any, rule: str, reason: str) -> Decision:
+    def _check_refusal(
+        self, plan: _Plan, rule: str, code: Code, refusals: dict[str, Decision], reason: str
+    ) -> Decision:
+        """The refusal for a failing (require) or firing (deny_if) check, remembered in its own ``refusals``."""
+        refusal = self._refusal(plan, code, rule, reason)
+        if len(refusals) < _REFUSALS_MAX:
+            refusals[reason] = refusal
+        return refusal
+
+    def _refusal(self, plan: _Plan, code: Code, rule: str, reason: str) -> Decision:
         # A failing check reports the check. A rule's own ``reason`` is the model's text only when the rule's
         # action refuses (a deny rule, decided in _resolve); an allow rule's reason says nothing about why
         # this check failed ("capped at 5,000 USD" when the symbol was wrong), so it is not used here.
@@ -621,46 +635,46 @@ class Policy:
                 plan.refusals[key] = decision
         return decision
 
-    def _non_finite(self, plan: _Plan, path: str) -> Decision:
-        return self._deny(
+    def _refuse_non_finite(self, plan: _Plan, path: str) -> Decision:
+        return self._refusal(
             plan,
             "invalid_arguments",
-            plan.main.pointer if plan.main else self._DEFAULT_POINTER,
+            plan.deciding_rule.pointer if plan.deciding_rule else self._DEFAULT_POINTER,
             f"{path} is not a finite number (NaN and Infinity are not valid JSON)",
         )
 
-    def _run(self, plan: _Plan, args: Any, identity: str | None, session: str | None) -> Decision:
+    def _run(self, plan: _Plan, args: object, identity: str | None, session: str | None) -> Decision:
         tool, server = plan.tool, plan.server
         if args is None:
             args = {}
         elif type(args) is not dict and not isinstance(args, Mapping):
-            return self._deny(
+            return self._refusal(
                 plan,
                 "invalid_arguments",
-                plan.main.pointer if plan.main else self._DEFAULT_POINTER,
+                plan.deciding_rule.pointer if plan.deciding_rule else self._DEFAULT_POINTER,
                 f"the arguments must be a JSON object (a mapping of name to value), got {type(args).__name__}",
             )
         if plan.reads_args:
-            bad = _non_finite(args)
+            bad = _non_finite_arg_path(args)
             if bad is not None:
-                return self._non_finite(plan, bad)
+                return self._refuse_non_finite(plan, bad)
         for ptr, validate, _owner in plan.schemas:
             try:
                 validate(args)
             except Exception as exc:  # fastjsonschema's JsonSchemaValueException, or a value it cannot handle
-                return self._deny(plan, "invalid_arguments", ptr, _schema_reason(exc))
-        for ptr, check, code in plan.checks:
+                return self._refusal(plan, "invalid_arguments", ptr, _schema_reason(exc))
+        for ptr, check, code, refusals in plan.checks:
             why = check(args, identity, session, server, tool)
             if why is not None:
-                return self._deny(plan, code, ptr, why)
+                return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
         decision = plan.decision
-        main = plan.main or self._default_rule
+        main = plan.deciding_rule or self._default_rule
         if plan.per_args:
             charges: list[LimitCharge] = []
             for spec in plan.limits:
                 cost = spec.cost_of(args)
                 if isinstance(cost, str):
-                    return self._deny(plan, "invalid_arguments", f"{spec.rule}/cost", cost)
+                    return self._refusal(plan, "invalid_arguments", f"{spec.rule}/cost", cost)
                 charges.append(spec.charge(tool, server, identity, session, cost))
             decision = decision.replace(limits=tuple(charges))
         elif plan.per_caller:
@@ -708,7 +722,7 @@ class Policy:
         return plan.kind == "run" and (plan.decision.action == "require_approval" or bool(plan.approve_if))
 
 
-def _non_finite(args: Mapping[str, Any]) -> str | None:
+def _non_finite_arg_path(args: Mapping[str, Any]) -> str | None:
     """The path of a NaN / Infinity in ``args``, walking only when a value is not a flat leaf.
 
     (``evaluate``'s hot path inlines the same loop to save the call.)
@@ -752,7 +766,7 @@ def _schema_reason(exc: Exception) -> str:
     return f"invalid arguments: {message}"
 
 
-def load_policy(source: Any) -> Policy:
+def load_policy(source: object) -> Policy:
     """A :class:`Policy` from a Policy (as is), a mapping, a path (``str`` / ``PathLike``) or a Guard."""
     if isinstance(source, Policy):
         return source
