@@ -35,6 +35,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+from mcp_guard._cli_common import command
 from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
 from mcp_guard._inbox import DecisionRefused, Inbox
 
@@ -293,9 +294,10 @@ class InboxServer:
 
 def add_inbox_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``mcp-guard inbox`` (one line in the CLI's SUBCOMMANDS)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = command(
+        subparsers,
         "inbox",
-        help="serve the approval inbox's web page (extra 'inbox')",
+        run_inbox,
         description="Serve a page listing the approval requests waiting in an inbox store, to approve, edit or "
         f"reject them. A token is required: --token or ${TOKEN_ENV} (at least {MIN_TOKEN_CHARS} characters).",
     )
@@ -305,11 +307,11 @@ def add_inbox_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, help=f"access token (default: ${TOKEN_ENV})")
     parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="page refresh interval in seconds")
     parser.add_argument("--prefix", default="mcpg:inbox", help="Redis key prefix the workers' Inbox uses")
-    parser.set_defaults(func=run_inbox)
     return parser
 
 
 def run_inbox(args: argparse.Namespace) -> int:
+    """serve the approval inbox's web page (extra 'inbox')"""
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
         print(f"mcp-guard inbox: a token is required: --token or ${TOKEN_ENV}", file=sys.stderr)

@@ -27,19 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
+from mcp_guard._cli_common import POLICY_FILE_HELP, command, fail, load_policy
+from mcp_guard._errors import MissingExtraError, require_extra
 
 
 def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "proxy",
-        help="serve an MCP server through the policy, for any MCP client",
-        description="An MCP server in front of an MCP server: tools the policy hides are not listed, every tool "
-        "call is decided, rate-limited, approved and audited by the policy, and refusals come back as isError "
-        "results with the violation JSON. Resources and prompts pass through untouched.",
-        usage="%(prog)s --policy FILE [options] (-- CMD ARGS... | --upstream URL) [--listen HOST:PORT]",
-    )
-    parser.add_argument("--policy", required=True, metavar="FILE", help="policy file (.json, .yaml or .yml)")
+    usage = "%(prog)s --policy FILE [options] (-- CMD ARGS... | --upstream URL) [--listen HOST:PORT]"
+    parser = command(subparsers, "proxy", run_proxy, usage=usage)
+    parser.add_argument("--policy", required=True, metavar="FILE", help=POLICY_FILE_HELP)
     parser.add_argument("--store", default="memory://", metavar="URL", help="rate-limit store (default memory://)")
     parser.add_argument("--audit", metavar="PATH", help="append one JSON line per call to this file")
     parser.add_argument(
@@ -91,7 +86,6 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         "the default JSON-RPC relay, which forwards messages as bytes and guards only tool calls",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
-    parser.set_defaults(func=run_proxy)
     return parser
 
 
@@ -113,6 +107,12 @@ def _tokens(path: str) -> Mapping[str, str]:
 
 
 def run_proxy(args: argparse.Namespace) -> int:
+    """serve an MCP server through the policy, for any MCP client
+
+    An MCP server in front of an MCP server: tools the policy hides are not listed, every tool call is decided,
+    rate-limited, approved and audited by the policy, and refusals come back as isError results with the violation
+    JSON. Resources and prompts pass through untouched.
+    """
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -132,17 +132,14 @@ def run_proxy(args: argparse.Namespace) -> int:
         raise SystemExit(f"mcp-guard proxy: the upstream command {command[0]!r} was not found")
 
     from mcp_guard._guard import Guard
-    from mcp_guard._policy import Policy
 
     try:
         require_extra("mcp", "proxy", "mcp-guard proxy")
-        policy = Policy.load(args.policy)
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
     except MissingExtraError as exc:
-        print(f"mcp-guard: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    policy = load_policy(args.policy)
+    if isinstance(policy, int):
+        return policy
     try:
         approver = None
         if args.inbox:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from mcp_guard._cli_common import command
 from mcp_guard._errors import MissingExtraError
 from mcp_guard._policy import risk_class as _policy_risk_class
 
@@ -277,28 +278,32 @@ def _format_for(output: str | None, fmt: str | None) -> str:
     return "json"
 
 
+_INIT_EXAMPLES = (
+    "examples: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py\n"
+    "          mcp-guard init --output policy.json http://127.0.0.1:8000/mcp"
+)
+
+
 def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``init`` on the CLI's subparsers (``build_parser`` in ``_cli.py`` calls this)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "init",
-        help="write a starter policy from an MCP server's tools and annotations",
-        description="Read an MCP server's tools and annotations (start it over stdio after --, or give the URL of "
-        "a running streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; "
-        "write tools rate-limited; destructive tools require approval.",
-        epilog="examples: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py\n"
-        "          mcp-guard init --output policy.json http://127.0.0.1:8000/mcp",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command(
+        subparsers, "init", run_init, epilog=_INIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output", "-o", metavar="FILE", help="write here (.json, or .yaml/.yml); default stdout")
     parser.add_argument("--format", choices=("json", "yaml"), help="output format (default: from FILE's suffix)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
     parser.add_argument("server_command", nargs=argparse.REMAINDER, metavar="URL | -- COMMAND ...")
-    parser.set_defaults(func=run_init)
     return parser
 
 
 def run_init(args: argparse.Namespace) -> int:
-    """The ``init`` subcommand: 0 on success, 2 when the server cannot be started or read."""
+    """write a starter policy from an MCP server's tools and annotations
+
+    Read an MCP server's tools and annotations (start it over stdio after --, or give the URL of a running
+    streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; write tools
+    rate-limited; destructive tools require approval.
+    """
+    # Exit 0 on success, 2 when the server cannot be started or read.
     command = list(args.server_command)
     if command and command[0] == "--":
         command = command[1:]
