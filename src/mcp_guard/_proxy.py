@@ -67,16 +67,7 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for an approval before refusing (default 300)",
     )
-    who = parser.add_argument_group("identity (one of)")
-    who.add_argument("--identity", metavar="ID", help="the caller identity of every call")
-    who.add_argument("--identity-from", choices=("bearer",), help="HTTP: the Authorization bearer token")
-    who.add_argument("--identity-header", metavar="NAME", help="HTTP: the value of this request header")
-    parser.add_argument(
-        "--tokens",
-        metavar="FILE",
-        help="with --identity-from bearer: a JSON map of token to "
-        "identity; other tokens are refused (default: the token's SHA-256 prefix)",
-    )
+    _add_identity_options(parser)
     parser.add_argument("--upstream", metavar="URL", help="a streamable-HTTP MCP server to forward to")
     parser.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
     parser.add_argument(
@@ -87,6 +78,20 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
     return parser
+
+
+def _add_identity_options(parser: argparse.ArgumentParser) -> None:
+    # Who is calling: one fixed identity, or (HTTP) one read from each request. ``--tokens`` is listed with
+    # the other options, after --approval-timeout; the three alternatives have their own section.
+    who = parser.add_argument_group("identity (one of)")
+    who.add_argument("--identity", metavar="ID", help="the caller identity of every call")
+    who.add_argument("--identity-from", choices=("bearer",), help="HTTP: the Authorization bearer token")
+    who.add_argument("--identity-header", metavar="NAME", help="HTTP: the value of this request header")
+    tokens_help = (
+        "with --identity-from bearer: a JSON map of token to identity; other tokens are refused (default: the "
+        "token's SHA-256 prefix)"
+    )
+    parser.add_argument("--tokens", metavar="FILE", help=tokens_help)
 
 
 def _listen(text: str) -> tuple[str, int]:

@@ -42,7 +42,7 @@ import signal
 import stat
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
@@ -102,6 +102,38 @@ def _is_error(reply: Any) -> bool:
     if "error" in reply.message:
         return True
     return result_is_error(reply.message.get("result"))
+
+
+_NOT_JSON = "a line that is not JSON"
+_BATCH = "a JSON-RPC batch"
+
+
+async def _messages(
+    reader: asyncio.StreamReader, refused: Callable[[str], None]
+) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+    """Each newline-delimited JSON-RPC message on ``reader`` (newline-terminated) with its parse, until EOF.
+
+    Both directions read the same way: blank lines are skipped, and a line that is not one JSON object is not
+    passed on but named to ``refused`` (``_NOT_JSON`` or ``_BATCH``), which answers or logs it.
+    """
+    while line := await reader.readline():
+        if not line.strip():
+            continue
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        try:
+            message = json.loads(line)
+        except ValueError:
+            refused(_NOT_JSON)
+            continue
+        if not isinstance(message, dict):
+            refused(_BATCH)
+            continue
+        yield line, message
+
+
+def _upstream_sent(problem: str) -> None:
+    log.warning("the upstream wrote %s; dropped", problem)
 
 
 def _annotations(tool: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -239,24 +271,14 @@ class Relay:
 
     # -- the two directions ----------------------------------------------------------------------------
 
+    def _client_sent(self, problem: str) -> None:
+        if problem == _NOT_JSON:
+            self._to_client(_error_line(None, _PARSE_ERROR, "mcp-guard: not JSON"))
+        else:  # a batch could carry a tools/call past the guard: refused whole
+            self._to_client(_error_line(None, _INVALID_REQUEST, "mcp-guard: JSON-RPC batches are not relayed"))
+
     async def _from_client(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            if not line.strip():
-                continue
-            if not line.endswith(b"\n"):
-                line += b"\n"
-            try:
-                message = json.loads(line)
-            except ValueError:
-                self._to_client(_error_line(None, _PARSE_ERROR, "mcp-guard: not JSON"))
-                continue
-            if not isinstance(message, dict):
-                # A batch could carry a tools/call past the guard: refused whole.
-                self._to_client(_error_line(None, _INVALID_REQUEST, "mcp-guard: JSON-RPC batches are not relayed"))
-                continue
+        async for line, message in _messages(reader, self._client_sent):
             method = message.get("method")
             rid = message.get("id")
             if method is None:  # an answer: to one of the relay's elicitations, or to an upstream request
@@ -294,20 +316,7 @@ class Relay:
 
     async def _from_upstream(self, reader: asyncio.StreamReader) -> None:
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                if not line.endswith(b"\n"):
-                    line += b"\n"
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    log.warning("the upstream wrote a line that is not JSON; dropped")
-                    continue
-                if not isinstance(message, dict):
-                    log.warning("the upstream wrote a JSON-RPC batch; dropped")
-                    continue
+            async for line, message in _messages(reader, _upstream_sent):
                 if "method" in message:  # a notification, or a request of the client: through as it came
                     if message["method"] == "notifications/tools/list_changed":
                         self._tools.clear()
