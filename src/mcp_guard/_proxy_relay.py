@@ -46,8 +46,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, Protocol
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
-from mcp_guard._compat import result_is_error
 from mcp_guard._guard import Guard
+from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
 log = logging.getLogger("mcp_guard.proxy")
 
@@ -101,7 +101,7 @@ def _is_error(reply: Any) -> bool:
         return False
     if "error" in reply.message:
         return True
-    return result_is_error(reply.message.get("result"))
+    return Guard.is_error_result(reply.message.get("result"))
 
 
 _NOT_JSON = "a line that is not JSON"
@@ -142,30 +142,6 @@ def _annotations(tool: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         return None
     return {k: v for k, v in raw.items() if v is not None}
-
-
-def can_elicit(capabilities: Any) -> bool:
-    """Whether a client's ``initialize`` capabilities allow form elicitation (empty means form, per spec)."""
-    caps = capabilities.get("elicitation") if isinstance(capabilities, dict) else None
-    return isinstance(caps, dict) and ("form" in caps or "url" not in caps)
-
-
-def approval_message(request: ApprovalRequest) -> str:
-    """The question put to a person by elicitation: tool, server, arguments, why, who is calling.
-
-    Values under the rule's ``redact`` paths read ``[redacted]``, as on the inbox page: a client's dialog is
-    a screen like any other, and may be logged.
-    """
-    from mcp_guard._inbox import shown_args
-
-    where = f" on {request.server}" if request.server else ""
-    shown, _ = shown_args(request.args, request.redact)
-    lines = [f"Allow {request.tool}{where}?", f"Arguments: {json.dumps(shown, ensure_ascii=False)}"]
-    if request.reason:
-        lines.append(f"Why you are asked: {request.reason}")
-    if request.identity:
-        lines.append(f"Caller: {request.identity}")
-    return "\n".join(lines)
 
 
 def _new_id() -> str:
@@ -489,8 +465,7 @@ class Relay:
                 call_id=str(rid),
             )
             if result.violation is not None:
-                refusal = {"content": [{"type": "text", "text": result.violation.to_json()}], "isError": True}
-                self._to_client(_dump({"jsonrpc": "2.0", "id": rid, "result": refusal}))
+                self._to_client(_dump({"jsonrpc": "2.0", "id": rid, "result": refusal(result.violation)}))
             else:
                 self._to_client(result.value.line)
         except asyncio.CancelledError:
@@ -508,20 +483,13 @@ class Relay:
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self._asks[aid] = future
             try:
-                params = {"message": approval_message(request), "requestedSchema": {"type": "object", "properties": {}}}
+                params = {"message": approval_message(request), "requestedSchema": APPROVAL_SCHEMA}
                 self._to_client(_dump({"jsonrpc": "2.0", "id": aid, "method": "elicitation/create", "params": params}))
                 answer = await future
             finally:
                 self._asks.pop(aid, None)
             result = answer.get("result")
-            action = result.get("action") if isinstance(result, dict) else None
-            if action == "accept":
-                return ApprovalDecision.approve()
-            if action == "decline":
-                return ApprovalDecision.deny("the user declined this call")
-            if action == "cancel":
-                return ApprovalDecision.deny("the user cancelled the approval")
-            return ApprovalDecision.deny("the client could not answer the approval request")
+            return approval_answer(result.get("action") if isinstance(result, dict) else None)
 
         return ask
 
