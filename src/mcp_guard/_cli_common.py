@@ -55,10 +55,24 @@ def command(subparsers: Any, name: str, run: Run, **parser_options: Any) -> argp
     return parser
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> int:
-    """Print ``mcp-guard: message`` on stderr (never a traceback) and return the exit code ``code``."""
-    print(f"mcp-guard: {message}", file=sys.stderr)
+def fail(message: str, code: int = EXIT_USAGE, *, subcommand: str | None = None) -> int:
+    """Print ``mcp-guard: message`` (``mcp-guard SUBCOMMAND: message``) on stderr, never a traceback, and return
+    the exit code ``code``."""
+    print(f"mcp-guard {subcommand}: {message}" if subcommand else f"mcp-guard: {message}", file=sys.stderr)
     return code
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of what went wrong, for one line on stderr.
+
+    anyio and the ``mcp`` SDK wrap failures in (nested) exception groups; the first leaf says what happened.
+    Unwrapped by duck typing: the builtin ``BaseExceptionGroup`` does not exist on Python 3.10.
+    """
+    inner = getattr(exc, "exceptions", None)
+    while isinstance(inner, tuple) and inner:
+        exc = inner[0]
+        inner = getattr(exc, "exceptions", None)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def load_policy(path: str) -> Policy | int:
@@ -93,6 +107,7 @@ __all__ = [
     "EXIT_USAGE",
     "POLICY_FILE_HELP",
     "command",
+    "describe_error",
     "fail",
     "invalid",
     "load_policy",

@@ -28,14 +28,13 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp_guard._cli_common import command
+from mcp_guard._cli_common import command, fail
 from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
 from mcp_guard._inbox import DecisionRefused, Inbox
 
@@ -314,21 +313,18 @@ def run_inbox(args: argparse.Namespace) -> int:
     """serve the approval inbox's web page (extra 'inbox')"""
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
-        print(f"mcp-guard inbox: a token is required: --token or ${TOKEN_ENV}", file=sys.stderr)
-        return 2
+        return fail(f"a token is required: --token or ${TOKEN_ENV}", subcommand="inbox")
     if len(token) < MIN_TOKEN_CHARS:
-        print(
-            f"mcp-guard inbox: the token must be at least {MIN_TOKEN_CHARS} characters "
+        return fail(
+            f"the token must be at least {MIN_TOKEN_CHARS} characters "
             '(python -c "import secrets; print(secrets.token_urlsafe())")',
-            file=sys.stderr,
+            subcommand="inbox",
         )
-        return 2
     try:
         uvicorn = require_extra("uvicorn", "inbox", "mcp-guard inbox")
         app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
     except (MissingExtraError, ValueError, PolicyError) as exc:
-        print(f"mcp-guard inbox: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), subcommand="inbox")
     if urlsplit(args.store).scheme == "memory":
         print("mcp-guard inbox: warning: a memory:// store is private to this process; workers cannot reach it")
     host = f"[{args.host}]" if ":" in args.host else args.host

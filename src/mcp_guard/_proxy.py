@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mcp_guard._cli_common import POLICY_FILE_HELP, command, fail, load_policy
+from mcp_guard._cli_common import POLICY_FILE_HELP, command, describe_error, fail, load_policy
 from mcp_guard._errors import MissingExtraError, require_extra
 
 
@@ -161,8 +161,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             approval_timeout_s=args.approval_timeout,
         )
     except (MissingExtraError, ValueError, OSError) as exc:  # a bad store URL, an audit path that cannot be written
-        print(f"mcp-guard proxy: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), subcommand="proxy")
 
     try:
         if listen is None and not args.upstream and not args.no_relay and _can_relay():
@@ -174,8 +173,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             asyncio.run(serve_stdio(relay))
             return 0
     except Exception as exc:  # the upstream could not be started: say so in one line
-        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
-        return 1
+        return fail(describe_error(exc), 1, subcommand="proxy")
 
     import anyio
 
@@ -188,8 +186,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         else:
             _run_http(args, guard, command, listen)
     except Exception as exc:  # the upstream could not be started or reached: say so in one line
-        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
-        return 1
+        return fail(describe_error(exc), 1, subcommand="proxy")
     return 0
 
 
@@ -197,13 +194,6 @@ def _can_relay() -> bool:
     from mcp_guard._proxy_relay import can_relay
 
     return can_relay()
-
-
-def _describe(exc: BaseException) -> str:
-    # anyio wraps failures in exception groups; the first leaf is the one that says what went wrong.
-    while getattr(exc, "exceptions", None):
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _run_http(args: argparse.Namespace, guard: Any, command: list[str], listen: tuple[str, int]) -> None:

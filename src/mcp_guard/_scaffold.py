@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from mcp_guard._cli_common import command
+from mcp_guard._cli_common import command, describe_error, fail
 from mcp_guard._errors import MissingExtraError
 from mcp_guard._policy import risk_class as _policy_risk_class
 
@@ -86,14 +86,7 @@ def _rule_for(tool: ToolInfo) -> dict[str, Any]:
         return {
             "description": f"Writes without destroying ({why}): allowed, at most {WRITE_LIMIT_MAX} calls a "
             f"{WRITE_LIMIT_WINDOW} per identity so a looping model stops.{reach}",
-            "limits": [
-                {
-                    "counter": f"{tool.name}_rate",
-                    "window": WRITE_LIMIT_WINDOW,
-                    "max": WRITE_LIMIT_MAX,
-                    "scope": "identity",
-                }
-            ],
+            "limits": _write_limits(f"{tool.name}_rate"),
         }
     return {
         "action": "require_approval",
@@ -103,6 +96,11 @@ def _rule_for(tool: ToolInfo) -> dict[str, Any]:
             "description": f"{tool.name}: {_first_line(tool.description) or 'a destructive tool'}",
         },
     }
+
+
+def _write_limits(counter: str) -> list[dict[str, Any]]:
+    # A fresh list per rule: YAML output would otherwise share one object through an anchor and aliases.
+    return [{"counter": counter, "window": WRITE_LIMIT_WINDOW, "max": WRITE_LIMIT_MAX, "scope": "identity"}]
 
 
 def _first_line(text: str | None) -> str:
@@ -132,26 +130,12 @@ def starter_policy(server: ServerInfo) -> dict[str, Any]:
             "read": {"description": "A read-only tool not named above (e.g. added to the server later): allowed."},
             "write": {
                 "description": "A non-destructive write tool not named above: allowed, rate-limited.",
-                "limits": [
-                    {
-                        "counter": "unlisted_writes_rate",
-                        "window": WRITE_LIMIT_WINDOW,
-                        "max": WRITE_LIMIT_MAX,
-                        "scope": "identity",
-                    }
-                ],
+                "limits": _write_limits("unlisted_writes_rate"),
             },
             "open_world": {
                 "description": "A non-destructive tool not named above that reaches outside the server: allowed, "
                 "rate-limited.",
-                "limits": [
-                    {
-                        "counter": "unlisted_writes_rate",
-                        "window": WRITE_LIMIT_WINDOW,
-                        "max": WRITE_LIMIT_MAX,
-                        "scope": "identity",
-                    }
-                ],
+                "limits": _write_limits("unlisted_writes_rate"),
             },
             "destructive": {
                 "action": "require_approval",
@@ -308,12 +292,11 @@ def run_init(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        print(
-            "mcp-guard init: give a streamable-HTTP URL (mcp-guard init http://127.0.0.1:8000/mcp) or the server "
-            "command after -- (mcp-guard init -- python server.py)",
-            file=sys.stderr,
+        return fail(
+            "give a streamable-HTTP URL (mcp-guard init http://127.0.0.1:8000/mcp) or the server command after -- "
+            "(mcp-guard init -- python server.py)",
+            subcommand="init",
         )
-        return 2
     # One argument that is a URL names a running server; anything else is a command line to start over stdio.
     target: list[str] | str = command[0] if len(command) == 1 and is_url(command[0]) else command
     shown = target if isinstance(target, str) else " ".join(command)
@@ -321,15 +304,12 @@ def run_init(args: argparse.Namespace) -> int:
         with _progress(f"reading tools from {shown} (waiting up to {args.timeout:g} s)"):
             server = asyncio.run(read_server(target, timeout_s=args.timeout))
     except MissingExtraError as exc:
-        print(f"mcp-guard init: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), subcommand="init")
     except TimeoutError:
-        print(f"mcp-guard init: {shown} did not answer as an MCP server within {args.timeout:g} s", file=sys.stderr)
-        return 2
+        return fail(f"{shown} did not answer as an MCP server within {args.timeout:g} s", subcommand="init")
     except Exception as exc:
         # Startup failures surface as OSError or as an ExceptionGroup from the transport's task group.
-        print(f"mcp-guard init: could not read tools from {shown!r}: {_describe(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"could not read tools from {shown!r}: {describe_error(exc)}", subcommand="init")
     text = render(starter_policy(server), _format_for(args.output, args.format))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -346,15 +326,6 @@ def _progress(message: str) -> contextlib.AbstractContextManager[Any]:
     from rich.console import Console
 
     return Console(stderr=True).status(message, spinner="dots")
-
-
-def _describe(exc: BaseException) -> str:
-    # Unwrap (Base)ExceptionGroups by duck typing: the builtin does not exist on Python 3.10.
-    inner = getattr(exc, "exceptions", None)
-    while isinstance(inner, tuple) and inner:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return f"{type(exc).__name__}: {exc}"
 
 
 __all__ = [
