@@ -31,12 +31,15 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mcp_guard._cli_common import command, fail
 from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
-from mcp_guard._inbox import DecisionRefused, Inbox
+from mcp_guard._inbox_stores import DecisionRefused
+
+if TYPE_CHECKING:
+    from mcp_guard._inbox import Inbox
 
 log = logging.getLogger("mcp_guard.inbox")
 
@@ -107,6 +110,9 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
+
+    # Imported here: Inbox.app() imports this module, which therefore never imports _inbox at module level.
+    from mcp_guard._inbox import Inbox
 
     box = inbox if isinstance(inbox, Inbox) else Inbox(inbox)
     page = _static_text("index.html").replace("__POLL_MS__", str(round(poll_s * 1000)))
@@ -322,6 +328,8 @@ def run_inbox(args: argparse.Namespace) -> int:
         )
     try:
         uvicorn = require_extra("uvicorn", "inbox", "mcp-guard inbox")
+        from mcp_guard._inbox import Inbox
+
         app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
     except (MissingExtraError, ValueError, PolicyError) as exc:
         return fail(str(exc), subcommand="inbox")

@@ -20,7 +20,11 @@ APPROVAL_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 
 def refusal(violation: Decision) -> dict[str, Any]:
-    """The ``tools/call`` result for a refused call: ``isError``, its one text the section 5 violation JSON."""
+    """The ``tools/call`` result for a refused call: ``isError``, its one text the section 5 violation JSON.
+
+    Whatever the guard's ``on_violation``: a client on the other side of the wire cannot catch a
+    ``PolicyViolation``, so the proxy always answers (``Guard.arun`` returns the violation, never raises it).
+    """
     return {"content": [{"type": "text", "text": violation.to_json()}], "isError": True}
 
 
