@@ -1,7 +1,8 @@
 """The ``mcp-guard`` command: ``validate``, ``explain``, ``schema`` (and ``init``, from :mod:`mcp_guard._scaffold`).
 
-Subcommands are registered in :data:`SUBCOMMANDS`: each entry takes the ``subparsers`` object, adds its
-parser and sets ``func`` (a ``Namespace -> int`` exit code). Adding a command is one entry.
+Subcommands are registered in :data:`SUBCOMMANDS`: each entry takes the ``subparsers`` object and adds its
+parser with :func:`mcp_guard._cli_common.command`, which takes the help from the run function's docstring and
+sets ``func`` (a ``Namespace -> int`` exit code). Adding a command is one entry.
 
 Exit codes (the same for every command, listed in ``--help``):
 
