@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from servers.counter_server import command as counter_command
 
 from mcp_guard import Policy
 from mcp_guard._cli import main
@@ -154,11 +155,11 @@ def counter_http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     folder = tmp_path_factory.mktemp("http")
-    env = {**os.environ, "COUNTER_FILE": str(folder / "calls.txt")}
+    env = {**os.environ, "RECORD_FILE": str(folder / "calls.txt")}
     log = folder / "server.log"
     with log.open("wb") as stderr:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "servers" / "counter_server.py"), "--http", str(port)],
+            [*counter_command(), "--http", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -199,11 +200,11 @@ def test_init_reads_a_streamable_http_server(
 async def test_read_server_over_http_matches_stdio(counter_http_url: str, tmp_path: Path) -> None:
     over_http = await read_server(counter_http_url)
     env_file = tmp_path / "calls.txt"
-    os.environ["COUNTER_FILE"] = str(env_file)
+    os.environ["RECORD_FILE"] = str(env_file)
     try:
-        over_stdio = await read_server([sys.executable, str(ROOT / "tests" / "servers" / "counter_server.py")])
+        over_stdio = await read_server(counter_command())
     finally:
-        del os.environ["COUNTER_FILE"]
+        del os.environ["RECORD_FILE"]
     assert over_http == over_stdio
     assert {t.name: t.annotations for t in over_http.tools}["withdraw"]["destructiveHint"] is True
 

@@ -1,7 +1,8 @@
 """The ``mcp-guard`` command: ``validate``, ``explain``, ``schema`` (and ``init``, from :mod:`mcp_guard._scaffold`).
 
-Subcommands are registered in :data:`SUBCOMMANDS`: each entry takes the ``subparsers`` object, adds its
-parser and sets ``func`` (a ``Namespace -> int`` exit code). Adding a command is one entry.
+Subcommands are registered in :data:`SUBCOMMANDS`: each entry takes the ``subparsers`` object and adds its
+parser with :func:`mcp_guard._cli_common.command`, which takes the help from the run function's docstring and
+sets ``func`` (a ``Namespace -> int`` exit code). Adding a command is one entry.
 
 Exit codes (the same for every command, listed in ``--help``):
 
@@ -28,6 +29,17 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mcp_guard import _cli_living as living
+from mcp_guard._cli_common import (
+    EXIT_APPROVAL,
+    EXIT_CODES_HELP,
+    EXIT_INTERNAL,
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    POLICY_FILE_HELP,
+    command,
+)
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
 from mcp_guard._inbox_web import add_inbox_parser
@@ -35,19 +47,6 @@ from mcp_guard._locate import Locator, position_in_message
 from mcp_guard._matching import Pattern, parse_pattern, pointer
 from mcp_guard._model import MAX_POLICY_BYTES, PolicyInputError
 from mcp_guard._policy import Policy, read_policy_file
-
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_REFUSED = 3
-EXIT_APPROVAL = 4
-EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in mcp-guard, reported in one line too
-
-EXIT_CODES_HELP = (
-    "exit codes: 0 ok (explain: the call would be admitted); 1 a policy does not validate; 2 bad input (usage, "
-    "unreadable, too large or too deeply nested file, --args not a JSON object, missing extra); 3 explain: the "
-    "call would be refused; 4 explain: the call would need a human's approval"
-)
 
 AddCommand = Callable[[Any], argparse.ArgumentParser]
 
@@ -96,13 +95,7 @@ def policy_warnings(policy: Policy) -> list[str]:
 
 
 def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "validate",
-        help="check policy files; exit 0 when all are valid, 1 when one is not",
-        description="Load policies (JSON or YAML) and report every problem with its field path, line and column. "
-        "Also warns about rules that can never apply. Takes several files (for pre-commit).",
-        epilog=EXIT_CODES_HELP,
-    )
+    parser = command(subparsers, "validate", _run_validate, epilog=EXIT_CODES_HELP)
     parser.add_argument("files", nargs="+", metavar="FILE", help="policy files (.json, .yaml or .yml)")
     parser.add_argument(
         "--format",
@@ -114,7 +107,6 @@ def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-bytes", type=int, default=MAX_POLICY_BYTES, metavar="N", help="largest file accepted (default 5 MB)"
     )
-    parser.set_defaults(func=_run_validate)
     return parser
 
 
@@ -181,6 +173,11 @@ def _problem_line(p: Mapping[str, Any]) -> str:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
+    """check policy files; exit 0 when all are valid, 1 when one is not
+
+    Load policies (JSON or YAML) and report every problem with its field path, line and column. Also warns about
+    rules that can never apply. Takes several files (for pre-commit).
+    """
     results = [_Loaded(f, args.max_bytes) for f in args.files]
     for r in results:
         r.warn()
@@ -253,16 +250,8 @@ def _json_arg(text: str | None, what: str) -> Mapping[str, Any] | None:
 
 
 def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "explain",
-        help="show what the policy decides for one call (exit 0 admitted, 3 refused, 4 needs approval)",
-        description="Evaluate one call against a policy (steps 1-3: hide, rule, conditions) and print the "
-        "decision, its code, the rule pointer, the reason and each limit the call would be charged. Counts "
-        "nothing: limits are shown, not checked. The exit status says the verdict, for scripts and CI: 0 the "
-        "call would be admitted, 3 refused, 4 held for a human's approval.",
-        epilog=EXIT_CODES_HELP,
-    )
-    parser.add_argument("file", metavar="FILE", help="policy file (.json, .yaml or .yml)")
+    parser = command(subparsers, "explain", _run_explain, epilog=EXIT_CODES_HELP)
+    parser.add_argument("file", metavar="FILE", help=POLICY_FILE_HELP)
     parser.add_argument("--tool", required=True, metavar="NAME", help="tool name, exactly as the server gives it")
     parser.add_argument("--server", metavar="S", help="MCP server name (for server-qualified rules)")
     parser.add_argument("--args", metavar="JSON", help="arguments as a JSON object, e.g. '{\"amount\": 5}'")
@@ -272,7 +261,6 @@ def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
         "--annotations", metavar="JSON", help="MCP tool annotations as JSON, e.g. '{\"readOnlyHint\": true}'"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.set_defaults(func=_run_explain)
     return parser
 
 
@@ -363,6 +351,13 @@ def _explain_text(info: Mapping[str, Any]) -> str:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
+    """show what the policy decides for one call (exit 0 admitted, 3 refused, 4 needs approval)
+
+    Evaluate one call against a policy (steps 1-3: hide, rule, conditions) and print the decision, its code, the
+    rule pointer, the reason and each limit the call would be charged. Counts nothing: limits are shown, not
+    checked. The exit status says the verdict, for scripts and CI: 0 the call would be admitted, 3 refused, 4 held
+    for a human's approval.
+    """
     call_args = _json_arg(args.args, "args")
     annotations = _json_arg(args.annotations, "annotations")
     policy = _load(args.file)
@@ -435,19 +430,18 @@ def _explain_rich(console: Any, info: Mapping[str, Any]) -> None:
 
 
 def _add_schema(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "schema",
-        help="print the JSON Schema of a policy document (for editor completion)",
-        description="Print the policy JSON Schema. Save it (mcp-guard schema > policy.schema.json) and point a "
-        'policy at it with "$schema": "./policy.schema.json" (JSON) or a "# yaml-language-server: '
-        '$schema=./policy.schema.json" comment (YAML) for completion and checks in the editor.',
-    )
+    parser = command(subparsers, "schema", _run_schema)
     parser.add_argument("--cases", action="store_true", help="the schema of an 'mcp-guard test' case file instead")
-    parser.set_defaults(func=_run_schema)
     return parser
 
 
 def _run_schema(args: argparse.Namespace) -> int:
+    """print the JSON Schema of a policy document (for editor completion)
+
+    Print the policy JSON Schema. Save it (mcp-guard schema > policy.schema.json) and point a policy at it with
+    "$schema": "./policy.schema.json" (JSON) or a "# yaml-language-server: $schema=./policy.schema.json" comment
+    (YAML) for completion and checks in the editor.
+    """
     schema = living.cases_schema() if getattr(args, "cases", False) else Policy.json_schema()
     print(json.dumps(schema, indent=2, ensure_ascii=False))
     return 0

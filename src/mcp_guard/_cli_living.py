@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mcp_guard._cli_common import POLICY_FILE_HELP, command, fail, invalid, load_policy
 from mcp_guard._errors import MCPGuardError, MissingExtraError, PolicyError, StoreError
 
 
@@ -26,11 +27,6 @@ def console(stream: Any = None) -> Console:
     stream = stream or sys.stdout
     width = None if stream.isatty() else 120
     return Console(file=stream, highlight=False, width=width)
-
-
-def fail(message: str, code: int = 2) -> int:
-    print(f"mcp-guard: {message}", file=sys.stderr)
-    return code
 
 
 def window_text(seconds: float) -> str:
@@ -46,34 +42,28 @@ def number(value: float) -> str:
 
 
 def add_usage(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "usage",
-        help="show how much of each limit is used in a store",
-        description="Read the store and print, per limit of the policy: units used, the max, what remains and when "
-        "the next unit frees up. Reads only; changes nothing.",
-    )
-    parser.add_argument("policy", metavar="POLICY", help="policy file (.json, .yaml or .yml)")
+    parser = command(subparsers, "usage", run_usage)
+    parser.add_argument("policy", metavar="POLICY", help=POLICY_FILE_HELP)
     parser.add_argument("--store", required=True, help="store URL, e.g. redis://localhost:6379/0 (memory:// is empty)")
     parser.add_argument("--identity", help="caller identity (for per-identity limits)")
     parser.add_argument("--session", help="agent session or thread (for per-session limits)")
     parser.add_argument("--tool", help="only the limits a call of this tool is charged")
     parser.add_argument("--server", help="the tool's MCP server (for server-qualified rules)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.set_defaults(func=run_usage)
     return parser
 
 
 def run_usage(args: argparse.Namespace) -> int:
-    from mcp_guard._guard import Guard
-    from mcp_guard._policy import Policy
+    """show how much of each limit is used in a store
 
-    try:
-        policy = Policy.load(args.policy)
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except MissingExtraError as exc:
-        return fail(str(exc))
+    Read the store and print, per limit of the policy: units used, the max, what remains and when the next unit
+    frees up. Reads only; changes nothing.
+    """
+    from mcp_guard._guard import Guard
+
+    policy = load_policy(args.policy)
+    if isinstance(policy, int):
+        return policy
     try:
         guard = Guard(policy, store=args.store)
     except (PolicyError, MissingExtraError, ValueError) as exc:
@@ -125,21 +115,20 @@ def run_usage(args: argparse.Namespace) -> int:
 
 
 def add_test(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "test",
-        help="run policy test cases (like opa test); exit 1 on any mismatch",
-        description="Run each case of each file through a real Guard (memory store, fake clock) and compare the "
-        "decision with the expected action / code / rule. Exit 0 when all pass, 1 on any mismatch, 2 on bad input. "
-        "The case file format: mcp-guard schema --cases.",
-    )
+    parser = command(subparsers, "test", run_test)
     parser.add_argument("files", metavar="CASES", nargs="+", help="case files (.yaml, .yml or .json)")
     parser.add_argument("--policy", help="policy file (default: each case file's own 'policy' field)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
-    parser.set_defaults(func=run_test)
     return parser
 
 
 def run_test(args: argparse.Namespace) -> int:
+    """run policy test cases (like opa test); exit 1 on any mismatch
+
+    Run each case of each file through a real Guard (memory store, fake clock) and compare the decision with the
+    expected action / code / rule. Exit 0 when all pass, 1 on any mismatch, 2 on bad input. The case file format:
+    mcp-guard schema --cases.
+    """
     from mcp_guard._policytest import CaseFileError, print_results, run_file
 
     results = []
@@ -149,8 +138,7 @@ def run_test(args: argparse.Namespace) -> int:
         except CaseFileError as exc:
             return fail(str(exc))
         except PolicyError as exc:
-            print(str(exc), file=sys.stderr)
-            return 1
+            return invalid(exc)
         except MCPGuardError as exc:
             return fail(str(exc))
     return print_results(results, console(), verbose=args.verbose)
@@ -160,12 +148,7 @@ def run_test(args: argparse.Namespace) -> int:
 
 
 def add_audit(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "audit",
-        help="summarise an audit log (JSONL): decisions, top refused tools and callers, a plot",
-        description="Stream an audit log (constant memory) and print calls by decision and code, the most refused "
-        "tools and callers, and optionally a PNG of decisions over time (needs the 'plot' extra).",
-    )
+    parser = command(subparsers, "audit", run_audit)
     parser.add_argument("file", metavar="FILE", help="audit log, one JSON object per line ('-' for stdin)")
     parser.add_argument("--since", help="only events newer than this: 30m, 1h, 7d, or an ISO-8601 time")
     parser.add_argument(
@@ -173,11 +156,15 @@ def add_audit(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--top", type=int, default=10, help="rows in the top-refused tables (default 10)")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of decisions over time to this file")
-    parser.set_defaults(func=run_audit)
     return parser
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    """summarise an audit log (JSONL): decisions, top refused tools and callers, a plot
+
+    Stream an audit log (constant memory) and print calls by decision and code, the most refused tools and callers,
+    and optionally a PNG of decisions over time (needs the 'plot' extra).
+    """
     from mcp_guard._auditsummary import parse_since, plot, print_summary, summarise
 
     try:

@@ -28,15 +28,18 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from mcp_guard._cli_common import command, fail
 from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
-from mcp_guard._inbox import DecisionRefused, Inbox
+from mcp_guard._inbox_stores import DecisionRefused
+
+if TYPE_CHECKING:
+    from mcp_guard._inbox import Inbox
 
 log = logging.getLogger("mcp_guard.inbox")
 
@@ -107,6 +110,9 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
+
+    # Imported here: Inbox.app() imports this module, which therefore never imports _inbox at module level.
+    from mcp_guard._inbox import Inbox
 
     box = inbox if isinstance(inbox, Inbox) else Inbox(inbox)
     page = _static_text("index.html").replace("__POLL_MS__", str(round(poll_s * 1000)))
@@ -293,9 +299,10 @@ class InboxServer:
 
 def add_inbox_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``mcp-guard inbox`` (one line in the CLI's SUBCOMMANDS)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+    parser = command(
+        subparsers,
         "inbox",
-        help="serve the approval inbox's web page (extra 'inbox')",
+        run_inbox,
         description="Serve a page listing the approval requests waiting in an inbox store, to approve, edit or "
         f"reject them. A token is required: --token or ${TOKEN_ENV} (at least {MIN_TOKEN_CHARS} characters).",
     )
@@ -305,28 +312,27 @@ def add_inbox_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--token", default=None, help=f"access token (default: ${TOKEN_ENV})")
     parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="page refresh interval in seconds")
     parser.add_argument("--prefix", default="mcpg:inbox", help="Redis key prefix the workers' Inbox uses")
-    parser.set_defaults(func=run_inbox)
     return parser
 
 
 def run_inbox(args: argparse.Namespace) -> int:
+    """serve the approval inbox's web page (extra 'inbox')"""
     token = args.token or os.environ.get(TOKEN_ENV)
     if not token:
-        print(f"mcp-guard inbox: a token is required: --token or ${TOKEN_ENV}", file=sys.stderr)
-        return 2
+        return fail(f"a token is required: --token or ${TOKEN_ENV}", subcommand="inbox")
     if len(token) < MIN_TOKEN_CHARS:
-        print(
-            f"mcp-guard inbox: the token must be at least {MIN_TOKEN_CHARS} characters "
+        return fail(
+            f"the token must be at least {MIN_TOKEN_CHARS} characters "
             '(python -c "import secrets; print(secrets.token_urlsafe())")',
-            file=sys.stderr,
+            subcommand="inbox",
         )
-        return 2
     try:
         uvicorn = require_extra("uvicorn", "inbox", "mcp-guard inbox")
+        from mcp_guard._inbox import Inbox
+
         app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
     except (MissingExtraError, ValueError, PolicyError) as exc:
-        print(f"mcp-guard inbox: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), subcommand="inbox")
     if urlsplit(args.store).scheme == "memory":
         print("mcp-guard inbox: warning: a memory:// store is private to this process; workers cannot reach it")
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from mcp_guard._matching import pointer_escape
@@ -35,51 +36,32 @@ def _json_positions(text: str) -> Positions:
         m = _WS.match(text, i)
         return m.end() if m else i
 
+    def items(i: int, close: str, item: Callable[[int, int], int]) -> int:
+        # An object's members and an array's items are read by one loop: ``item(i, n)`` reads the n-th one
+        # at ``i`` (past any white space) and returns where it ends; commas and the closing bracket are here.
+        i = skip(i + 1)
+        if text.startswith(close, i):
+            return i + 1
+        n = 0
+        while True:
+            i = skip(item(skip(i), n))
+            n += 1
+            if text.startswith(",", i):
+                i += 1
+                continue
+            if text.startswith(close, i):
+                return i + 1
+            raise _Unscannable
+
     def value(i: int, where: str) -> int:
         i = skip(i)
         if i >= len(text):
             raise _Unscannable
         c = text[i]
         if c == "{":
-            i = skip(i + 1)
-            if text.startswith("}", i):
-                return i + 1
-            while True:
-                i = skip(i)
-                if not text.startswith('"', i):
-                    raise _Unscannable
-                start = i
-                key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
-                member = f"{where}/{pointer_escape(key)}"
-                found.setdefault(member, start)
-                i = skip(i)
-                if not text.startswith(":", i):
-                    raise _Unscannable
-                i = value(i + 1, member)
-                i = skip(i)
-                if text.startswith(",", i):
-                    i += 1
-                    continue
-                if text.startswith("}", i):
-                    return i + 1
-                raise _Unscannable
+            return items(i, "}", lambda at, _n: member(at, where))
         if c == "[":
-            i = skip(i + 1)
-            if text.startswith("]", i):
-                return i + 1
-            n = 0
-            while True:
-                i = skip(i)
-                found.setdefault(f"{where}/{n}", i)
-                i = value(i, f"{where}/{n}")
-                n += 1
-                i = skip(i)
-                if text.startswith(",", i):
-                    i += 1
-                    continue
-                if text.startswith("]", i):
-                    return i + 1
-                raise _Unscannable
+            return items(i, "]", lambda at, n: element(at, f"{where}/{n}"))
         if c == '"':
             _, end = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
             return int(end)
@@ -87,6 +69,20 @@ def _json_positions(text: str) -> Positions:
         if not m:
             raise _Unscannable
         return m.end()
+
+    def member(i: int, where: str) -> int:
+        if not text.startswith('"', i):
+            raise _Unscannable
+        key, end = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        found.setdefault(f"{where}/{pointer_escape(key)}", i)
+        end = skip(end)
+        if not text.startswith(":", end):
+            raise _Unscannable
+        return value(end + 1, f"{where}/{pointer_escape(key)}")
+
+    def element(i: int, where: str) -> int:
+        found.setdefault(where, i)
+        return value(i, where)
 
     value(0, "")
     return found

@@ -27,19 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
+from mcp_guard._cli_common import POLICY_FILE_HELP, command, describe_error, fail, load_policy
+from mcp_guard._errors import MissingExtraError, require_extra
 
 
 def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "proxy",
-        help="serve an MCP server through the policy, for any MCP client",
-        description="An MCP server in front of an MCP server: tools the policy hides are not listed, every tool "
-        "call is decided, rate-limited, approved and audited by the policy, and refusals come back as isError "
-        "results with the violation JSON. Resources and prompts pass through untouched.",
-        usage="%(prog)s --policy FILE [options] (-- CMD ARGS... | --upstream URL) [--listen HOST:PORT]",
-    )
-    parser.add_argument("--policy", required=True, metavar="FILE", help="policy file (.json, .yaml or .yml)")
+    usage = "%(prog)s --policy FILE [options] (-- CMD ARGS... | --upstream URL) [--listen HOST:PORT]"
+    parser = command(subparsers, "proxy", run_proxy, usage=usage)
+    parser.add_argument("--policy", required=True, metavar="FILE", help=POLICY_FILE_HELP)
     parser.add_argument("--store", default="memory://", metavar="URL", help="rate-limit store (default memory://)")
     parser.add_argument("--audit", metavar="PATH", help="append one JSON line per call to this file")
     parser.add_argument(
@@ -72,16 +67,7 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for an approval before refusing (default 300)",
     )
-    who = parser.add_argument_group("identity (one of)")
-    who.add_argument("--identity", metavar="ID", help="the caller identity of every call")
-    who.add_argument("--identity-from", choices=("bearer",), help="HTTP: the Authorization bearer token")
-    who.add_argument("--identity-header", metavar="NAME", help="HTTP: the value of this request header")
-    parser.add_argument(
-        "--tokens",
-        metavar="FILE",
-        help="with --identity-from bearer: a JSON map of token to "
-        "identity; other tokens are refused (default: the token's SHA-256 prefix)",
-    )
+    _add_identity_options(parser)
     parser.add_argument("--upstream", metavar="URL", help="a streamable-HTTP MCP server to forward to")
     parser.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
     parser.add_argument(
@@ -91,8 +77,21 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         "the default JSON-RPC relay, which forwards messages as bytes and guards only tool calls",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
-    parser.set_defaults(func=run_proxy)
     return parser
+
+
+def _add_identity_options(parser: argparse.ArgumentParser) -> None:
+    # Who is calling: one fixed identity, or (HTTP) one read from each request. ``--tokens`` is listed with
+    # the other options, after --approval-timeout; the three alternatives have their own section.
+    who = parser.add_argument_group("identity (one of)")
+    who.add_argument("--identity", metavar="ID", help="the caller identity of every call")
+    who.add_argument("--identity-from", choices=("bearer",), help="HTTP: the Authorization bearer token")
+    who.add_argument("--identity-header", metavar="NAME", help="HTTP: the value of this request header")
+    tokens_help = (
+        "with --identity-from bearer: a JSON map of token to identity; other tokens are refused (default: the "
+        "token's SHA-256 prefix)"
+    )
+    parser.add_argument("--tokens", metavar="FILE", help=tokens_help)
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -113,6 +112,12 @@ def _tokens(path: str) -> Mapping[str, str]:
 
 
 def run_proxy(args: argparse.Namespace) -> int:
+    """serve an MCP server through the policy, for any MCP client
+
+    An MCP server in front of an MCP server: tools the policy hides are not listed, every tool call is decided,
+    rate-limited, approved and audited by the policy, and refusals come back as isError results with the violation
+    JSON. Resources and prompts pass through untouched.
+    """
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -132,17 +137,14 @@ def run_proxy(args: argparse.Namespace) -> int:
         raise SystemExit(f"mcp-guard proxy: the upstream command {command[0]!r} was not found")
 
     from mcp_guard._guard import Guard
-    from mcp_guard._policy import Policy
 
     try:
         require_extra("mcp", "proxy", "mcp-guard proxy")
-        policy = Policy.load(args.policy)
-    except PolicyError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
     except MissingExtraError as exc:
-        print(f"mcp-guard: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    policy = load_policy(args.policy)
+    if isinstance(policy, int):
+        return policy
     try:
         approver = None
         if args.inbox:
@@ -159,8 +161,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             approval_timeout_s=args.approval_timeout,
         )
     except (MissingExtraError, ValueError, OSError) as exc:  # a bad store URL, an audit path that cannot be written
-        print(f"mcp-guard proxy: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), subcommand="proxy")
 
     try:
         if listen is None and not args.upstream and not args.no_relay and _can_relay():
@@ -172,8 +173,7 @@ def run_proxy(args: argparse.Namespace) -> int:
             asyncio.run(serve_stdio(relay))
             return 0
     except Exception as exc:  # the upstream could not be started: say so in one line
-        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
-        return 1
+        return fail(describe_error(exc), 1, subcommand="proxy")
 
     import anyio
 
@@ -186,8 +186,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         else:
             _run_http(args, guard, command, listen)
     except Exception as exc:  # the upstream could not be started or reached: say so in one line
-        print(f"mcp-guard proxy: {_describe(exc)}", file=sys.stderr)
-        return 1
+        return fail(describe_error(exc), 1, subcommand="proxy")
     return 0
 
 
@@ -195,13 +194,6 @@ def _can_relay() -> bool:
     from mcp_guard._proxy_relay import can_relay
 
     return can_relay()
-
-
-def _describe(exc: BaseException) -> str:
-    # anyio wraps failures in exception groups; the first leaf is the one that says what went wrong.
-    while getattr(exc, "exceptions", None):
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _run_http(args: argparse.Namespace, guard: Any, command: list[str], listen: tuple[str, int]) -> None:

@@ -42,12 +42,12 @@ import signal
 import stat
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
-from mcp_guard._compat import result_is_error
 from mcp_guard._guard import Guard
+from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
 log = logging.getLogger("mcp_guard.proxy")
 
@@ -101,7 +101,39 @@ def _is_error(reply: Any) -> bool:
         return False
     if "error" in reply.message:
         return True
-    return result_is_error(reply.message.get("result"))
+    return Guard.is_error_result(reply.message.get("result"))
+
+
+_NOT_JSON = "a line that is not JSON"
+_BATCH = "a JSON-RPC batch"
+
+
+async def _messages(
+    reader: asyncio.StreamReader, refused: Callable[[str], None]
+) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+    """Each newline-delimited JSON-RPC message on ``reader`` (newline-terminated) with its parse, until EOF.
+
+    Both directions read the same way: blank lines are skipped, and a line that is not one JSON object is not
+    passed on but named to ``refused`` (``_NOT_JSON`` or ``_BATCH``), which answers or logs it.
+    """
+    while line := await reader.readline():
+        if not line.strip():
+            continue
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        try:
+            message = json.loads(line)
+        except ValueError:
+            refused(_NOT_JSON)
+            continue
+        if not isinstance(message, dict):
+            refused(_BATCH)
+            continue
+        yield line, message
+
+
+def _upstream_sent(problem: str) -> None:
+    log.warning("the upstream wrote %s; dropped", problem)
 
 
 def _annotations(tool: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -110,30 +142,6 @@ def _annotations(tool: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         return None
     return {k: v for k, v in raw.items() if v is not None}
-
-
-def can_elicit(capabilities: Any) -> bool:
-    """Whether a client's ``initialize`` capabilities allow form elicitation (empty means form, per spec)."""
-    caps = capabilities.get("elicitation") if isinstance(capabilities, dict) else None
-    return isinstance(caps, dict) and ("form" in caps or "url" not in caps)
-
-
-def approval_message(request: ApprovalRequest) -> str:
-    """The question put to a person by elicitation: tool, server, arguments, why, who is calling.
-
-    Values under the rule's ``redact`` paths read ``[redacted]``, as on the inbox page: a client's dialog is
-    a screen like any other, and may be logged.
-    """
-    from mcp_guard._inbox import shown_args
-
-    where = f" on {request.server}" if request.server else ""
-    shown, _ = shown_args(request.args, request.redact)
-    lines = [f"Allow {request.tool}{where}?", f"Arguments: {json.dumps(shown, ensure_ascii=False)}"]
-    if request.reason:
-        lines.append(f"Why you are asked: {request.reason}")
-    if request.identity:
-        lines.append(f"Caller: {request.identity}")
-    return "\n".join(lines)
 
 
 def _new_id() -> str:
@@ -239,24 +247,14 @@ class Relay:
 
     # -- the two directions ----------------------------------------------------------------------------
 
+    def _client_sent(self, problem: str) -> None:
+        if problem == _NOT_JSON:
+            self._to_client(_error_line(None, _PARSE_ERROR, "mcp-guard: not JSON"))
+        else:  # a batch could carry a tools/call past the guard: refused whole
+            self._to_client(_error_line(None, _INVALID_REQUEST, "mcp-guard: JSON-RPC batches are not relayed"))
+
     async def _from_client(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            if not line.strip():
-                continue
-            if not line.endswith(b"\n"):
-                line += b"\n"
-            try:
-                message = json.loads(line)
-            except ValueError:
-                self._to_client(_error_line(None, _PARSE_ERROR, "mcp-guard: not JSON"))
-                continue
-            if not isinstance(message, dict):
-                # A batch could carry a tools/call past the guard: refused whole.
-                self._to_client(_error_line(None, _INVALID_REQUEST, "mcp-guard: JSON-RPC batches are not relayed"))
-                continue
+        async for line, message in _messages(reader, self._client_sent):
             method = message.get("method")
             rid = message.get("id")
             if method is None:  # an answer: to one of the relay's elicitations, or to an upstream request
@@ -294,20 +292,7 @@ class Relay:
 
     async def _from_upstream(self, reader: asyncio.StreamReader) -> None:
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                if not line.endswith(b"\n"):
-                    line += b"\n"
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    log.warning("the upstream wrote a line that is not JSON; dropped")
-                    continue
-                if not isinstance(message, dict):
-                    log.warning("the upstream wrote a JSON-RPC batch; dropped")
-                    continue
+            async for line, message in _messages(reader, _upstream_sent):
                 if "method" in message:  # a notification, or a request of the client: through as it came
                     if message["method"] == "notifications/tools/list_changed":
                         self._tools.clear()
@@ -480,8 +465,7 @@ class Relay:
                 call_id=str(rid),
             )
             if result.violation is not None:
-                refusal = {"content": [{"type": "text", "text": result.violation.to_json()}], "isError": True}
-                self._to_client(_dump({"jsonrpc": "2.0", "id": rid, "result": refusal}))
+                self._to_client(_dump({"jsonrpc": "2.0", "id": rid, "result": refusal(result.violation)}))
             else:
                 self._to_client(result.value.line)
         except asyncio.CancelledError:
@@ -499,20 +483,13 @@ class Relay:
             future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self._asks[aid] = future
             try:
-                params = {"message": approval_message(request), "requestedSchema": {"type": "object", "properties": {}}}
+                params = {"message": approval_message(request), "requestedSchema": APPROVAL_SCHEMA}
                 self._to_client(_dump({"jsonrpc": "2.0", "id": aid, "method": "elicitation/create", "params": params}))
                 answer = await future
             finally:
                 self._asks.pop(aid, None)
             result = answer.get("result")
-            action = result.get("action") if isinstance(result, dict) else None
-            if action == "accept":
-                return ApprovalDecision.approve()
-            if action == "decline":
-                return ApprovalDecision.deny("the user declined this call")
-            if action == "cancel":
-                return ApprovalDecision.deny("the user cancelled the approval")
-            return ApprovalDecision.deny("the client could not answer the approval request")
+            return approval_answer(result.get("action") if isinstance(result, dict) else None)
 
         return ask
 

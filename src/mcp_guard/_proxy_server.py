@@ -45,7 +45,7 @@ from mcp.shared.session import RequestResponder
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest, as_async_approver
 from mcp_guard._guard import Guard
-from mcp_guard._proxy_relay import approval_message
+from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
 log = logging.getLogger("mcp_guard.proxy")
 
@@ -317,9 +317,7 @@ class GuardProxy:
             call_id=str(ctx.request_id),
         )
         if result.violation is not None:
-            text = result.violation.to_json()
-            refusal = types.CallToolResult(isError=True, content=[types.TextContent(type="text", text=text)])
-            return types.ServerResult(refusal)
+            return types.ServerResult(types.CallToolResult.model_validate(refusal(result.violation)))
         value: types.CallToolResult = result.value
         return types.ServerResult(value)
 
@@ -344,14 +342,10 @@ class GuardProxy:
         ctx = self.server.request_context
         answer = await ctx.session.elicit_form(
             message=approval_message(request),
-            requestedSchema={"type": "object", "properties": {}},
+            requestedSchema=APPROVAL_SCHEMA,
             related_request_id=ctx.request_id,
         )
-        if answer.action == "accept":
-            return ApprovalDecision.approve()
-        if answer.action == "decline":
-            return ApprovalDecision.deny("the user declined this call")
-        return ApprovalDecision.deny("the user cancelled the approval")
+        return approval_answer(answer.action)
 
 
 def _outgoing(request: Any) -> types.ClientRequest:
@@ -374,9 +368,7 @@ def _annotations(tool: types.Tool | None) -> dict[str, Any] | None:
 
 def _can_elicit(session: ServerSession) -> bool:
     params = session.client_params
-    caps = params.capabilities.elicitation if params is not None else None
-    # An empty elicitation capability means form mode (the spec's backwards-compatible reading).
-    return caps is not None and (caps.form is not None or caps.url is None)
+    return params is not None and can_elicit(params.capabilities.model_dump(exclude_none=True))
 
 
 __all__ = ["GuardProxy", "IdentityOf", "Upstream"]

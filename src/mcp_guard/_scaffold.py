@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from mcp_guard._cli_common import command, describe_error, fail
 from mcp_guard._errors import MissingExtraError
 from mcp_guard._policy import risk_class as _policy_risk_class
 
@@ -85,14 +86,7 @@ def _rule_for(tool: ToolInfo) -> dict[str, Any]:
         return {
             "description": f"Writes without destroying ({why}): allowed, at most {WRITE_LIMIT_MAX} calls a "
             f"{WRITE_LIMIT_WINDOW} per identity so a looping model stops.{reach}",
-            "limits": [
-                {
-                    "counter": f"{tool.name}_rate",
-                    "window": WRITE_LIMIT_WINDOW,
-                    "max": WRITE_LIMIT_MAX,
-                    "scope": "identity",
-                }
-            ],
+            "limits": _write_limits(f"{tool.name}_rate"),
         }
     return {
         "action": "require_approval",
@@ -102,6 +96,11 @@ def _rule_for(tool: ToolInfo) -> dict[str, Any]:
             "description": f"{tool.name}: {_first_line(tool.description) or 'a destructive tool'}",
         },
     }
+
+
+def _write_limits(counter: str) -> list[dict[str, Any]]:
+    # A fresh list per rule: YAML output would otherwise share one object through an anchor and aliases.
+    return [{"counter": counter, "window": WRITE_LIMIT_WINDOW, "max": WRITE_LIMIT_MAX, "scope": "identity"}]
 
 
 def _first_line(text: str | None) -> str:
@@ -131,26 +130,12 @@ def starter_policy(server: ServerInfo) -> dict[str, Any]:
             "read": {"description": "A read-only tool not named above (e.g. added to the server later): allowed."},
             "write": {
                 "description": "A non-destructive write tool not named above: allowed, rate-limited.",
-                "limits": [
-                    {
-                        "counter": "unlisted_writes_rate",
-                        "window": WRITE_LIMIT_WINDOW,
-                        "max": WRITE_LIMIT_MAX,
-                        "scope": "identity",
-                    }
-                ],
+                "limits": _write_limits("unlisted_writes_rate"),
             },
             "open_world": {
                 "description": "A non-destructive tool not named above that reaches outside the server: allowed, "
                 "rate-limited.",
-                "limits": [
-                    {
-                        "counter": "unlisted_writes_rate",
-                        "window": WRITE_LIMIT_WINDOW,
-                        "max": WRITE_LIMIT_MAX,
-                        "scope": "identity",
-                    }
-                ],
+                "limits": _write_limits("unlisted_writes_rate"),
             },
             "destructive": {
                 "action": "require_approval",
@@ -277,38 +262,41 @@ def _format_for(output: str | None, fmt: str | None) -> str:
     return "json"
 
 
+_INIT_EXAMPLES = (
+    "examples: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py\n"
+    "          mcp-guard init --output policy.json http://127.0.0.1:8000/mcp"
+)
+
+
 def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``init`` on the CLI's subparsers (``build_parser`` in ``_cli.py`` calls this)."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "init",
-        help="write a starter policy from an MCP server's tools and annotations",
-        description="Read an MCP server's tools and annotations (start it over stdio after --, or give the URL of "
-        "a running streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; "
-        "write tools rate-limited; destructive tools require approval.",
-        epilog="examples: mcp-guard init --output policy.json -- python examples/servers/exchange_server.py\n"
-        "          mcp-guard init --output policy.json http://127.0.0.1:8000/mcp",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = command(
+        subparsers, "init", run_init, epilog=_INIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output", "-o", metavar="FILE", help="write here (.json, or .yaml/.yml); default stdout")
     parser.add_argument("--format", choices=("json", "yaml"), help="output format (default: from FILE's suffix)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)")
     parser.add_argument("server_command", nargs=argparse.REMAINDER, metavar="URL | -- COMMAND ...")
-    parser.set_defaults(func=run_init)
     return parser
 
 
 def run_init(args: argparse.Namespace) -> int:
-    """The ``init`` subcommand: 0 on success, 2 when the server cannot be started or read."""
+    """write a starter policy from an MCP server's tools and annotations
+
+    Read an MCP server's tools and annotations (start it over stdio after --, or give the URL of a running
+    streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; write tools
+    rate-limited; destructive tools require approval.
+    """
+    # Exit 0 on success, 2 when the server cannot be started or read.
     command = list(args.server_command)
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        print(
-            "mcp-guard init: give a streamable-HTTP URL (mcp-guard init http://127.0.0.1:8000/mcp) or the server "
-            "command after -- (mcp-guard init -- python server.py)",
-            file=sys.stderr,
+        return fail(
+            "give a streamable-HTTP URL (mcp-guard init http://127.0.0.1:8000/mcp) or the server command after -- "
+            "(mcp-guard init -- python server.py)",
+            subcommand="init",
         )
-        return 2
     # One argument that is a URL names a running server; anything else is a command line to start over stdio.
     target: list[str] | str = command[0] if len(command) == 1 and is_url(command[0]) else command
     shown = target if isinstance(target, str) else " ".join(command)
@@ -316,15 +304,12 @@ def run_init(args: argparse.Namespace) -> int:
         with _progress(f"reading tools from {shown} (waiting up to {args.timeout:g} s)"):
             server = asyncio.run(read_server(target, timeout_s=args.timeout))
     except MissingExtraError as exc:
-        print(f"mcp-guard init: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc), subcommand="init")
     except TimeoutError:
-        print(f"mcp-guard init: {shown} did not answer as an MCP server within {args.timeout:g} s", file=sys.stderr)
-        return 2
+        return fail(f"{shown} did not answer as an MCP server within {args.timeout:g} s", subcommand="init")
     except Exception as exc:
         # Startup failures surface as OSError or as an ExceptionGroup from the transport's task group.
-        print(f"mcp-guard init: could not read tools from {shown!r}: {_describe(exc)}", file=sys.stderr)
-        return 2
+        return fail(f"could not read tools from {shown!r}: {describe_error(exc)}", subcommand="init")
     text = render(starter_policy(server), _format_for(args.output, args.format))
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -341,15 +326,6 @@ def _progress(message: str) -> contextlib.AbstractContextManager[Any]:
     from rich.console import Console
 
     return Console(stderr=True).status(message, spinner="dots")
-
-
-def _describe(exc: BaseException) -> str:
-    # Unwrap (Base)ExceptionGroups by duck typing: the builtin does not exist on Python 3.10.
-    inner = getattr(exc, "exceptions", None)
-    while isinstance(inner, tuple) and inner:
-        exc = inner[0]
-        inner = getattr(exc, "exceptions", None)
-    return f"{type(exc).__name__}: {exc}"
 
 
 __all__ = [
