@@ -119,7 +119,7 @@ def is_async_callable(fn: object) -> bool:
 
 
 def as_async_approver(approver: Approver) -> AsyncApprover:
-    """Normalise a sync or async approver once into an async one.
+    """Normalise a sync or async approver once into an async one (for callers that only await, e.g. the proxy).
 
     Sync approvers run on a reused daemon worker (:data:`WORKERS`), so a slow console prompt never blocks the
     event loop, can be timed out, and a hung one cannot keep the process (or ``asyncio.run``) from exiting.
@@ -138,8 +138,101 @@ def as_async_approver(approver: Approver) -> AsyncApprover:
     return call_sync
 
 
+Asked: TypeAlias = tuple[Any, BaseException | None]
+"""What asking came to: ``(answer, None)``, or ``(None, exception)``; :class:`NoAnswer` when none came in time."""
+
+
+class NoAnswer(TimeoutError):
+    """No answer within the timeout (the job was abandoned); not a TimeoutError the job itself raised."""
+
+
+class Asker:
+    """An approver normalised once (when the Guard is built or given one): asked from sync code with :meth:`ask`,
+    from async code with :meth:`aask`, each bounded by a timeout and never raising what the approver raised.
+
+    A sync approver runs on a reused daemon worker either way (no thread and no event loop made per approval);
+    an async one runs on the caller's loop, or, for sync callers, on one long-lived background loop. A hung
+    approver is abandoned at the timeout and never keeps the process alive.
+    """
+
+    __slots__ = ("approver",)
+
+    def __init__(self, approver: Approver) -> None:
+        self.approver = approver
+
+    @staticmethod
+    def of(approver: Approver | None) -> Asker | None:
+        if approver is None:
+            return None
+        return _AsyncAsker(approver) if is_async_callable(approver) else Asker(approver)
+
+    def ask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        return WORKERS.call(timeout, _settled, self.approver, request)
+
+    async def aask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        return await within(asyncio.wrap_future(WORKERS.submit(_settled, self.approver, request)), timeout)
+
+
+class _AsyncAsker(Asker):
+    __slots__ = ()
+
+    def ask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        future = asyncio.run_coroutine_threadsafe(self.aask(request, timeout), background_loop())
+        try:
+            return future.result(timeout + 1.0)  # aask enforces the timeout; this is a backstop
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return None, NoAnswer(f"no answer within {timeout:g} s")
+
+    async def aask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        return await within(self.approver(request), timeout)  # type: ignore[arg-type]  # an async approver
+
+
+def _settled(approver: Approver, request: ApprovalRequest) -> Any:
+    """``approver(request)`` on a worker; a sync function that returned a coroutine has it awaited there."""
+    answer = approver(request)
+    if answer is True or answer is False or isinstance(answer, ApprovalDecision):  # the usual answers
+        return answer
+    if inspect.isawaitable(answer):
+        return asyncio.run_coroutine_threadsafe(_awaited(answer), background_loop()).result(request.timeout_s)
+    return answer
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+async def within(awaitable: Awaitable[Any], timeout: float) -> Asked:
+    """Await ``awaitable`` for at most ``timeout`` seconds; a late one is cancelled and left behind.
+
+    ``asyncio.wait``, not ``wait_for``: ``wait_for`` waits for the cancelled awaitable to finish, and one that
+    swallows its cancellation would hold the caller forever. A caller cancelled meanwhile cancels it too.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume_outcome)
+        return None, NoAnswer(f"no answer within {timeout:g} s")
+    if task.cancelled():  # it cancelled itself: no answer
+        return None, asyncio.CancelledError()
+    error = task.exception()
+    return (task.result(), None) if error is None else (None, error)
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    # A timed-out approver may still finish (or fail) later: read its outcome so asyncio does not log
+    # "exception was never retrieved" for an answer nobody is waiting for.
+    if not future.cancelled():
+        future.exception()
+
+
 class Workers:
-    """Daemon threads reused across approvals (no thread is created per approval once warm).
+    """Daemon threads reused across jobs (no thread is created per approval once warm).
 
     Each job gets a worker of its own: an idle one if there is one, else a new thread, so a hung approver
     holds only its own thread and never delays another call's. Idle workers wait for the next job; beyond
@@ -164,6 +257,16 @@ class Workers:
         if start:
             threading.Thread(target=self._work, name=self._name, daemon=True).start()
         return future
+
+    def call(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Asked:
+        """``fn(*args)`` on a worker, waited for at most ``timeout`` seconds (then abandoned: a TimeoutError)."""
+        job = self.submit(fn, *args)
+        try:
+            return job.result(timeout), None
+        except Exception as exc:
+            if isinstance(exc, concurrent.futures.TimeoutError) and not job.done():
+                return None, NoAnswer(f"no answer within {timeout:g} s")
+            return None, exc
 
     def _work(self) -> None:
         while True:
