@@ -28,6 +28,7 @@ import struct
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,22 +64,31 @@ _LINE = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
 # -- describing arguments ------------------------------------------------------------------------------
 
 
+_EXACT_TYPES: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    dict: "object",
+    list: "array",
+    tuple: "array",
+}
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (Mapping, "object"),
+    ((list, tuple), "array"),
+)
+
+
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return type(value).__name__
+    kind = _EXACT_TYPES.get(type(value))  # one lookup for the usual, exact JSON types
+    if kind is None:  # subclasses (an IntEnum, an OrderedDict) and anything else
+        kind = next((name for types, name in _KINDS if isinstance(value, types)), type(value).__name__)
+    return kind
 
 
 def _fingerprint(value: Any, key: bytes) -> str | None:
@@ -467,39 +477,33 @@ class MemorySink:
     """
 
     def __init__(self) -> None:
-        self._events: list[dict[str, Any] | CallEvent] = []
-        self._unbuilt = 0
+        self._events: list[dict[str, Any]] = []
+        # Writers only append here (a deque's append is atomic: no lock on the call path); readers move what
+        # arrived into the list, building each call's event, under the lock.
+        self._arrived: deque[dict[str, Any] | CallEvent] = deque()
         self._lock = threading.Lock()
 
     @property
     def events(self) -> list[dict[str, Any]]:
         """The events so far, oldest first (the list itself: clear it, slice it, compare it)."""
         with self._lock:
-            events = self._events
-            i = len(events)
-            while self._unbuilt and i:  # the unbuilt ones are among the latest: build them, newest first
-                i -= 1
-                item = events[i]
-                if isinstance(item, CallEvent):
-                    events[i] = dict(item.data())
-                    self._unbuilt -= 1
-            self._unbuilt = 0
-            return events  # type: ignore[return-value]  # every item is a dict now
+            arrived, events = self._arrived, self._events
+            while arrived:
+                item = arrived.popleft()
+                events.append(dict(item.data()) if isinstance(item, CallEvent) else item)
+            return events
 
     @events.setter
     def events(self, events: list[dict[str, Any]]) -> None:
         with self._lock:
+            self._arrived.clear()
             self._events = list(events)
-            self._unbuilt = 0
 
     def write(self, event: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._events.append(dict(event))
+        self._arrived.append(dict(event))
 
     def _keep(self, event: CallEvent) -> None:
-        with self._lock:
-            self._events.append(event)
-            self._unbuilt += 1
+        self._arrived.append(event)
 
 
 class LoggingSink:

@@ -23,16 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 from mcp_guard._approval import Approver, Asker
 from mcp_guard._audit import AuditSink, audit_sinks
 from mcp_guard._audit import audit_key as audit_key_of
-from mcp_guard._calls import (
-    Admission,
-    AdmitKeywords,
-    CallKeywords,
-    GuardResult,
-    Outcome,
-    RunKeywords,
-    ToolCall,
-    new_call,
-)
+from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, round_up
 from mcp_guard._errors import ConfigurationError, PolicyViolation
@@ -45,6 +36,7 @@ from mcp_guard._stores import Store, StoreProtocol, store_from_uri
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from mcp_guard._calls import AdmitKeywords, CallKeywords, RunKeywords
     from mcp_guard._usage import LimitUsage, UsageKeywords
 
 PolicySource = Union[Policy, "Guard", Mapping[str, Any], str, "os.PathLike[str]"]
@@ -194,13 +186,15 @@ class Guard(Pipeline):
         until its window passes. ``approval`` is an answer obtained elsewhere (a LangGraph resume value,
         an Agents SDK approval): ``True``/``False``, an :class:`ApprovalDecision` or a resume dict.
         """
-        return self._drive(self._admit_plan(tool, args, call))
+        plan = self._admit_plan(tool, args, call)
+        return plan if isinstance(plan, Admission) else self._drive(plan)
 
     async def aadmit(
         self, tool: str, args: Mapping[str, Any] | None = None, **call: Unpack[AdmitKeywords]
     ) -> Admission:
         """:meth:`admit` for async callers; always follow with :meth:`afinish`."""
-        return await self._adrive(self._admit_plan(tool, args, call))
+        plan = self._admit_plan(tool, args, call)
+        return plan if isinstance(plan, Admission) else await self._adrive(plan)
 
     def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None:
         """Step 7's bookkeeping and step 8: give quota back where due, write the audit event. Idempotent.
@@ -212,13 +206,17 @@ class Guard(Pipeline):
         ``"admitted"`` (handed on, result not known here) and ``"cancelled"`` (cancelled after it was handed
         on): nothing given back.
         """
-        self._drive(self._finish_steps(admission, outcome, error))
+        steps = self._finish_plan(admission, outcome, error)
+        if steps is not None:
+            self._drive(steps)
 
     async def afinish(
         self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None
     ) -> None:
         """:meth:`finish` for async callers."""
-        await self._adrive(self._finish_steps(admission, outcome, error))
+        steps = self._finish_plan(admission, outcome, error)
+        if steps is not None:
+            await self._adrive(steps)
 
     def run(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]

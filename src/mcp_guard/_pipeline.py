@@ -18,8 +18,9 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from mcp_guard._approval import (
     ApprovalDecision,
@@ -33,16 +34,7 @@ from mcp_guard._approval import (
 )
 from mcp_guard._argcheck import non_finite_path, tool_schema_error
 from mcp_guard._audit import AuditSink, CallEvent, emit, scrub
-from mcp_guard._calls import (
-    Admission,
-    AdmitKeywords,
-    CallKeywords,
-    GuardResult,
-    Outcome,
-    RunKeywords,
-    ToolCall,
-    new_call,
-)
+from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge
 from mcp_guard._errors import ApprovalError, StoreError
@@ -57,6 +49,7 @@ from mcp_guard._steps import (
     AttemptState,
     Call,
     Check,
+    Op,
     Release,
     Reserve,
     Sleep,
@@ -64,6 +57,9 @@ from mcp_guard._steps import (
     StoreOp,
 )
 from mcp_guard._stores import Store, StoreProtocol, Verdict
+
+if TYPE_CHECKING:
+    from mcp_guard._calls import AdmitKeywords, CallKeywords, RunKeywords
 
 log = logging.getLogger("mcp_guard")
 
@@ -100,19 +96,44 @@ class Pipeline:
     def _run_plan(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], keywords: RunKeywords
     ) -> Admission | Steps[GuardResult]:
-        """What ``run``/``arun`` drive: the steps of the whole call, or, when the call needs nothing but the tool
-        (allowed, nothing to count, retry or record), its finished admission: the caller just calls the tool."""
+        """What ``run``/``arun`` drive: the steps of the whole call; the one-step :meth:`_plain_steps` when there is
+        nothing to count, ask or retry; or, when there is not even an event to write, the call's finished
+        admission: the caller just calls the tool."""
         approval = keywords.pop("approval", None)
         is_error = keywords.pop("is_error", None)
-        call = new_call(tool, args, **cast(CallKeywords, keywords))
+        call = new_call(tool, args, **cast("CallKeywords", keywords))
         policy = self.policy  # one policy for the whole call, even if a reload lands midway
+        started = time.perf_counter()
         decision: Decision | None = None
-        if approval is None and not self.audit_sinks:
+        if approval is None:
             decision = self._evaluate(call, policy)
             if decision.action == "allow" and not decision.limits and self._retry_for(call, decision) is None:
-                return Admission(call, decision, finished=True)
-        state = AttemptState(approval=self._coerce_given(approval), policy=policy)
+                if not self.audit_sinks:
+                    return Admission(call, decision, finished=True)
+                if self._shadow is None and self.audit_failure == "open":
+                    return self._plain_steps(Admission(call, decision, started=started, finished=True), fn, is_error)
+        state = AttemptState(approval=self._coerce_given(approval), started=started, policy=policy)
         return self._fault_safe(call, state, self._run_steps(call, state, decision, fn, is_error))
+
+    def _plain_steps(
+        self, admission: Admission, fn: Callable[..., Any], is_error: Callable[[Any], bool] | None
+    ) -> Steps[GuardResult]:
+        """The whole of an allowed call with no quota, no approval and no retry: call the tool, write its event.
+
+        What :meth:`_run_steps` does for such a call, without its machinery (nothing here can fail but the tool).
+        """
+        try:
+            value = yield Call(fn, admission.call.args)
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            self._record(admission, "error", exc)
+            raise
+        except BaseException as exc:  # cancelled or interrupted while the tool ran
+            self._record(admission, "cancelled", exc)
+            raise
+        self._record(admission, "error" if _failed(value, is_error) else "ok", None)
+        return GuardResult(value=value, admission=admission)
 
     def _fault_safe(self, call: ToolCall, state: AttemptState, steps: Steps[GuardResult]) -> Steps[GuardResult]:
         """``steps``, but a fault of the guard's own (not the tool's) refuses the call as ``guard_unavailable``."""
@@ -123,12 +144,29 @@ class Pipeline:
                 raise
             return self._guard_fault(call, state, exc)
 
-    def _admit_plan(self, tool: str, args: Mapping[str, Any] | None, keywords: AdmitKeywords) -> Steps[Admission]:
-        """What ``admit``/``aadmit`` drive: steps 1-6."""
+    def _admit_plan(
+        self, tool: str, args: Mapping[str, Any] | None, keywords: AdmitKeywords
+    ) -> Admission | Steps[Admission]:
+        """What ``admit``/``aadmit`` drive: steps 1-6; or the admission itself when the decision is all there is
+        (refused outright, or allowed with nothing to count or ask)."""
         approval = keywords.pop("approval", None)
-        call = new_call(tool, args, **cast(CallKeywords, keywords))
+        call = new_call(tool, args, **cast("CallKeywords", keywords))
         state = AttemptState(approval=self._coerce_given(approval), policy=self.policy)
-        return self._admission_steps(call, state, None)
+        if approval is not None or self._shadow is not None:
+            return self._admission_steps(call, state, None)
+        decision = self._evaluate(call, state.policy)
+        if decision.denied or (decision.action == "allow" and not decision.limits and self.audit_failure == "open"):
+            return Admission(call, decision, started=state.started)
+        return self._admission_steps(call, state, decision)
+
+    def _finish_plan(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> Steps[None] | None:
+        """What ``finish``/``afinish`` drive: the steps; or, with no quota to give back, None (event written)."""
+        if admission.token is not None:
+            return self._finish_steps(admission, outcome, error)
+        if not admission.finished:
+            admission.finished = True
+            self._record(admission, outcome, error)
+        return None
 
     # -- the steps, once -------------------------------------------------------------------------------
 
@@ -387,18 +425,18 @@ class Pipeline:
 
     def _ask_steps(self, call: ToolCall, decision: Decision) -> Steps[ApprovalDecision | Decision]:
         timeout = decision.approval_timeout_s if decision.approval_timeout_s is not None else self.approval_timeout_s
-        request = ApprovalRequest(
-            tool=call.tool,
-            args=dict(call.args),
-            server=call.server,
-            identity=call.identity,
-            session=call.session,
-            rule=decision.rule,
-            reason=decision.reason,
-            risk_class=decision.risk_class,
-            description=decision.approval_description,
-            timeout_s=timeout,
-            redact=decision.redact,
+        request = ApprovalRequest(  # positional, in the field order: tool, args, server, identity, ...
+            call.tool,
+            dict(call.args),
+            call.server,
+            call.identity,
+            call.session,
+            decision.rule,
+            decision.reason,
+            decision.risk_class,
+            decision.approval_description,
+            timeout,
+            decision.redact,
         )
         answer: Answer = yield Ask(request, timeout, decision.redact)
         if answer.decision is not None:
@@ -568,49 +606,50 @@ class Pipeline:
     # -- drivers: perform the I/O the steps ask for ----------------------------------------------------
 
     def _drive(self, steps: Steps[T]) -> T:
+        """Run ``steps`` to the end, performing each action here and now (for sync callers)."""
         value: Any = None
         error: BaseException | None = None
         while True:
-            try:
-                op = steps.throw(error) if error is not None else steps.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(op, Call):
-                    value = sync_result(op.fn(**op.args))
-                elif isinstance(op, Ask):
-                    value = self._ask_sync(op)  # turns every approver failure into an answer
-                elif isinstance(op, Sleep):
-                    self.sleep(op.seconds)
-                else:
-                    value = self._store_sync(op)
-            except BaseException as exc:  # handed to the steps: they settle quota and audit, then re-raise
-                error = exc
+            done, op = _advance(steps, value, error)
+            if done:
+                return op  # type: ignore[no-any-return]  # the steps' return value
+            try:  # an exception is handed to the steps: they settle quota and audit, then re-raise
+                value, error = self._perform(op), None
+            except BaseException as exc:
+                value, error = None, exc
 
     async def _adrive(self, steps: Steps[T]) -> T:
+        """Run ``steps`` to the end, awaiting each action (for async callers)."""
         value: Any = None
         error: BaseException | None = None
         while True:
+            done, op = _advance(steps, value, error)
+            if done:
+                return op  # type: ignore[no-any-return]
             try:
-                op = steps.throw(error) if error is not None else steps.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(op, Call):
-                    # ``fn`` is normally a coroutine function; a plain function's result is used as is.
-                    value = op.fn(**op.args)
-                    if inspect.isawaitable(value):
-                        value = await value
-                elif isinstance(op, Ask):
-                    value = await self._ask_async(op)
-                elif isinstance(op, Sleep):
-                    await self.asleep(op.seconds)
-                else:
-                    value = await self._store_async(op)
+                value, error = await self._aperform(op), None
             except BaseException as exc:
-                error = exc
+                value, error = None, exc
+
+    def _perform(self, op: Op) -> Any:
+        if isinstance(op, Call):
+            return sync_result(op.fn(**op.args))
+        if isinstance(op, Ask):
+            return self._ask_sync(op)  # turns every approver failure into an answer
+        if isinstance(op, Sleep):
+            return self.sleep(op.seconds)
+        return self._store_sync(op)
+
+    async def _aperform(self, op: Op) -> Any:
+        if isinstance(op, Call):
+            # ``fn`` is normally a coroutine function; a plain function's result is used as is.
+            value = op.fn(**op.args)
+            return await value if inspect.isawaitable(value) else value
+        if isinstance(op, Ask):
+            return await self._ask_async(op)
+        if isinstance(op, Sleep):
+            return await self.asleep(op.seconds)
+        return await self._store_async(op)
 
     def _store_sync(self, op: StoreOp) -> Any:
         if self._store_bounded:  # a third-party store: a hung call is abandoned and the call refused
@@ -641,6 +680,15 @@ class Pipeline:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
+
+
+def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send the last action's result (or throw its exception) into ``steps``: (True, what they returned) when
+    they are done, else (False, the next action)."""
+    try:
+        return False, (steps.throw(error) if error is not None else steps.send(value))
+    except StopIteration as stop:
+        return True, stop.value
 
 
 class _NeverRan(TypeError):
