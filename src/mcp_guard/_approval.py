@@ -119,7 +119,7 @@ def is_async_callable(fn: object) -> bool:
 
 
 def as_async_approver(approver: Approver) -> AsyncApprover:
-    """Normalise a sync or async approver once into an async one.
+    """Normalise a sync or async approver once into an async one (for callers that only await, e.g. the proxy).
 
     Sync approvers run on a reused daemon worker (:data:`WORKERS`), so a slow console prompt never blocks the
     event loop, can be timed out, and a hung one cannot keep the process (or ``asyncio.run``) from exiting.
@@ -138,8 +138,101 @@ def as_async_approver(approver: Approver) -> AsyncApprover:
     return call_sync
 
 
+Asked: TypeAlias = tuple[Any, BaseException | None]
+"""What asking came to: ``(answer, None)``, or ``(None, exception)``; :class:`NoAnswer` when none came in time."""
+
+
+class NoAnswer(TimeoutError):
+    """No answer within the timeout (the job was abandoned); not a TimeoutError the job itself raised."""
+
+
+class Asker:
+    """An approver normalised once (when the Guard is built or given one): asked from sync code with :meth:`ask`,
+    from async code with :meth:`aask`, each bounded by a timeout and never raising what the approver raised.
+
+    A sync approver runs on a reused daemon worker either way (no thread and no event loop made per approval);
+    an async one runs on the caller's loop, or, for sync callers, on one long-lived background loop. A hung
+    approver is abandoned at the timeout and never keeps the process alive.
+    """
+
+    __slots__ = ("approver",)
+
+    def __init__(self, approver: Approver) -> None:
+        self.approver = approver
+
+    @staticmethod
+    def of(approver: Approver | None) -> Asker | None:
+        if approver is None:
+            return None
+        return _AsyncAsker(approver) if is_async_callable(approver) else Asker(approver)
+
+    def ask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        return WORKERS.call(timeout, _settled, self.approver, request)
+
+    async def aask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        return await within(asyncio.wrap_future(WORKERS.submit(_settled, self.approver, request)), timeout)
+
+
+class _AsyncAsker(Asker):
+    __slots__ = ()
+
+    def ask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        future = asyncio.run_coroutine_threadsafe(self.aask(request, timeout), background_loop())
+        try:
+            return future.result(timeout + 1.0)  # aask enforces the timeout; this is a backstop
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            return None, NoAnswer(f"no answer within {timeout:g} s")
+
+    async def aask(self, request: ApprovalRequest, timeout: float) -> Asked:
+        return await within(self.approver(request), timeout)  # type: ignore[arg-type]  # an async approver
+
+
+def _settled(approver: Approver, request: ApprovalRequest) -> Any:
+    """``approver(request)`` on a worker; a sync function that returned a coroutine has it awaited there."""
+    answer = approver(request)
+    if answer is True or answer is False or isinstance(answer, ApprovalDecision):  # the usual answers
+        return answer
+    if inspect.isawaitable(answer):
+        return asyncio.run_coroutine_threadsafe(_awaited(answer), background_loop()).result(request.timeout_s)
+    return answer
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
+
+
+async def within(awaitable: Awaitable[Any], timeout: float) -> Asked:
+    """Await ``awaitable`` for at most ``timeout`` seconds; a late one is cancelled and left behind.
+
+    ``asyncio.wait``, not ``wait_for``: ``wait_for`` waits for the cancelled awaitable to finish, and one that
+    swallows its cancellation would hold the caller forever. A caller cancelled meanwhile cancels it too.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_consume_outcome)
+        return None, NoAnswer(f"no answer within {timeout:g} s")
+    if task.cancelled():  # it cancelled itself: no answer
+        return None, asyncio.CancelledError()
+    error = task.exception()
+    return (task.result(), None) if error is None else (None, error)
+
+
+def _consume_outcome(future: asyncio.Future[Any]) -> None:
+    # A timed-out approver may still finish (or fail) later: read its outcome so asyncio does not log
+    # "exception was never retrieved" for an answer nobody is waiting for.
+    if not future.cancelled():
+        future.exception()
+
+
 class Workers:
-    """Daemon threads reused across approvals (no thread is created per approval once warm).
+    """Daemon threads reused across jobs (no thread is created per approval once warm).
 
     Each job gets a worker of its own: an idle one if there is one, else a new thread, so a hung approver
     holds only its own thread and never delays another call's. Idle workers wait for the next job; beyond
@@ -149,35 +242,88 @@ class Workers:
     def __init__(self, name: str, max_idle: int = 16) -> None:
         self._name = name
         self._max_idle = max_idle
-        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]]
+        self._jobs: queue.SimpleQueue[_Job | tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]]
         self._jobs = queue.SimpleQueue()
         self._idle = 0
         self._lock = threading.Lock()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """``fn(*args)`` on a worker, as a future (for awaiting with :func:`asyncio.wrap_future`)."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._dispatch((future, fn, args))
+        return future
+
+    def call(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Asked:
+        """``fn(*args)`` on a worker, waited for at most ``timeout`` seconds (then abandoned: :class:`NoAnswer`).
+
+        One lock handed over, not a Future (whose condition variable costs a third of a fast approval).
+        """
+        job = _Job(fn, args)
+        self._dispatch(job)
+        if not job.done.acquire(timeout=timeout):
+            return None, NoAnswer(f"no answer within {timeout:g} s")
+        if job.error is not None and not isinstance(job.error, Exception):
+            raise job.error  # KeyboardInterrupt, SystemExit: not an answer
+        return job.value, job.error
+
+    def _dispatch(self, job: Any) -> None:
         with self._lock:
             start = self._idle == 0
             if not start:
                 self._idle -= 1  # that worker is spoken for
-        self._jobs.put((future, fn, args))
+        self._jobs.put(job)
         if start:
             threading.Thread(target=self._work, name=self._name, daemon=True).start()
-        return future
 
     def _work(self) -> None:
         while True:
-            future, fn, args = self._jobs.get()
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # handed to the waiter, whatever it is
-                    future.set_exception(exc)
-            del future, fn, args  # hold nothing of a finished job while idle
-            with self._lock:
-                if self._idle >= self._max_idle:
-                    return
-                self._idle += 1
+            job = self._jobs.get()
+            if not isinstance(job, _Job):
+                future, fn, args = job
+                job = _Job(fn, args, future)
+            job.run()
+            with self._lock:  # idle before the caller hears back, so the caller's next job finds this worker
+                retire = self._idle >= self._max_idle
+                if not retire:
+                    self._idle += 1
+            job.deliver()
+            del job  # hold nothing of a finished job while idle
+            if retire:
+                return
+
+
+class _Job:
+    """One :meth:`Workers.call`: the worker runs it and releases ``done``; the caller waits on ``done``."""
+
+    __slots__ = ("args", "done", "error", "fn", "future", "value")
+
+    def __init__(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], future: concurrent.futures.Future[Any] | None = None
+    ) -> None:
+        self.fn, self.args, self.future = fn, args, future
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def run(self) -> None:
+        if self.future is not None and not self.future.set_running_or_notify_cancel():
+            return  # cancelled before it started
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:  # handed to the waiter, whatever it is
+            self.error = exc
+        self.fn = self.args = None  # type: ignore[assignment]  # hold nothing once done
+
+    def deliver(self) -> None:
+        future = self.future
+        if future is None:
+            self.done.release()
+        elif future.running():
+            if self.error is None:
+                future.set_result(self.value)
+            else:
+                future.set_exception(self.error)
 
 
 WORKERS = Workers("mcp-guard-approver")

@@ -27,11 +27,15 @@ import random
 import struct
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from mcp_guard._calls import Admission, Outcome
+from mcp_guard._decision import Decision
 from mcp_guard._errors import ConfigurationError, require_extra
 
 log = logging.getLogger("mcp_guard.audit")
@@ -60,22 +64,31 @@ _LINE = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":"))
 # -- describing arguments ------------------------------------------------------------------------------
 
 
+_EXACT_TYPES: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    dict: "object",
+    list: "array",
+    tuple: "array",
+}
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    (Mapping, "object"),
+    ((list, tuple), "array"),
+)
+
+
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, Mapping):
-        return "object"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    return type(value).__name__
+    kind = _EXACT_TYPES.get(type(value))  # one lookup for the usual, exact JSON types
+    if kind is None:  # subclasses (an IntEnum, an OrderedDict) and anything else
+        kind = next((name for types, name in _KINDS if isinstance(value, types)), type(value).__name__)
+    return kind
 
 
 def _fingerprint(value: Any, key: bytes) -> str | None:
@@ -348,19 +361,149 @@ def audit_key(key: str | bytes | None) -> bytes | None:
     return data
 
 
+# -- one call's event ------------------------------------------------------------------------------------
+
+
+class CallEvent:
+    """One call's audit event, taken down when the call is recorded and built when a sink first needs it.
+
+    Recording notes what the event says (the admission's fields, the outcome, the time, the latency, the
+    active span) in a few hundred nanoseconds; describing the arguments, scrubbing the reason and formatting
+    the time wait for :meth:`data`. A sink that writes at once (a file, a log) asks for it at once; a
+    :class:`MemorySink` asks when its events are read, so a call recorded in memory pays only for the note.
+    """
+
+    __slots__ = ("_data", "_note")
+
+    def __init__(
+        self,
+        admission: Admission,
+        outcome: Outcome,
+        error: BaseException | None,
+        now: float,
+        policy_hash: str | None,
+        key: bytes | None,
+    ) -> None:
+        latency = time.perf_counter() - admission.started
+        error_name = type(error).__name__ if error is not None else None
+        self._note = (
+            admission.call,
+            admission.decision,
+            outcome,
+            error_name,
+            now,
+            latency,
+            policy_hash,
+            key,
+            admission.approval,
+            admission.fail_open,
+            admission.attempts,
+            admission.shadow,
+            trace_ids(),
+        )
+        self._data: dict[str, Any] | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The event as a dict (built once). Never raises: an event that cannot be built is cut down."""
+        if self._data is None:
+            try:
+                self._data = self._build()
+            except Exception as exc:  # auditing must never break the call it records; the event is cut down
+                call, outcome, now = self._note[0], self._note[2], self._note[4]
+                log.error("could not build the audit event for %s (%s)", call.tool, type(exc).__name__)
+                self._data = {"time": iso_time(now), "tool": str(call.tool), "outcome": outcome}
+        return self._data
+
+    def _build(self) -> dict[str, Any]:
+        (call, decision, outcome, error_name, now, latency, policy_hash, key, approval, fail_open, attempts,
+         shadow, ids) = self._note  # fmt: skip
+        args = call.args if isinstance(call.args, Mapping) else {}
+        event: dict[str, Any] = {
+            "time": iso_time(now),
+            "call_id": call.call_id if call.call_id is not None else new_call_id(),
+            "tool": call.tool,
+            "server": call.server,
+            "identity": call.identity,
+            "session": call.session,
+            "decision": decision.action,
+            "code": decision.code,
+            "rule": decision.rule,
+            "reason": scrub(decision.reason, args, decision.redact),
+            "policy": decision.policy or policy_hash,  # the policy that decided, even across a reload
+            "args": summarize_args(args, decision.redact, key),
+            "outcome": outcome,
+            "latency_ms": round(latency * 1000.0, 3),
+        }
+        if call.run_id is not None:
+            event["run_id"] = call.run_id
+        if ids is not None:
+            event["trace_id"], event["span_id"] = ids
+        if approval is not None:
+            event["approval"] = approval.kind
+        if fail_open:
+            event["fail_open"] = True
+        if attempts > 1:
+            event["attempts"] = attempts
+        if decision.retry_after_s is not None:
+            event["retry_after_s"] = decision.retry_after_s
+        if error_name is not None:
+            event["error"] = error_name
+        if shadow is not None:
+            add_shadow_fields(event, shadow, args)
+        return event
+
+
+def add_shadow_fields(event: dict[str, Any], would: Decision, args: Mapping[str, Any]) -> None:
+    """Mark the audit event of a call decided in shadow with what enforcement would have written."""
+    event["shadow"] = True
+    event["decision"] = would.action
+    event["code"] = would.code
+    event["rule"] = would.rule
+    event["reason"] = scrub(would.reason, args, would.redact)
+    if would.code is not None or would.action != "allow":
+        event["would_code"] = would.code
+        event["would_rule"] = would.rule
+    if would.retry_after_s is not None:
+        event["would_retry_after_s"] = would.retry_after_s
+
+
 # -- sinks ----------------------------------------------------------------------------------------------
 
 
 class MemorySink:
-    """Keeps events in a list (``.events``): for tests and notebooks."""
+    """Keeps events in a list (``.events``): for tests and notebooks.
+
+    A call's event is built when ``events`` is next read, not while the call runs (see :class:`CallEvent`).
+    """
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
+        # Writers only append here (a deque's append is atomic: no lock on the call path); readers move what
+        # arrived into the list, building each call's event, under the lock.
+        self._arrived: deque[dict[str, Any] | CallEvent] = deque()
         self._lock = threading.Lock()
 
-    def write(self, event: Mapping[str, Any]) -> None:
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The events so far, oldest first (the list itself: clear it, slice it, compare it)."""
         with self._lock:
-            self.events.append(dict(event))
+            arrived, events = self._arrived, self._events
+            while arrived:
+                item = arrived.popleft()
+                events.append(dict(item.data()) if isinstance(item, CallEvent) else item)
+            return events
+
+    @events.setter
+    def events(self, events: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._arrived.clear()
+            self._events = list(events)
+
+    def write(self, event: Mapping[str, Any]) -> None:
+        self._arrived.append(dict(event))
+
+    def _keep(self, event: CallEvent) -> None:
+        self._arrived.append(event)
 
 
 class LoggingSink:
@@ -465,12 +608,20 @@ def audit_sinks(spec: Any) -> tuple[AuditSink, ...]:
     raise TypeError(f"audit= takes a path, 'logging', a sink with .write(event), or a list of them; got {spec!r}")
 
 
-def emit(sinks: Sequence[AuditSink], event: Mapping[str, Any]) -> list[AuditSink]:
-    """Write ``event`` to every sink; returns the sinks that failed (logged, never raised into the agent run)."""
+def emit(sinks: Sequence[AuditSink], event: Mapping[str, Any] | CallEvent) -> list[AuditSink]:
+    """Write ``event`` to every sink; returns the sinks that failed (logged, never raised into the agent run).
+
+    A :class:`CallEvent` is built only if some sink other than a plain :class:`MemorySink` is given it.
+    """
     failed: list[AuditSink] = []
     for sink in sinks:
         try:
-            sink.write(event)
+            if type(event) is not CallEvent:
+                sink.write(event)  # type: ignore[arg-type]  # a Mapping (a reload event)
+            elif type(sink) is MemorySink:  # exactly: a subclass may read the event in write()
+                sink._keep(event)
+            else:
+                sink.write(event.data())
         except Exception as exc:
             failed.append(sink)
             log.error("audit sink %r failed: %s: %s", sink, type(exc).__name__, exc)

@@ -11,23 +11,25 @@ still reserved where it fits, so a would-be ``rate_limited`` is realistic; a hum
 shadow that requires approval is recorded as ``require_approval``, or as ``approval_required`` when the
 guard has no approver, which is what enforcement would have done).
 
-Used by :class:`~mcp_guard.Guard` through one hook at the top of its admission and check steps; a policy
-without any shadow rule pays nothing.
+Used by the pipeline (:mod:`mcp_guard._pipeline`) through one hook in its admission and check steps, which
+hands this module the pipeline's own admission as a function (so this module never imports the pipeline); a
+policy without any shadow rule pays nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
-from mcp_guard._audit import scrub
+from mcp_guard._audit import add_shadow_fields as add_event_fields
+from mcp_guard._calls import Admission, ToolCall
 from mcp_guard._decision import Decision, LimitCharge
 from mcp_guard._errors import StoreError
 from mcp_guard._matching import pointer
+from mcp_guard._policy import Policy
+from mcp_guard._steps import AttemptState, Reserve, Steps
 
-if TYPE_CHECKING:
-    from mcp_guard._guard import Admission, Guard, ToolCall, _AttemptState
-    from mcp_guard._policy import Policy
+CoreAdmission = Callable[[ToolCall, AttemptState, Decision], Steps[Admission]]
 
 Mode = Literal["enforce", "shadow"]
 MODES: tuple[Mode, ...] = ("enforce", "shadow")
@@ -103,23 +105,20 @@ def check_mode(mode: Any) -> Mode | None:
 
 
 def admit_steps(
-    guard: Guard, shadow: Shadow, call: ToolCall, state: _AttemptState, decision: Decision | None
-) -> Generator[Any, Any, Admission]:
+    shadow: Shadow, core: CoreAdmission, call: ToolCall, state: AttemptState, decision: Decision, asks: bool
+) -> Steps[Admission]:
     """The guard's admission (steps 1-6) with shadow mode applied: a refusal in shadow becomes a go-ahead.
 
     A budget refusal in shadow (a limit whose rule is in shadow, or the store when the policy is) drops that
     budget and runs the guard's own admission again, so whatever else applies still does: an approval a rule
     in enforce mode asks for is still asked (with the rest of the quota held), limits in enforce mode still
-    refuse. Any other refusal in shadow lets the call go ahead with the quota that still fits.
+    refuse. Any other refusal in shadow lets the call go ahead with the quota that still fits. ``core`` is the
+    pipeline's admission without this hook; ``asks``: the guard has an approver.
     """
-    from mcp_guard._guard import Admission
-
-    if decision is None:
-        decision = guard._evaluate(call, state.policy)
     would: Decision | None = None
     if decision.needs_approval and state.approval is None and shadow.mode_of(decision) == "shadow":
         # Never ask a human in shadow; record what enforcement would have done instead.
-        if guard._approver is None:
+        if not asks:
             would = decision.violation(
                 "approval_required",
                 reason=decision.reason or f"{call.tool} requires a human's approval and no approver is set",
@@ -129,7 +128,7 @@ def admit_steps(
         decision = decision.replace(action="allow")
     first: Decision | None = None  # the first refusal in shadow: what enforcement would have answered
     while True:  # each pass drops at least one budget, so this ends
-        admission: Admission = yield from guard._admit_steps(call, state, decision, _core=True)
+        admission = yield from core(call, state, decision)
         refused = admission.decision
         if not refused.denied or shadow.mode_of(refused) != "shadow":
             break
@@ -180,9 +179,8 @@ def _without_refusing(charges: Sequence[LimitCharge], refused: Decision) -> tupl
     return tuple(c for c in charges if c.key not in keys)
 
 
-def check_steps(guard: Guard, shadow: Shadow, call: ToolCall) -> Generator[Any, Any, Decision]:
+def checked(shadow: Shadow, decision: Decision) -> Decision:
     """The guard's pre-flight check with shadow mode applied: what admission will do (never a refusal in shadow)."""
-    decision: Decision = yield from guard._check_steps(call, _core=True)
     if (decision.denied or decision.needs_approval) and shadow.mode_of(decision) == "shadow":
         return decision.replace(action="allow", code=None, retry_after_s=None)
     return decision
@@ -190,19 +188,17 @@ def check_steps(guard: Guard, shadow: Shadow, call: ToolCall) -> Generator[Any, 
 
 def _reserve_what_fits(
     shadow: Shadow, decision: Decision, charges: Sequence[LimitCharge]
-) -> Generator[Any, Any, tuple[tuple[LimitCharge, ...], Any, Decision | None]]:
+) -> Steps[tuple[tuple[LimitCharge, ...], Any, Decision | None]]:
     """Reserve every limit that still has room: drop the refusing budget and try again with the rest.
 
     A would-be rate-limited call in shadow still runs, so it still counts where it can: the counts stay what
     they would be if the refused limit did not exist. At most one try per budget key. When a refusing limit
     belongs to a rule in enforce mode, its refusal is the answer (third value) and nothing is reserved.
     """
-    from mcp_guard._guard import _Reserve
-
     remaining = tuple(charges)
     while remaining:
         try:
-            verdict = yield _Reserve(remaining)
+            verdict = yield Reserve(remaining)
         except StoreError:
             return (), None, None  # the store is down: nothing is reserved, nothing will be given back
         if verdict.ok:
@@ -222,18 +218,4 @@ def _reserve_what_fits(
     return (), None, None
 
 
-def add_event_fields(event: dict[str, Any], would: Decision, args: Mapping[str, Any]) -> None:
-    """Mark the audit event of a call decided in shadow with what enforcement would have written."""
-    event["shadow"] = True
-    event["decision"] = would.action
-    event["code"] = would.code
-    event["rule"] = would.rule
-    event["reason"] = scrub(would.reason, args, would.redact)
-    if would.code is not None or would.action != "allow":
-        event["would_code"] = would.code
-        event["would_rule"] = would.rule
-    if would.retry_after_s is not None:
-        event["would_retry_after_s"] = would.retry_after_s
-
-
-__all__ = ["MODES", "Mode", "RuleModes", "Shadow", "add_event_fields", "admit_steps", "check_mode", "check_steps"]
+__all__ = ["MODES", "Mode", "RuleModes", "Shadow", "add_event_fields", "admit_steps", "check_mode", "checked"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from mcp_guard._decision import LimitCharge
 from mcp_guard._matching import parse_pattern, pointer
@@ -39,6 +39,16 @@ class LimitUsage:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class UsageKeywords(TypedDict, total=False):
+    """Whose usage :meth:`Guard.usage` reports, and optionally for which tool (all optional)."""
+
+    identity: str | None
+    session: str | None
+    tool: str | None
+    server: str | None
+    annotations: Mapping[str, Any] | None
 
 
 def usage_charges(
@@ -130,4 +140,4 @@ async def areport_usage(store: Any, charges: Sequence[LimitCharge], clock: Calla
     return _report(charges, usages, clock())
 
 
-__all__ = ["LimitUsage", "areport_usage", "report_usage", "usage_charges"]
+__all__ = ["LimitUsage", "UsageKeywords", "areport_usage", "report_usage", "usage_charges"]

@@ -1,0 +1,98 @@
+"""The I/O a pipeline step can ask for, and what one call carries from step to step.
+
+The steps (:mod:`mcp_guard._pipeline`, :mod:`mcp_guard._shadow`) are generators that *yield* one of these
+actions and are sent back its result (or have its exception thrown in); a sync and an async driver perform
+them (tenacity's ``DoAttempt``/``DoSleep`` design). So the logic of a call is written once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from mcp_guard._approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._decision import Decision, LimitCharge
+from mcp_guard._policy import Policy
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Ask the store whether ``charges`` fit, reserving nothing (answer: a Verdict)."""
+
+    charges: tuple[LimitCharge, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Reserve ``charges`` atomically (answer: a Verdict with a token when they fit)."""
+
+    charges: tuple[LimitCharge, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Give back ``charges`` reserved under ``token`` (answer: None)."""
+
+    charges: tuple[LimitCharge, ...]
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call the tool: ``fn(**args)`` (answer: its value; its exception is thrown in)."""
+
+    fn: Callable[..., Any]
+    args: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """Ask the guard's approver, for at most ``timeout_s`` (answer: an :class:`Answer`, never an exception)."""
+
+    request: ApprovalRequest
+    timeout_s: float
+    redact: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What asking the approver came to: a decision, or the code of why there is none."""
+
+    decision: ApprovalDecision | None = None
+    code: Literal["approval_timeout", "approval_denied"] | None = None
+    reason: str | None = None
+
+
+Op = Check | Reserve | Release | Ask | Call | Sleep
+StoreOp = Check | Reserve | Release
+Steps = Generator[Op, Any, T]
+
+
+@dataclass(slots=True)
+class AttemptState:
+    """What one call carries across its steps (and across rate-limit waits, so a human is asked at most once)."""
+
+    approval: ApprovalDecision | None = None
+    started: float = field(default_factory=time.perf_counter)
+    held: tuple[tuple[LimitCharge, ...], str] | None = None
+    """Quota reserved and not yet handed to an admission (held while a human is asked)."""
+    decision: Decision | None = None
+    """The last decision taken, for the event of a call cancelled midway."""
+    policy: Policy | None = None
+    """The policy this call is decided by, taken once at its start: a reload mid-call does not change it."""
+    recorded: bool = False
+    """The call's one event has been written by the steps (an abort before the tool was handed the call)."""
+    called: bool = False
+    """The tool has been called (at least once): from here on an exception is the tool's, not the guard's."""
+
+
+__all__ = ["Answer", "Ask", "AttemptState", "Call", "Check", "Op", "Release", "Reserve", "Sleep", "Steps", "StoreOp"]
