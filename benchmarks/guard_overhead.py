@@ -57,7 +57,8 @@ def _per_call_us_sync(fn: Callable[[], Any]) -> float:
 
 async def main(rounds: int, out: dict[str, float]) -> None:
     plain = Guard(POLICY)
-    audited = Guard(POLICY, audit=MemorySink())
+    sink = MemorySink()
+    audited = Guard(POLICY, audit=sink)
     cases: dict[str, tuple[Callable[[], Awaitable[Any]] | None, Callable[[], Any] | None]] = {
         "direct await tool(**args)": (lambda: tool(**ARGS), None),
         "ainvoke, allow, no limits, no audit": (lambda: plain.ainvoke("plain", ARGS, tool), None),
@@ -73,8 +74,7 @@ async def main(rounds: int, out: dict[str, float]) -> None:
                 samples[name].append(await _per_call_us(afn))
             elif sfn is not None:
                 samples[name].append(_per_call_us_sync(sfn))
-        if isinstance(audited.audit_sinks[0], MemorySink):
-            audited.audit_sinks[0].events.clear()
+        sink.events.clear()
     base_async = statistics.median(samples["direct await tool(**args)"])
     base_sync = statistics.median(samples["direct sync_tool(**args)"])
     print(f"{'case':40} {'median µs':>10} {'best µs':>9} {'added µs (median)':>18}")

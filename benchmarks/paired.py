@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/paired.py --before 880776b [--after WORKTREE_OR_REV] [--rounds 3] [--quick] [bench ...]
+    python benchmarks/paired.py --before 880776b [--after WORKTREE_OR_REV] [--rounds 4] [--quick] [bench ...]
 
 BEFORE is a git revision: its ``src`` is materialised with ``git archive REV src | tar -x`` into a temporary
 folder. AFTER is a worktree (its ``src``), or a revision (archived the same way); by default the ``src`` of
@@ -11,10 +11,12 @@ same instrument) with this interpreter, the side's ``src`` first on ``PYTHONPATH
 ``import mcp_guard`` would load anything else). The scripts use only what both versions have.
 
 Each round runs every benchmark once per side, before then after in even rounds and after then before in
-odd ones, so a busy spell on the machine (other processes, CPU frequency) hits both sides alike. Printed per
-figure: the median over the rounds of each side, the ratio after / before of those medians, and the range of
-the per-round ratios (how much the machine's noise moves one round's verdict). Same source on both sides
-gives ratios near 1.0: the spread shown then is the noise floor of this machine.
+odd ones (so an even number of rounds gives each side each position equally often), so a busy spell on the
+machine (other processes, CPU frequency) hits both sides alike. Printed per figure: the median over the
+rounds of each side, the ratio after / before of those medians, the median of the per-round ratios (each
+round's two runs ran back to back) and their range (how much the machine's noise moves one round's
+verdict). Run it with the same source on both sides (``--after`` the same revision) to see the noise floor
+of the machine: the ratios then scatter around 1.0 by exactly that much.
 
 Benchmarks (default: all): decision, runtime, guard_overhead, langchain_overhead, agents_overhead,
 pipeline_cost. ``--quick`` / ``--smoke`` are passed on to each script. Not a timed test: it checks nothing.
@@ -135,7 +137,8 @@ def report(bench: str, before: Side, after: Side) -> dict[str, dict[str, float]]
     b_med, a_med = medians(b_runs), medians(a_runs)
     names = sorted(set(b_med) | set(a_med))
     width = max(40, *(len(n) for n in names))
-    print(f"   {'figure (µs)':<{width}} {'before':>11} {'after':>11} {'after/before':>13} {'per-round range':>17}")
+    head = f"{'before':>11} {'after':>11} {'after/before':>13} {'paired':>8} {'per-round range':>16}"
+    print(f"   {'figure (µs)':<{width}} {head}")
     result: dict[str, dict[str, float]] = {}
     for name in names:
         if name not in b_med or name not in a_med:
@@ -146,9 +149,17 @@ def report(bench: str, before: Side, after: Side) -> dict[str, dict[str, float]]
         # Round i's ratio pairs the i-th run of each side: they ran next to each other.
         per_round = [a[name] / b[name] for b, a in zip(b_runs, a_runs, strict=False) if name in a and name in b]
         ratio = a_med[name] / b_med[name]
-        lo, hi = min(per_round), max(per_round)
-        print(f"   {name:<{width}} {b_med[name]:>11.2f} {a_med[name]:>11.2f} {ratio:>12.3f}x {lo:>8.2f}-{hi:.2f}x")
-        result[name] = {"before": b_med[name], "after": a_med[name], "ratio": ratio, "lo": lo, "hi": hi}
+        lo, hi, paired = min(per_round), max(per_round), statistics.median(per_round)
+        cells = f"{b_med[name]:>11.2f} {a_med[name]:>11.2f} {ratio:>12.3f}x {paired:>7.3f}x {lo:>8.2f}-{hi:.2f}x"
+        print(f"   {name:<{width}} {cells}")
+        result[name] = {
+            "before": b_med[name],
+            "after": a_med[name],
+            "ratio": ratio,
+            "paired": paired,
+            "lo": lo,
+            "hi": hi,
+        }
     ratios = [f["ratio"] for f in result.values() if f["ratio"] > 0]
     if ratios:
         geo = math.exp(statistics.fmean(math.log(r) for r in ratios))
@@ -160,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--before", required=True, help="a git revision (e.g. 880776b)")
     parser.add_argument("--after", help="a worktree folder or a revision (default: this tree's src)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of before/after runs (default 3)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of before/after runs (default 4; keep it even)")
     parser.add_argument("--quick", action="store_true", help="pass --quick to each benchmark")
     parser.add_argument("--smoke", action="store_true", help="pass --smoke to each benchmark (tests only)")
     parser.add_argument("--json", action="store_true", help="also print every paired figure as one JSON object")
@@ -186,8 +197,9 @@ def main() -> None:
                     run_once(side, bench, flags)
             print(f"  round {i + 1}/{opts.rounds} done at {time.monotonic() - started:.0f} s", file=sys.stderr)
     results = {bench: report(bench, before, after) for bench in benches}
-    print("\nratio = after median / before median over the rounds (< 1: after is faster); the per-round range")
-    print("shows the machine's noise: with the same source on both sides it spans 1.0.")
+    print("\nafter/before = after median / before median over the rounds (< 1: after is faster); paired = median")
+    print("of the per-round ratios; the per-round range shows the machine's noise (same source on both sides:")
+    print("the ratios scatter around 1.0 by that much).")
     if opts.json:
         print(json.dumps({"before": before.label, "after": after.label, "figures": results}, sort_keys=True))
 
