@@ -2,8 +2,9 @@
 
 Runs in an interpreter that has ``agent-governance-toolkit[core]`` (a spare venv, never the project's:
 ``python3 -m venv /tmp/agt-venv && /tmp/agt-venv/bin/pip install 'agent-governance-toolkit[core]'``);
-``pipeline_cost.py --agt-python /tmp/agt-venv/bin/python`` runs it and prints its figures beside ours.
-Imports nothing from mcp-guard. Prints one JSON object, name -> median µs per call:
+``pipeline_cost.py --agt-python /tmp/agt-venv/bin/python`` runs it with ``--serve`` (one round of every case
+per line read on stdin, one JSON line of µs back) between its own rounds, so both see the same machine load;
+alone it prints one JSON object of medians. Imports nothing from mcp-guard. Cases, µs per call:
 
 - ``allow with audit``: a tool on the allow list (parameter scan, budget, audit entry);
 - ``deny with audit``: a tool not on the allow list (the gateway's default deny; audited too);
@@ -19,6 +20,7 @@ import argparse
 import gc
 import json
 import statistics
+import sys
 import time
 
 from agent_os.integrations.base import GovernancePolicy
@@ -28,8 +30,11 @@ from agent_os.mcp_gateway import ApprovalStatus, MCPGateway
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--serve", action="store_true", help="one round per line read on stdin, until EOF")
+    parser.add_argument("--per-batch", type=int, help="calls per batch (default 1000, quick 200)")
     opts = parser.parse_args()
     rounds, per_batch = (5, 200) if opts.quick else (25, 1000)
+    per_batch = opts.per_batch or per_batch
     policy = GovernancePolicy(allowed_tools=["read_file", "wire"], max_tool_calls=10**12)
     gateway = MCPGateway(
         policy,
@@ -61,6 +66,14 @@ def main() -> None:
     for tool, params, _ in cases.values():  # warm-up round, not kept
         batch(tool, params)
     gc.collect()
+    if opts.serve:
+        print(json.dumps({"ready": 1.0}), flush=True)
+        for _ in sys.stdin:
+            gc.disable()
+            row = {name: batch(tool, params) for name, (tool, params, _) in cases.items()}
+            gc.enable()
+            print(json.dumps(row), flush=True)
+        return
     gc.disable()
     try:
         for _ in range(rounds):

@@ -129,8 +129,56 @@ def atimed(loop: asyncio.AbstractEventLoop, make: Callable[[], Any], n: int) -> 
     return loop.run_until_complete(batch())
 
 
-def measure(rounds: int, per_batch: int) -> dict[str, dict[str, float]]:
-    """case -> column -> median µs per call over ``rounds`` interleaved rounds."""
+class Peer:
+    """``agt_peer.py --serve`` in the AGT interpreter: one round of its cases each time it is asked."""
+
+    def __init__(self, python: str, per_batch: int) -> None:
+        script = Path(__file__).with_name("agt_peer.py")
+        cmd = [python, str(script), "--serve", "--per-batch", str(per_batch)]
+        self.samples: dict[str, list[float]] = {}
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self._read()  # the "ready" line: imported and warmed up
+
+    def _read(self) -> dict[str, float]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            assert self.proc.stderr is not None
+            tail = (self.proc.stderr.read().strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"agt_peer.py exited {self.proc.returncode}: {tail}")
+        return {str(k): float(v) for k, v in json.loads(line).items()}
+
+    def round(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("round\n")
+        self.proc.stdin.flush()
+        for name, value in self._read().items():
+            self.samples.setdefault(name, []).append(value)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(30)
+
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(values) for name, values in self.samples.items()}
+
+
+def start_peer(python: str | None, per_batch: int) -> Peer | str:
+    """The AGT peer, or why it is not measured."""
+    if not python:
+        return "AGT not measured (pass --agt-python /path/to/venv/bin/python with agent-governance-toolkit)"
+    try:
+        return Peer(python, per_batch)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f"AGT not measured: {exc}"
+
+
+def measure(rounds: int, per_batch: int, peer: Peer | None = None) -> dict[str, dict[str, float]]:
+    """case -> column -> median µs per call over ``rounds`` interleaved rounds (the peer's round after ours)."""
     sink = MemorySink()
     guard = guard_cases(sink)
     loop = asyncio.new_event_loop()
@@ -163,28 +211,13 @@ def measure(rounds: int, per_batch: int) -> dict[str, dict[str, float]]:
     try:
         for _ in range(rounds):
             one_round(keep=True)
+            if peer is not None:
+                peer.round()
     finally:
         gc.enable()
         loop.close()
         guard.close()
     return {case: {col: statistics.median(v) for col, v in cols.items()} for case, cols in samples.items()}
-
-
-def agt_figures(python: str, quick: bool) -> dict[str, float] | str:
-    """Run ``agt_peer.py`` in the AGT interpreter; its figures, or why there are none."""
-    script = Path(__file__).with_name("agt_peer.py")
-    cmd = [python, str(script), *(["--quick"] if quick else [])]  # --smoke runs it quick too
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"AGT not measured: {exc}"
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"AGT not measured: {python} {script.name} failed: {tail}"
-    try:
-        return {str(k): float(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
-    except (ValueError, IndexError, AttributeError) as exc:
-        return f"AGT not measured: unreadable output ({exc})"
 
 
 def main() -> None:
@@ -193,34 +226,38 @@ def main() -> None:
     parser.add_argument("--agt-python", help="an interpreter with agent-governance-toolkit installed (a spare venv)")
     opts = parser.parse_args()
     rounds, per_batch = size(opts, (25, 1000), (5, 200), (1, 5))
+    peer = start_peer(opts.agt_python, per_batch)
     with figures(opts.json) as out:
-        results = measure(rounds, per_batch)
+        try:
+            results = measure(rounds, per_batch, peer if isinstance(peer, Peer) else None)
+        except (OSError, RuntimeError, ValueError) as exc:  # the peer died midway: measure without it
+            peer = f"AGT not measured: {exc}"
+            results = measure(rounds, per_batch)
         print(f"Guard pipeline with a MemorySink audit sink vs the bare case, µs per call (median of {rounds}")
         print(f"interleaved rounds of {per_batch} calls); ratio = guarded / bare\n")
-        head = f"{'case':<26}{'bare':>8}" + "".join(f"{col:>14}{'ratio':>8}" for col in ENTRY_POINTS)
+        head = f"{'case':<26}{'bare':>8}" + "".join(f"{col:>14}{'ratio':>10}" for col in ENTRY_POINTS)
         print(head)
         print("-" * len(head))
         for case, cols in results.items():
             bare = cols["bare"]
-            cells = "".join(f"{cols[col]:>14.2f}{cols[col] / bare:>7.1f}x" for col in ENTRY_POINTS)
+            cells = "".join(f"{cols[col]:>14.2f}{cols[col] / bare:>9.1f}x" for col in ENTRY_POINTS)
             print(f"{case:<26}{bare:>8.2f}{cells}")
             out.update({f"{case}: {col}": value for col, value in cols.items()})
         print("\nbare: dict lookup of the rule + integer counter check + list append of a small dict (+ the")
         print("comparison or callback of the case); the Guard cases all write one audit event to a MemorySink.")
-        print("\npeer, same machine, same run: Microsoft Agent Governance Toolkit MCPGateway")
-        if not opts.agt_python:
-            print("AGT not measured (pass --agt-python /path/to/venv/bin/python with agent-governance-toolkit)")
-            return
-        peer = agt_figures(opts.agt_python, opts.quick or opts.smoke)
+        print("\npeer: Microsoft Agent Governance Toolkit MCPGateway.intercept_tool_call (its audit on), a round")
+        print("of it after each of ours, same calls per batch")
         if isinstance(peer, str):
             print(peer)
             return
+        peer.close()
         ours = {
+            "allow with audit": results["allow"]["admit+finish"],
             "deny with audit": results["deny (default)"]["admit+finish"],
             "approval (sync callback)": results["approval (sync callback)"]["admit+finish"],
         }
         print(f"{'path':<28}{'MCPGateway µs':>15}{'Guard admit+finish µs':>24}{'ours / AGT':>12}")
-        for name, value in peer.items():
+        for name, value in peer.medians().items():
             out[f"AGT MCPGateway {name}"] = value
             mine = ours.get(name)
             extra = f"{mine:>24.2f}{mine / value:>11.2f}x" if mine is not None else ""
