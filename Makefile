@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo demo-inbox test lint typecheck bench install clean notebooks
+.PHONY: demo demo-inbox test lint typecheck bench bench-paired install clean notebooks
 
 # The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
@@ -46,14 +46,20 @@ test: lint typecheck
 notebooks: $(STAMP)
 	$(BIN)/python examples/build_notebooks.py
 
+# The quick set: rough figures in a minute or two (drop --quick for the full runs; benchmarks/*.py --help).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/decision.py
-	$(BIN)/python benchmarks/runtime.py
-	$(BIN)/python benchmarks/guard_overhead.py
-	$(BIN)/python benchmarks/langchain_overhead.py
-	$(BIN)/python benchmarks/agents_overhead.py
-	$(BIN)/python benchmarks/proxy_overhead.py
-	$(BIN)/python benchmarks/cluster.py
+	$(BIN)/python benchmarks/decision.py --quick
+	$(BIN)/python benchmarks/runtime.py --quick
+	$(BIN)/python benchmarks/guard_overhead.py --quick
+	$(BIN)/python benchmarks/langchain_overhead.py --quick
+	$(BIN)/python benchmarks/agents_overhead.py --quick
+	$(BIN)/python benchmarks/pipeline_cost.py --quick $(if $(AGT_PYTHON),--agt-python $(AGT_PYTHON))
+	$(BIN)/python benchmarks/proxy_overhead.py --calls 100
+	$(BIN)/python benchmarks/cluster.py --seconds 1
+
+# Before vs after in one run: make bench-paired BEFORE=880776b [AFTER=/path/to/worktree] [ROUNDS=3]
+bench-paired: $(STAMP)
+	$(BIN)/python benchmarks/paired.py --before $(BEFORE) $(if $(AFTER),--after $(AFTER)) --rounds $(or $(ROUNDS),3) --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,6 +1,7 @@
 """Cost of the Agents SDK guardrail per tool call, against an unguarded run measured in the same process.
 
-Run: ``.venv/bin/python benchmarks/agents_overhead.py`` (``--quick`` for fewer runs).
+Run: ``.venv/bin/python benchmarks/agents_overhead.py`` (``--quick`` for fewer runs, ``--json`` for the
+medians as JSON, name -> µs).
 
 Both agents use the same offline ``ScriptedModel`` script (one tool call, then a final answer) and the same
 function tool; the guarded one gets :func:`~mcp_guard.integrations.openai_agents.guard_tools` with a policy
@@ -21,6 +22,7 @@ import statistics
 import time
 from typing import Any
 
+from _report import add_flags, figures, size
 from agents import Agent, FunctionTool, Runner, function_tool, set_tracing_disabled
 from agents.testing import ScriptedModel, assistant_message, function_call
 from agents.tool_context import ToolContext
@@ -125,8 +127,13 @@ def us(ns: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (a rough figure in a few seconds)")
+    add_flags(parser, quick=False)
     options = parser.parse_args()
-    runs = 200 if options.quick else 1000
+    with figures(options.json) as out:
+        run(size(options, 1000, 200, 4), out)
+
+
+def run(runs: int, out: dict[str, float]) -> None:
     set_tracing_disabled(True)
 
     a, b = asyncio.run(end_to_end(runs))
@@ -147,6 +154,14 @@ def main() -> None:
     print(f"{'plain tool invocation alone, per call':40} {us(statistics.median(bare)):12.1f}")
     print(
         f"{'  difference: mcp-guard alone, per call':40} {us(statistics.median(alone) - statistics.median(bare)):12.1f}"
+    )
+    out.update(
+        {
+            "unguarded run": us(med_a),
+            "guarded run": us(med_b),
+            "guardrail + wrapper alone, per call": us(statistics.median(alone)),
+            "plain tool invocation alone, per call": us(statistics.median(bare)),
+        }
     )
 
 

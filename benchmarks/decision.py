@@ -1,6 +1,7 @@
 """Per-decision cost of ``Policy.evaluate`` (the pure evaluator), by policy size and rule kind.
 
-Run: ``.venv/bin/python benchmarks/decision.py`` (``--quick`` for fewer batches).
+Run: ``.venv/bin/python benchmarks/decision.py`` (``--quick`` for fewer batches and rules, ``--json`` for the
+figures as JSON, name -> µs median).
 
 Each case times batches of calls with ``time.perf_counter_ns`` and reports the median and p99 of the
 per-call time over the batches, then the ratio of the 10,000-rule policy to the 10-rule one. Targets
@@ -20,6 +21,8 @@ import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+from _report import add_flags, figures, size
 
 from mcp_guard import Policy
 
@@ -92,10 +95,16 @@ def interleaved(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add_flags(parser, quick=False)
     parser.add_argument("--quick", action="store_true", help="fewer batches (a rough figure in a few seconds)")
     opts = parser.parse_args()
-    batches, per_batch, rounds = (40, 500, 4) if opts.quick else (300, 1000, 10)
-    sizes = (10, 1_000, 10_000)
+    with figures(opts.json) as out:
+        run(opts, out)
+
+
+def run(opts: argparse.Namespace, out: dict[str, float]) -> None:
+    batches, per_batch, rounds = size(opts, (300, 1000, 10), (40, 500, 4), (4, 20, 2))
+    sizes = size(opts, (10, 1_000, 10_000), (10, 1_000, 10_000), (10, 100))
     kinds = {
         "exact allow": ("exact", {}),
         "glob allow": ("glob", {}),
@@ -111,6 +120,7 @@ def main() -> None:
     warm, tool, args = make_policy(10, "exact")
     sample(lambda: warm.evaluate(tool, args), batches, per_batch)
     base, _ = summary(sample(lambda: noop("t", {}), batches, per_batch))
+    out["calibration: no-op call"] = base
     print(f"Policy.evaluate, µs per decision (median / p99 over {batches} batches of {per_batch} calls,")
     print(f"sizes interleaved in {rounds} rounds)")
     print(f"(calibration: a Python call to a no-op function with these arguments costs {base:.3f} µs here)\n")
@@ -133,6 +143,7 @@ def main() -> None:
         *results, (noop_med, _) = interleaved(calls, batches, per_batch, rounds)
         cells = [f"{med:6.3f} / {p99:6.3f} ({load:4.1f}s)" for (med, p99), load in zip(results, loads, strict=True)]
         ratio = results[-1][0] / results[0][0]
+        out.update({f"{label}, {n:,} rules": med for n, (med, _) in zip(sizes, results, strict=True)})
         print(f"{label:<22}" + "".join(f"{c:>24}" for c in cells) + f"{ratio:>9.2f}x" + f"{noop_med:>8.3f}")
     print("\n(load time of the policy in brackets; no-op: a Python call with the same arguments, same rounds)")
     # A name never seen before (the memo is cleared before every call): what resolution itself costs.
@@ -141,14 +152,20 @@ def main() -> None:
         calls = []
         for n in sizes:
             policy, tool, args = make_policy(n, kind)
-            memo = policy._cache  # private: cleared here only to time resolution
+            memo = getattr(policy, "_cache", None)  # private: cleared here only to time resolution
+            if memo is None:  # a source where the memo has another name: nothing to clear, no figure
+                break
 
             def fresh(m: Any = memo, e: Any = policy.evaluate, t: str = tool, a: Any = args) -> object:
                 m.clear()
                 return e(t, a)
 
             calls.append(fresh)
+        if not calls:
+            print(f"  {label:<20} (not measured: this source has no Policy._cache memo to clear)")
+            continue
         results = interleaved(calls, max(rounds, batches // 3), per_batch, rounds)
+        out.update({f"first call, {label}, {n:,} rules": med for n, (med, _) in zip(sizes, results, strict=True)})
         cells = [f"{med:6.3f} / {p99:6.3f}" for med, p99 in results]
         print(f"  {label:<20}" + "".join(f"{c:>24}" for c in cells) + f"{results[-1][0] / results[0][0]:>9.2f}x")
     # Refusals beside the allows they are measured against, in the same rounds (issue 11: a firing deny_if
@@ -168,6 +185,10 @@ def main() -> None:
         per_batch,
         rounds,
     )
+    out["deny_if firing, 10 rules"] = deny[0]
+    out["deny_if type mismatch"] = mismatch[0]
+    out["NaN argument"] = nan[0]
+    out["default_deny, 10 rules"] = default[0]
     print(f"\ndeny_if firing (10 rules):            {deny[0]:.3f} / {deny[1]:.3f} µs   (target <= 1.5, issue 11)")
     print(f"deny_if on a type mismatch ('5000'): {mismatch[0]:.3f} / {mismatch[1]:.3f} µs")
     print(f"NaN argument (invalid_arguments):    {nan[0]:.3f} / {nan[1]:.3f} µs")

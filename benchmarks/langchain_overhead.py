@@ -10,7 +10,9 @@ Guarded and unguarded calls alternate in small batches so that drift (CPU freque
 hits both alike; we report the median µs per call and the ratio of medians. Policies: one allow rule with an
 argument condition, with and without a rate limit (``memory://``). Not a timed test: run it by hand::
 
-    python benchmarks/langchain_overhead.py [--calls 3000] [--mcp-calls 400]
+    python benchmarks/langchain_overhead.py [--calls 3000] [--mcp-calls 400] [--quick] [--json]
+
+``--quick`` takes 300 / 60 calls; ``--json`` also prints the medians as one JSON object, name -> µs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from _report import add_flags, figures, size
 from langchain_core.tools import BaseTool, StructuredTool
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
@@ -67,7 +70,9 @@ async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return out
 
 
-async def compare(name: str, plain: BaseTool, guarded: BaseTool, args: dict[str, Any], calls: int) -> None:
+async def compare(
+    name: str, plain: BaseTool, guarded: BaseTool, args: dict[str, Any], calls: int, out: dict[str, float]
+) -> None:
     call = {"type": "tool_call", "name": plain.name, "args": args, "id": "bench"}
 
     async def run_plain() -> Any:
@@ -100,9 +105,11 @@ async def compare(name: str, plain: BaseTool, guarded: BaseTool, args: dict[str,
         f"{name:<50} unguarded {mb:8.1f} µs  guarded {mg:8.1f} µs  ratio {mg / mb:5.3f}x  "
         f"paired-batch ratio {statistics.median(paired):5.3f}x  (+{mg - mb:.1f} µs)"
     )
+    out[f"{name}: unguarded"] = mb
+    out[f"{name}: guarded"] = mg
 
 
-async def guard_only(policy: dict[str, Any], tool: str, args: dict[str, Any], n: int = 20000) -> float:
+async def guard_only(policy: dict[str, Any], tool: str, args: dict[str, Any], n: int) -> float:
     """The guard's own cost per call (best of 5 runs), around a coroutine that does nothing."""
     guard = Guard(policy, retry=False)
 
@@ -118,20 +125,22 @@ async def guard_only(policy: dict[str, Any], tool: str, args: dict[str, Any], n:
     return best
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=3000, help="calls per variant for the plain tool")
-    parser.add_argument("--mcp-calls", type=int, default=400, help="calls per variant for the MCP tool")
-    options = parser.parse_args()
+async def main(options: argparse.Namespace) -> None:
+    with figures(options.json) as out:
+        await measure(options, out)
 
+
+async def measure(options: argparse.Namespace, out: dict[str, float]) -> None:
+    guard_n = size(options, 20000, 2000, 20)
     print(f"median µs per ainvoke (tool_call form -> ToolMessage); python {sys.version.split()[0]}")
     for label, policy in (("allow rule", ALLOW), ("allow rule + rate limit", LIMITED)):
-        cost = await guard_only(policy, "add", {"a": 1, "b": 2})
+        cost = await guard_only(policy, "add", {"a": 1, "b": 2}, guard_n)
         print(f"{'Guard.arun alone, ' + label:<50} {cost:8.1f} µs per call (best of 5)")
+        out[f"Guard.arun alone, {label}"] = cost
     tool = StructuredTool.from_function(coroutine=add)
     for label, policy in (("allow rule", ALLOW), ("allow rule + rate limit", LIMITED)):
         (guarded,) = wrap_tools([tool], Guard(policy, retry=False))
-        await compare(f"plain StructuredTool, {label}", tool, guarded, {"a": 1, "b": 2}, options.calls)
+        await compare(f"plain StructuredTool, {label}", tool, guarded, {"a": 1, "b": 2}, options.calls, out)
 
     with tempfile.TemporaryDirectory() as tmp:
         client = MultiServerMCPClient({"exchange": server_params(Path(tmp) / "calls.txt")})  # type: ignore[dict-item]
@@ -141,9 +150,22 @@ async def main() -> None:
             for label, policy in (("allow rule", ALLOW), ("allow rule + rate limit", LIMITED)):
                 (guarded,) = wrap_tools([mcp_tool], Guard(policy, retry=False), server="exchange")
                 await compare(
-                    f"MCP tool (stdio session), {label}", mcp_tool, guarded, {"asset": "BTC"}, options.mcp_calls
+                    f"MCP tool (stdio session), {label}", mcp_tool, guarded, {"asset": "BTC"}, options.mcp_calls, out
                 )
 
 
+def parse_options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=None, help="calls per variant for the plain tool (3000)")
+    parser.add_argument("--mcp-calls", type=int, default=None, help="calls per variant for the MCP tool (400)")
+    add_flags(parser)
+    options = parser.parse_args()
+    if options.calls is None:
+        options.calls = size(options, 3000, 300, 10)
+    if options.mcp_calls is None:
+        options.mcp_calls = size(options, 400, 60, 4)
+    return options
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(parse_options()))
