@@ -28,6 +28,7 @@ Known limits (the SDK decides these, not us): a tool wired to the SDK's approval
 not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
 is refused with ``invalid_arguments`` after approval; a call our guardrail admitted that the SDK then never
 starts (its task cancelled) keeps its reserved quota until the window passes and writes no audit event.
+What this module reads of the SDK's internals lives in :mod:`mcp_guard.integrations._agents_sdk`.
 
 Identity and session come from the run context (``Runner.run(..., context=...)``): a ``user_id`` /
 ``session_id`` key of a mapping or attribute of an object, unless ``identity=`` / ``session=`` is a string or
@@ -36,20 +37,20 @@ a callable taking that context.
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import dataclasses
-import functools
+import inspect
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mcp_guard._compat import error_result, result_is_error, tool_annotations, tool_input_schema
+from mcp_guard._adapt import Bounded, WhoLookup, delivered, is_violation, lookup, parse_args, without_required
+from mcp_guard._compat import error_result, tool_annotations, tool_input_schema
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
-from mcp_guard._guard import Admission, Guard, GuardResult, PolicySource, ToolCall, as_guard
+from mcp_guard._guard import Admission, Guard, PolicySource, ToolCall, as_guard
+from mcp_guard.integrations import _agents_sdk as sdk
 
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 
@@ -58,54 +59,21 @@ if TYPE_CHECKING:
     from agents.mcp import MCPServer
     from agents.mcp.util import ToolFilterContext
 
-
-log = logging.getLogger("mcp_guard")
-
-#: How identity / session are found: a fixed string, or a callable taking the run context object.
-WhoLookup = str | Callable[[Any], str | None] | None
-
 __all__ = ["guard_mcp_server", "guard_tools", "policy_guardrail", "reject", "unguard_mcp_server"]
 
-# Admitted calls waiting for the execution wrapper. The SDK runs a tool's input guardrails inline and then
-# starts the tool in a new asyncio task, which copies this context: the wrapper of *this* call, and no
-# other, sees the admission its guardrail made (parallel tool calls each run in their own task).
-_PENDING: contextvars.ContextVar[_Pending | None] = contextvars.ContextVar("mcp_guard_agents_pending", default=None)
-
-# needs_approval answers we gave, by call id, so the guardrail can tell the SDK's pre-approval pass
-# (RunConfig tool_execution pre_approval_tool_input_guardrails) from an execution. Bounded: answers whose
-# call never reaches a guardrail (the run was abandoned) must not pile up.
-_ASKED_MAX = 10_000
+log = logging.getLogger("mcp_guard")
 
 # What the guardrail reports in ``output_info`` when it lets a call through (shared: read-only).
 _ADMITTED = {"mcp_guard": "admitted"}
 _AWAITING = {"mcp_guard": "awaiting approval"}
-
-
-@dataclass(slots=True)
-class _Pending:
-    call_id: str
-    tool: str
-    admission: Admission
-    edited: bool  # an approver changed the arguments: run admission.call.args, not the model's
-    consumed: bool = False
-
-
-def _lookup(spec: WhoLookup, context: Any, key: str) -> str | None:
-    if isinstance(spec, str):
-        return spec
-    if spec is not None:
-        value = spec(context)
-        return None if value is None else str(value)
-    found = context.get(key) if isinstance(context, Mapping) else getattr(context, key, None)
-    return None if found is None else str(found)
+# The MCP ``_meta`` key that carries an admitted call from our guardrail to our ``call_tool`` (never sent).
+_CALL_KEY = "mcp_guard/admitted"
 
 
 def _annotations_of(tool: Any) -> dict[str, Any] | None:
     """MCP ToolAnnotations (an MCP tool's ``.annotations`` or a FunctionTool's ``.mcp_annotations``) as a dict."""
     raw = getattr(tool, "annotations", None)
-    if raw is None:
-        raw = getattr(tool, "mcp_annotations", None)
-    return tool_annotations(raw)
+    return tool_annotations(raw if raw is not None else getattr(tool, "mcp_annotations", None))
 
 
 def _function_tool_schema(tool: Any) -> Any:
@@ -118,57 +86,17 @@ def _function_tool_schema(tool: Any) -> Any:
     schema = getattr(tool, "params_json_schema", None)
     if not isinstance(schema, Mapping):
         return None
-    return _without_required(schema) if getattr(tool, "strict_json_schema", False) else schema
+    return without_required(schema) if getattr(tool, "strict_json_schema", False) else schema
 
 
-def _without_required(node: Any) -> Any:
-    if isinstance(node, Mapping):
-        # A property may be named "required" too: only the keyword (a list of names) goes.
-        return {k: _without_required(v) for k, v in node.items() if k != "required" or not isinstance(v, list)}
-    if isinstance(node, list):
-        return [_without_required(v) for v in node]
-    return node
-
-
-def _run_id() -> str | None:
-    """The Agents SDK's id for this run: its trace id, when tracing is on (the SDK has no other run id)."""
-    try:
-        from agents.tracing import get_current_trace
-
-        trace = get_current_trace()
-    except Exception:  # another SDK version: no run id rather than a failed call
-        return None
-    trace_id = getattr(trace, "trace_id", None)
-    return trace_id if isinstance(trace_id, str) and trace_id != "no-op" else None
-
-
-def _parse_args(raw: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """The model's argument text as an object, or ``None`` and why not."""
-    if raw is None or not raw.strip():
-        return {}, None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        return None, f"the arguments are not valid JSON ({exc.msg} at position {exc.pos})"
-    except (ValueError, RecursionError):  # e.g. nesting too deep for the parser
-        return None, "the arguments are not valid JSON"
-    if not isinstance(value, dict):
-        return None, f"the arguments must be a JSON object, not {type(value).__name__}"
-    return value, None
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
 
 
 class _Binding:
     """One guard bound to one place (a server name, or none) and to the run context lookups."""
 
-    def __init__(
-        self,
-        guard: Guard,
-        *,
-        server: str | None,
-        identity: WhoLookup,
-        session: WhoLookup,
-        wrapped: bool,
-    ) -> None:
+    def __init__(self, guard: Guard, *, server: str | None, identity: WhoLookup, session: WhoLookup, wrapped: bool):
         self.guard = guard
         self.server = server
         self.identity = identity
@@ -185,39 +113,39 @@ class _Binding:
         # Public tool name -> the MCP tool's own name, for agents that prefix MCP tool names with the server
         # (mcp_config={"include_server_in_tool_names": True}): rules are written for the server's names.
         self.raw_names: dict[str, str] = {}
-        self._asked: OrderedDict[str, bool] = OrderedDict()
-        self._held: OrderedDict[str, tuple[str, Mapping[str, Any]]] = OrderedDict()
+        # Calls our guardrail admitted, for the execution wrapper. The SDK hands the guardrail and the tool one
+        # ToolContext object per call, so it is the key (held in the entry, so its id is not reused meanwhile);
+        # an MCP call_tool gets the key through the call's _meta. Bounded: a call the SDK never starts.
+        self.admitted: Bounded[int, tuple[Any, Admission, bool]] = Bounded()
+        # Calls our needs_approval held for a human, by call id: the check it made (None when the tool's own
+        # setting asked), so the SDK's pre-approval guardrail pass need not check again ...
+        self.asked: Bounded[str, Decision | None] = Bounded()
+        # ... and their arguments, so a plain state.reject() can be audited with them.
+        self.held: Bounded[str, Mapping[str, Any]] = Bounded()
 
     def saw_mcp_tool(self, tool: Any) -> dict[str, Any] | None:
         """Remember an MCP tool's annotations and the public names the SDK may give it; return the annotations."""
-        annotations = _annotations_of(tool)
-        self.annotations[tool.name] = annotations
+        annotations = self.annotations[tool.name] = _annotations_of(tool)
         schema = tool_input_schema(tool)
         if schema is not None:
             self.schemas[tool.name] = schema
         if self.server is not None and tool.name not in self.raw_names:
-            for public in _prefixed_names(self.server, tool.name):
+            for public in sdk.prefixed_names(self.server, tool.name):
                 self.raw_names.setdefault(public, tool.name)
         return annotations
-
-    # -- who is calling -------------------------------------------------------------------------------
 
     def who(self, run_context: Any, tool: str, call_id: str | None = None) -> dict[str, Any]:
         """The Guard's keyword arguments for a call of ``tool``: who, where, the schema, the SDK's ids."""
         user_context = getattr(run_context, "context", None)
-        if call_id is None:
-            call_id = getattr(run_context, "tool_call_id", None)
         return {
             "server": self.server,
-            "identity": _lookup(self.identity, user_context, "user_id"),
-            "session": _lookup(self.session, user_context, "session_id"),
+            "identity": lookup(self.identity, user_context, "user_id"),
+            "session": lookup(self.session, user_context, "session_id"),
             "annotations": self.annotations.get(tool),
             "tool_schema": self.schemas.get(tool),
-            "call_id": call_id,
-            "run_id": _run_id(),
+            "call_id": call_id if call_id is not None else getattr(run_context, "tool_call_id", None),
+            "run_id": sdk.run_id(),
         }
-
-    # -- approvals through the SDK ---------------------------------------------------------------------
 
     def may_need_approval(self, tool: str, annotations: Mapping[str, Any] | None) -> bool:
         """Whether a call of ``tool`` can be held for a human (decides ``needs_approval`` wiring).
@@ -227,35 +155,13 @@ class _Binding:
         """
         return self.guard.policy.may_require_approval(tool, server=self.server, annotations=annotations)
 
-    def remember(self, call_id: str, asked: bool, tool: str | None = None, args: Any = None) -> None:
-        self._asked[call_id] = asked
-        while len(self._asked) > _ASKED_MAX:
-            self._asked.popitem(last=False)
-        if asked and tool is not None:
-            # What a human is asked about, so a plain state.reject() can be audited with its arguments.
-            self._held[call_id] = (tool, args if isinstance(args, Mapping) else {})
-            while len(self._held) > _ASKED_MAX:
-                self._held.popitem(last=False)
-
-    def malformed(self, tool: str, problem: str | None) -> Decision:
-        """The refusal for argument text that is not a JSON object (the policy never sees such a call)."""
-        return Decision.deny(
-            tool, "invalid_arguments", server=self.server, reason=problem, policy=self.guard.policy.hash
-        )
-
-    # -- calls a human rejected with plain state.reject() ------------------------------------------------
-
-    def rejection(self, tool: str, args: Mapping[str, Any], who: Mapping[str, Any], why: str) -> Decision:
-        """The ``approval_denied`` violation for a rejected call, naming the rule that asked for approval."""
-        decision = self.guard.policy.evaluate(
-            tool,
-            args,
-            server=who["server"],
-            identity=who["identity"],
-            session=who["session"],
-            annotations=who["annotations"],
-        )
-        return decision.violation("approval_denied", reason=why)
+    def take(self, key: Any, tool: str) -> tuple[Any, Admission, bool] | None:
+        """The admission our guardrail made for this call of ``tool``, handed over once."""
+        entry = self.admitted.get(key)
+        if entry is None or entry[1].call.tool != tool:
+            return None
+        del self.admitted[key]
+        return entry
 
     async def note_rejections(self, run_context: Any) -> None:
         """Audit the calls of our tools that a human rejected, and tell the model in the policy's words.
@@ -266,32 +172,19 @@ class _Binding:
         its message becomes the ``approval_denied`` JSON (the human's message, if any, is its reason). A
         message that is already a violation JSON (our own :func:`reject`) marks a call as done.
         """
-        approvals = getattr(run_context, "_approvals", None)
-        if not approvals:
-            return
         try:
-            for key, record in list(approvals.items()):
-                rejected = getattr(record, "rejected", None)
-                if not isinstance(rejected, list) or not rejected or not isinstance(key, str):
-                    continue
-                public = _approval_tool_name(key)
+            for public, call_id, messages in sdk.rejections(run_context):
                 tool = self.raw_names.get(public, public)
-                if tool not in self.annotations:  # not a tool of this binding
-                    continue
-                messages: dict[str, str] = record.rejection_messages
-                for call_id in rejected:
-                    message = messages.get(call_id)
-                    if message is not None and _is_violation(message):
-                        continue
-                    _, args = self._held.pop(call_id, (tool, {}))
-                    who = self.who(run_context, tool, call_id)
-                    refused = self.rejection(tool, args, who, message or "a human declined this call")
-                    messages[call_id] = refused.to_json()
-                    await self.guard.afinish(Admission(ToolCall(tool, args, **who), refused), "denied")
+                message = messages.get(call_id)
+                if tool not in self.annotations or (message is not None and is_violation(message)):
+                    continue  # not a tool of this binding, or already told
+                call = ToolCall(tool, self.held.pop(call_id, {}), **self.who(run_context, tool, call_id))
+                refused = self.guard.rejected(call, message or "a human declined this call")
+                with contextlib.suppress(PolicyViolation):  # recorded after the fact: nobody to raise to
+                    await self.guard.arefuse(call, refused)
+                messages[call_id] = refused.to_json()
         except Exception:  # never end a run over an audit of a rejection; the SDK's own message stands
             log.exception("could not audit a rejected tool call")
-
-    # -- tools kept from the model ---------------------------------------------------------------------
 
     def unlisted_tool(self, name: str, server: Any, agent: Any) -> Any:
         """A FunctionTool for ``name`` if this binding keeps it from the model, else None.
@@ -299,19 +192,10 @@ class _Binding:
         Not shown to the model; added only to the SDK's lookup when the model calls it anyway, so the call goes
         through the guard (refused as ``hidden`` / ``denied`` and audited) and the run goes on.
         """
-        raw = self.raw_names.get(name, name)
-        found = self.unlisted.get(raw)
+        found = self.unlisted.get(self.raw_names.get(name, name))
         if found is None or server is None:
             return found  # a guarded FunctionTool (guard_tools), or nothing
-        from agents.mcp.util import MCPUtil
-
-        config = getattr(agent, "mcp_config", None) or {}
-        options: dict[str, Any] = {"tool_name_override": name}
-        if "failure_error_function" in config:
-            options["failure_error_function"] = config["failure_error_function"]
-        return MCPUtil.to_function_tool(
-            found, server, bool(config.get("convert_schemas_to_strict", False)), agent, **options
-        )
+        return sdk.mcp_function_tool(found, server, agent, name)
 
     # -- the guardrail ---------------------------------------------------------------------------------
 
@@ -321,38 +205,40 @@ class _Binding:
         tool = self.raw_names.get(public, public)
         if tool not in self.schemas:
             await self._learn_schema(data, public, tool)
-        who = self.who(ctx, tool)
-        args, problem = _parse_args(ctx.tool_arguments)
+        guard, who = self.guard, self.who(ctx, tool)
+        args, problem = parse_args(ctx.tool_arguments)
         if args is None:
-            decision = self.malformed(tool, problem)
-            return await self._refuse(Admission(ToolCall(tool, {}, **who), decision))
+            return await self._refuse(ToolCall(tool, {}, **who), guard.malformed(tool, problem, server=self.server))
 
-        status = _approval_status(ctx, public, call_id)
-        asked = self._asked.pop(call_id, None)
-        if status is None and asked is True and self.guard.approver is None:
-            # The SDK's pre-approval pass: the run is about to pause for a human. Check, reserve nothing.
-            checked = await self.guard.acheck(tool, args, **who)
+        status = sdk.approval_status(ctx, public, call_id)
+        asked = self.asked.pop(call_id, False)
+        if status is None and asked is not False and guard.approver is None:
+            # The SDK's pre-approval pass: the run is about to pause for a human. Reserve nothing; the check
+            # our needs_approval made a moment ago stands (made here when the tool's own setting asked).
+            checked = asked if asked is not None else await guard.acheck(tool, args, **who)
             if checked.denied:
-                return await self._refuse(Admission(ToolCall(tool, args, **who), checked))
+                return await self._refuse(ToolCall(tool, args, **who), checked)
             return _out().allow(output_info=_AWAITING)
 
-        admission = await self.guard.aadmit(tool, args, approval=True if status else None, **who)
+        admission = await guard.aadmit(tool, args, approval=True if status else None, **who)
         if not admission.admitted:
-            return await self._refuse(admission)
+            await guard.afinish(admission, "denied")
+            return self._verdict(admission.decision)
         if self.wrapped:
-            _PENDING.set(_Pending(call_id, tool, admission, edited=admission.call.args is not args))
+            self.admitted[id(ctx)] = (ctx, admission, admission.call.args is not args)
             return _out().allow(output_info=_ADMITTED)
         # A bare guardrail cannot see the tool run: the call counts as made, and edited arguments cannot
         # be applied, so an edit is refused rather than silently running the model's original arguments.
         if admission.call.args != args:
-            await self.guard.afinish(admission, "denied")  # not run: gives all the reserved quota back
-            refused = admission.decision.violation(
-                "approval_denied",
-                reason="the approver edited the arguments, which a bare policy_guardrail cannot apply; "
-                "use guard_tools or guard_mcp_server",
+            await guard.afinish(admission, "denied")  # not run: gives all the reserved quota back
+            return self._verdict(
+                admission.decision.violation(
+                    "approval_denied",
+                    reason="the approver edited the arguments, which a bare policy_guardrail cannot apply; "
+                    "use guard_tools or guard_mcp_server",
+                )
             )
-            return self._verdict(refused)
-        await self.guard.afinish(admission, "admitted")
+        await guard.afinish(admission, "admitted")
         return _out().allow(output_info=_ADMITTED)
 
     async def _learn_schema(self, data: Any, public: str, tool: str) -> None:
@@ -381,72 +267,37 @@ class _Binding:
                 break
         self.schemas.setdefault(tool, schema)
 
-    async def _refuse(self, admission: Admission) -> ToolGuardrailFunctionOutput:
-        await self.guard.afinish(admission, "denied")
-        return self._verdict(admission.decision)
+    async def _refuse(self, call: ToolCall, decision: Decision) -> ToolGuardrailFunctionOutput:
+        with contextlib.suppress(PolicyViolation):  # the SDK's own way to raise: see _verdict
+            await self.guard.arefuse(call, decision)
+        return self._verdict(decision)
 
     def _verdict(self, decision: Decision) -> ToolGuardrailFunctionOutput:
-        if self.guard.on_violation == "raise":
+        """The guard's ``on_violation`` in the SDK's terms: ``raise`` trips the guardrail, else ``reject_content``."""
+        try:
+            self.guard.violation(decision)
+        except PolicyViolation:
             return _out().raise_exception(output_info=decision.to_payload())
         return _out().reject_content(decision.to_json(), output_info=decision.to_payload())
-
-    # -- running an admitted call ----------------------------------------------------------------------
 
     async def run_unadmitted(
         self, tool: str, ctx: Any, input_json: str, invoke: Callable[[str], Awaitable[Any]]
     ) -> Any:
         """The whole guard pipeline around a function tool reached without our guardrail's admission."""
         who = self.who(ctx, tool)
-        args, problem = _parse_args(input_json)
+        args, problem = parse_args(input_json)
         if args is None:
-            decision = self.malformed(tool, problem)
-            await self.guard.afinish(Admission(ToolCall(tool, {}, **who), decision), "denied")
-            result = GuardResult(violation=decision)
-        else:
-            result = await self.guard.arun(tool, args, lambda **kw: invoke(json.dumps(kw)), **who)
-        if result.violation is None:
-            return result.value
-        if self.guard.on_violation == "raise":
-            raise PolicyViolation(result.violation)
-        return result.violation.to_json()
-
-    def take_pending(self, tool: str, call_id: str | None = None) -> _Pending | None:
-        pending = _PENDING.get()
-        if pending is None or pending.consumed or pending.tool != tool:
-            return None
-        if call_id is not None and pending.call_id != call_id:
-            return None
-        pending.consumed = True
-        return pending
-
-
-def _prefixed_names(server: str, tool: str) -> tuple[str, ...]:
-    """The names the SDK gives ``tool`` of ``server`` when it prefixes MCP tool names (its own naming rule)."""
-    try:
-        from agents.mcp._logging import get_mcp_server_log_name
-        from agents.mcp.util import MCPUtil
-
-        name = get_mcp_server_log_name(server)
-        base = MCPUtil._build_prefixed_tool_base_name(name, tool)
-        return (base, MCPUtil._shorten_tool_name(base, f"{name}\0{tool}"))
-    except Exception:  # another SDK version: fall back to the documented shape
-        return (f"mcp_{server}__{tool}",)
+            refused = await self.guard.arefuse(
+                ToolCall(tool, {}, **who), self.guard.malformed(tool, problem, server=self.server)
+            )
+            return refused.to_json()
+        result = await self.guard.arun(tool, args, lambda **kw: invoke(json.dumps(kw)), **who)
+        return result.value if result.violation is None else self.guard.violation(result.violation).to_json()
 
 
 def _out() -> type[ToolGuardrailFunctionOutput]:
     output_cls: type[ToolGuardrailFunctionOutput] = _agents.ToolGuardrailFunctionOutput
     return output_cls
-
-
-def _approval_status(ctx: Any, tool: str, call_id: str) -> bool | None:
-    """What a human said about this call through the SDK (``state.approve`` / ``state.reject``), if anything."""
-    if not getattr(ctx, "_approvals", True):  # nothing was approved or rejected in this run: skip the lookup
-        return None
-    is_approved = getattr(ctx, "is_tool_approved", None)
-    if not callable(is_approved):
-        return None
-    status = is_approved(tool, call_id)
-    return status if isinstance(status, bool) else None
 
 
 def _build_guard(policy_or_guard: PolicySource, approver: Any, guard_options: dict[str, Any]) -> Guard:
@@ -515,8 +366,7 @@ def guard_tools(
         if not isinstance(tool, _agents.FunctionTool):
             guarded.append(tool)
             continue
-        annotations = _annotations_of(tool)
-        binding.annotations[tool.name] = annotations
+        annotations = binding.annotations[tool.name] = _annotations_of(tool)
         binding.schemas[tool.name] = _function_tool_schema(tool)
         wrapped = _guard_function_tool(tool, binding, guardrail, annotations)
         if guard.exposes(tool.name, server=server, annotations=annotations):
@@ -524,7 +374,7 @@ def guard_tools(
         else:
             # Kept from the model, but a call to it is answered by the guard (hidden / denied), not the SDK.
             binding.unlisted[tool.name] = wrapped
-    _install_unlisted_lookup()
+    sdk.extend_tool_lookup(_unlisted_tools)
     return guarded
 
 
@@ -535,15 +385,14 @@ def _guard_function_tool(
     guard = binding.guard
 
     async def invoke(ctx: Any, input_json: str) -> Any:
-        pending = binding.take_pending(tool.name, getattr(ctx, "tool_call_id", None))
-        if pending is None:
+        entry = binding.take(id(ctx), tool.name)
+        if entry is None:
             # Not admitted by our guardrail (called outside the runner, or after a guardrail that does not
             # belong to us let it through without ours running): the whole pipeline runs here instead.
             return await binding.run_unadmitted(tool.name, ctx, input_json, lambda text: original(ctx, text))
-        admission = pending.admission
-        text = json.dumps(dict(admission.call.args)) if pending.edited else input_json
+        _, admission, edited = entry
         try:
-            result = await original(ctx, text)
+            result = await original(ctx, json.dumps(dict(admission.call.args)) if edited else input_json)
         except BaseException as exc:
             await guard.afinish(admission, "error", error=exc)
             raise
@@ -569,12 +418,7 @@ def _noting_rejections(binding: _Binding, original: Any) -> Callable[[Any, Any],
 
     async def is_enabled(run_context: Any, agent: Any) -> bool:
         await binding.note_rejections(run_context)
-        if isinstance(original, bool):
-            return original
-        answer = original(run_context, agent)
-        if hasattr(answer, "__await__"):
-            answer = await answer
-        return bool(answer)
+        return original if isinstance(original, bool) else bool(await _maybe_await(original(run_context, agent)))
 
     return is_enabled
 
@@ -585,16 +429,15 @@ def _compose_needs_approval(
     """Our per-call answer, or-ed with an approval setting the tool already had (never weakened)."""
 
     async def needs_approval(run_context: Any, params: dict[str, Any], call_id: str) -> bool:
-        if callable(existing):
-            answer = existing(run_context, params, call_id)
-            if hasattr(answer, "__await__"):
-                answer = await answer
-            if answer:
-                binding.remember(call_id, True, tool, params)
-                return True
-        decision = await binding.guard.acheck(tool, params, **binding.who(run_context, tool, call_id))
-        binding.remember(call_id, decision.needs_approval, tool, params)
-        return decision.needs_approval
+        checked: Decision | None = None
+        if not (callable(existing) and await _maybe_await(existing(run_context, params, call_id))):
+            checked = await binding.guard.acheck(tool, params, **binding.who(run_context, tool, call_id))
+            if not checked.needs_approval:
+                binding.asked.pop(call_id, None)
+                return False
+        binding.asked[call_id] = checked
+        binding.held[call_id] = params if isinstance(params, Mapping) else {}
+        return True
 
     return needs_approval
 
@@ -634,12 +477,19 @@ def guard_mcp_server(
     _install_needs_approval(target, binding)
     _install_call_tool(target, binding)
     target._mcp_guard = (binding, saved)
-    _install_unlisted_lookup()
+    sdk.extend_tool_lookup(_unlisted_tools)
     return server
 
 
 _ABSENT = object()
-_REPLACED = ("tool_input_guardrails", "tool_filter", "list_tools", "_get_needs_approval_for_tool", "call_tool")
+_REPLACED = (
+    "tool_input_guardrails",
+    "tool_filter",
+    "list_tools",
+    "_get_needs_approval_for_tool",
+    "call_tool",
+    "tool_meta_resolver",
+)
 
 
 def unguard_mcp_server(server: MCPServer) -> MCPServer:
@@ -658,50 +508,41 @@ def unguard_mcp_server(server: MCPServer) -> MCPServer:
 
 
 def _install_tool_filter(server: Any, binding: _Binding) -> None:
-    existing = getattr(server, "tool_filter", None)
-    if not hasattr(server, "tool_filter"):
-        # MCP server classes without a tool_filter (custom subclasses): filter their listing directly.
-        _install_list_filter(server, binding)
+    """Hidden and outright-denied tools leave the listing (remembered for :meth:`_Binding.unlisted_tool`),
+    through the server's ``tool_filter`` (composed with its own) or, without one, around ``list_tools``."""
+
+    def shown(tool: Any) -> bool:
+        if binding.guard.exposes(tool.name, server=binding.server, annotations=binding.saw_mcp_tool(tool)):
+            binding.unlisted.pop(tool.name, None)
+            return True
+        binding.unlisted[tool.name] = tool
+        return False
+
+    if not hasattr(server, "tool_filter"):  # MCP server classes without a tool_filter (custom subclasses)
+        original = server.list_tools
+
+        async def list_tools(run_context: Any = None, agent: Any = None) -> list[Any]:
+            tools = await original(run_context, agent)
+            await binding.note_rejections(run_context)
+            return [tool for tool in tools if shown(tool)]
+
+        server.list_tools = list_tools
         return
+    existing = server.tool_filter
 
     async def tool_filter(ctx: ToolFilterContext, tool: Any) -> bool:
         await binding.note_rejections(getattr(ctx, "run_context", None))
-        annotations = binding.saw_mcp_tool(tool)
-        if not binding.guard.exposes(tool.name, server=binding.server, annotations=annotations):
-            binding.unlisted[tool.name] = tool
+        if not shown(tool):
             return False
-        binding.unlisted.pop(tool.name, None)
         if existing is None:
             return True
         if isinstance(existing, Mapping):
             allowed = existing.get("allowed_tool_names")
             blocked = existing.get("blocked_tool_names")
             return (allowed is None or tool.name in allowed) and (blocked is None or tool.name not in blocked)
-        answer = existing(ctx, tool)
-        if hasattr(answer, "__await__"):
-            answer = await answer
-        return bool(answer)
+        return bool(await _maybe_await(existing(ctx, tool)))
 
     server.tool_filter = tool_filter
-
-
-def _install_list_filter(server: Any, binding: _Binding) -> None:
-    original = server.list_tools
-
-    async def list_tools(run_context: Any = None, agent: Any = None) -> list[Any]:
-        tools = await original(run_context, agent)
-        await binding.note_rejections(run_context)
-        kept = []
-        for tool in tools:
-            annotations = binding.saw_mcp_tool(tool)
-            if binding.guard.exposes(tool.name, server=binding.server, annotations=annotations):
-                kept.append(tool)
-                binding.unlisted.pop(tool.name, None)
-            else:
-                binding.unlisted[tool.name] = tool
-        return kept
-
-    server.list_tools = list_tools
 
 
 def _install_needs_approval(server: Any, binding: _Binding) -> None:
@@ -714,8 +555,7 @@ def _install_needs_approval(server: Any, binding: _Binding) -> None:
         existing = original(tool, agent)
         if binding.guard.approver is not None or existing is True:
             return existing
-        annotations = binding.saw_mcp_tool(tool)
-        if not binding.may_need_approval(tool.name, annotations):
+        if not binding.may_need_approval(tool.name, binding.saw_mcp_tool(tool)):
             return existing
         return _compose_needs_approval(binding, tool.name, existing if callable(existing) else None)
 
@@ -723,42 +563,53 @@ def _install_needs_approval(server: Any, binding: _Binding) -> None:
 
 
 def _install_call_tool(server: Any, binding: _Binding) -> None:
-    original = server.call_tool
+    """Admitted calls run with the admitted arguments and are finished (quota, audit) when the server answers.
+
+    ``call_tool`` is not told which call it serves; the SDK asks the server's ``tool_meta_resolver`` for the
+    call's ``_meta`` with the call's ToolContext first, so that is where the admission's key is put (and taken
+    out again here: the server never sees it). The user's own resolver is still asked.
+    """
+    original, resolve = server.call_tool, getattr(server, "tool_meta_resolver", None)
     guard = binding.guard
     require_extra("mcp.types", "openai-agents", "guard_mcp_server")
 
-    async def raw_call(tool_name: str, arguments: Mapping[str, Any], meta: dict[str, Any] | None) -> Any:
-        if meta is None:
-            return await original(tool_name, dict(arguments))
-        return await original(tool_name, dict(arguments), meta=meta)
+    async def tool_meta_resolver(context: Any) -> Any:
+        meta = await _maybe_await(resolve(context)) if resolve is not None else None
+        key = id(getattr(context, "run_context", None))
+        if key not in binding.admitted or not (meta is None or isinstance(meta, dict)):
+            return meta
+        return {**(meta or {}), _CALL_KEY: key}
 
     async def call_tool(tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None) -> Any:
-        pending = binding.take_pending(tool_name)
-        if pending is None:
-            # Not admitted by our guardrail (a direct call): run the whole pipeline here.
+        meta = dict(meta) if meta is not None else None
+        entry = binding.take(meta.pop(_CALL_KEY, None) if meta is not None else None, tool_name)
+
+        async def raw_call(**args: Any) -> Any:
+            return await (original(tool_name, args) if not meta else original(tool_name, args, meta=meta))
+
+        if entry is None:  # not admitted by our guardrail (a direct call): the whole pipeline runs here
             result = await guard.arun(
                 tool_name,
                 arguments or {},
-                lambda **kw: raw_call(tool_name, kw, meta),
+                raw_call,
                 server=binding.server,
                 annotations=binding.annotations.get(tool_name),
                 tool_schema=binding.schemas.get(tool_name),
             )
-            if result.violation is None:
-                return result.value
-            if guard.on_violation == "raise":
-                raise PolicyViolation(result.violation)
-            return error_result(result.violation.to_json())
-        admission = pending.admission
+            return (
+                result.value if result.violation is None else error_result(guard.violation(result.violation).to_json())
+            )
+        admission = entry[1]
         try:
-            value = await raw_call(tool_name, admission.call.args, meta)
+            value = await raw_call(**admission.call.args)
         except BaseException as exc:
             await guard.afinish(admission, "error", error=exc)
             raise
-        await guard.afinish(admission, "error" if result_is_error(value) else "ok")
+        await guard.afinish(admission, "error" if guard.is_error_result(value) else "ok")
         return value
 
     server.call_tool = call_tool
+    server.tool_meta_resolver = tool_meta_resolver
 
 
 def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = False) -> None:
@@ -772,119 +623,42 @@ def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = F
     mcp-guard adapter guards, it rejects with a plain ``approval_denied`` payload and writes nothing.
     """
     public = str(getattr(item, "tool_name", None) or getattr(item, "name", None) or "")
-    args, _ = _parse_args(getattr(item, "arguments", None))
+    args, _ = parse_args(getattr(item, "arguments", None))
     why = reason or "a human declined this call"
     binding = _binding_for(item, public)
-    tool = binding.raw_names.get(public, public) if binding is not None else public
     if binding is None:
-        message = Decision.deny(tool, "approval_denied", reason=why).to_json()
+        message = Decision.deny(public, "approval_denied", reason=why).to_json()
     else:
-        wrapper = getattr(state, "_context", None)
+        tool = binding.raw_names.get(public, public)
         call_id = getattr(item, "call_id", None)
-        who = binding.who(wrapper, tool, call_id if isinstance(call_id, str) else None)
-        call_args = args if args is not None else {}
-        refused = binding.rejection(tool, call_args, who, why)
-        binding.guard.finish(Admission(ToolCall(tool, call_args, **who), refused), "denied")
-        message = refused.to_json()
+        who = binding.who(getattr(state, "_context", None), tool, call_id if isinstance(call_id, str) else None)
+        call = ToolCall(tool, args if args is not None else {}, **who)
+        refused = binding.guard.rejected(call, why)
+        message = delivered(lambda: binding.guard.refuse(call, refused)).to_json()
     state.reject(item, always_reject=always, rejection_message=message)
 
 
-def _approval_tool_name(key: str) -> str:
-    """The tool name of an SDK approval-record key (an agent-bound key object, its serialized form, or a name)."""
-    tool_key = getattr(key, "tool_key", None)
-    if isinstance(tool_key, str):
-        return tool_key
-    prefix = "__agents_function_approval__:"
-    if key.startswith(prefix):
-        try:
-            parts = json.loads(key[len(prefix) :])
-        except ValueError:
-            return key
-        if isinstance(parts, list) and len(parts) == 2 and isinstance(parts[1], str):
-            return parts[1]
-    return key
+# -- finding the guards of an agent -----------------------------------------------------------------------
 
 
-def _is_violation(text: str) -> bool:
-    if '"policy_violation"' not in text:
-        return False
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(payload, dict) and payload.get("error") == "policy_violation"
-
-
-# -- calls to tools the model was not shown ---------------------------------------------------------------
-
-_lookup_installed = False
-
-
-def _install_unlisted_lookup() -> None:
-    """Let the SDK find the tools a guard keeps from the model, when the model calls one anyway.
-
-    The SDK looks a call up among the tools it showed the model; an unknown name ends the run
-    (``ModelBehaviorError``) unless the run's own ``RunConfig`` says otherwise, and then with the SDK's text
-    and no audit event. Spec section 8 wants the policy's answer and the run to go on. The SDK offers no
-    per-tool hook for this, so the function that resolves a model response's tool calls
-    (``agents.run_internal.turn_resolution.process_model_response``) is wrapped once: for a call whose name
-    the shown tools lack, the agent's guards (its guarded MCP servers and guarded function tools) are asked
-    for a tool they keep from the model, and that tool, guardrail included, is added to this lookup only.
-    Agents without a guard, and responses that call only shown tools, go through untouched. On an SDK
-    without that function nothing is wrapped (a warning is logged): hidden tools stay hidden, and a call to
-    one ends the run as the SDK decides.
-    """
-    global _lookup_installed
-    if _lookup_installed:
-        return
-    _lookup_installed = True
-    try:
-        from agents.run_internal import turn_resolution
-
-        original = turn_resolution.process_model_response
-    except (ImportError, AttributeError):
-        log.warning("this openai-agents version has no tool lookup to extend; a call to a hidden tool ends the run")
-        return
-    if getattr(original, "_mcp_guard_original", None) is not None:
-        return
-
-    @functools.wraps(original)
-    def process_model_response(*args: Any, **kwargs: Any) -> Any:
-        try:
-            extra = _unlisted_tools(kwargs.get("agent"), kwargs.get("all_tools"), kwargs.get("response"))
-        except Exception:  # never break the SDK's own path; the call is then unknown, as without a guard
-            log.exception("could not look up tools kept from the model")
-            extra = []
-        if extra:
-            kwargs["all_tools"] = [*kwargs["all_tools"], *extra]
-        return original(*args, **kwargs)
-
-    process_model_response._mcp_guard_original = original  # type: ignore[attr-defined]
-    turn_resolution.process_model_response = process_model_response
-
-
-def _unlisted_tools(agent: Any, all_tools: Any, response: Any) -> list[Any]:
-    calls = [o for o in getattr(response, "output", None) or () if getattr(o, "type", None) == "function_call"]
-    if not calls or agent is None:
-        return []
-    shown = {getattr(t, "name", None) for t in all_tools or ()}
-    missing = [c.name for c in calls if c.name not in shown and not getattr(c, "namespace", None)]
-    if not missing:
-        return []
-    owners: list[tuple[_Binding, Any]] = []
+def _guarded(agent: Any) -> Iterator[tuple[_Binding, Any, Any]]:
+    """(binding, MCP server or None, FunctionTool or None) for each guarded server and tool of ``agent``."""
     for server in getattr(agent, "mcp_servers", None) or ():
         state = getattr(server, "__dict__", {}).get("_mcp_guard")
         if state is not None:
-            owners.append((state[0], server))
-    seen: set[int] = set()
+            yield state[0], server, None
     for tool in getattr(agent, "tools", None) or ():
         for guardrail in getattr(tool, "tool_input_guardrails", None) or ():
             owner = getattr(getattr(guardrail, "guardrail_function", None), "__self__", None)
-            if isinstance(owner, _Binding) and owner.wrapped and id(owner) not in seen:
-                seen.add(id(owner))
-                owners.append((owner, None))
+            if isinstance(owner, _Binding):
+                yield owner, None, tool
+
+
+def _unlisted_tools(agent: Any, names: list[str]) -> list[Any]:
+    """Tools the agent's guards keep from the model, for the calls to ``names`` the SDK cannot find."""
+    owners = list({id(b): (b, s) for b, s, _ in _guarded(agent) if b.wrapped}.values())
     extra: list[Any] = []
-    for name in dict.fromkeys(missing):
+    for name in names:
         for binding, server in owners:
             tool = binding.unlisted_tool(name, server, agent)
             if tool is not None:
@@ -894,21 +668,10 @@ def _unlisted_tools(agent: Any, all_tools: Any, response: Any) -> list[Any]:
 
 
 def _binding_for(item: Any, tool: str) -> _Binding | None:
-    agent = getattr(item, "agent", None)
-    origin = getattr(item, "tool_origin", None)
-    server_name = getattr(origin, "mcp_server_name", None)
-    if server_name is not None:
-        for server in getattr(agent, "mcp_servers", None) or ():
-            state = getattr(server, "__dict__", {}).get("_mcp_guard")
-            if state is not None and server.name == server_name:
-                found: _Binding = state[0]
-                return found
-        return None
-    for candidate in getattr(agent, "tools", None) or ():
-        if getattr(candidate, "name", None) != tool:
-            continue
-        for guardrail in getattr(candidate, "tool_input_guardrails", None) or ():
-            owner = getattr(getattr(guardrail, "guardrail_function", None), "__self__", None)
-            if isinstance(owner, _Binding):
-                return owner
+    server_name = getattr(getattr(item, "tool_origin", None), "mcp_server_name", None)
+    for binding, server, function_tool in _guarded(getattr(item, "agent", None)):
+        if server_name is not None and server is not None and server.name == server_name:
+            return binding
+        if server_name is None and function_tool is not None and getattr(function_tool, "name", None) == tool:
+            return binding
     return None
