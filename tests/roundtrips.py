@@ -157,6 +157,12 @@ async def lc_middleware_callback() -> dict[str, Counter[str]]:
     return await _lc_agent(GuardMiddleware(guard_of(ASK, approver=lambda request: True)))
 
 
+async def lc_middleware_interrupt_not_asked() -> dict[str, Counter[str]]:
+    from mcp_guard.integrations.langchain import GuardMiddleware
+
+    return await _lc_agent(GuardMiddleware(guard_of(PLAIN), approval="interrupt"))
+
+
 async def lc_middleware_interrupt() -> dict[str, Counter[str]]:
     from mcp_guard.integrations.langchain import GuardMiddleware
 
@@ -226,6 +232,7 @@ SCENARIOS: dict[str, Callable[[], Awaitable[dict[str, Counter[str]]]]] = {
     "langchain wrap_tools": lc_wrap_tools,
     "langchain GuardInterceptor": lc_interceptor,
     "langchain middleware, callback approval": lc_middleware_callback,
+    "langchain middleware, interrupt mode, no approval rule": lc_middleware_interrupt_not_asked,
     "langchain middleware, interrupt approval": lc_middleware_interrupt,
     "agents guard_tools": agents_plain,
     "agents guard_tools, approve_if not firing": agents_wired_not_asked,

@@ -282,6 +282,12 @@ class GuardMiddleware(AgentMiddleware):
             "call_id": call.get("id"),
         }
 
+    def _may_pause(self, tool: str, who: Mapping[str, Any]) -> bool:
+        """Whether this call may pause the graph: only then is it checked before the run (which checks again)."""
+        return self.approval == "interrupt" and self.guard.policy.may_require_approval(
+            tool, server=who["server"], annotations=who["annotations"]
+        )
+
     def _pause(self, request: ToolCallRequest, decision: Decision, who: Mapping[str, Any]) -> Any:
         """Ask a human through the graph, in LangChain's HumanInTheLoop ``per_call`` shape; None when the call
         needs no approval.
@@ -312,7 +318,7 @@ class GuardMiddleware(AgentMiddleware):
     ) -> ToolMessage | Command[Any]:
         call, who = request.tool_call, self._context(request)
         approval = None
-        if self.approval == "interrupt":
+        if self._may_pause(call["name"], who):
             approval = self._pause(request, self.guard.check(call["name"], call["args"], **who), who)
         run = lambda **args: handler(request.override(tool_call={**call, "args": args}))  # noqa: E731
         return self._reply(request, self.guard.run(call["name"], call["args"], run, approval=approval, **who))
@@ -322,7 +328,7 @@ class GuardMiddleware(AgentMiddleware):
     ) -> ToolMessage | Command[Any]:
         call, who = request.tool_call, self._context(request)
         approval = None
-        if self.approval == "interrupt":
+        if self._may_pause(call["name"], who):
             approval = self._pause(request, await self.guard.acheck(call["name"], call["args"], **who), who)
         run = lambda **args: handler(request.override(tool_call={**call, "args": args}))  # noqa: E731
         return self._reply(request, await self.guard.arun(call["name"], call["args"], run, approval=approval, **who))

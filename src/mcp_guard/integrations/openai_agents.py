@@ -22,7 +22,7 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
   JSON; :func:`reject` does the same at once.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
   MCP servers; left out of the list for function tools). A call to one anyway is answered by the guard
-  (``hidden`` / ``denied``, audited) and the run goes on: see :func:`~mcp_guard.integrations._agents_sdk.extend_tool_lookup`.
+  (``hidden`` / ``denied``, audited) and the run goes on: see ``_agents_sdk.extend_tool_lookup``.
 
 Known limits (the SDK decides these, not us): a tool wired to the SDK's approval flow whose arguments are
 not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
