@@ -228,6 +228,31 @@ async def agents_sdk_approval_pre() -> dict[str, Counter[str]]:
     return await _agents_run(guard_of(ASK), {"amount": 5}, pre_approval=True)
 
 
+async def agents_mcp_server() -> dict[str, Counter[str]]:
+    """guard_mcp_server around the real counter server over stdio: the admission reaches ``call_tool``."""
+    import tempfile
+
+    from agents import Agent, Runner, set_tracing_disabled
+    from agents_helpers import call, counter_server, script
+    from servers.counter_server import read_counts
+
+    from mcp_guard.integrations.openai_agents import guard_mcp_server
+
+    set_tracing_disabled(True)
+    policy = {"version": "1", "default": "deny", "tools": {"get_balance": {"limits": [LIMIT]}}}
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = Path(tmp) / "counts.jsonl"
+        async with counter_server(counter, "exchange") as server:
+            guard_mcp_server(server, guard_of(policy))
+            model = script(call("get_balance", {"asset": "BTC"}, "b1"))
+            agent: Agent[Any] = Agent(name="a", model=model, mcp_servers=[server])
+            with counting() as counts:
+                await Runner.run(agent, "go")
+        if read_counts(counter)["get_balance"] != 1:
+            raise AssertionError("the server did not run the admitted call exactly once")
+    return {"call": counts}
+
+
 SCENARIOS: dict[str, Callable[[], Awaitable[dict[str, Counter[str]]]]] = {
     "langchain wrap_tools": lc_wrap_tools,
     "langchain GuardInterceptor": lc_interceptor,
@@ -236,6 +261,7 @@ SCENARIOS: dict[str, Callable[[], Awaitable[dict[str, Counter[str]]]]] = {
     "langchain middleware, interrupt approval": lc_middleware_interrupt,
     "agents guard_tools": agents_plain,
     "agents guard_tools, approve_if not firing": agents_wired_not_asked,
+    "agents guard_mcp_server (stdio)": agents_mcp_server,
     "agents guard_tools, callback approval": agents_callback,
     "agents guard_tools, SDK approval": agents_sdk_approval,
     "agents guard_tools, SDK approval + pre-approval guardrails": agents_sdk_approval_pre,

@@ -22,6 +22,8 @@ BUDGET: dict[str, dict[str, tuple[int, int, int]]] = {
     "agents guard_tools": {"call": (1, 1, 1)},
     # needs_approval checks the call (is a human needed, is there budget), then the guardrail admits it.
     "agents guard_tools, approve_if not firing": {"call": (2, 2, 1)},
+    # The guardrail's admission reaches the server's call_tool (through the call's _meta): not admitted twice.
+    "agents guard_mcp_server (stdio)": {"call": (1, 1, 1)},
     "agents guard_tools, callback approval": {"call": (1, 1, 1)},
     "agents guard_tools, SDK approval": {"pause": (1, 1, 0), "resume": (1, 2, 1)},
     # The pre-approval guardrail pass reuses the check needs_approval made a moment before.

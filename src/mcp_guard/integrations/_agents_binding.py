@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcp_guard")
 
+# What the guardrail reports in ``output_info`` when it lets a call through (shared: read-only).
 _ADMITTED = {"mcp_guard": "admitted"}
 _AWAITING = {"mcp_guard": "awaiting approval"}
 # The MCP ``_meta`` key that carries an admitted call from our guardrail to our ``call_tool`` (never sent).
@@ -79,7 +80,7 @@ class _Binding:
         # Calls our guardrail admitted, for the execution wrapper. The SDK hands the guardrail and the tool one
         # ToolContext object per call, so it is the key (held in the entry, so its id is not reused meanwhile);
         # an MCP call_tool gets the key through the call's _meta. Bounded: a call the SDK never starts.
-        self.admitted: Bounded[int, tuple[Any, Admission, bool]] = Bounded()
+        self.admitted: Bounded[int, tuple[Any, Admission, bool]] = Bounded(1024)
         # Calls our needs_approval held for a human, by call id: the check it made (None when the tool's own
         # setting asked), so the SDK's pre-approval guardrail pass need not check again ...
         self.asked: Bounded[str, Decision | None] = Bounded()
@@ -125,6 +126,18 @@ class _Binding:
             return None
         del self.admitted[key]
         return entry
+
+    async def run_admitted(
+        self, admission: Admission, call: Callable[[], Awaitable[Any]], failed: Callable[[Any], bool]
+    ) -> Any:
+        """Run an admitted call and finish it: quota back where due, the call's one audit event."""
+        try:
+            value = await call()
+        except BaseException as exc:
+            await self.guard.afinish(admission, "error", error=exc)
+            raise
+        await self.guard.afinish(admission, "error" if failed(value) else "ok")
+        return value
 
     async def note_rejections(self, run_context: Any) -> None:
         """Audit the calls of our tools that a human rejected, and tell the model in the policy's words.

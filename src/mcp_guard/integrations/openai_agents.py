@@ -49,7 +49,8 @@ from mcp_guard._guard import PolicySource, ToolCall
 
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 
-from mcp_guard.integrations import _agents_mcp, _agents_sdk  # noqa: E402  (after the extra is checked)
+# The private modules below ask for the extra the same way (their imports need the SDK).
+from mcp_guard.integrations import _agents_mcp, _agents_sdk  # noqa: E402
 from mcp_guard.integrations._agents_binding import (  # noqa: E402
     _annotations_of,
     _Binding,
@@ -65,8 +66,6 @@ if TYPE_CHECKING:
     from agents.mcp import MCPServer
 
 __all__ = ["guard_mcp_server", "guard_tools", "policy_guardrail", "reject", "unguard_mcp_server"]
-
-# What the guardrail reports in ``output_info`` when it lets a call through (shared: read-only).
 
 
 # -- public API --------------------------------------------------------------------------------------------
@@ -147,15 +146,10 @@ def _guard_function_tool(
             # belong to us let it through without ours running): the whole pipeline runs here instead.
             return await binding.run_unadmitted(tool.name, ctx, input_json, lambda text: original(ctx, text))
         _, admission, edited = entry
-        try:
-            result = await original(ctx, json.dumps(dict(admission.call.args)) if edited else input_json)
-        except BaseException as exc:
-            await guard.afinish(admission, "error", error=exc)
-            raise
+        text = json.dumps(dict(admission.call.args)) if edited else input_json
         # The SDK turns a raising tool into an error message for the model and marks the context.
-        failed = bool(getattr(ctx, "_function_tool_default_failure_handled", False))
-        await guard.afinish(admission, "error" if failed else "ok")
-        return result
+        failed = lambda _: bool(getattr(ctx, "_function_tool_default_failure_handled", False))  # noqa: E731
+        return await binding.run_admitted(admission, lambda: original(ctx, text), failed)
 
     needs_approval: Any = tool.needs_approval
     if guard.approver is None and needs_approval is not True and binding.may_need_approval(tool.name, annotations):
