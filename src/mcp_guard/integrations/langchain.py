@@ -174,7 +174,8 @@ class GuardInterceptor:
         server = request.server_name if request.server_name != "unknown" else None
         runtime, name = request.runtime, request.name
         # The request carries no tool metadata; inside an agent the ToolRuntime lists the tools.
-        tool = next((t for t in getattr(runtime, "tools", None) or () if t.name in (name, f"{server}_{name}")), None)
+        names = (name, f"{server}_{name}") if server is not None else (name,)
+        tool = next((t for t in getattr(runtime, "tools", None) or () if t.name in names), None)
         if tool is not None:
             schema, annotations = _tool_schema(tool), _annotations(tool)
         else:
