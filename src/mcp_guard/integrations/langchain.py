@@ -10,25 +10,22 @@ Three places to put the same policy; pick one per tool (stacking them charges ra
   (``approval="interrupt"``) with LangGraph's ``interrupt``.
 
 The adapters hold no policy logic: they translate a framework call into ``Guard.arun`` / ``Guard.run`` and the
-:class:`~mcp_guard.Decision` back into what the framework shows the model: an error ``ToolMessage`` (or an MCP
-``isError`` result) whose text is the violation JSON. Nothing here ends an agent run, unless the guard was built
+:class:`~mcp_guard.Decision` back (through ``Guard.violation``, which applies ``on_violation``) into what the
+framework shows the model: an error ``ToolMessage`` (or an MCP ``isError`` result) whose text is the violation
+JSON. Nothing here ends an agent run, unless the guard was built
 with ``on_violation="raise"``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import itertools
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal
 
+from mcp_guard._adapt import approval_request, response_schema, resume_answer
 from mcp_guard._compat import error_result
 from mcp_guard._decision import Decision
-from mcp_guard._errors import PolicyViolation, require_extra
+from mcp_guard._errors import require_extra
 from mcp_guard._guard import Guard, GuardResult, PolicySource, as_guard
 
 _FEATURE = "mcp_guard.integrations.langchain"
@@ -36,39 +33,29 @@ _FEATURE = "mcp_guard.integrations.langchain"
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, ToolCallRequest
     from langchain_core.messages import ToolMessage
-    from langchain_core.runnables.config import var_child_runnable_config
-    from langchain_core.tools import BaseTool, StructuredTool, Tool, ToolException
+    from langchain_core.tools import BaseTool, StructuredTool, Tool
     from langgraph.types import Command, interrupt
+
+    from mcp_guard.integrations._langchain_tools import (
+        ServerOption,
+        WhoOption,
+        _annotations,
+        _error_handler,
+        _guarded,
+        _mcp_server_of,
+        _server_for,
+        _tool_schema,
+        _ToolSpec,
+        _who,
+    )
 except ImportError as exc:  # name the extra to install, not the first module that happened to be missing
     require_extra(exc.name or "langchain", "langchain", _FEATURE)
     raise
 
 if TYPE_CHECKING:
     from langchain_mcp_adapters.interceptors import MCPToolCallRequest
-    from mcp.types import CallToolResult
 
 __all__ = ["GuardInterceptor", "GuardMiddleware", "resolve_caller", "wrap_tools"]
-
-log = logging.getLogger("mcp_guard")
-
-# An identity or session option: a fixed string, or a callable given the ToolRuntime (or, outside a graph,
-# the RunnableConfig) of the call.
-WhoOption: TypeAlias = str | Callable[[Any], Any] | None
-ServerOption: TypeAlias = str | Mapping[str, str] | None
-
-# LangGraph keeps the graph Runtime (and so the agent's context) under this key of the config.
-_RUNTIME_KEY = "__pregel_runtime"
-
-
-# -- who is calling -------------------------------------------------------------------------------------
-
-
-def _field(source: Any, key: str) -> Any:
-    if source is None:
-        return None
-    if isinstance(source, Mapping):
-        return source.get(key)
-    return getattr(source, key, None)
 
 
 def resolve_caller(
@@ -81,281 +68,11 @@ def resolve_caller(
     option is used as is; a callable gets the ``ToolRuntime`` (or the ``RunnableConfig`` when there is none) and
     its answer is used even when it is ``None``. ``config`` defaults to the runtime's, else LangChain's current one.
     """
-    who, sess, _ = _caller(identity, session, runtime=runtime, config=config)
-    return who, sess
-
-
-def _caller(
-    identity: WhoOption, session: WhoOption, *, runtime: Any = None, config: Any = None
-) -> tuple[str | None, str | None, str | None]:
-    """:func:`resolve_caller` plus the run id: LangGraph's ``configurable.thread_id`` (None outside a graph)."""
-    if config is None:
-        config = getattr(runtime, "config", None) if runtime is not None else None
-        if config is None:
-            config = var_child_runnable_config.get()
-    configurable = (config.get("configurable") if config.__class__ is dict else _field(config, "configurable")) or {}
-    if runtime is not None:
-        context = getattr(runtime, "context", None)
-    else:  # a tool without an injected runtime: the graph's Runtime is in the config
-        context = getattr(configurable.get(_RUNTIME_KEY), "context", None)
-
-    if identity is None:
-        who = _field(context, "user_id")
-        if who is None:
-            who = _field(context, "identity")
-        if who is None:
-            who = configurable.get("user_id")
-    elif callable(identity):
-        who = identity(runtime if runtime is not None else config)
-    else:
-        who = identity
-
-    thread = configurable.get("thread_id")
-    if session is None:
-        sess = thread
-        if sess is None:
-            sess = _field(context, "session_id")
-    elif callable(session):
-        sess = session(runtime if runtime is not None else config)
-    else:
-        sess = session
-    return (
-        (None if who is None else str(who)),
-        (None if sess is None else str(sess)),
-        (None if thread is None else str(thread)),
-    )
-
-
-def _server_for(server: ServerOption, tool: str) -> str | None:
-    if server is None or isinstance(server, str):
-        return server
-    return server.get(tool)
-
-
-def _annotations(tool: BaseTool | None) -> Mapping[str, Any] | None:
-    # langchain-mcp-adapters puts the MCP ToolAnnotations dump (readOnlyHint, destructiveHint, ...) in metadata.
-    metadata = getattr(tool, "metadata", None)
-    return metadata if isinstance(metadata, Mapping) else None
-
-
-def _mcp_server_of(tool: BaseTool | None) -> str | None:
-    """The MCP server a langchain-mcp-adapters tool was loaded from (``load_mcp_tools(..., server_name=...)``).
-
-    The tool does not carry it as data: its call function closes over ``server_name``. Read once at wrap
-    time, so server-qualified rules (``exchange/withdraw``) apply without a ``server=`` argument.
-    """
-    coroutine = getattr(tool, "coroutine", None)
-    if coroutine is None or not getattr(coroutine, "__module__", "").startswith("langchain_mcp_adapters"):
-        return None
-    try:
-        name = inspect.getclosurevars(coroutine).nonlocals.get("server_name")
-    except (TypeError, ValueError):
-        return None
-    return name if isinstance(name, str) and name and name != "unknown" else None
-
-
-def _tool_schema(tool: BaseTool | None) -> Any:
-    """The input schema the Guard checks a call of ``tool`` against, strictly (spec section 8), or None.
-
-    MCP tools from langchain-mcp-adapters carry the server's ``inputSchema`` dict as ``args_schema``; other
-    structured tools a pydantic model, of which ``tool_call_schema`` is the part the model fills in (injected
-    arguments such as ``runtime`` left out). Computed once per tool: the Guard caches validators by schema.
-    """
-    if tool is None:
-        return None
-    schema = getattr(tool, "args_schema", None)
-    if isinstance(schema, Mapping):
-        return schema
-    if not isinstance(tool, StructuredTool) or schema is None:
-        return None  # a single-input Tool: the model sends one string, there is nothing to check against
-    try:
-        return tool.tool_call_schema
-    except Exception:  # a schema LangChain cannot build: the Guard still checks what it can
-        log.warning("no usable argument schema for tool %s", tool.name)
-        return None
-
-
-def _guard_failed(guard: Guard, tool: str, server: str | None, exc: BaseException) -> Decision:
-    """A guard that failed before the tool ran refuses the call (closed) instead of ending the run."""
-    log.exception("mcp-guard failed while checking %s", tool, exc_info=exc)
-    return Decision.deny(
-        tool,
-        "guard_unavailable",
-        server=server,
-        reason=f"the policy guard failed: {type(exc).__name__}",
-        rule="/guard",
-        policy=guard.policy.hash,
-    )
-
-
-def _violation_or_raise(guard: Guard, decision: Decision) -> Decision:
-    if guard.on_violation == "raise":
-        raise PolicyViolation(decision)
-    return decision
+    who = _who(identity, session, runtime=runtime, config=config)
+    return who["identity"], who["session"]
 
 
 # -- wrap_tools -----------------------------------------------------------------------------------------
-
-
-class _GuardToolException(ToolException):
-    """A refused call, raised inside a wrapped tool so LangChain turns it into ``ToolMessage(status="error")``."""
-
-    def __init__(self, decision: Decision) -> None:
-        self.decision = decision
-        self.content = decision.to_json()
-        super().__init__(self.content)
-
-
-def _error_handler(original: Any) -> Callable[[ToolException], Any]:
-    """Our refusals become the violation JSON; every other ToolException is handled as the original tool did."""
-
-    def handle(error: ToolException) -> Any:
-        if isinstance(error, _GuardToolException):
-            return error.content
-        if not original:
-            raise error
-        if original is True:
-            return error.args[0] if error.args else "Tool execution error"
-        if isinstance(original, str):
-            return original
-        return original(error)
-
-    return handle
-
-
-class _ToolSpec:
-    """What a wrapped tool needs at call time, resolved once at wrap time."""
-
-    __slots__ = ("annotations", "guard", "identity", "injected", "name", "schema", "server", "session")
-
-    def __init__(
-        self,
-        tool: BaseTool,
-        guard: Guard,
-        identity: WhoOption,
-        session: WhoOption,
-        server: str | None,
-        annotations: Mapping[str, Any] | None,
-    ) -> None:
-        self.name = tool.name
-        self.guard = guard
-        self.identity = identity
-        self.session = session
-        self.server = server
-        self.annotations = annotations
-        self.schema = _tool_schema(tool)
-        # Arguments LangChain injects (runtime, state, callbacks, config): passed through, never shown to the policy.
-        injected: set[str] = {"callbacks", "run_manager", "config"}
-        injected.update(getattr(tool, "_injected_args_keys", ()))
-        self.injected = frozenset(injected)
-
-    def split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, Any]]:
-        """(the model's arguments, what LangChain injected). ``kwargs`` is a fresh dict per call: ours to keep."""
-        injected = self.injected
-        if injected.isdisjoint(kwargs):  # the common case: nothing injected, no copy
-            call_args: dict[str, Any] = kwargs
-            extra: Mapping[str, Any] = _NOTHING
-        else:
-            call_args, extra = {}, {}
-            for key, value in kwargs.items():
-                (extra if key in injected else call_args)[key] = value
-        if args:  # a single-input tool called with a string: the policy sees it as ``tool_input``
-            call_args["tool_input"] = args[0] if len(args) == 1 else list(args)
-        return call_args, extra
-
-    def context(self, extra: Mapping[str, Any]) -> dict[str, Any]:
-        """The Guard's keyword arguments for one call: who, where, the schema, and the framework's ids."""
-        runtime = extra.get("runtime")
-        identity, session, run_id = _caller(self.identity, self.session, runtime=runtime)
-        return {
-            "server": self.server,
-            "identity": identity,
-            "session": session,
-            "annotations": self.annotations,
-            "tool_schema": self.schema,
-            "call_id": getattr(runtime, "tool_call_id", None),
-            "run_id": run_id,
-        }
-
-
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
-
-
-def _positional(args: tuple[Any, ...], call_args: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    rest = dict(call_args)
-    value = rest.pop("tool_input", args[0] if len(args) == 1 else list(args))
-    return ((value,) if len(args) == 1 else tuple(value)), rest
-
-
-def _same_signature(wrapper: Callable[..., Any], original: Callable[..., Any]) -> None:
-    # functools.wraps keeps the original's annotations (and __wrapped__): LangChain reads them to decide what
-    # to inject (an MCP tool's ``runtime``, a RunnableConfig, callbacks), so the wrapper gets exactly what the
-    # original would have got, and passes it on. A precomputed __signature__ spares LangChain unwrapping and
-    # re-deriving it on every call.
-    functools.update_wrapper(wrapper, original)
-    # A callable without a signature (TypeError/ValueError): LangChain unwraps __wrapped__ as before.
-    with contextlib.suppress(TypeError, ValueError):
-        wrapper.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
-
-
-def _async_wrapper(original: Callable[..., Awaitable[Any]], spec: _ToolSpec) -> Callable[..., Awaitable[Any]]:
-    guard, name, server = spec.guard, spec.name, spec.server
-
-    async def guarded(*args: Any, **kwargs: Any) -> Any:
-        call_args, extra = spec.split(args, kwargs)
-        context = spec.context(extra)
-        called = False
-
-        async def call(**edited: Any) -> Any:
-            nonlocal called
-            called = True
-            if args:
-                pos, named = _positional(args, edited)
-                return await original(*pos, **named, **extra)
-            return await original(**edited, **extra)
-
-        try:
-            result: GuardResult = await guard.arun(name, call_args, call, **context)
-        except Exception as exc:
-            if called:  # the tool's own failure: exactly what the unguarded tool would have raised
-                raise
-            raise _GuardToolException(_guard_failed(guard, name, server, exc)) from exc
-        if result.violation is not None:
-            raise _GuardToolException(_violation_or_raise(guard, result.violation))
-        return result.value
-
-    _same_signature(guarded, original)
-    return guarded
-
-
-def _sync_wrapper(original: Callable[..., Any], spec: _ToolSpec) -> Callable[..., Any]:
-    guard, name, server = spec.guard, spec.name, spec.server
-
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        call_args, extra = spec.split(args, kwargs)
-        context = spec.context(extra)
-        called = False
-
-        def call(**edited: Any) -> Any:
-            nonlocal called
-            called = True
-            if args:
-                pos, named = _positional(args, edited)
-                return original(*pos, **named, **extra)
-            return original(**edited, **extra)
-
-        try:
-            result: GuardResult = guard.run(name, call_args, call, **context)
-        except Exception as exc:
-            if called:
-                raise
-            raise _GuardToolException(_guard_failed(guard, name, server, exc)) from exc
-        if result.violation is not None:
-            raise _GuardToolException(_violation_or_raise(guard, result.violation))
-        return result.value
-
-    _same_signature(guarded, original)
-    return guarded
 
 
 def wrap_tools(
@@ -381,9 +98,7 @@ def wrap_tools(
     Not for tools of a custom ``BaseTool`` subclass (only ``StructuredTool`` and ``Tool`` can be copied with a
     new function): put :class:`GuardMiddleware` around those instead.
     """
-    if approver is not None:
-        guard_options["approver"] = approver
-    guard = as_guard(policy_or_guard, **guard_options)
+    guard = _as_guard(policy_or_guard, approver, guard_options)
     wrapped: list[BaseTool] = []
     for tool in tools:
         if not isinstance(tool, (StructuredTool, Tool)):
@@ -392,17 +107,22 @@ def wrap_tools(
                 "use GuardMiddleware for other tools"
             )
         tool_server = _server_for(server, tool.name) or _mcp_server_of(tool)
-        annotations = _annotations(tool)
-        if hide_denied and not guard.exposes(tool.name, server=tool_server, annotations=annotations):
+        if hide_denied and not guard.exposes(tool.name, server=tool_server, annotations=_annotations(tool)):
             continue
-        spec = _ToolSpec(tool, guard, identity, session, tool_server, annotations)
+        spec = _ToolSpec(tool, guard, identity, session, tool_server)
         update: dict[str, Any] = {"handle_tool_error": _error_handler(tool.handle_tool_error)}
         if tool.coroutine is not None:
-            update["coroutine"] = _async_wrapper(tool.coroutine, spec)
+            update["coroutine"] = _guarded(tool.coroutine, spec, is_async=True)
         if tool.func is not None:
-            update["func"] = _sync_wrapper(tool.func, spec)
+            update["func"] = _guarded(tool.func, spec, is_async=False)
         wrapped.append(tool.model_copy(update=update))
     return wrapped
+
+
+def _as_guard(policy_or_guard: PolicySource, approver: Any, guard_options: dict[str, Any]) -> Guard:
+    if approver is not None:
+        guard_options["approver"] = approver
+    return as_guard(policy_or_guard, **guard_options)
 
 
 # -- GuardInterceptor -----------------------------------------------------------------------------------
@@ -433,9 +153,7 @@ class GuardInterceptor:
         schemas: Mapping[str, Any] | None = None,
         **guard_options: Any,
     ) -> None:
-        if approver is not None:
-            guard_options["approver"] = approver
-        self.guard = as_guard(policy_or_guard, **guard_options)
+        self.guard = _as_guard(policy_or_guard, approver, guard_options)
         self.identity = identity
         self.session = session
         self._schemas: dict[str, Any] = dict(schemas or {})
@@ -449,67 +167,37 @@ class GuardInterceptor:
             self._annotations[tool.name] = _annotations(tool)
         return self
 
-    def _refusal(self, decision: Decision) -> CallToolResult:
-        result: CallToolResult = error_result(_violation_or_raise(self.guard, decision).to_json())
-        return result
-
-    def _tool_facts(self, runtime: Any, name: str, server: str | None) -> tuple[Any, Mapping[str, Any] | None]:
-        # The interceptor request carries no tool metadata; inside an agent the ToolRuntime lists the tools.
-        tool = _runtime_tool(runtime, name, server)
-        if tool is not None:
-            return _tool_schema(tool), _annotations(tool)
-        return self._schemas.get(name), self._annotations.get(name)
-
     async def __call__(
-        self,
-        request: MCPToolCallRequest,
-        handler: Callable[[MCPToolCallRequest], Awaitable[Any]],
+        self, request: MCPToolCallRequest, handler: Callable[[MCPToolCallRequest], Awaitable[Any]]
     ) -> Any:
         # langchain-mcp-adapters says "unknown" when it was not given a server name.
         server = request.server_name if request.server_name != "unknown" else None
-        runtime = request.runtime
-        identity, session, run_id = _caller(self.identity, self.session, runtime=runtime)
-        schema, annotations = self._tool_facts(runtime, request.name, server)
-        called = False
-
-        async def call(**args: Any) -> Any:
-            nonlocal called
-            called = True
-            return await handler(request.override(args=args))
-
-        try:
-            result = await self.guard.arun(
-                request.name,
-                request.args,
-                call,
-                server=server,
-                identity=identity,
-                session=session,
-                annotations=annotations,
-                tool_schema=schema,
-                call_id=getattr(runtime, "tool_call_id", None),
-                run_id=run_id,
-            )
-        except Exception as exc:
-            if called:
-                raise
-            return self._refusal(_guard_failed(self.guard, request.name, server, exc))
+        runtime, name = request.runtime, request.name
+        # The request carries no tool metadata; inside an agent the ToolRuntime lists the tools.
+        names = (name, f"{server}_{name}") if server is not None else (name,)
+        tool = next((t for t in getattr(runtime, "tools", None) or () if t.name in names), None)
+        if tool is not None:
+            schema, annotations = _tool_schema(tool), _annotations(tool)
+        else:
+            schema, annotations = self._schemas.get(name), self._annotations.get(name)
+        result = await self.guard.arun(
+            name,
+            request.args,
+            lambda **args: handler(request.override(args=args)),
+            server=server,
+            annotations=annotations,
+            tool_schema=schema,
+            **_who(self.identity, self.session, runtime=runtime),
+        )
         if result.violation is not None:
-            return self._refusal(result.violation)
+            return error_result(self.guard.violation(result.violation).to_json())
         return result.value
-
-
-def _runtime_tool(runtime: Any, name: str, server: str | None) -> BaseTool | None:
-    for tool in getattr(runtime, "tools", None) or ():
-        if tool.name == name or (server is not None and tool.name == f"{server}_{name}"):
-            found: BaseTool = tool
-            return found
-    return None
 
 
 # -- GuardMiddleware ------------------------------------------------------------------------------------
 
 _middleware_ids = itertools.count(1)
+_SCHEMA_CACHE = 1024
 
 
 class GuardMiddleware(AgentMiddleware):
@@ -544,9 +232,7 @@ class GuardMiddleware(AgentMiddleware):
         super().__init__()
         if approval not in ("callback", "interrupt"):
             raise ValueError(f"approval must be 'callback' or 'interrupt', not {approval!r}")
-        if approver is not None:
-            guard_options["approver"] = approver
-        self.guard = as_guard(policy_or_guard, **guard_options)
+        self.guard = _as_guard(policy_or_guard, approver, guard_options)
         self.approval = approval
         self.identity = identity
         self.session = session
@@ -560,19 +246,15 @@ class GuardMiddleware(AgentMiddleware):
     def name(self) -> str:
         return self._name
 
-    # -- hiding tools from the model --------------------------------------------------------------------
-
     def _visible(self, request: ModelRequest) -> ModelRequest:
         if not self.hide_denied:
             return request
-        guard = self.guard
+        server, exposes = self.server, self.guard.exposes
         tools = [
             t
             for t in request.tools
             if not isinstance(t, BaseTool)
-            or guard.exposes(
-                t.name, server=_server_for(self.server, t.name) or _mcp_server_of(t), annotations=_annotations(t)
-            )
+            or exposes(t.name, server=_server_for(server, t.name) or _mcp_server_of(t), annotations=_annotations(t))
         ]
         return request if len(tools) == len(request.tools) else request.override(tools=tools)
 
@@ -584,200 +266,70 @@ class GuardMiddleware(AgentMiddleware):
     ) -> ModelResponse:
         return await handler(self._visible(request))
 
-    # -- tool calls -------------------------------------------------------------------------------------
-
-    def _schema_of(self, tool: BaseTool | None) -> Any:
-        if tool is None:
-            return None
-        entry = self._schemas.get(id(tool))
-        if entry is None or entry[0] is not tool:
+    def _context(self, request: ToolCallRequest) -> dict[str, Any]:
+        """The Guard's keyword arguments for this call (the tool's schema computed once per tool object)."""
+        tool, call = request.tool, request.tool_call
+        entry = self._schemas.get(id(tool)) if tool is not None else (None, None)
+        if tool is not None and (entry is None or entry[0] is not tool):
             entry = (tool, _tool_schema(tool))  # holding the tool keeps its id from being reused
             if len(self._schemas) >= _SCHEMA_CACHE:
                 self._schemas.clear()
             self._schemas[id(tool)] = entry
-        return entry[1]
-
-    def _who(self, request: ToolCallRequest) -> dict[str, Any]:
-        call = request.tool_call
-        identity, session, run_id = _caller(self.identity, self.session, runtime=request.runtime)
         return {
-            "server": _server_for(self.server, call["name"]) or _mcp_server_of(request.tool),
-            "identity": identity,
-            "session": session,
-            "annotations": _annotations(request.tool),
-            "tool_schema": self._schema_of(request.tool),
+            **_who(self.identity, self.session, runtime=request.runtime),
+            "server": _server_for(self.server, call["name"]) or _mcp_server_of(tool),
+            "annotations": _annotations(tool),
+            "tool_schema": entry[1] if entry is not None else None,
             "call_id": call.get("id"),
-            "run_id": run_id,
         }
 
+    def _may_pause(self, tool: str, who: Mapping[str, Any]) -> bool:
+        """Whether this call may pause the graph: only then is it checked before the run (which checks again)."""
+        return self.approval == "interrupt" and self.guard.policy.may_require_approval(
+            tool, server=who["server"], annotations=who["annotations"]
+        )
+
     def _pause(self, request: ToolCallRequest, decision: Decision, who: Mapping[str, Any]) -> Any:
-        """Ask a human through the graph, in LangChain's HumanInTheLoop ``per_call`` shape.
+        """Ask a human through the graph, in LangChain's HumanInTheLoop ``per_call`` shape; None when the call
+        needs no approval.
 
         The interrupt's value is a ``ToolApprovalRequest`` (``type: "tool_approval"``) and its
         ``response_schema`` the decisions a reviewer may send (approve, edit with this tool's argument schema,
-        reject). ``interrupt`` raises now and returns the resume value when the graph runs this node again.
+        reject). ``interrupt`` raises now and returns the resume value when the graph runs this node again, so
+        the budget is checked when pausing and again on resume, and reserved only by ``Guard.run`` after it.
         """
+        if not decision.needs_approval:
+            return None
         call = request.tool_call
-        value = {
-            "type": "tool_approval",
-            "tool_call_id": call.get("id"),
-            "name": call["name"],
-            "args": call["args"],
-            "description": decision.approval_description or decision.reason or f"{call['name']} needs approval",
-            # What LangChain's request does not carry, for reviewers that want it (ignored by the others).
-            "mcp_guard": {
-                "server": who["server"],
-                "identity": who["identity"],
-                "session": who["session"],
-                "rule": decision.rule,
-                "reason": decision.reason,
-                "risk_class": decision.risk_class,
-            },
-        }
-        return interrupt(value, response_schema=_response_schema(call["name"], who["tool_schema"]))
-
-    def _message(self, request: ToolCallRequest, decision: Decision) -> ToolMessage:
-        call = request.tool_call
-        return ToolMessage(
-            content=_violation_or_raise(self.guard, decision).to_json(),
-            tool_call_id=call["id"],
-            name=call["name"],
-            status="error",
+        value = approval_request(call.get("id"), call["name"], call["args"], decision, who)
+        return resume_answer(
+            interrupt(value, response_schema=response_schema(call["name"], who["tool_schema"])), call["name"]
         )
 
-    def wrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
-    ) -> ToolMessage | Command[Any]:
+    def _reply(self, request: ToolCallRequest, result: GuardResult) -> ToolMessage | Command[Any]:
+        if result.violation is None:
+            value: ToolMessage | Command[Any] = result.value
+            return value
         call = request.tool_call
-        who = self._who(request)
-        approval: Any = None
-        if self.approval == "interrupt":
-            # check() reserves nothing: this code runs again when the graph resumes after the interrupt, so the
-            # budget is checked when pausing and again on resume (and reserved only by run() below).
-            try:
-                decision = self.guard.check(call["name"], call["args"], **who)
-            except Exception as exc:
-                return self._message(request, _guard_failed(self.guard, call["name"], who["server"], exc))
-            if decision.needs_approval:
-                approval = _resume_answer(self._pause(request, decision, who), call["name"])
-        called = False
+        content = self.guard.violation(result.violation).to_json()
+        return ToolMessage(content=content, tool_call_id=call["id"], name=call["name"], status="error")
 
-        def run(**args: Any) -> ToolMessage | Command[Any]:
-            nonlocal called
-            called = True
-            return handler(request.override(tool_call={**call, "args": args}))
-
-        try:
-            result = self.guard.run(call["name"], call["args"], run, approval=approval, **who)
-        except Exception as exc:
-            if called:
-                raise
-            return self._message(request, _guard_failed(self.guard, call["name"], who["server"], exc))
-        if result.violation is not None:
-            return self._message(request, result.violation)
-        value: ToolMessage | Command[Any] = result.value
-        return value
+    def wrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]]
+    ) -> ToolMessage | Command[Any]:
+        call, who = request.tool_call, self._context(request)
+        approval = None
+        if self._may_pause(call["name"], who):
+            approval = self._pause(request, self.guard.check(call["name"], call["args"], **who), who)
+        run = lambda **args: handler(request.override(tool_call={**call, "args": args}))  # noqa: E731
+        return self._reply(request, self.guard.run(call["name"], call["args"], run, approval=approval, **who))
 
     async def awrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
     ) -> ToolMessage | Command[Any]:
-        call = request.tool_call
-        who = self._who(request)
-        approval: Any = None
-        if self.approval == "interrupt":
-            try:
-                decision = await self.guard.acheck(call["name"], call["args"], **who)
-            except Exception as exc:
-                return self._message(request, _guard_failed(self.guard, call["name"], who["server"], exc))
-            if decision.needs_approval:
-                approval = _resume_answer(self._pause(request, decision, who), call["name"])
-        called = False
-
-        async def run(**args: Any) -> ToolMessage | Command[Any]:
-            nonlocal called
-            called = True
-            return await handler(request.override(tool_call={**call, "args": args}))
-
-        try:
-            result = await self.guard.arun(call["name"], call["args"], run, approval=approval, **who)
-        except Exception as exc:
-            if called:
-                raise
-            return self._message(request, _guard_failed(self.guard, call["name"], who["server"], exc))
-        if result.violation is not None:
-            return self._message(request, result.violation)
-        value: ToolMessage | Command[Any] = result.value
-        return value
-
-
-_SCHEMA_CACHE = 1024
-
-
-def _response_schema(tool: str, args_schema: Any) -> dict[str, Any]:
-    """The JSON Schema of the answers a reviewer may send (LangChain's ``Decision`` types for this tool).
-
-    A dict, not a type: LangGraph then publishes it to clients without validating the resume value, so the
-    0.1 resume values and a batched ``HITLResponse`` are still accepted (:func:`_resume_answer` reads them).
-    """
-    if isinstance(args_schema, Mapping):
-        args: Any = dict(args_schema)
-    else:
-        try:
-            args = args_schema.model_json_schema() if args_schema is not None else {"type": "object"}
-        except Exception:
-            args = {"type": "object"}
-    return {
-        "oneOf": [
-            {
-                "type": "object",
-                "title": "ApproveDecision",
-                "properties": {"type": {"const": "approve"}},
-                "required": ["type"],
-            },
-            {
-                "type": "object",
-                "title": "EditDecision",
-                "properties": {
-                    "type": {"const": "edit"},
-                    "edited_action": {
-                        "type": "object",
-                        "properties": {"name": {"const": tool}, "args": args},
-                        "required": ["name", "args"],
-                    },
-                },
-                "required": ["type", "edited_action"],
-            },
-            {
-                "type": "object",
-                "title": "RejectDecision",
-                "properties": {"type": {"const": "reject"}, "message": {"type": "string"}},
-                "required": ["type"],
-            },
-        ]
-    }
-
-
-def _resume_answer(value: Any, tool: str) -> Any:
-    """A resume value as the Guard's approval answer; what cannot be read becomes a refusal.
-
-    Accepted: one LangChain ``Decision`` (``approve``; ``edit`` with ``edited_action {name, args}``; ``reject``
-    with an optional ``message``), a batched ``HITLResponse`` holding exactly one decision, and the 0.1 values
-    (``{"type": "edit", "args": ...}``, ``True`` / ``False``). An edit that names another tool is refused: a
-    reviewer cannot switch tools. Edited arguments are evaluated again by the Guard.
-    """
-    if isinstance(value, Mapping) and "decisions" in value and "type" not in value:
-        decisions = value.get("decisions")
-        if not isinstance(decisions, Sequence) or isinstance(decisions, str) or len(decisions) != 1:
-            return {"type": "reject", "message": "the approval answer was not understood (one decision expected)"}
-        value = decisions[0]
-    if isinstance(value, Mapping) and value.get("type") == "edit":
-        edited = value.get("edited_action")
-        if isinstance(edited, Mapping) and edited.get("name", tool) != tool:
-            return {"type": "reject", "message": "an edit cannot switch to another tool"}
-    if isinstance(value, Mapping) and value.get("type") == "respond":
-        return {"type": "reject", "message": "a human answered in place of the tool; the call was not made"}
-    return value
+        call, who = request.tool_call, self._context(request)
+        approval = None
+        if self._may_pause(call["name"], who):
+            approval = self._pause(request, await self.guard.acheck(call["name"], call["args"], **who), who)
+        run = lambda **args: handler(request.override(tool_call={**call, "args": args}))  # noqa: E731
+        return self._reply(request, await self.guard.arun(call["name"], call["args"], run, approval=approval, **who))

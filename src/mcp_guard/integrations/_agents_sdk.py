@@ -1,0 +1,145 @@
+"""What the Agents SDK adapter reads of the SDK's internals, in one place, so an SDK upgrade touches one file.
+
+Each helper degrades to the documented behaviour when the SDK changes (no run id, the documented prefixed
+tool name, no approval status, no lookup extension with a warning), never to a failed call. The adapter
+itself (:mod:`mcp_guard.integrations.openai_agents`) uses only these and the SDK's public objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("mcp_guard")
+
+
+def run_id() -> str | None:
+    """The Agents SDK's id for this run: its trace id, when tracing is on (the SDK has no other run id)."""
+    try:
+        from agents.tracing import get_current_trace
+
+        trace = get_current_trace()
+    except Exception:  # another SDK version: no run id rather than a failed call
+        return None
+    trace_id = getattr(trace, "trace_id", None)
+    return trace_id if isinstance(trace_id, str) and trace_id != "no-op" else None
+
+
+def prefixed_names(server: str, tool: str) -> tuple[str, ...]:
+    """The names the SDK gives ``tool`` of ``server`` when it prefixes MCP tool names (its own naming rule)."""
+    try:
+        from agents.mcp._logging import get_mcp_server_log_name
+        from agents.mcp.util import MCPUtil
+
+        name = get_mcp_server_log_name(server)
+        base = MCPUtil._build_prefixed_tool_base_name(name, tool)
+        return (base, MCPUtil._shorten_tool_name(base, f"{name}\0{tool}"))
+    except Exception:  # another SDK version: fall back to the documented shape
+        return (f"mcp_{server}__{tool}",)
+
+
+def approval_status(ctx: Any, tool: str, call_id: str) -> bool | None:
+    """What a human said about this call through the SDK (``state.approve`` / ``state.reject``), if anything."""
+    if not getattr(ctx, "_approvals", True):  # nothing was approved or rejected in this run: skip the lookup
+        return None
+    is_approved = getattr(ctx, "is_tool_approved", None)
+    if not callable(is_approved):
+        return None
+    status = is_approved(tool, call_id)
+    return status if isinstance(status, bool) else None
+
+
+def rejections(run_context: Any) -> list[tuple[str, str, dict[str, str]]]:
+    """The calls a human rejected with ``state.reject()`` in this run: (public tool name, call id, the record's
+    rejection messages by call id, which the SDK then shows the model)."""
+    found: list[tuple[str, str, dict[str, str]]] = []
+    for key, record in list((getattr(run_context, "_approvals", None) or {}).items()):
+        rejected = getattr(record, "rejected", None)
+        if isinstance(rejected, list) and rejected and isinstance(key, str):
+            found.extend((_approval_tool_name(key), call_id, record.rejection_messages) for call_id in rejected)
+    return found
+
+
+def _approval_tool_name(key: str) -> str:
+    """The tool name of an SDK approval-record key (an agent-bound key object, its serialized form, or a name)."""
+    tool_key = getattr(key, "tool_key", None)
+    if isinstance(tool_key, str):
+        return tool_key
+    prefix = "__agents_function_approval__:"
+    if key.startswith(prefix):
+        try:
+            parts = json.loads(key[len(prefix) :])
+        except ValueError:
+            return key
+        if isinstance(parts, list) and len(parts) == 2 and isinstance(parts[1], str):
+            return parts[1]
+    return key
+
+
+def mcp_function_tool(tool: Any, server: Any, agent: Any, name: str) -> Any:
+    """The SDK's FunctionTool for MCP ``tool`` of ``server``, as the agent would build it, named ``name``."""
+    from agents.mcp.util import MCPUtil
+
+    config = getattr(agent, "mcp_config", None) or {}
+    options: dict[str, Any] = {"tool_name_override": name}
+    if "failure_error_function" in config:
+        options["failure_error_function"] = config["failure_error_function"]
+    return MCPUtil.to_function_tool(
+        tool, server, bool(config.get("convert_schemas_to_strict", False)), agent, **options
+    )
+
+
+_lookup_installed = False
+
+
+def extend_tool_lookup(unlisted: Callable[[Any, list[str]], list[Any]]) -> None:
+    """Let the SDK find tools a guard keeps from the model, when the model calls one anyway (once per process).
+
+    The SDK looks a call up among the tools it showed the model; an unknown name ends the run
+    (``ModelBehaviorError``) unless the run's own ``RunConfig`` says otherwise, and then with the SDK's text
+    and no audit event. Spec section 8 wants the policy's answer and the run to go on. The SDK offers no
+    per-tool hook for this, so the function that resolves a model response's tool calls
+    (``agents.run_internal.turn_resolution.process_model_response``) is wrapped: for calls whose names the
+    shown tools lack, ``unlisted(agent, names)`` returns the tools to add to this lookup only. Responses
+    that call only shown tools go through untouched. On an SDK without that function nothing is wrapped (a
+    warning is logged): hidden tools stay hidden, and a call to one ends the run as the SDK decides.
+    """
+    global _lookup_installed
+    if _lookup_installed:
+        return
+    _lookup_installed = True
+    try:
+        from agents.run_internal import turn_resolution
+
+        original = turn_resolution.process_model_response
+    except (ImportError, AttributeError):
+        log.warning("this openai-agents version has no tool lookup to extend; a call to a hidden tool ends the run")
+        return
+    if getattr(original, "_mcp_guard_original", None) is not None:
+        return
+
+    @functools.wraps(original)
+    def process_model_response(*args: Any, **kwargs: Any) -> Any:
+        try:
+            extra = _missing_tools(unlisted, kwargs.get("agent"), kwargs.get("all_tools"), kwargs.get("response"))
+        except Exception:  # never break the SDK's own path; the call is then unknown, as without a guard
+            log.exception("could not look up tools kept from the model")
+            extra = []
+        if extra:
+            kwargs["all_tools"] = [*kwargs["all_tools"], *extra]
+        return original(*args, **kwargs)
+
+    process_model_response._mcp_guard_original = original  # type: ignore[attr-defined]
+    turn_resolution.process_model_response = process_model_response
+
+
+def _missing_tools(unlisted: Callable[[Any, list[str]], list[Any]], agent: Any, shown: Any, response: Any) -> list[Any]:
+    calls = [o for o in getattr(response, "output", None) or () if getattr(o, "type", None) == "function_call"]
+    if not calls or agent is None:
+        return []
+    names = {getattr(t, "name", None) for t in shown or ()}
+    missing = [c.name for c in calls if c.name not in names and not getattr(c, "namespace", None)]
+    return unlisted(agent, list(dict.fromkeys(missing))) if missing else []
