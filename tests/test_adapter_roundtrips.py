@@ -17,17 +17,18 @@ BUDGET: dict[str, dict[str, tuple[int, int, int]]] = {
     "langchain middleware, callback approval": {"call": (1, 1, 1)},
     # A tool whose rule can never ask a human is not checked before the run.
     "langchain middleware, interrupt mode, no approval rule": {"call": (1, 1, 1)},
-    # The graph runs the node again on resume: the budget is checked when pausing and again on resume (spec).
-    "langchain middleware, interrupt approval": {"pause": (1, 1, 0), "resume": (2, 3, 1)},
+    # The graph runs the node again on resume: the budget is checked when pausing and again on resume (spec);
+    # an approving answer goes straight to the reservation (it refuses exactly as a check would).
+    "langchain middleware, interrupt approval": {"pause": (1, 1, 0), "resume": (2, 2, 1)},
     "agents guard_tools": {"call": (1, 1, 1)},
     # needs_approval checks the call (is a human needed, is there budget), then the guardrail admits it.
     "agents guard_tools, approve_if not firing": {"call": (2, 2, 1)},
     # The guardrail's admission reaches the server's call_tool (through the call's _meta): not admitted twice.
     "agents guard_mcp_server (stdio)": {"call": (1, 1, 1)},
     "agents guard_tools, callback approval": {"call": (1, 1, 1)},
-    "agents guard_tools, SDK approval": {"pause": (1, 1, 0), "resume": (1, 2, 1)},
+    "agents guard_tools, SDK approval": {"pause": (1, 1, 0), "resume": (1, 1, 1)},
     # The pre-approval guardrail pass reuses the check needs_approval made a moment before.
-    "agents guard_tools, SDK approval + pre-approval guardrails": {"pause": (1, 1, 0), "resume": (1, 2, 1)},
+    "agents guard_tools, SDK approval + pre-approval guardrails": {"pause": (1, 1, 0), "resume": (1, 1, 1)},
 }
 
 

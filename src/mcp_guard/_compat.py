@@ -43,8 +43,8 @@ def tool_annotations(raw: Any) -> dict[str, Any] | None:
     """MCP ``ToolAnnotations`` (object or dict) as a camelCase dict (``readOnlyHint``...), or None when empty."""
     if raw is None:
         return None
-    if isinstance(raw, Mapping):
-        return {_camel(k): v for k, v in raw.items()} or None
+    if isinstance(raw, Mapping):  # the wire form (the relay) or a dump: declared hints only
+        return {_camel(k): v for k, v in raw.items() if v is not None} or None
     dump = getattr(raw, "model_dump", None)
     if not callable(dump):
         return None

@@ -323,7 +323,9 @@ class Pipeline:
             return (yield from self._ask_and_hold_steps(call, state, decision))
         if state.approval is not None:
             # An answer obtained elsewhere (a resume value) or earlier in this call (before a rate-limit wait).
-            if decision.limits:
+            # A refusal reports a spent budget first (the more useful answer); an approval goes straight to the
+            # reservation, which refuses exactly as a check would: one store round trip, not two.
+            if decision.limits and not state.approval.approved:
                 checked, _ = yield from self._budget_steps(decision, Check(decision.limits))
                 if checked.denied:
                     return Admission(call, checked, started=started)

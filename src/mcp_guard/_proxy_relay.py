@@ -46,6 +46,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any, Protocol
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._compat import tool_annotations
 from mcp_guard._guard import Guard
 from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
@@ -134,14 +135,6 @@ async def _messages(
 
 def _upstream_sent(problem: str) -> None:
     log.warning("the upstream wrote %s; dropped", problem)
-
-
-def _annotations(tool: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    # As the SDK path sees them (model_dump(exclude_none=True)): declared hints only.
-    raw = tool.get("annotations") if tool is not None else None
-    if not isinstance(raw, dict):
-        return None
-    return {k: v for k, v in raw.items() if v is not None}
 
 
 def _new_id() -> str:
@@ -386,7 +379,7 @@ class Relay:
             for t in tools
             if isinstance(t, dict)
             and isinstance(t.get("name"), str)
-            and guard.exposes(t["name"], server=server, annotations=_annotations(t))
+            and guard.exposes(t["name"], server=server, annotations=tool_annotations(t.get("annotations")))
         ]
         if len(shown) == len(tools):
             return line
@@ -460,7 +453,7 @@ class Relay:
                 server=self._server(),
                 identity=self.identity,
                 session=self.session,
-                annotations=_annotations(tool),
+                annotations=tool_annotations(tool.get("annotations")) if tool is not None else None,
                 tool_schema=tool.get("inputSchema") if tool is not None else None,
                 call_id=str(rid),
             )

@@ -44,6 +44,7 @@ from mcp.shared.context import RequestContext
 from mcp.shared.session import RequestResponder
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest, as_async_approver
+from mcp_guard._compat import tool_annotations
 from mcp_guard._guard import Guard
 from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
@@ -291,7 +292,9 @@ class GuardProxy:
         result = await link.session.send_request(_outgoing(request), types.ListToolsResult)
         link.remember(result.tools)
         guard, server = self.guard, self._server_name(link)
-        shown = [t for t in result.tools if guard.exposes(t.name, server=server, annotations=_annotations(t))]
+        shown = [
+            t for t in result.tools if guard.exposes(t.name, server=server, annotations=tool_annotations(t.annotations))
+        ]
         return types.ServerResult(result.model_copy(update={"tools": shown}))
 
     async def _call_tool(self, request: types.CallToolRequest) -> types.ServerResult:
@@ -312,7 +315,7 @@ class GuardProxy:
             server=self._server_name(link),
             identity=self._identity(ctx) if callable(self._identity) else self._identity,
             session=link.id,
-            annotations=_annotations(tool),
+            annotations=tool_annotations(tool.annotations) if tool is not None else None,
             tool_schema=tool.inputSchema if tool is not None else None,
             call_id=str(ctx.request_id),
         )
@@ -358,12 +361,6 @@ def _init(link: _Link) -> types.InitializeResult:
     if link.init is None:  # pragma: no cover - set by connect() before the link is handed out
         raise RuntimeError("the upstream session is not initialised")
     return link.init
-
-
-def _annotations(tool: types.Tool | None) -> dict[str, Any] | None:
-    if tool is None or tool.annotations is None:
-        return None
-    return tool.annotations.model_dump(exclude_none=True)
 
 
 def _can_elicit(session: ServerSession) -> bool:
