@@ -99,3 +99,28 @@ def test_is_error_result_reads_every_spelling() -> None:
     assert Guard.is_error_result({"is_error": True})
     assert not Guard.is_error_result({"isError": False})
     assert not Guard.is_error_result("plain text")
+
+
+def test_an_admission_the_sdk_never_ran_is_finished_when_forgotten() -> None:
+    """The Agents SDK adapter parks each admitted call for its tool; a call the SDK never starts (a run abandoned
+    between the guardrail and the tool) must not hold quota forever or lose its audit event."""
+    pytest.importorskip("agents")
+    from mcp_guard.integrations._agents_binding import _Binding
+
+    policy = {
+        "version": "1",
+        "default": "deny",
+        "tools": {"pay": {"limits": [{"counter": "p", "window": "minute", "max": 3, "scope": "global"}]}},
+    }
+    sink = MemorySink()
+    guard = Guard(policy, audit=sink)
+    binding = _Binding(guard, server=None, identity=None, session=None, wrapped=True)
+    binding.admitted.limit = 2
+    for n in range(3):  # the third parked admission makes the binding forget the first
+        ctx = object()
+        admission = guard.admit("pay", {}, call_id=f"c{n}")
+        assert admission.admitted
+        binding.admitted[id(ctx)] = (ctx, admission, False)
+    assert [(e["call_id"], e["outcome"]) for e in sink.events] == [("c0", "denied")]
+    # Its quota came back: a fourth call fits under the limit of 3 beside the two still parked.
+    assert guard.admit("pay", {}, call_id="c3").admitted

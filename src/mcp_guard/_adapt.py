@@ -87,16 +87,19 @@ def without_required(node: Any) -> Any:
 
 class Bounded(OrderedDict[K, V], Generic[K, V]):
     """A map that forgets its oldest entries past ``limit``: per-call state whose call may never come back
-    (an abandoned run) must not pile up."""
+    (an abandoned run) must not pile up. ``on_evict(key, value)`` settles an entry that is forgotten."""
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = 10_000, on_evict: Callable[[K, V], None] | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.on_evict = on_evict
 
     def __setitem__(self, key: K, value: V) -> None:
         super().__setitem__(key, value)
         if len(self) > self.limit:
-            self.popitem(last=False)
+            old = self.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(*old)
 
 
 # -- approval answers in LangChain's HumanInTheLoop shapes (also the inbox's resume values) ---------------------

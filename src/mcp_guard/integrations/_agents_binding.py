@@ -79,8 +79,9 @@ class _Binding:
         self.raw_names: dict[str, str] = {}
         # Calls our guardrail admitted, for the execution wrapper. The SDK hands the guardrail and the tool one
         # ToolContext object per call, so it is the key (held in the entry, so its id is not reused meanwhile);
-        # an MCP call_tool gets the key through the call's _meta. Bounded: a call the SDK never starts.
-        self.admitted: Bounded[int, tuple[Any, Admission, bool]] = Bounded(1024)
+        # an MCP call_tool gets the key through the call's _meta. Bounded: a call the SDK never starts is
+        # finished when it is forgotten (quota back, its one audit event), never silently dropped.
+        self.admitted: Bounded[int, tuple[Any, Admission, bool]] = Bounded(10_000, on_evict=self._never_started)
         # Calls our needs_approval held for a human, by call id: the check it made (None when the tool's own
         # setting asked), so the SDK's pre-approval guardrail pass need not check again ...
         self.asked: Bounded[str, Decision | None] = Bounded()
@@ -118,6 +119,13 @@ class _Binding:
         arguments are not a JSON object for a human, instead of letting the guardrail answer ``invalid_arguments``.
         """
         return self.guard.policy.may_require_approval(tool, server=self.server, annotations=annotations)
+
+    def _never_started(self, key: int, entry: tuple[Any, Admission, bool]) -> None:
+        # An admission whose tool the SDK never ran (the run abandoned between the guardrail and the tool).
+        try:
+            self.guard.finish(entry[1], "denied")
+        except Exception:  # an audit sink or store failure is logged by the Guard; never fail the new call
+            log.exception("could not finish an abandoned admission of %s", entry[1].call.tool)
 
     def take(self, key: Any, tool: str) -> tuple[Any, Admission, bool] | None:
         """The admission our guardrail made for this call of ``tool``, handed over once."""
