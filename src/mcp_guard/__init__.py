@@ -47,8 +47,7 @@ from mcp_guard._stores import (
     store_from_uri,
 )
 from mcp_guard._usage import LimitUsage
-
-__version__ = "0.1.0"
+from mcp_guard._version import __version__
 
 __all__ = [
     "CODES",

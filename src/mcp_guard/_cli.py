@@ -472,7 +472,7 @@ SUBCOMMANDS += living.COMMANDS  # test, usage, audit (mcp_guard._cli_living)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mcp_guard import __version__
+    from mcp_guard._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="mcp-guard",

@@ -33,7 +33,7 @@ class MetricsSink:
 
     def __init__(self, meter_provider: Any = None) -> None:
         metrics = require_extra("opentelemetry.metrics", "otel", "Guard(metrics=...)")
-        from mcp_guard import __version__
+        from mcp_guard._version import __version__
 
         meter = metrics.get_meter("mcp_guard", __version__, meter_provider=meter_provider)
         self._decisions = meter.create_counter(DECISIONS, unit="{call}", description="tool calls decided by the guard")
