@@ -229,7 +229,7 @@ class Guard(Pipeline):
         """
         plan = self._run_plan(tool, args, fn, call)
         if isinstance(plan, Admission):  # allowed, with nothing to count, retry or record: just call the tool
-            return GuardResult(value=sync_result(fn(**plan.call.args)), admission=plan)
+            return GuardResult(sync_result(fn(**plan.call.args)), None, plan)
         return self._drive(plan)
 
     async def arun(
