@@ -108,7 +108,9 @@ class Pipeline:
         decision: Decision | None = None
         if approval is None:
             decision = self._evaluate(call, policy)
-            if decision.denied and self._shadow is None:  # refused outright: what the steps do, without them
+            if decision.denied and self._shadow is None and not decision.redact:
+                # Refused outright: what the steps do, without them (a reason with redacted arguments takes the
+                # steps, which scrub it once more, so that its text stays exactly as it was).
                 admission = Admission(call, decision, None, started, None, False, True)  # finished
                 self._record(admission, "denied", None)
                 return GuardResult(None, decision, admission)
