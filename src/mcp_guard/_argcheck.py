@@ -42,12 +42,22 @@ def _linked_path_text(link: Any) -> str:
     return _path_text(parts[::-1])
 
 
+_LEAVES = frozenset((str, int, bool, type(None)))
+"""Types that can hold no float: an argument of one of these exactly needs no look inside."""
+
+
 def non_finite_path(args: Any) -> str | None:
     """The path of the first NaN or ±Infinity in ``args`` (``"args.order.qty"``), or None when all are finite.
 
     Paths are kept as (key, parent) links and spelled out only for a hit: copying a list per level made an
     argument nested 10,000 deep cost seconds (quadratic).
     """
+    if type(args) is dict:  # the common case, flat arguments of leaf types: no stack at all
+        for item in args.values():
+            if type(item) not in _LEAVES:
+                break
+        else:
+            return None
     stack: list[tuple[Any, Any]] = [(args, None)]
     while stack:
         value, path = stack.pop()

@@ -27,7 +27,7 @@ from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, round_up
 from mcp_guard._errors import ConfigurationError, PolicyViolation
-from mcp_guard._pipeline import Pipeline, sync_result, unavailable
+from mcp_guard._pipeline import Pipeline, PlainCall, sync_result, unavailable
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._shadow import Mode, Shadow, check_mode
@@ -228,8 +228,14 @@ class Guard(Pipeline):
         failed call (default: :meth:`is_error_result`). Takes :meth:`admit`'s keywords too.
         """
         plan = self._run_plan(tool, args, fn, call)
+        if isinstance(plan, GuardResult):  # refused outright
+            return plan
         if isinstance(plan, Admission):  # allowed, with nothing to count, retry or record: just call the tool
-            return GuardResult(value=sync_result(fn(**plan.call.args)), admission=plan)
+            return GuardResult(sync_result(fn(**plan.call.args)), None, plan)
+        if isinstance(plan, PlainCall):  # nothing to count, retry or ask: call the tool, then write its event
+            with plan as arguments:
+                value = sync_result(fn(**arguments))
+            return plan.result(value)
         return self._drive(plan)
 
     async def arun(
@@ -237,9 +243,16 @@ class Guard(Pipeline):
     ) -> GuardResult:
         """:meth:`run` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
         plan = self._run_plan(tool, args, fn, call)
+        if isinstance(plan, GuardResult):
+            return plan
         if isinstance(plan, Admission):
             value = fn(**plan.call.args)
-            return GuardResult(value=await value if inspect.isawaitable(value) else value, admission=plan)
+            return GuardResult(await value if inspect.isawaitable(value) else value, None, plan)
+        if isinstance(plan, PlainCall):
+            with plan as arguments:
+                value = fn(**arguments)
+                value = await value if inspect.isawaitable(value) else value
+            return plan.result(value)
         return await self._adrive(plan)
 
     def invoke(

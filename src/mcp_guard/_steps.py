@@ -18,22 +18,25 @@ from mcp_guard._policy import Policy
 
 T = TypeVar("T")
 
+# The actions are made per step of every call, so they are plain slotted dataclasses, not frozen ones: a frozen
+# dataclass sets each field through object.__setattr__, about twice the cost. Nothing changes them once made.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Check:
     """Ask the store whether ``charges`` fit, reserving nothing (answer: a Verdict)."""
 
     charges: tuple[LimitCharge, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reserve:
     """Reserve ``charges`` atomically (answer: a Verdict with a token when they fit)."""
 
     charges: tuple[LimitCharge, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Release:
     """Give back ``charges`` reserved under ``token`` (answer: None)."""
 
@@ -41,7 +44,7 @@ class Release:
     token: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
     """Call the tool: ``fn(**args)`` (answer: its value; its exception is thrown in)."""
 
@@ -49,7 +52,7 @@ class Call:
     args: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sleep:
     seconds: float
 
