@@ -124,3 +124,12 @@ def test_an_admission_the_sdk_never_ran_is_finished_when_forgotten() -> None:
     assert [(e["call_id"], e["outcome"]) for e in sink.events] == [("c0", "denied")]
     # Its quota came back: a fourth call fits under the limit of 3 beside the two still parked.
     assert guard.admit("pay", {}, call_id="c3").admitted
+
+
+def test_refuse_without_delivery_audits_and_never_raises() -> None:
+    """A refusal recorded after the fact (a human's rejection) has no caller to catch an exception."""
+    guard, sink = _guard(on_violation="raise")
+    call = ToolCall("held", {}, call_id="c9")
+    decision = guard.rejected(call, "no")
+    assert guard.refuse(call, decision, deliver=False) is decision
+    assert [(e["call_id"], e["code"]) for e in sink.events] == [("c9", "approval_denied")]

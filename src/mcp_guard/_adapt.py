@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from mcp_guard._decision import Decision
-from mcp_guard._errors import PolicyViolation
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -64,15 +63,6 @@ def is_violation(text: str) -> bool:
     except ValueError:
         return False
     return isinstance(payload, dict) and payload.get("error") == "policy_violation"
-
-
-def delivered(deliver: Callable[[], Decision]) -> Decision:
-    """The decision a refusal hands the model, even under ``on_violation="raise"``: for refusals recorded
-    after the fact (a human's rejection), where no caller is waiting to catch the exception."""
-    try:
-        return deliver()
-    except PolicyViolation as exc:
-        return exc.decision
 
 
 def without_required(node: Any) -> Any:

@@ -277,20 +277,21 @@ class Guard(Pipeline):
 
     # -- the adapter contract: what every framework adapter needs, so that adapters only translate -----
 
-    def refuse(self, call: ToolCall, decision: Decision) -> Decision:
+    def refuse(self, call: ToolCall, decision: Decision, *, deliver: bool = True) -> Decision:
         """Audit a refusal decided outside the pipeline as the call's one event, then apply ``on_violation``.
 
         For calls the policy never sees as such: argument text that is not a JSON object (:meth:`malformed`),
         a human's rejection through the framework (:meth:`rejected`). Returns the decision to show the
-        model, or raises :class:`PolicyViolation` when ``on_violation="raise"``.
+        model, or raises :class:`PolicyViolation` when ``on_violation="raise"``. ``deliver=False`` only audits
+        and returns the decision: for a refusal recorded after the fact, where no caller waits for an exception.
         """
         self.finish(Admission(call, decision), "denied")
-        return self.violation(decision)
+        return self.violation(decision) if deliver else decision
 
-    async def arefuse(self, call: ToolCall, decision: Decision) -> Decision:
+    async def arefuse(self, call: ToolCall, decision: Decision, *, deliver: bool = True) -> Decision:
         """:meth:`refuse` for async callers."""
         await self.afinish(Admission(call, decision), "denied")
-        return self.violation(decision)
+        return self.violation(decision) if deliver else decision
 
     def violation(self, decision: Decision) -> Decision:
         """The one place ``on_violation`` is applied: ``"raise"`` raises :class:`PolicyViolation`, otherwise the

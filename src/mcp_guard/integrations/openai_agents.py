@@ -42,7 +42,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mcp_guard._adapt import WhoLookup, delivered, parse_args
+from mcp_guard._adapt import WhoLookup, parse_args
 from mcp_guard._decision import Decision
 from mcp_guard._errors import require_extra
 from mcp_guard._guard import PolicySource, ToolCall
@@ -233,7 +233,8 @@ def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = F
         who = binding.who(getattr(state, "_context", None), tool, call_id if isinstance(call_id, str) else None)
         call = ToolCall(tool, args if args is not None else {}, **who)
         refused = binding.guard.rejected(call, why)
-        message = delivered(lambda: binding.guard.refuse(call, refused)).to_json()
+        # No caller waits to catch an exception here: the message is the decision whatever on_violation says.
+        message = binding.guard.refuse(call, refused, deliver=False).to_json()
     state.reject(item, always_reject=always, rejection_message=message)
 
 
