@@ -54,13 +54,16 @@ def _need_browser() -> Any:
 class Worker:
     """One worker process; its JSON lines are read by a thread as they come."""
 
-    def __init__(self, redis_url: str, record: Path, identity: str, args: dict[str, Any]) -> None:
+    def __init__(
+        self, redis_url: str, record: Path, identity: str, args: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> None:
         self.identity = identity
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self.ended = False
+        extra = [json.dumps(options)] if options is not None else []  # the worker's Inbox options
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), redis_url, str(record), identity, json.dumps(args)],
+            [sys.executable, str(WORKER), redis_url, str(record), identity, json.dumps(args), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
