@@ -62,15 +62,7 @@ from urllib.parse import urlsplit
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
 from mcp_guard._audit import REDACTED, _redacted_paths, scrub
 from mcp_guard._errors import ApprovalError, PolicyError
-from mcp_guard._inbox_stores import (
-    GRACE_S,
-    Backend,
-    Conn,
-    DecisionRefused,
-    RedisBackend,
-    dumps,
-    memory_backend,
-)
+from mcp_guard._inbox_stores import GRACE_S, Backend, Conn, DecisionRefused, RedisBackend, dumps, memory_backend
 from mcp_guard._policy import Policy, load_policy
 
 log = logging.getLogger("mcp_guard.inbox")
