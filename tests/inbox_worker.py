@@ -1,8 +1,9 @@
 """A worker process for the inbox browser test: one LangChain agent whose order waits in a Redis inbox.
 
-``python inbox_worker.py REDIS_URL RECORD_FILE IDENTITY ARGS_JSON``: ``create_agent`` with a scripted model that
-calls ``place_order(**ARGS)`` once, on the recording MCP server (a stdio subprocess), through ``GuardMiddleware``
-whose Guard asks an :class:`~mcp_guard.Inbox` on Redis. Prints JSON lines on stdout: ``ready`` once the tools
+``python inbox_worker.py REDIS_URL RECORD_FILE IDENTITY ARGS_JSON [INBOX_OPTIONS_JSON]``: ``create_agent`` with a
+scripted model that calls ``place_order(**ARGS)`` once, on the recording MCP server (a stdio subprocess), through
+``GuardMiddleware`` whose Guard asks an :class:`~mcp_guard.Inbox` on Redis (built with the given keyword options,
+e.g. ``{"lease_s": 1}``). Prints JSON lines on stdout: ``ready`` once the tools
 are loaded, ``resumed`` (with the wall-clock time) the moment the inbox hands back a decision, and ``done`` with
 the tool message the model got.
 """
@@ -54,12 +55,12 @@ class TimedInbox(Inbox):
         return decision
 
 
-async def main(redis_url: str, record_file: str, identity: str, args: dict[str, Any]) -> None:
+async def main(redis_url: str, record_file: str, identity: str, args: dict[str, Any], options: dict[str, Any]) -> None:
     client = MultiServerMCPClient({"exchange": server_params(record_file)})  # type: ignore[dict-item]
     async with client.session("exchange") as session:
         tools = await load_mcp_tools(session, server_name="exchange")
         schemas = {t.name: t.args_schema for t in tools if isinstance(t.args_schema, dict)}
-        inbox = TimedInbox(redis_url, policy=POLICY, schemas=schemas)
+        inbox = TimedInbox(redis_url, policy=POLICY, schemas=schemas, **options)
         guard = Guard(POLICY, approver=inbox)
         agent = create_agent(
             script(call("place_order", args, f"call-{identity}")),
@@ -74,4 +75,4 @@ async def main(redis_url: str, record_file: str, identity: str, args: dict[str, 
 
 if __name__ == "__main__":
     url, record, who, raw = sys.argv[1:5]
-    asyncio.run(main(url, record, who, json.loads(raw)))
+    asyncio.run(main(url, record, who, json.loads(raw), json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}))

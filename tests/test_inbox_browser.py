@@ -3,7 +3,10 @@
 Two workers, each a LangChain agent in its own process with a guarded MCP tool on a real stdio server, wait in
 one Redis inbox. A person (the test, through the page) approves one and edits the other into arguments the
 policy refuses. The judge is the recording server: only the approved order reached it. The click-to-resume
-latency is measured and printed; a screenshot of the page with both requests is saved to /tmp/inbox.png.
+latency is measured and printed; a screenshot of the page with both requests is saved in the test's tmp_path
+(its path is printed). A second test kills the workers (SIGKILL) and sees their cards greyed as "the caller
+left": once through the inbox's answer, once by the page alone after its server stopped too (as the demo's
+does when its worker exits).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from mcp_guard._inbox_web import InboxServer
 
 CHROMIUM = "/usr/bin/chromium"
 WORKER = Path(__file__).resolve().parent / "inbox_worker.py"
-SCREENSHOT = Path("/tmp/inbox.png")
+#: The workers' lease in the second test: short, so the page sees a killed worker within a couple of seconds.
+SHORT_LEASE = {"lease_s": 1.0, "lease_renew_s": 0.2}
 SECRET_ACCOUNT = "acct-7F3Q-SECRET-91"
 SCRIPT_NOTE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
@@ -54,13 +58,16 @@ def _need_browser() -> Any:
 class Worker:
     """One worker process; its JSON lines are read by a thread as they come."""
 
-    def __init__(self, redis_url: str, record: Path, identity: str, args: dict[str, Any]) -> None:
+    def __init__(
+        self, redis_url: str, record: Path, identity: str, args: dict[str, Any], options: dict[str, Any] | None = None
+    ) -> None:
         self.identity = identity
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self.ended = False
+        extra = [json.dumps(options)] if options is not None else []  # the worker's Inbox options
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), redis_url, str(record), identity, json.dumps(args)],
+            [sys.executable, str(WORKER), redis_url, str(record), identity, json.dumps(args), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -149,7 +156,9 @@ def test_two_workers_decided_on_the_page(browser: Any, redis_url: str, tmp_path:
             assert SECRET_ACCOUNT not in html
             assert "[redacted]" in card_a.locator("[data-role=args]").text_content()
 
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            screenshot = tmp_path / "inbox.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            print(f"\nscreenshot: {screenshot}")
 
             # Approve alice's order; measure from the click to her worker holding the decision.
             clicked = time.time()
@@ -182,6 +191,7 @@ def test_two_workers_decided_on_the_page(browser: Any, redis_url: str, tmp_path:
             assert page.locator("article.card").count() == 0
             statuses = sorted(page.locator("#history .status").all_text_contents())
             assert statuses == ["approved", "edited"]
+            page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
             assert SECRET_ACCOUNT not in page.content()
             assert page.evaluate("window.__pwned") is None
     finally:
@@ -190,3 +200,48 @@ def test_two_workers_decided_on_the_page(browser: Any, redis_url: str, tmp_path:
 
     # The judge: only alice's approved order reached the server, with her real account.
     assert read_record(record) == [{"tool": "place_order", "args": order_a}]
+
+
+def test_a_caller_who_left_is_greyed_and_cannot_be_approved(browser: Any, redis_url: str, tmp_path: Path) -> None:
+    record = tmp_path / "record.jsonl"
+    token = secrets.token_urlsafe(24)
+    order = {"symbol": "BTCUSD", "amount": 10, "account": SECRET_ACCOUNT, "note": "n"}
+    workers = [Worker(redis_url, record, who, order, SHORT_LEASE) for who in ("alice", "bob")]
+    server = InboxServer(Inbox(redis_url).app(token=token, poll_s=0.25)).start()
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 1200})
+        page.goto(f"{server.url}/?token={token}")
+        page.locator("article.card").nth(1).wait_for(timeout=60_000)
+        card_a = page.locator("article.card", has_text="alice")
+        card_b = page.locator("article.card", has_text="bob")
+
+        # alice's worker is killed while the inbox is up: within its lease the page shows she left.
+        workers[0].stop()
+        page.locator("article.card.left", has_text="alice").wait_for(timeout=10_000)
+        assert "the caller left" in card_a.text_content()
+        assert card_a.locator("[data-action=approve]").is_disabled()
+        assert not card_a.locator("[data-action=approve]").is_visible()  # only Dismiss is offered
+        assert card_a.locator("[data-action=dismiss]").is_visible()
+        assert page.locator("#history li.abandoned", has_text="the caller left").count() == 1
+        assert page.locator("#history .status").all_text_contents() == ["abandoned"]
+        assert not card_b.locator("[data-action=approve]").is_disabled()  # bob still waits
+
+        # The inbox's server stops and bob's worker exits with it (the demo): the page can ask nobody, and
+        # greys bob's card once his lease has run out by its own clock.
+        server.stop()
+        workers[1].stop()
+        page.locator("article.card.left", has_text="bob").wait_for(timeout=10_000)
+        assert "the caller left" in card_b.text_content()
+        assert "unreachable" in card_b.text_content()
+        assert card_b.locator("[data-action=approve]").is_disabled()
+        assert "cannot reach the inbox" in page.locator("#connection").text_content()
+        assert page.locator("#pending-count").text_content() == "0"
+        page.screenshot(path=str(tmp_path / "left.png"), full_page=True)
+
+        card_a.locator("[data-action=dismiss]").click()
+        assert page.locator("article.card", has_text="alice").count() == 0
+    finally:
+        server.stop()
+        for worker in workers:
+            worker.stop()
+    assert read_record(record) == []  # nothing ran

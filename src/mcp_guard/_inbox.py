@@ -15,8 +15,16 @@ Stores:
 - ``redis://host:port/db`` (``rediss://``, ``unix://``): every worker and the web page share it. Layout under
   ``prefix`` (default ``mcpg:inbox``): ``<prefix>:req:<id>`` a hash (the public record as JSON, its status,
   the shown decision) whose TTL is the request's deadline, so a worker that dies leaves nothing open for
-  ever; ``<prefix>:pending`` a sorted set of pending ids by deadline; ``<prefix>:history`` the ids decided
-  lately; ``<prefix>:done:<id>`` a list the decision is pushed onto, which the waiting worker ``BLPOP``\\s.
+  ever, and its ``lease`` field the worker renews; ``<prefix>:pending`` a sorted set of pending ids by deadline;
+  ``<prefix>:history`` the ids decided lately; ``<prefix>:done:<id>`` a list the decision is pushed onto, which
+  the waiting worker ``BLPOP``\\s.
+
+No decision for a caller who has left: the worker waiting on a request renews a lease on it every
+``lease_renew_s`` (default 1 s) for ``lease_s`` (default 5 s). A request whose lease ran out (its worker was
+killed, crashed or froze) is *abandoned*, and one whose waiting task was cancelled is *withdrawn* at once; the
+page shows either as such and refuses a decision for it (:class:`DecisionRefused` ``why="left"``, HTTP 410).
+Leases compare times from the workers' and the page's clocks (``clock=``, the wall clock by default), so their
+hosts' clocks must agree to well within ``lease_s``.
 
 What the store holds is what the page may show: argument values under the rule's ``redact`` paths are
 replaced by ``"[redacted]"`` before the request leaves the worker (the policy is needed to know them: pass
@@ -25,8 +33,10 @@ original value; the worker puts it back, so the secret never travels.
 
 Interrupt flows (LangGraph ``interrupt``, the Agents SDK's approval pause) do not block inside the guard: the
 application records the pause with :meth:`Inbox.submit` and waits with :meth:`Inbox.wait`, which returns the
-resume value (``{"type": "approve"}``, ``{"type": "edit", "args": {...}}``, ``{"type": "reject",
-"message": ...}``) to pass to ``Command(resume=...)`` or to ``state.approve`` / ``state.reject``.
+resume value (``{"type": "approve"}``, ``{"type": "edit", "args": {...}}``, ``{"type": "reject", "message":
+...}``) to pass to ``Command(resume=...)`` or to ``state.approve`` / ``state.reject``. A paused run has no live
+worker (it resumes in whichever process picks it up), so a request recorded by :meth:`Inbox.submit` has no
+lease: it stays decidable until its deadline, whoever waits or stops waiting for it.
 """
 
 from __future__ import annotations
@@ -188,9 +198,16 @@ class Inbox:
     each new request as JSON, signed with ``webhook_secret`` (header ``X-MCP-Guard-Signature:
     sha256=<hex HMAC-SHA256 of the body>``). ``history``: how many decided requests the page lists, kept
     ``history_ttl_s``. ``prefix``: Redis key prefix. ``timeout_s``: bound on one Redis command.
+    ``lease_s`` / ``lease_renew_s``: while it waits, the worker renews its request's lease every
+    ``lease_renew_s`` seconds for ``lease_s`` seconds; a request whose lease runs out is abandoned (its worker
+    is gone), so the page stops offering it within ``lease_s`` of the worker's death. A longer lease rides out
+    longer stalls of the worker's event loop or the store; a worker whose lease ran out while it was stalled
+    gets no decision (the call is refused), never one the page did not show. ``clock``: the wall clock that
+    deadlines and leases are measured on.
 
     As an approver it is async: the guard awaits it (``ainvoke``) or runs it on a private loop (``invoke``).
-    When the guard's approval timeout passes, the request is marked expired and a late decision is refused.
+    When the guard's approval timeout passes, the request is marked expired and a late decision is refused;
+    when the waiting task is cancelled before that (the caller left), the request is withdrawn at once.
     Not for one person at one terminal: :func:`~mcp_guard.console_approver` is simpler there.
     """
 
@@ -209,10 +226,14 @@ class Inbox:
         history_ttl_s: float = 3600.0,
         prefix: str = "mcpg:inbox",
         timeout_s: float = 5.0,
+        lease_s: float = 5.0,
+        lease_renew_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not ttl_s > 0 or not history_ttl_s > 0 or not timeout_s > 0 or history < 1:
             raise ValueError("ttl_s, history_ttl_s and timeout_s must be > 0, history >= 1")
+        if not 0 < lease_renew_s < lease_s < math.inf:
+            raise ValueError("the lease needs 0 < lease_renew_s < lease_s: it is renewed before it runs out")
         if webhook is not None:
             if urlsplit(webhook).scheme not in ("http", "https"):
                 raise ValueError(f"webhook must be an http(s) URL, not {webhook!r}")
@@ -220,6 +241,8 @@ class Inbox:
                 raise ValueError("a webhook needs webhook_secret: receivers verify the HMAC signature with it")
         self.url = url
         self.ttl_s = float(ttl_s)
+        self.lease_s = float(lease_s)
+        self.lease_renew_s = float(lease_renew_s)
         self.clock = clock
         self.webhook = webhook
         self._webhook_key = webhook_secret.encode() if isinstance(webhook_secret, str) else webhook_secret
@@ -282,21 +305,32 @@ class Inbox:
     # -- the approver ----------------------------------------------------------------------------------------
 
     async def __call__(self, request: ApprovalRequest) -> ApprovalDecision:
-        """Record ``request``, wait for a person's decision, and return it (the guard's approver protocol)."""
+        """Record ``request``, wait for a person's decision, and return it (the guard's approver protocol).
+
+        While it waits, a task renews the request's lease, so that the page knows a worker still waits.
+        """
         timeout = float(request.timeout_s) if request.timeout_s else self.ttl_s
+        started = time.monotonic()
         async with self._conn() as conn:
-            rid = await self._submit(conn, request, timeout_s=timeout)
+            rid = await self._submit(conn, request, timeout_s=timeout, leased=True)
+            renewer = asyncio.create_task(self._keep_lease(conn, rid), name=f"mcp-guard-inbox-lease-{rid}")
             answer: dict[str, Any] | None = None
             try:
                 answer = await self._wait(conn, rid, timeout + GRACE_S)
             finally:
-                if answer is None:  # timed out, or the guard gave up on us: a late decision must be refused
+                renewer.cancel()
+                await asyncio.wait((renewer,))
+                if answer is None:  # timed out, or the caller left: a late decision must be refused
+                    # The guard cancels us at its approval timeout too; a cancellation well before the deadline
+                    # is the caller leaving (its task cancelled), which the page shows as withdrawn.
+                    gone = time.monotonic() - started < timeout - min(GRACE_S, timeout / 4)
+                    kind = "withdraw" if gone else "expire"
                     with contextlib.suppress(Exception):
-                        await conn.decide(rid, {"type": "expire"}, {"type": "expire"}, self.clock())
+                        await conn.decide(rid, {"type": kind}, {"type": kind}, self.clock())
                     self._forget(rid)
         if answer is None:
             raise ApprovalError(f"no decision on approval request {rid} within {timeout:g} s")
-        return _to_decision(answer)
+        return _to_decision(answer, rid)
 
     # -- the interrupt helpers -------------------------------------------------------------------------------
 
@@ -340,7 +374,7 @@ class Inbox:
             answer = await self._wait(conn, request_id, timeout)
         if answer is not None:
             self._forget(request_id)
-            if answer.get("type") == "expire":
+            if answer.get("type") in _NOT_DECIDED:
                 return None
         return answer
 
@@ -376,7 +410,8 @@ class Inbox:
 
         ``decision``: ``{"type": "approve"}``, ``{"type": "edit", "args": {...}}`` or ``{"type": "reject",
         "message": "..."}``. Raises :class:`ValueError` for a malformed decision and
-        :class:`Inbox.DecisionRefused` for an unknown, expired or already decided request.
+        :class:`Inbox.DecisionRefused` for an unknown, expired or already decided request, and for one whose
+        caller left (``why="left"``: withdrawn, or abandoned by its worker).
         """
         checked = validate_decision(decision)
         if not _ID.match(request_id):
@@ -441,7 +476,7 @@ class Inbox:
         return None
 
     def _record(
-        self, call: ApprovalRequest, rid: str, timeout_s: float, schema: Mapping[str, Any] | None
+        self, call: ApprovalRequest, rid: str, timeout_s: float, schema: Mapping[str, Any] | None, leased: bool
     ) -> tuple[dict[str, Any], _Original]:
         args = call.args if isinstance(call.args, Mapping) else {}
         redact = self._redact_paths(call)
@@ -466,6 +501,9 @@ class Inbox:
             "schema": self._schema_for(call, schema),
             "created_at": now,
             "deadline": now + timeout_s,
+            # Until when the waiting worker is known to be there (it renews this); None for an interrupt's
+            # pause, which nobody waits on while it is paused.
+            "lease_until": now + self.lease_s if leased else None,
             "status": "pending",
             "decision": None,
             "decided_at": None,
@@ -480,11 +518,12 @@ class Inbox:
         timeout_s: float,
         request_id: str | None = None,
         schema: Mapping[str, Any] | None = None,
+        leased: bool = False,
     ) -> str:
         if request_id is not None and not _ID.match(request_id):
             raise ValueError("request_id: 1-128 characters of letters, digits and . _ : -")
         rid = request_id or uuid.uuid4().hex
-        record, original = self._record(call, rid, timeout_s, schema)
+        record, original = self._record(call, rid, timeout_s, schema, leased)
         with self._originals_lock:
             self._originals[rid] = original
         added = await conn.put(record)
@@ -500,6 +539,23 @@ class Inbox:
             if original is not None:
                 answer = {**answer, "args": restore_hidden(answer["args"], original.args, original.hidden)}
         return answer
+
+    async def _keep_lease(self, conn: Conn, rid: str) -> None:
+        """Renew ``rid``'s lease until it is settled (or this task is cancelled, when the worker stops waiting).
+
+        A renewal that fails is tried again at the next tick: if the store stays unreachable for the whole
+        lease, the request is abandoned and this worker, once it can reach the store again, is told so.
+        """
+        while True:
+            await asyncio.sleep(self.lease_renew_s)
+            now = self.clock()
+            try:
+                status = await conn.renew(rid, now + self.lease_s, now)
+            except Exception as exc:
+                log.warning("could not renew the lease of approval request %s: %s: %s", rid, type(exc).__name__, exc)
+                continue
+            if status != "ok":
+                return  # settled (decided, expired, abandoned) or gone: the waiter hears of it by itself
 
     def _forget(self, rid: str) -> None:
         with self._originals_lock:
@@ -540,8 +596,16 @@ def verify_signature(body: bytes, header: str | None, secret: str | bytes) -> bo
     return header is not None and hmac.compare_digest(sign(body, secret), header)
 
 
-def _to_decision(answer: Mapping[str, Any]) -> ApprovalDecision:
+# What the worker's own list may hold that is no person's decision.
+_NOT_DECIDED = frozenset({"expire", "withdraw", "abandon"})
+
+
+def _to_decision(answer: Mapping[str, Any], rid: str) -> ApprovalDecision:
     kind = answer.get("type")
+    if kind == "abandon":
+        # This worker was too slow to renew (a stalled loop, an unreachable store): the page has shown the
+        # request as abandoned and refused decisions for it, so nothing a person decided can apply.
+        raise ApprovalError(f"approval request {rid} was abandoned: its lease ran out before this worker renewed it")
     if kind == "approve":
         return ApprovalDecision.approve()
     if kind == "edit" and isinstance(answer.get("args"), Mapping):

@@ -9,7 +9,8 @@ anything else is answered 401):
 - ``GET /api/requests/{id}``: one request.
 - ``POST /api/requests/{id}/decision`` with a JSON body ``{"type": "approve"}``, ``{"type": "edit", "args":
   {...}}`` or ``{"type": "reject", "message": "..."}``: 200 and the decided request; 400 a malformed decision;
-  404 unknown or past its deadline; 409 already decided; 415 not JSON; 403 cross-site.
+  404 unknown or past its deadline; 409 already decided; 410 the caller left (the request was withdrawn, or
+  abandoned by its worker); 415 not JSON; 403 cross-site.
 
 The page is static HTML and JavaScript shipped in the package (``inbox_static/``): no build step, no CDN. It
 writes every model-supplied string with ``textContent`` (never as HTML), and a Content-Security-Policy allows
@@ -178,6 +179,11 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
         except DecisionRefused as exc:
             if exc.why == "decided":
                 return JSONResponse({"error": "already decided", "status": exc.status}, status_code=409)
+            if exc.why == "left":
+                # Gone, not merely decided: no worker waits for an answer, so no decision can take effect.
+                why = "its worker stopped" if exc.status == "abandoned" else "its request was withdrawn"
+                message = f"the caller left ({why}): nobody is waiting for this decision"
+                return JSONResponse({"error": message, "status": exc.status}, status_code=410)
             return problem(404, "no such pending request (unknown, or past its deadline)")
         return JSONResponse(record)
 

@@ -1,12 +1,25 @@
 // The approval inbox page: lists pending requests, refreshes on a timer, and posts decisions as JSON.
 // Every string that comes from a request (tool names, arguments, reasons, identities) is written with
 // textContent or a text node, never parsed as HTML; the server's Content-Security-Policy forbids inline code.
+//
+// A request whose caller left (its worker stopped renewing its lease, or its waiting task was cancelled) is
+// not decidable: its card stays where the person saw it, greyed, with the reason and a Dismiss button. When the
+// inbox itself cannot be reached, the page greys the cards whose lease ran out by its own clock (it cannot
+// know more), and gives them back if the inbox answers again with the request still pending.
 "use strict";
 
 (function () {
   const POLL_MS = Number(document.body.dataset.pollMs) || 1000;
-  const cards = new Map(); // request id -> card element, kept across refreshes so edits in progress survive
+  const cards = new Map(); // request id -> card entry, kept across refreshes so edits in progress survive
   let serverOffset = 0; // server clock minus ours, for the countdowns
+  const LEFT = {
+    abandoned: "abandoned: the caller left (its worker stopped waiting)",
+    withdrawn: "withdrawn: the caller left (it cancelled the call)",
+  };
+
+  function serverNow() {
+    return Date.now() / 1000 + serverOffset;
+  }
 
   function el(tag, props, children) {
     const node = document.createElement(tag);
@@ -26,7 +39,7 @@
   }
 
   function countdown(deadline) {
-    const left = Math.max(0, Math.round(deadline - (Date.now() / 1000 + serverOffset)));
+    const left = Math.max(0, Math.round(deadline - serverNow()));
     const minutes = Math.floor(left / 60);
     const seconds = String(left % 60).padStart(2, "0");
     return `expires in ${minutes}:${seconds}`;
@@ -105,19 +118,44 @@
     const approve = el("button", { type: "button", class: "approve", textContent: "Approve", "data-action": "approve" });
     const edit = el("button", { type: "button", textContent: "Edit arguments", "data-action": "edit" });
     const reject = el("button", { type: "button", class: "reject", textContent: "Reject…", "data-action": "reject" });
+    const dismiss = el("button", { type: "button", textContent: "Dismiss", "data-action": "dismiss", hidden: true });
     const buttons = [approve, edit, reject, saveEdit, confirmReject];
 
-    const card = el("article", { class: "card", "data-request-id": req.id }, [
+    const card = el("article", { class: "card", "data-request-id": req.id, "data-state": "live" }, [
       ...parts,
-      el("div", { class: "actions" }, [approve, edit, reject]),
+      el("div", { class: "actions" }, [approve, edit, reject, dismiss]),
       editPanel,
       rejectPanel,
       message,
     ]);
+    const entry = { card, req, gone, live };
 
     function show(text, kind) {
       message.textContent = text;
       message.className = `message ${kind || ""}`;
+    }
+
+    // The request can no longer be decided: grey the card, say why, offer only Dismiss. "offline" when the page
+    // reckoned it alone (the inbox is unreachable), so that the inbox's own answer can undo it.
+    function gone(text, offline) {
+      if (card.dataset.state === "left") return; // the inbox said so: final
+      card.dataset.state = offline ? "offline" : "left";
+      card.classList.add("left");
+      buttons.forEach((b) => (b.disabled = true));
+      editPanel.hidden = true;
+      rejectPanel.hidden = true;
+      dismiss.hidden = false;
+      card.querySelector("[data-role=deadline]").textContent = "the caller left";
+      show(text, "left-note");
+    }
+
+    function live() {
+      if (card.dataset.state !== "offline") return;
+      card.dataset.state = "live";
+      card.classList.remove("left");
+      if (card.dataset.decided !== "true") buttons.forEach((b) => (b.disabled = false));
+      dismiss.hidden = true;
+      show("");
     }
 
     async function decide(decision) {
@@ -135,6 +173,8 @@
         show(`${result.body.status || "decided"}: the worker has it`, "done");
         card.dataset.decided = "true";
         setTimeout(refresh, 150);
+      } else if (result.status === 410) {
+        gone(LEFT[result.body.status] || result.body.error || "the caller left", false);
       } else if (result.status === 409) {
         show(`already decided (${result.body.status || "by someone else"})`, "error");
         card.dataset.decided = "true";
@@ -168,12 +208,17 @@
       decide({ type: "edit", args: parsed });
     });
     confirmReject.addEventListener("click", () => decide({ type: "reject", message: reason.value }));
-    return card;
+    dismiss.addEventListener("click", () => {
+      card.remove();
+      cards.delete(req.id);
+    });
+    return entry;
   }
 
   function historyItem(req) {
     const when = req.decided_at ? new Date(req.decided_at * 1000).toLocaleTimeString() : "";
-    const item = el("li", { "data-request-id": req.id }, [
+    // The status's class colours the whole entry (green approved or edited, red rejected, grey the rest).
+    const item = el("li", { class: req.status, "data-request-id": req.id }, [
       el("span", { class: `status ${req.status}`, textContent: req.status }),
       el("span", { class: "mono", textContent: req.tool }),
     ]);
@@ -181,6 +226,7 @@
     if (req.identity) item.append(el("span", { class: "muted", textContent: ` · ${req.identity}` }));
     item.append(el("span", { class: "muted", textContent: ` · ${when}` }));
     const decision = req.decision || {};
+    if (LEFT[req.status]) item.append(el("div", { class: "muted", textContent: "the caller left: nothing to decide" }));
     if (decision.message) item.append(el("div", { textContent: `“${decision.message}”` }));
     if (decision.args) item.append(el("pre", { textContent: pretty(decision.args) }));
     return item;
@@ -192,17 +238,24 @@
     const seen = new Set();
     for (const req of data.pending) {
       seen.add(req.id);
-      let card = cards.get(req.id);
-      if (!card) {
-        card = buildCard(req);
-        cards.set(req.id, card);
-        list.append(card);
+      let entry = cards.get(req.id);
+      if (!entry) {
+        entry = buildCard(req);
+        cards.set(req.id, entry);
+        list.append(entry.card);
       }
-      card.querySelector("[data-role=deadline]").textContent = countdown(req.deadline);
+      entry.req = req; // the lease the worker renewed lately
+      entry.live();
+      entry.card.querySelector("[data-role=deadline]").textContent = countdown(req.deadline);
     }
-    for (const [id, card] of cards) {
-      if (!seen.has(id)) {
-        card.remove();
+    const settled = new Map(data.history.map((req) => [req.id, req]));
+    for (const [id, entry] of cards) {
+      if (seen.has(id)) continue;
+      const last = settled.get(id);
+      if (last && LEFT[last.status]) {
+        entry.gone(LEFT[last.status], false); // the person was looking at it: say why it cannot be decided
+      } else if (entry.card.dataset.state !== "left") {
+        entry.card.remove();
         cards.delete(id);
       }
     }
@@ -230,8 +283,25 @@
       status.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
       status.textContent = `cannot reach the inbox (${err.message}); retrying…`;
+      offline();
     }
     timer = setTimeout(refresh, POLL_MS);
+  }
+
+  // The inbox cannot be reached (its server stopped, as the demo's does with its worker): a request whose
+  // lease ran out by the page's clock has no caller any more, as far as anyone can tell from here.
+  function offline() {
+    const now = serverNow();
+    for (const entry of cards.values()) {
+      if (entry.card.dataset.state !== "live") continue;
+      const { lease_until: lease, deadline } = entry.req;
+      if (now > deadline) entry.gone("expired: nobody decided in time (the inbox is unreachable)", true);
+      else if (lease !== null && lease !== undefined && now > lease)
+        entry.gone("the caller left: its lease ran out while the inbox was unreachable", true);
+      else entry.card.querySelector("[data-role=deadline]").textContent = countdown(deadline);
+    }
+    const waiting = [...cards.values()].filter((entry) => entry.card.dataset.state === "live").length;
+    document.getElementById("pending-count").textContent = String(waiting);
   }
 
   refresh();
