@@ -448,6 +448,8 @@ class CallEvent:
             event["retry_after_s"] = decision.retry_after_s
         if error_name is not None:
             event["error"] = error_name
+        if decision.pin is not None:  # a tool that is not the one reviewed: the hashes, for the reviewer
+            event["pin"] = {"pinned": decision.pin[0], "listed": decision.pin[1]}
         if shadow is not None:
             add_shadow_fields(event, shadow, args)
         return event

@@ -39,6 +39,7 @@ from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge
 from mcp_guard._errors import ApprovalError, StoreError
+from mcp_guard._pins import PinWatch, pinned_decision
 from mcp_guard._policy import Policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._retry import not_sent as _not_sent
@@ -91,6 +92,7 @@ class Pipeline:
     sleep: Callable[[float], None]
     asleep: Callable[[float], Awaitable[None]]
     check_tool_schema: bool
+    _pins: PinWatch | None
 
     # -- what the entry points start -----------------------------------------------------------------
 
@@ -183,6 +185,8 @@ class Pipeline:
             if decision.redact and decision.reason is not None:
                 # A reason may quote the argument that failed a check: never a redacted one (spec section 8).
                 decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
+            if self._pins is not None:
+                decision = pinned_decision(self._pins, decision, call.tool, call.server)
             return decision
         except Exception as exc:
             # Fail closed: a policy that cannot decide never lets a call through. The model is told the
