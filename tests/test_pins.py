@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_helpers import tool_call
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
-from langchain_helpers import tool_call
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -82,7 +82,7 @@ def rug(tmp_path: Path) -> Iterator[Rug]:
     r = Rug(tmp_path)
     done = r.pin()
     assert done.returncode == 0, done.stderr
-    yield r
+    return r
 
 
 def _payload(message: Any) -> dict[str, Any]:
@@ -135,7 +135,8 @@ def test_check_without_a_lock_and_a_server_that_is_not_mcp_are_one_line_errors(t
     argv = [*CLI, "pin", "--check", "--server", "x", "--lock", str(tmp_path / "none.lock"), "--", "true"]
     missing = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 2
-    assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    assert missing.stderr.count("\n") == 1
+    assert "does not exist" in missing.stderr
     argv = [*CLI, "pin", "--server", "x", "--lock", str(tmp_path / "l.lock"), "--timeout", "5", "--", "true"]
     not_mcp = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert not_mcp.returncode == 2
@@ -145,7 +146,7 @@ def test_check_without_a_lock_and_a_server_that_is_not_mcp_are_one_line_errors(t
 def test_a_policy_whose_lock_is_missing_fails_when_the_guard_is_built(tmp_path: Path) -> None:
     doc = {"version": "1", "default": "allow", "pins": {"file": "nowhere.lock"}}
     (tmp_path / "p.json").write_text(json.dumps(doc))
-    with pytest.raises(Exception, match="nowhere.lock does not exist"):
+    with pytest.raises(Exception, match=r"nowhere\.lock does not exist"):
         Guard(Policy.load(tmp_path / "p.json"))
 
 
@@ -171,12 +172,14 @@ async def test_wrap_tools_refuses_a_pulled_tool_and_keeps_the_rest(rug: Rug) -> 
         await tools["read_notes"].ainvoke(tool_call("read_notes", {}, "c3"))
     assert refused.status == "error"
     payload = _payload(refused)
-    assert payload["code"] == "tool_changed" and payload["rule"] == "/pins/on_change"
+    assert payload["code"] == "tool_changed"
+    assert payload["rule"] == "/pins/on_change"
     assert rug.ran() == ["send_note", "read_notes"]  # the pulled send_note never reached the server
     refusal = [e for e in rug.events() if e.get("code") == "tool_changed"]
     assert len(refusal) == 1
     pinned = Lock.load(rug.lock).servers["notes"]["send_note"]["sha256"]
-    assert refusal[0]["pin"]["pinned"] == pinned and refusal[0]["pin"]["listed"] != pinned
+    assert refusal[0]["pin"]["pinned"] == pinned
+    assert refusal[0]["pin"]["listed"] != pinned
 
 
 async def test_hide_leaves_a_pulled_tool_out_and_a_new_pin_brings_it_back(rug: Rug) -> None:
@@ -206,7 +209,8 @@ async def test_interceptor_refuses_a_shadowing_tool_it_learned(rug: Rug) -> None
         interceptor.learn(list(tools.values()))
         refused = await tools["send_note_v2"].ainvoke(tool_call("send_note_v2", {"to": "x", "text": "y"}))
         ok = await tools["send_note"].ainvoke(tool_call("send_note", {"to": "x", "text": "y"}, "c2"))
-    assert _payload(refused)["code"] == "tool_changed" and _payload(refused)["rule"] == "/pins/on_new"
+    assert _payload(refused)["code"] == "tool_changed"
+    assert _payload(refused)["rule"] == "/pins/on_new"
     assert ok.status != "error"
     assert rug.ran() == ["send_note"]
 
@@ -262,7 +266,8 @@ async def test_agents_mcp_server_refuses_a_pulled_tool(rug: Rug) -> None:
         await Runner.run(agent, "go")
     outputs = tool_outputs(model)
     refused = violation(outputs["c1"])
-    assert refused is not None and refused["code"] == "tool_changed"
+    assert refused is not None
+    assert refused["code"] == "tool_changed"
     assert rug.ran() == ["read_notes"]
 
 

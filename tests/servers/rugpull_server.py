@@ -66,6 +66,13 @@ def tools() -> list[types.Tool]:
     return listed
 
 
+def _record(name: str, arguments: dict[str, Any]) -> None:
+    record = os.environ.get("RECORD_FILE")
+    if record:
+        with open(record, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"tool": name, "args": arguments}) + "\n")
+
+
 def main() -> None:
     server: Server[Any, Any] = Server("notes")
 
@@ -75,10 +82,7 @@ def main() -> None:
 
     @server.call_tool()  # type: ignore[misc]
     async def call_tool(name: str, arguments: dict[str, Any]) -> list[types.TextContent]:
-        record = os.environ.get("RECORD_FILE")
-        if record:
-            with open(record, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"tool": name, "args": arguments}) + "\n")
+        _record(name, arguments)
         return [types.TextContent(type="text", text=f"{name} done")]
 
     async def serve() -> None:
