@@ -130,6 +130,8 @@ class Guard(Pipeline):
         # Built-in stores bound their own I/O; a third-party one is bounded by store_timeout_s (a hung call
         # is abandoned and the call refused as guard_unavailable).
         self._store_bounded = not isinstance(self.store, Store)
+        # Approval grants need a store that keeps them (the built-ins do); without, every approval asks again.
+        self._grants = bool(getattr(self.store, "supports_grants", False)) and hasattr(self.store, "find_grant")
         self.approver: Approver | None = approver
         self._asker = Asker.of(approver)  # normalised once: sync or async, asked from sync or async code
         self.audit_sinks: tuple[AuditSink, ...] = audit_sinks(audit)
