@@ -47,23 +47,58 @@ class ApprovalDecision:
     """An approver's answer: approve, deny (with a reason the model sees), or approve with edited arguments.
 
     Build with :meth:`approve`, :meth:`deny` or :meth:`edit`.
+
+    A yes may be a *grant* (spec section 11) that also covers later calls, so identical calls do not ask again:
+    ``scope="session"`` covers the rest of the call's session, ``ttl_s`` the next ``ttl_s`` seconds (both: the
+    session, for at most ``ttl_s``). A grant covers the same tool, the same canonical arguments (the ones that
+    will run, after an edit) and the same identity, under the same rule; ``any_args=True`` (``args="any"`` in
+    :meth:`approve`) widens it to any arguments. Grants live in the store, so every worker honours them; a
+    reload that changes the rule drops them. ``grant`` is the id of the grant that answered (set by the guard).
     """
 
     kind: Literal["approve", "deny", "edit"]
     reason: str | None = None
     args: Mapping[str, Any] | None = field(default=None)
+    scope: Literal["once", "session"] = "once"
+    ttl_s: float | None = None
+    any_args: bool = False
+    grant: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("once", "session"):
+            raise ApprovalError(f"scope must be 'once' or 'session', not {self.scope!r}")
+        if self.ttl_s is not None and (
+            isinstance(self.ttl_s, bool) or not isinstance(self.ttl_s, (int, float)) or not 0 < self.ttl_s < 1e9
+        ):
+            raise ApprovalError(f"ttl_s must be a positive number of seconds, not {self.ttl_s!r}")
 
     @classmethod
-    def approve(cls) -> ApprovalDecision:
-        return cls("approve")
+    def approve(
+        cls,
+        *,
+        scope: Literal["once", "session"] = "once",
+        ttl_s: float | None = None,
+        args: Literal["any"] | None = None,
+    ) -> ApprovalDecision:
+        """Yes, for this call (``scope="once"``), or as a grant for later identical calls (see the class)."""
+        if args not in (None, "any"):
+            raise ApprovalError("approve(args=...) takes only 'any' (to widen a grant to any arguments); use edit()")
+        return cls("approve", scope=scope, ttl_s=ttl_s, any_args=args == "any")
 
     @classmethod
     def deny(cls, reason: str | None = None) -> ApprovalDecision:
         return cls("deny", reason=reason)
 
     @classmethod
-    def edit(cls, args: Mapping[str, Any]) -> ApprovalDecision:
-        return cls("edit", args=dict(args))
+    def edit(
+        cls, args: Mapping[str, Any], *, scope: Literal["once", "session"] = "once", ttl_s: float | None = None
+    ) -> ApprovalDecision:
+        return cls("edit", args=dict(args), scope=scope, ttl_s=ttl_s)
+
+    @property
+    def grants(self) -> bool:
+        """True when this yes also covers later calls (a session scope or a time to live)."""
+        return self.kind != "deny" and (self.scope != "once" or self.ttl_s is not None)
 
     @property
     def approved(self) -> bool:
@@ -95,8 +130,12 @@ def coerce_decision(value: object) -> ApprovalDecision:
         return ApprovalDecision.deny()
     if isinstance(value, Mapping):
         kind = value.get("type", value.get("decision"))
+        scope, ttl_s = _grant_of(value)
         if kind in ("approve", "accept", "approved"):
-            return ApprovalDecision.approve()
+            widen = value.get("args")
+            if widen not in (None, "any"):
+                raise ApprovalError("an 'approve' decision takes 'args' only as \"any\" (widening a grant)")
+            return ApprovalDecision.approve(scope=scope, ttl_s=ttl_s, args=widen)
         if kind in ("reject", "deny", "denied"):
             message = value.get("message", value.get("reason"))
             return ApprovalDecision.deny(message if isinstance(message, str) else None)
@@ -106,9 +145,20 @@ def coerce_decision(value: object) -> ApprovalDecision:
             if args is None and isinstance(edited, Mapping):
                 args = edited.get("args")
             if isinstance(args, Mapping):
-                return ApprovalDecision.edit(args)
+                return ApprovalDecision.edit(args, scope=scope, ttl_s=ttl_s)
             raise ApprovalError("an 'edit' decision needs 'args' as an object")
     raise ApprovalError(f"approver returned {type(value).__name__}, expected bool or ApprovalDecision")
+
+
+def _grant_of(value: Mapping[str, Any]) -> tuple[Literal["once", "session"], float | None]:
+    """The grant a resume dict asks for: ``"scope": "once" | "session"`` and ``"ttl_s": seconds``."""
+    scope = value.get("scope", "once")
+    if scope not in ("once", "session"):
+        raise ApprovalError(f"'scope' must be 'once' or 'session', not {scope!r}")
+    ttl_s = value.get("ttl_s")
+    if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float))):
+        raise ApprovalError("'ttl_s' must be a number of seconds")
+    return scope, None if ttl_s is None else float(ttl_s)
 
 
 def is_async_callable(fn: object) -> bool:

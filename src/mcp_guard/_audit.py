@@ -440,6 +440,12 @@ class CallEvent:
             event["trace_id"], event["span_id"] = ids
         if approval is not None:
             event["approval"] = approval.kind
+            if approval.grant is not None:  # a grant used (no human asked) or made by this yes
+                event["grant"] = approval.grant
+                if approval.grants:
+                    event["grant_scope"] = approval.scope if approval.ttl_s is None else f"{approval.scope}+ttl"
+                else:
+                    event["approval"] = "grant"
         if fail_open:
             event["fail_open"] = True
         if attempts > 1:
@@ -448,6 +454,8 @@ class CallEvent:
             event["retry_after_s"] = decision.retry_after_s
         if error_name is not None:
             event["error"] = error_name
+        if decision.pin is not None:  # a tool that is not the one reviewed: the hashes, for the reviewer
+            event["pin"] = {"pinned": decision.pin[0], "listed": decision.pin[1]}
         if shadow is not None:
             add_shadow_fields(event, shadow, args)
         return event

@@ -465,8 +465,14 @@ def _add_proxy(subparsers: Any) -> argparse.ArgumentParser:
     return add_proxy_parser(subparsers)
 
 
+def _add_pin(subparsers: Any) -> argparse.ArgumentParser:
+    from mcp_guard._cli_pin import add_pin_parser
+
+    return add_pin_parser(subparsers)
+
+
 #: Every subcommand, in the order ``--help`` lists them. Each adds its parser and sets ``func``.
-SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init, _add_proxy]
+SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init, _add_pin, _add_proxy]
 SUBCOMMANDS.append(add_inbox_parser)  # mcp-guard inbox (_inbox_web.py)
 SUBCOMMANDS += living.COMMANDS  # test, usage, audit (mcp_guard._cli_living)
 

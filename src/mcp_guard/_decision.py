@@ -23,6 +23,7 @@ Code = Literal[
     "approval_denied",
     "approval_timeout",
     "guard_unavailable",
+    "tool_changed",
 ]
 Scope = Literal["grant", "identity", "session", "global", "tool"]
 
@@ -90,6 +91,7 @@ _HINTS: dict[str, str] = {
     "approval_denied": "A human declined this call. Do not retry it; ask the user how to proceed.",
     "approval_timeout": "No human answered in time. Do not retry now; tell the user the call needs approval.",
     "guard_unavailable": "The policy guard could not check this call. Try again later.",
+    "tool_changed": "{tool} is not the tool that was reviewed. Do not retry it; tell the user it needs review.",
 }
 
 
@@ -131,6 +133,8 @@ class Decision:
     redact: tuple[str, ...] = ()
     retry: bool | None = None
     """The rule's ``retry``: True/False forces upstream retries on/off; None leaves it to the tool's annotations."""
+    pin: tuple[str | None, str] | None = None
+    """For a tool that differs from the pinned one: the pinned hash (None for a new tool) and the listed one."""
 
     # -- named constructors -------------------------------------------------------------------------
     @classmethod
@@ -192,6 +196,7 @@ class Decision:
             self.approval_description,
             self.redact,
             self.retry,
+            self.pin,
         )
 
     @property

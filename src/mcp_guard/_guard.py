@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,7 @@ from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, round_up
 from mcp_guard._errors import ConfigurationError, PolicyViolation
+from mcp_guard._pins import PinWatch, canonical_tool
 from mcp_guard._pipeline import Pipeline, PlainCall, sync_result, unavailable
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
     from mcp_guard._calls import AdmitKeywords, CallKeywords, RunKeywords
     from mcp_guard._usage import LimitUsage, UsageKeywords
+
+log = logging.getLogger("mcp_guard")
 
 PolicySource = Union[Policy, "Guard", Mapping[str, Any], str, "os.PathLike[str]"]
 
@@ -126,6 +130,8 @@ class Guard(Pipeline):
         # Built-in stores bound their own I/O; a third-party one is bounded by store_timeout_s (a hung call
         # is abandoned and the call refused as guard_unavailable).
         self._store_bounded = not isinstance(self.store, Store)
+        # Approval grants need a store that keeps them (the built-ins do); without, every approval asks again.
+        self._grants = bool(getattr(self.store, "supports_grants", False)) and hasattr(self.store, "find_grant")
         self.approver: Approver | None = approver
         self._asker = Asker.of(approver)  # normalised once: sync or async, asked from sync or async code
         self.audit_sinks: tuple[AuditSink, ...] = audit_sinks(audit)
@@ -356,7 +362,9 @@ class Guard(Pipeline):
         self._reload_listeners: list[Callable[[Policy], None]] = []
         self._policy_path: str | os.PathLike[str] | None = source if isinstance(source, (str, os.PathLike)) else None
         self._watcher: Any = None
-        self._set_policy(self.policy)
+        self._pins = None
+        self._pin_warned: set[str] = set()  # listed hashes already warned about (once each, not per listing)
+        self._set_policy(self.policy, PinWatch.for_policy(self.policy))
         if metrics:
             from mcp_guard._metrics import metrics_sink
 
@@ -368,13 +376,14 @@ class Guard(Pipeline):
 
             self._watcher = PolicyWatcher(self, self._policy_path).start()
 
-    def _set_policy(self, policy: Policy) -> None:
+    def _set_policy(self, policy: Policy, pins: PinWatch | None = None) -> None:
         # Modes first, so a call decided by the new policy finds them; the shadow table is kept once made,
         # since calls decided by the previous policy may still be finishing.
         if self._shadow is not None or Shadow.needed(policy, self.mode):
             shadow = self._shadow or Shadow(self.mode)
             shadow.use(policy)
             self._shadow = shadow
+        self._pins = pins
         self.policy = policy
         self._policy_hash = policy.hash
 
@@ -388,6 +397,40 @@ class Guard(Pipeline):
         if self._shadow is None:
             return False
         return self._shadow.mode_of(policy.evaluate(tool, {}, server=server, annotations=annotations)) == "shadow"
+
+    @property
+    def pinning(self) -> bool:
+        """True when the policy pins tools (a ``pins`` block): adapters then pass every listing to :meth:`listed`."""
+        return self._pins is not None
+
+    def listed(
+        self,
+        tool: str,
+        *,
+        server: str | None = None,
+        annotations: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        input_schema: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """A tool as a server listed it: whether adapters should show it to the model.
+
+        :meth:`exposes`, and, when the policy pins tools (``pins``), the listing is compared with the lock file:
+        a tool that changed or is new is remembered for its calls (refused with ``tool_changed`` or held for a
+        human, as ``on_change``/``on_new`` say) and left out here when the policy says ``hide``. Adapters call
+        this on every listing they see, with what the server said about the tool.
+        """
+        shown = self.exposes(tool, server=server, annotations=annotations)
+        pins = self._pins
+        if pins is None:
+            return shown
+        verdict = pins.listed(canonical_tool(tool, description, input_schema, annotations), server)
+        if verdict.drifted:
+            if verdict.new_hash not in self._pin_warned:
+                self._pin_warned.add(verdict.new_hash)
+                log.warning("pins: %s", verdict.describe())
+            if pins.action_for(verdict) == "hide":
+                return False
+        return shown
 
     def reload(self, source: Any = None) -> bool:
         """Load the policy file again (or ``source``: a path, dict or Policy) and put it in force if valid.

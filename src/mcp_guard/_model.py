@@ -369,6 +369,12 @@ BoolT = Annotated[bool, _Checked(_v_bool, {"type": "boolean"})]
 OptBoolT = Annotated[bool | None, _Checked(_v_optional_bool, {"type": "boolean"})]
 RateT = Annotated[str | None, _Checked(_v_rate_limit, {"type": "string", "pattern": _RATE_RE.pattern})]
 TextT = Annotated[str | None, _Checked(_v_text, {"type": "string"})]
+PIN_ACTIONS = ("deny", "hide", "require_approval")
+PinActionT = Annotated[
+    Literal["deny", "hide", "require_approval"],
+    _Checked(_one_of("a pin action", PIN_ACTIONS), {"enum": list(PIN_ACTIONS)}),
+]
+FileT = Annotated[str, _Checked(_v_text, {"type": "string", "minLength": 1})]
 TimeoutT = Annotated[float | None, _Checked(_v_timeout, {"type": "number", "exclusiveMinimum": 0})]
 PatternT = Annotated[str, _Checked(_v_pattern)]
 ClassT = Annotated[RiskClass, _Checked(_v_class)]
@@ -449,6 +455,22 @@ class AllTools(_RuleBase):
     """Limits and conditions applied to every call, in addition to the rule that matched."""
 
 
+class Pins(_StrictModel):
+    """Tool pinning: tools that differ from the lock file written by ``mcp-guard pin`` are not trusted."""
+
+    file: FileT = Field(description="the lock file written by `mcp-guard pin` (relative to the policy file)")
+    on_change: PinActionT = Field(
+        "deny",
+        description="a pinned tool whose description, schema or annotations changed: deny, hide or "
+        "require_approval (code tool_changed)",
+    )
+    on_new: PinActionT = Field(
+        "deny",
+        description="a tool the lock file does not name (new, or shadowing another): deny, hide or "
+        "require_approval (code tool_changed)",
+    )
+
+
 class PolicyDocument(_StrictModel):
     """An mcp-guard policy, version 1 (PolicyLayer policies load unchanged)."""
 
@@ -465,6 +487,7 @@ class PolicyDocument(_StrictModel):
     name: TextT = Field(None, description="shown in audit and CLI output")
     description: TextT = Field(None, description="free text")
     mode: ModeT = Field("enforce", description="enforce, or shadow: audit what would be refused, refuse nothing")
+    pins: Pins | None = Field(None, description="tool pinning: a lock file of the reviewed tools (spec section 11)")
     schema_ref: TextT = Field(
         None,
         alias="$schema",

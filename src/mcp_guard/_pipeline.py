@@ -39,6 +39,8 @@ from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge
 from mcp_guard._errors import ApprovalError, StoreError
+from mcp_guard._grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
+from mcp_guard._pins import PinWatch, pinned_decision
 from mcp_guard._policy import Policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._retry import not_sent as _not_sent
@@ -50,9 +52,11 @@ from mcp_guard._steps import (
     AttemptState,
     Call,
     Check,
+    FindGrant,
     Op,
     Release,
     Reserve,
+    SaveGrant,
     Sleep,
     Steps,
     StoreOp,
@@ -91,6 +95,8 @@ class Pipeline:
     sleep: Callable[[float], None]
     asleep: Callable[[float], Awaitable[None]]
     check_tool_schema: bool
+    _pins: PinWatch | None
+    _grants: bool
 
     # -- what the entry points start -----------------------------------------------------------------
 
@@ -183,6 +189,8 @@ class Pipeline:
             if decision.redact and decision.reason is not None:
                 # A reason may quote the argument that failed a check: never a redacted one (spec section 8).
                 decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
+            if self._pins is not None:
+                decision = pinned_decision(self._pins, decision, call.tool, call.server)
             return decision
         except Exception as exc:
             # Fail closed: a policy that cannot decide never lets a call through. The model is told the
@@ -236,8 +244,16 @@ class Pipeline:
         )
 
     def _check_steps(self, call: ToolCall) -> Steps[Decision]:
-        """Steps 1-4 for a pre-flight look: the decision, with the budget checked (nothing reserved)."""
+        """Steps 1-4 for a pre-flight look: the decision, with the budget checked (nothing reserved).
+
+        A call that needs approval but is covered by a grant is allowed here (nothing to pause for); the run
+        that follows finds the same grant.
+        """
         decision = self._evaluate(call)
+        if decision.needs_approval and self._grants:
+            granted = yield from self._find_grant_steps(call, decision, self.policy)
+            if granted is not None:
+                decision = decision.replace(action="allow")
         if not decision.denied and decision.limits:
             decision, _ = yield from self._budget_steps(decision, Check(decision.limits))
         return decision if self._shadow is None else checked(self._shadow, decision)
@@ -309,7 +325,57 @@ class Pipeline:
         return shadow_admit_steps(self._shadow, self._core_admit_steps, call, state, decision, asks)
 
     def _core_admit_steps(self, call: ToolCall, state: AttemptState, decision: Decision) -> Steps[Admission]:
-        """Steps 4-6 for a decided call: ask a human where needed (quota held meanwhile), then reserve."""
+        """Steps 4-6 for a decided call: ask a human where needed (quota held meanwhile), then reserve.
+
+        With a store that keeps approval grants, a call that needs approval is first looked up among them (a
+        grant answers yes, no human is asked), and a yes that grants (a session scope or a time to live) is
+        kept for later identical calls once the call it answered is admitted.
+        """
+        if not (self._grants and decision.needs_approval):
+            return (yield from self._approve_and_reserve_steps(call, state, decision))
+        policy = state.policy or self.policy
+        if state.approval is None:
+            state.approval = yield from self._find_grant_steps(call, decision, policy)
+        admission = yield from self._approve_and_reserve_steps(call, state, decision)
+        approval = admission.approval
+        if approval is not None and approval.grants and approval.grant is None and admission.decision.allowed:
+            admission.approval = yield from self._save_grant_steps(admission.call, decision, policy, approval)
+        return admission
+
+    def _find_grant_steps(self, call: ToolCall, decision: Decision, policy: Policy) -> Steps[ApprovalDecision | None]:
+        digests = lookup_digests(call.tool, call.server, call.args, call.session, decision, policy)
+        try:
+            found = yield FindGrant(grant_owner(call.identity), digests)
+        except StoreError as exc:  # no answer about grants: the human is asked, as without them
+            log.error("could not look up approval grants for %s: %s", call.tool, exc)
+            return None
+        return None if found is None else ApprovalDecision("approve", grant=found)
+
+    def _save_grant_steps(
+        self, call: ToolCall, decision: Decision, policy: Policy, approval: ApprovalDecision
+    ) -> Steps[ApprovalDecision]:
+        session_scope = approval.scope == "session"
+        digest = grant_digest(
+            call.tool,
+            call.server,
+            call.args,
+            call.session,
+            decision,
+            policy,
+            session_scope=session_scope,
+            any_args=approval.any_args,
+        )
+        if digest is None:  # a session grant for a call with no session: this yes covers this call only
+            return approval
+        grant_id = new_grant_id()
+        try:
+            yield SaveGrant(grant_owner(call.identity), digest, grant_id, grant_ttl(session_scope, approval.ttl_s))
+        except StoreError as exc:  # the call was approved; only later calls will ask again
+            log.error("could not keep the approval grant for %s: %s", call.tool, exc)
+            return approval
+        return approval.replace(grant=grant_id)
+
+    def _approve_and_reserve_steps(self, call: ToolCall, state: AttemptState, decision: Decision) -> Steps[Admission]:
         started = state.started
         state.decision = decision
         if decision.denied:
@@ -783,6 +849,10 @@ def _store_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
         return store.check(op.charges)
     if isinstance(op, Reserve):
         return store.reserve(op.charges)
+    if isinstance(op, FindGrant):
+        return cast(Store, store).find_grant(op.owner, op.digests)
+    if isinstance(op, SaveGrant):
+        return cast(Store, store).save_grant(op.owner, op.digest, op.grant_id, op.ttl_s)
     return store.release(op.charges, op.token)
 
 
@@ -791,6 +861,10 @@ async def _astore_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
         return await store.acheck(op.charges)
     if isinstance(op, Reserve):
         return await store.areserve(op.charges)
+    if isinstance(op, FindGrant):
+        return await cast(Store, store).afind_grant(op.owner, op.digests)
+    if isinstance(op, SaveGrant):
+        return await cast(Store, store).asave_grant(op.owner, op.digest, op.grant_id, op.ttl_s)
     return await store.arelease(op.charges, op.token)
 
 
@@ -802,8 +876,12 @@ def _verdict_of(op: StoreOp, value: Any, error: BaseException | None) -> Any:
 
 def _checked_verdict(op: StoreOp, value: Any) -> Any:
     """A store's answer, or StoreError when it is not a Verdict the guard can act on (fail closed)."""
-    if isinstance(op, Release):
+    if isinstance(op, (Release, SaveGrant)):
         return None
+    if isinstance(op, FindGrant):
+        if value is not None and not isinstance(value, str):
+            raise StoreError(f"the store returned a grant id of type {type(value).__name__}")
+        return value
     if not isinstance(value, Verdict) or type(value.ok) is not bool:
         raise StoreError(f"the store returned {type(value).__name__}, not a Verdict")
     if isinstance(op, Reserve) and value.ok and value.token is not None and not isinstance(value.token, str):

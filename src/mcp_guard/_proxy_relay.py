@@ -379,7 +379,13 @@ class Relay:
             for t in tools
             if isinstance(t, dict)
             and isinstance(t.get("name"), str)
-            and guard.exposes(t["name"], server=server, annotations=tool_annotations(t.get("annotations")))
+            and guard.listed(  # compared with the policy's pins, if any, at every listing
+                t["name"],
+                server=server,
+                annotations=tool_annotations(t.get("annotations")),
+                description=t.get("description") if isinstance(t.get("description"), str) else None,
+                input_schema=t.get("inputSchema") if isinstance(t.get("inputSchema"), dict) else None,
+            )
         ]
         if len(shown) == len(tools):
             return line

@@ -293,7 +293,15 @@ class GuardProxy:
         link.remember(result.tools)
         guard, server = self.guard, self._server_name(link)
         shown = [
-            t for t in result.tools if guard.exposes(t.name, server=server, annotations=tool_annotations(t.annotations))
+            t
+            for t in result.tools
+            if guard.listed(  # compared with the policy's pins, if any, at every listing
+                t.name,
+                server=server,
+                annotations=tool_annotations(t.annotations),
+                description=t.description,
+                input_schema=getattr(t, "inputSchema", None) or getattr(t, "input_schema", None),
+            )
         ]
         return types.ServerResult(result.model_copy(update={"tools": shown}))
 

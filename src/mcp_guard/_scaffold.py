@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, TextIO, cast
 
 from mcp_guard._cli_common import command, describe_error, fail
+from mcp_guard._compat import tool_annotations
 from mcp_guard._errors import MissingExtraError
+from mcp_guard._pins import canonical_tool
 from mcp_guard._policy import risk_class as _policy_risk_class
 
 # The rate limit written for write tools: generous enough not to get in a human's way, tight enough to stop a
@@ -49,6 +51,8 @@ class ToolInfo:
     name: str
     description: str | None = None
     annotations: Mapping[str, Any] = field(default_factory=dict)
+    pin_form: Mapping[str, Any] = field(default_factory=dict)
+    """The tool as ``mcp-guard pin`` locks it (:func:`mcp_guard._pins.canonical_tool`): schema and title too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +197,12 @@ async def read_server(command: Sequence[str] | str, *, timeout_s: float = 30.0, 
             while True:
                 page = await _list_tools_page(session, cursor)
                 for tool in page.tools:
-                    tools.append(ToolInfo(tool.name, tool.description, _annotations(tool)))
+                    schema = _field(tool, "input_schema", "inputSchema")
+                    form = canonical_tool(
+                        tool.name, tool.description, schema if isinstance(schema, Mapping) else None,
+                        tool_annotations(tool.annotations),
+                    )  # fmt: skip
+                    tools.append(ToolInfo(tool.name, tool.description, _annotations(tool), form))
                 cursor = _field(page, "next_cursor", "nextCursor")
                 if not cursor:
                     break

@@ -75,8 +75,26 @@ class Answer:
     reason: str | None = None
 
 
-Op = Check | Reserve | Release | Ask | Call | Sleep
-StoreOp = Check | Reserve | Release
+@dataclass(slots=True)
+class FindGrant:
+    """Look up an approval grant among ``digests`` under ``owner`` (answer: its id, or None)."""
+
+    owner: str
+    digests: list[str]
+
+
+@dataclass(slots=True)
+class SaveGrant:
+    """Keep an approval grant for ``ttl_s`` seconds (answer: None)."""
+
+    owner: str
+    digest: str
+    grant_id: str
+    ttl_s: float
+
+
+Op = Check | Reserve | Release | Ask | Call | Sleep | FindGrant | SaveGrant
+StoreOp = Check | Reserve | Release | FindGrant | SaveGrant
 Steps = Generator[Op, Any, T]
 
 
@@ -98,4 +116,18 @@ class AttemptState:
     """The tool has been called (at least once): from here on an exception is the tool's, not the guard's."""
 
 
-__all__ = ["Answer", "Ask", "AttemptState", "Call", "Check", "Op", "Release", "Reserve", "Sleep", "Steps", "StoreOp"]
+__all__ = [
+    "Answer",
+    "Ask",
+    "AttemptState",
+    "Call",
+    "Check",
+    "FindGrant",
+    "Op",
+    "Release",
+    "Reserve",
+    "SaveGrant",
+    "Sleep",
+    "Steps",
+    "StoreOp",
+]

@@ -163,6 +163,25 @@ class Store(ABC):
     async def ausage(self, charges: Sequence[LimitCharge]) -> list[Usage]:
         return self.usage(charges)
 
+    # -- approval grants (spec section 11): a key per grant, with a time to live -----------------------------
+
+    supports_grants: ClassVar[bool] = False
+    """Whether :meth:`find_grant`/:meth:`save_grant` work; without them every approval asks again."""
+
+    def find_grant(self, owner: str, digests: Sequence[str]) -> str | None:
+        """The id of the first live grant among ``digests`` (all kept under ``owner``), or None."""
+        raise NotImplementedError
+
+    def save_grant(self, owner: str, digest: str, grant_id: str, ttl_s: float) -> None:
+        """Keep a grant for ``ttl_s`` seconds (replacing one with the same key)."""
+        raise NotImplementedError
+
+    async def afind_grant(self, owner: str, digests: Sequence[str]) -> str | None:
+        return self.find_grant(owner, digests)
+
+    async def asave_grant(self, owner: str, digest: str, grant_id: str, ttl_s: float) -> None:
+        self.save_grant(owner, digest, grant_id, ttl_s)
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to close
         """Release connections. Safe to call twice."""
 

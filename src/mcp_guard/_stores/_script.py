@@ -170,6 +170,21 @@ end
 return out
 """
 
+# Approval grants: the first live key among KEYS (all one owner's, so one slot in a cluster); and one key set
+# with a time to live in milliseconds.
+_FIND_GRANT = """
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then return v end
+end
+return false
+"""
+_SAVE_GRANT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_FIND_GRANT_SHA = hashlib.sha1(_FIND_GRANT.encode()).hexdigest()
+_SAVE_GRANT_SHA = hashlib.sha1(_SAVE_GRANT.encode()).hexdigest()
 _DECIDE_SHA = hashlib.sha1(_DECIDE.encode()).hexdigest()
 _RELEASE_SHA = hashlib.sha1(_RELEASE.encode()).hexdigest()
 _USAGE_SHA = hashlib.sha1(_USAGE.encode()).hexdigest()
@@ -347,7 +362,36 @@ class ScriptStore(Store):
         """The ZSET and the HASH of one budget key."""
         return f"{self._prefix}:log:{key}", f"{self._prefix}:meta:{key}"
 
+    def _grant_key(self, owner: str, digest: str) -> str:
+        """Where one approval grant lives (a cluster tags the owner, so one caller's grants share a slot)."""
+        return f"{self._prefix}:grant:{owner}:{digest}"
+
     # -- the public methods: one flow each, driven blocking or on the loop ---------------------------
+
+    supports_grants = True
+
+    def find_grant(self, owner: str, digests: Sequence[str]) -> str | None:
+        return run(self._find_grant(self._lane, owner, digests)) if digests else None
+
+    def save_grant(self, owner: str, digest: str, grant_id: str, ttl_s: float) -> None:
+        run(self._save_grant(self._lane, owner, digest, grant_id, ttl_s))
+
+    async def afind_grant(self, owner: str, digests: Sequence[str]) -> str | None:
+        return await arun(self._find_grant(self._alane, owner, digests)) if digests else None
+
+    async def asave_grant(self, owner: str, digest: str, grant_id: str, ttl_s: float) -> None:
+        await arun(self._save_grant(self._alane, owner, digest, grant_id, ttl_s))
+
+    def _find_grant(self, lane: Callable[[], Any], owner: str, digests: Sequence[str]) -> Flow[str | None]:
+        keys = [self._grant_key(owner, d) for d in digests]
+        reply = yield from self._call(lane(), (_FIND_GRANT, _FIND_GRANT_SHA, keys, []))
+        return reply.decode() if isinstance(reply, bytes) else (reply if isinstance(reply, str) else None)
+
+    def _save_grant(self, lane: Callable[[], Any], owner: str, digest: str, grant_id: str, ttl_s: float) -> Flow[None]:
+        millis = max(1, int(ttl_s * 1000))
+        yield from self._call(
+            lane(), (_SAVE_GRANT, _SAVE_GRANT_SHA, [self._grant_key(owner, digest)], [grant_id, millis])
+        )
 
     def check(self, charges: Sequence[LimitCharge]) -> Verdict:
         return ADMIT if not charges else run(self._decide(self._lane, charges, False))

@@ -23,6 +23,8 @@ from typing import Any
 from mcp_guard._decision import LimitCharge
 from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict, plan
 
+_MAX_GRANTS = 100_000  # approval grants kept at most (oldest dropped first beyond that)
+
 # How often (in the store's clock) idle keys are swept out. Keys seen again are pruned on access anyway;
 # the sweep only bounds memory for keys that are never seen again (one per caller identity, say).
 _SWEEP_EVERY_S = 60.0
@@ -111,6 +113,7 @@ class MemoryStore(Store):
         self._logs: dict[str, _Log] = {}
         self._seq = itertools.count(1)
         self._next_sweep = float("-inf")
+        self._grants: dict[tuple[str, str], tuple[str, float]] = {}  # (owner, digest) -> (grant id, until)
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> MemoryStore:
@@ -202,6 +205,29 @@ class MemoryStore(Store):
         dead = [k for k, log in self._logs.items() if not log.entries or log.entries[-1][0] <= now - log.window]
         for key in dead:
             del self._logs[key]
+
+    supports_grants = True
+
+    def find_grant(self, owner: str, digests: Sequence[str]) -> str | None:
+        with self._lock:
+            now = self.clock()
+            for digest in digests:
+                entry = self._grants.get((owner, digest))
+                if entry is not None:
+                    if entry[1] > now:
+                        return entry[0]
+                    del self._grants[(owner, digest)]
+        return None
+
+    def save_grant(self, owner: str, digest: str, grant_id: str, ttl_s: float) -> None:
+        with self._lock:
+            now = self.clock()
+            if len(self._grants) >= _MAX_GRANTS:  # expired ones first; a store is not an unbounded cache
+                for key in [k for k, (_, until) in self._grants.items() if until <= now]:
+                    del self._grants[key]
+                while len(self._grants) >= _MAX_GRANTS:
+                    del self._grants[next(iter(self._grants))]
+            self._grants[(owner, digest)] = (grant_id, now + ttl_s)
 
     def close(self) -> None:
         """Forget every budget (a closed memory store starts empty if used again)."""

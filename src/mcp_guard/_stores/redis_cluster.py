@@ -160,6 +160,9 @@ class RedisClusterStore(ScriptStore):
         tagged = f"{_braces(counter)}:{{{_braces(owner)}}}"
         return f"{self._tagged_prefix}:log:{tagged}", f"{self._tagged_prefix}:meta:{tagged}"
 
+    def _grant_key(self, owner: str, digest: str) -> str:
+        return f"{self._tagged_prefix}:grant:{{{_braces(owner)}}}:{digest}"
+
     def _slot(self, redis_key: str) -> int:
         slot: int = self._redis.crc.key_slot(redis_key.encode())
         return slot

@@ -55,7 +55,14 @@ def _install_tool_filter(server: Any, binding: _Binding) -> None:
     through the server's ``tool_filter`` (composed with its own) or, without one, around ``list_tools``."""
 
     def shown(tool: Any) -> bool:
-        if binding.guard.exposes(tool.name, server=binding.server, annotations=binding.saw_mcp_tool(tool)):
+        schema = getattr(tool, "inputSchema", None) or getattr(tool, "input_schema", None)  # mcp 1.x / 2.x
+        if binding.guard.listed(  # compared with the policy's pins at every listing
+            tool.name,
+            server=binding.server,
+            annotations=binding.saw_mcp_tool(tool),
+            description=getattr(tool, "description", None),
+            input_schema=schema if isinstance(schema, Mapping) else None,
+        ):
             binding.unlisted.pop(tool.name, None)
             return True
         binding.unlisted[tool.name] = tool

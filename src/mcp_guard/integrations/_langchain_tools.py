@@ -75,6 +75,22 @@ def _annotations(tool: BaseTool | None) -> Mapping[str, Any] | None:
     return metadata if isinstance(metadata, Mapping) else None
 
 
+def _listed(guard: Guard, tool: BaseTool, server: str | None) -> bool:
+    """:meth:`Guard.listed` for a LangChain tool: whether to show it, comparing it with the policy's pins.
+
+    langchain-mcp-adapters keeps the MCP tool's description (``""`` for none), its ``inputSchema`` dict as
+    ``args_schema`` and its annotations in ``metadata``: the fields ``mcp-guard pin`` locks.
+    """
+    schema = getattr(tool, "args_schema", None)
+    return guard.listed(
+        tool.name,
+        server=server,
+        annotations=_annotations(tool),
+        description=tool.description,
+        input_schema=schema if isinstance(schema, Mapping) else None,
+    )
+
+
 def _mcp_server_of(tool: BaseTool | None) -> str | None:
     """The MCP server a langchain-mcp-adapters tool was loaded from (``load_mcp_tools(..., server_name=...)``).
 

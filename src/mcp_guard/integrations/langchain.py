@@ -42,6 +42,7 @@ try:
         _annotations,
         _error_handler,
         _guarded,
+        _listed,
         _mcp_server_of,
         _server_for,
         _tool_schema,
@@ -107,7 +108,7 @@ def wrap_tools(
                 "use GuardMiddleware for other tools"
             )
         tool_server = _server_for(server, tool.name) or _mcp_server_of(tool)
-        if hide_denied and not guard.exposes(tool.name, server=tool_server, annotations=_annotations(tool)):
+        if not _listed(guard, tool, tool_server) and hide_denied:  # listed first: pins see every listing
             continue
         spec = _ToolSpec(tool, guard, identity, session, tool_server)
         update: dict[str, Any] = {"handle_tool_error": _error_handler(tool.handle_tool_error)}
@@ -165,6 +166,7 @@ class GuardInterceptor:
         for tool in tools:
             self._schemas[tool.name] = _tool_schema(tool)
             self._annotations[tool.name] = _annotations(tool)
+            _listed(self.guard, tool, _mcp_server_of(tool))  # a listing: compared with the policy's pins
         return self
 
     async def __call__(
@@ -247,14 +249,17 @@ class GuardMiddleware(AgentMiddleware):
         return self._name
 
     def _visible(self, request: ModelRequest) -> ModelRequest:
+        server, guard = self.server, self.guard
         if not self.hide_denied:
+            if guard.pinning:  # the tools the model is shown are a listing: compare them with the pins
+                for t in request.tools:
+                    if isinstance(t, BaseTool):
+                        _listed(guard, t, _server_for(server, t.name) or _mcp_server_of(t))
             return request
-        server, exposes = self.server, self.guard.exposes
         tools = [
             t
             for t in request.tools
-            if not isinstance(t, BaseTool)
-            or exposes(t.name, server=_server_for(server, t.name) or _mcp_server_of(t), annotations=_annotations(t))
+            if not isinstance(t, BaseTool) or _listed(guard, t, _server_for(server, t.name) or _mcp_server_of(t))
         ]
         return request if len(tools) == len(request.tools) else request.override(tools=tools)
 

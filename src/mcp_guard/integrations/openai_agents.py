@@ -124,7 +124,14 @@ def guard_tools(
         annotations = binding.annotations[tool.name] = _annotations_of(tool)
         binding.schemas[tool.name] = _function_tool_schema(tool)
         wrapped = _guard_function_tool(tool, binding, guardrail, annotations)
-        if guard.exposes(tool.name, server=server, annotations=annotations):
+        schema = getattr(tool, "params_json_schema", None)
+        if guard.listed(
+            tool.name,
+            server=server,
+            annotations=annotations,
+            description=getattr(tool, "description", None),
+            input_schema=schema if isinstance(schema, Mapping) else None,
+        ):
             guarded.append(wrapped)
         else:
             # Kept from the model, but a call to it is answered by the guard (hidden / denied), not the SDK.
