@@ -22,13 +22,14 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
   JSON; :func:`reject` does the same at once.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
   MCP servers; left out of the list for function tools). A call to one anyway is answered by the guard
-  (``hidden`` / ``denied``, audited) and the run goes on: see ``_agents_sdk.extend_tool_lookup``.
+  (``hidden`` / ``denied``, audited) and the run goes on: see ``_agents_private.extend_tool_lookup``.
 
 Known limits (the SDK decides these, not us): a tool wired to the SDK's approval flow whose arguments are
 not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
 is refused with ``invalid_arguments`` after approval; a call our guardrail admitted that the SDK then never
 starts (its task cancelled) keeps its reserved quota until the window passes and writes no audit event.
-What this module reads of the SDK's internals lives in :mod:`mcp_guard.integrations._agents_sdk`.
+What this module reads of the SDK's internals lives in :mod:`mcp_guard.integrations._agents_sdk`; the private
+SDK functions it replaces, and why, are listed in :mod:`mcp_guard.integrations._agents_private`.
 
 Identity and session come from the run context (``Runner.run(..., context=...)``): a ``user_id`` /
 ``session_id`` key of a mapping or attribute of an object, unless ``identity=`` / ``session=`` is a string or
@@ -50,7 +51,7 @@ from mcp_guard._guard import PolicySource, ToolCall
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 
 # The private modules below ask for the extra the same way (their imports need the SDK).
-from mcp_guard.integrations import _agents_mcp, _agents_sdk  # noqa: E402
+from mcp_guard.integrations import _agents_mcp, _agents_private  # noqa: E402
 from mcp_guard.integrations._agents_binding import (  # noqa: E402
     _annotations_of,
     _Binding,
@@ -129,7 +130,7 @@ def guard_tools(
         else:
             # Kept from the model, but a call to it is answered by the guard (hidden / denied), not the SDK.
             binding.unlisted[tool.name] = wrapped
-    _agents_sdk.extend_tool_lookup(_unlisted_tools)
+    _agents_private.extend_tool_lookup(_unlisted_tools)
     return guarded
 
 
@@ -201,7 +202,7 @@ def guard_mcp_server(
     binding = _Binding(guard, server=server.name, identity=identity, session=session, wrapped=True)
     guardrail = _make_guardrail(binding, f"mcp_guard_policy[{server.name}]")
     _agents_mcp.install(server, binding, guardrail)
-    _agents_sdk.extend_tool_lookup(_unlisted_tools)
+    _agents_private.extend_tool_lookup(_unlisted_tools)
     return server
 
 
