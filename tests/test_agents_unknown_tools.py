@@ -316,3 +316,17 @@ async def test_an_agent_no_guard_is_tied_to_is_the_sdks_business() -> None:
     guard_tools(tools, Guard(POLICY))  # a guard elsewhere in the process
     with pytest.raises(ModelBehaviorError):
         await Runner.run(Agent(name="a", model=script(call("no_such_tool", {}, "u1")), tools=tools), "go")
+
+
+@in_module_loop
+async def test_with_guard_run_config_the_private_fallback_stays_out() -> None:
+    # The fallback is installed (an adapter was built) but a run with guard_run_config is answered by the SDK's
+    # public formatter: it is told no arguments, so the event has none (the fallback would record {"x": ...}).
+    sink = MemorySink()
+    guard = Guard(POLICY, audit=sink)
+    tools = guard_tools(list(function_tools([]).values()), guard)
+    assert getattr(turn_resolution.process_model_response, "_mcp_guard_original", None) is not None
+    model = script(call("no_such_tool", {"x": 1}, "u1"))
+    result = await Runner.run(Agent(name="a", model=model, tools=tools), "go", run_config=guard_run_config(guard))
+    assert result.final_output == "done"
+    assert [(e["tool"], e["args"]) for e in sink.events] == [("no_such_tool", {})]

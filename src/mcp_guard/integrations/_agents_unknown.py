@@ -56,9 +56,11 @@ async def refuse(
     Returns the decision without applying ``on_violation`` (callers deliver it in their SDK's terms).
     """
     tool = binding.raw_names.get(public, public)
+    kept = tool in binding.unlisted
+    if not kept:  # not a tool of this binding: nothing about the call is known but its name
+        tool = public
     who = binding.who(run_context, tool, call_id)
-    if tool not in binding.unlisted:
-        # Not a tool of this binding's server or tool list: nothing about the call is known but its name.
+    if not kept:
         who.update(server=None, annotations=None, tool_schema=None)
     guard = binding.guard
     decision = _decision(guard, tool, who)
