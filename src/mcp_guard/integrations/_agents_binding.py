@@ -290,7 +290,7 @@ class _Binding:
 
 
 #: Every binding alive in this process, to find the guard that keeps a tool back when nothing else ties the call
-#: to it (the SDK's tool_error_formatter is not told the agent; guard_tools may leave an agent no tool of ours).
+#: to it (the SDK's tool_error_formatter is not told the agent; an agent may hold none of a guard's tools).
 LIVE: weakref.WeakSet[_Binding] = weakref.WeakSet()
 _SERIALS = itertools.count()
 

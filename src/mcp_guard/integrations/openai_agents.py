@@ -333,9 +333,10 @@ def _not_shown_tools(agent: Any, names: list[str]) -> list[Any]:
     runs without :func:`guard_run_config`; see ``_agents_private.extend_tool_lookup``).
 
     A tool one of the agent's guards keeps back is its guarded self (its guardrail refuses the call, or admits it
-    if a reload has since allowed it). Any other name gets a tool that only refuses: through the guard that keeps
-    a tool of that name back (guard_tools may leave the agent no tool to tie it to that guard), else through the
-    agent's first guard as an unknown tool. An agent no guard is tied to gets nothing: the SDK decides.
+    if a reload has since allowed it). Any other name gets a tool that only refuses: through a guard that keeps a
+    tool of that name back (one not tied to this agent, e.g. a guard_tools list rebuilt into another list), else
+    through the agent's first guard as an unknown tool. An agent no guard is tied to gets nothing for a name no
+    guard keeps back: the SDK decides, as it would without mcp-guard.
     """
     owners = list({id(b): (b, s) for b, s, _ in _guarded(agent)}.values())
     prefer = owners[0][0].guard if owners else None
