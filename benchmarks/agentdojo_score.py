@@ -87,6 +87,7 @@ class UserTaskResult:
     suite: str
     task: str
     calls: list[CallOutcome]
+    environment: Any = field(default=None, repr=False)  # the environment after the replay (what the tools did)
 
     @property
     def verdict(self) -> Verdict:
@@ -101,6 +102,7 @@ class PairingResult:
     vectors: tuple[str, ...]
     delivered: bool  # the attacker's text reached the agent through a user-task call's result
     calls: list[CallOutcome]  # the injection task's calls only
+    environment: Any = field(default=None, repr=False)  # the environment after the replay (what the tools did)
 
     @property
     def verdict(self) -> Verdict | None:
@@ -293,7 +295,7 @@ class Replayer:
         env = task.init_environment(self.replay.environment())
         calls = task.ground_truth(env.model_copy(deep=True))
         self.user_request(session, task.PROMPT)
-        return UserTaskResult(self.replay.name, task_id, [self.call(session, env, c) for c in calls])
+        return UserTaskResult(self.replay.name, task_id, [self.call(session, env, c) for c in calls], env)
 
     def pairing(self, user_id: str, injection_id: str) -> PairingResult:
         suite = self.replay.suite
@@ -310,16 +312,21 @@ class Replayer:
                 delivered = True
                 break
         calls = [self.call(session, env, c) for c in injection.ground_truth(env.model_copy(deep=True))]
-        return PairingResult(self.replay.name, user_id, injection_id, vectors, delivered, calls)
+        return PairingResult(self.replay.name, user_id, injection_id, vectors, delivered, calls, env)
 
 
 def score_suite(replay: SuiteReplay, policy: Any, *, injections: bool = True) -> SuiteScore:
     replayer = Replayer(replay, policy)
     users = sorted(replay.suite.user_tasks, key=task_number)
-    score = SuiteScore(replay.name, [replayer.user_task(t) for t in users])
+    score = SuiteScore(replay.name)
+    for task in users:
+        score.users.append(replayer.user_task(task))
+        score.users[-1].environment = None  # hundreds of workspace environments would not fit in memory
     if injections:
         for inj in sorted(replay.suite.injection_tasks, key=task_number):
-            score.pairings += [replayer.pairing(u, inj) for u in users]
+            for task in users:
+                score.pairings.append(replayer.pairing(task, inj))
+                score.pairings[-1].environment = None
     return score
 
 
@@ -327,7 +334,7 @@ def score_suite(replay: SuiteReplay, policy: Any, *, injections: bool = True) ->
 
 
 def load_policy_set(directory: Path, suites: Sequence[str]) -> dict[str, Any] | str:
-    """Each suite's policy from ``directory``, or why the set does not load on this mcp-guard (one line)."""
+    """Each suite's policy from ``directory``, or why the set does not load on this mcp-guard (short)."""
     from mcp_guard import Policy, PolicyError
 
     policies: dict[str, Any] = {}
@@ -336,8 +343,9 @@ def load_policy_set(directory: Path, suites: Sequence[str]) -> dict[str, Any] | 
         try:
             policies[suite] = Policy.load(path)
         except (PolicyError, OSError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return f"{path.relative_to(ROOT)}: {first}"
+            # The loader's first line counts the problems; the next one names the first of them.
+            lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+            return f"{path.name}: " + (" ".join(lines[-1:] if len(lines) < 2 else lines[1:2]) or type(exc).__name__)
     return policies
 
 
@@ -507,11 +515,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         policies = load_policy_set(directory, opts.suites)
         where = directory.relative_to(ROOT) if directory.is_relative_to(ROOT) else directory
         if isinstance(policies, str):
-            language = f"{label}'s language" if label in POLICY_SETS else "these"
-            print(
-                f"policies {where}: not scored: {language} policies do not load on mcp-guard "
-                f"{mcp_guard.__version__} ({policies})\n"
-            )
+            which = f"these policies (in {label}'s language)" if label in POLICY_SETS else "these policies"
+            print(f"policies {where}: not scored: {which} do not load on mcp-guard {mcp_guard.__version__}")
+            print(f"  {policies}\n")
             status = 1
             continue
         scores = [score_suite(replays[s], policies[s], injections=not opts.no_injections) for s in opts.suites]
