@@ -164,6 +164,27 @@ class RecordingApprover:
         return self.requests[session][-1]
 
 
+class ReplayClock:
+    """The guard's clock: a second per call, a day between sessions.
+
+    The replay runs hundreds of sessions in a minute; on the wall clock, the policies' per-minute limits would
+    count calls of unrelated sessions together (a limit scoped to the caller spans sessions). Real sessions
+    happen at different times, so each starts a day after the last.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def next_call(self) -> None:
+        self.now += 1.0
+
+    def next_session(self) -> None:
+        self.now += 86_400.0
+
+
 # -- AgentDojo: environments, tools, injections ------------------------------------------------------------
 
 
@@ -262,16 +283,19 @@ class Replayer:
 
         self.replay = replay
         self.approver = RecordingApprover()
-        self.guard = Guard(policy, approver=self.approver)
+        self.clock = ReplayClock()
+        self.guard = Guard(policy, approver=self.approver, clock=self.clock)
         self._observe: Callable[..., Any] | None = getattr(self.guard, "observe_input", None)
 
     def user_request(self, session: str, text: str) -> None:
-        """The user's own words, for provenance (0.3); a 0.2 guard has no session memory to feed."""
+        """A new session starts with the user's own words: for provenance (0.3); 0.2 has no session memory."""
+        self.clock.next_session()
         if self._observe is not None:
             self._observe(text, session=session)
 
     def call(self, session: str, env: Any, call: Any) -> CallOutcome:
         name: str = call.function
+        self.clock.next_call()
         before = self.approver.count(session)
         out = self.guard.invoke(
             name,
