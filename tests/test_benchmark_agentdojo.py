@@ -214,3 +214,15 @@ def test_a_policy_set_that_does_not_load_is_reported_not_crashed(
     assert status == 1
     assert "do not load" in out
     assert "no_such_field" in out
+
+
+def test_sessions_replayed_in_the_same_minute_do_not_share_a_per_minute_limit(harness: Any, banking: Any) -> None:
+    # One call a minute per caller: each session makes one such call, and sessions happen at different times.
+    replayer = harness.Replayer(banking, policy({"get_most_recent_transactions": {"rate_limit": "1/minute"}}))
+    assert [replayer.user_task(t).verdict for t in ("user_task_1", "user_task_7", "user_task_8")] == ["passed"] * 3
+    # Within a session the limit still counts: the same read twice in one session, the second is refused.
+    twice = harness.Replayer(banking, policy({"get_most_recent_transactions": {"rate_limit": "1/minute"}}))
+    calls = list(banking.suite.user_tasks["user_task_1"].ground_truth(banking.environment())) * 2
+    env = banking.environment()
+    twice.user_request("s", "twice")
+    assert [twice.call("s", env, c).code for c in calls] == [None, "rate_limited"]
