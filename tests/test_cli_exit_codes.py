@@ -97,6 +97,12 @@ def cases(s: Setup) -> dict[str, Case]:
         "init_not_mcp": Case(
             [*CLI, "init", "--timeout", "60", "--", *NOT_MCP], 2, ("mcp-guard init:", "hello, I am not an MCP")
         ),
+        "init_cannot_write": Case(
+            [*CLI, "init", "--output", str(tmp / "no-such-dir" / "policy.json"), "--", *upstream_command()],
+            2,
+            ("mcp-guard init: cannot write", "no-such-dir"),
+            env={"FASTMCP_LOG_LEVEL": "WARNING"},  # the server's own stderr passes through: keep it quiet
+        ),
         "init_unreachable": Case([*CLI, "init", nowhere], 2, ("mcp-guard init:", nowhere)),
         "proxy_missing_policy": Case(
             [*CLI, "proxy", "--policy", str(tmp / "missing.json"), "--", *NOT_MCP],

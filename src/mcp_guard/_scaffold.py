@@ -287,7 +287,9 @@ def run_init(args: argparse.Namespace) -> int:
     streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; write tools
     rate-limited; destructive tools require approval.
     """
-    # Exit 0 on success, 2 when the server cannot be started or read.
+    # Exit 0 on success, 2 when the server cannot be started or read, or the output cannot be written.
+    if not args.timeout > 0:
+        return fail("--timeout must be > 0", subcommand="init")
     command = list(args.server_command)
     if command and command[0] == "--":
         command = command[1:]
@@ -316,9 +318,15 @@ def run_init(args: argparse.Namespace) -> int:
         # Startup failures surface as OSError or as an ExceptionGroup from the transport's task group.
         why = describe_error(exc) + held.hint()
         return fail(f"could not read tools from {shown!r}: {why}", subcommand="init")
-    text = render(starter_policy(server), _format_for(args.output, args.format))
+    try:
+        text = render(starter_policy(server), _format_for(args.output, args.format))
+    except MissingExtraError as exc:  # YAML asked for, without the 'yaml' extra
+        return fail(str(exc), subcommand="init")
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return fail(f"cannot write {args.output}: {exc.strerror or exc}", subcommand="init")
         print(f"wrote {args.output}: {len(server.tools)} tools from {server.name or shown}", file=sys.stderr)
     else:
         sys.stdout.write(text)
