@@ -39,6 +39,7 @@ from mcp_guard._cli_common import (
     EXIT_USAGE,
     POLICY_FILE_HELP,
     command,
+    one_line_logging,
 )
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
@@ -501,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
     func: Callable[[argparse.Namespace], int] = args.func
+    one_line_logging(getattr(args, "subcommand", None))  # what libraries log: one line each, no traceback
     try:
         return func(args)
     except BrokenPipeError:
