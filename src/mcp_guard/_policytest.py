@@ -214,7 +214,11 @@ def load_cases(path: str | os.PathLike[str]) -> CaseFile:
     try:
         data = parse_json(text, str(p)) if p.suffix.lower() == ".json" else parse_yaml(text, str(p))
     except PolicyError as exc:
-        raise CaseFileError(" ".join(str(exc).split())) from exc
+        # The readers are the policy's (the same bounds on size, depth, numbers); their words are about a policy.
+        detail = "; ".join(e.get("message", "") for e in exc.errors) or str(exc)
+        detail = detail.replace("it needs at least 'version' and 'default'", "it needs 'cases'")
+        detail = detail.replace("the policy is", "the file is").replace("a policy needs", "a case file needs")
+        raise CaseFileError(f"cannot read {p}: {' '.join(detail.split())}") from exc
     try:
         return CaseFile.model_validate(data)
     except ValidationError as exc:
