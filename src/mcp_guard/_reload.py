@@ -182,6 +182,7 @@ class PolicyWatcher:
 
     def _watch(self) -> None:
         assert self._watchfiles is not None
+        failing = False
         while not self._stop.is_set():
             dirs = watch_dirs(self._path)
             if not dirs:  # even the directory is gone: look again after a while (it may come back)
@@ -210,10 +211,15 @@ class PolicyWatcher:
                     if watch_dirs(self._path) != dirs:
                         break  # a link now leads elsewhere: watch the directories it leads through now
             except Exception as exc:  # a watched directory removed under the watch, a watch limit hit...
-                log.warning("policy watch on %s failed (%s); watching again", ", ".join(sorted(dirs)), exc)
+                # Said once, not every interval while it lasts; the state is still compared meanwhile (polling).
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "policy watch on %s failed (%s); polling meanwhile", ", ".join(sorted(dirs)), exc)
+                failing = True
                 if self._stop.wait(self._interval):
                     return
                 self._check()
+            else:
+                failing = False
 
     def _check(self, *, force: bool = False) -> None:
         state = file_state(self._path)  # taken before the read: a write after it changes it again
