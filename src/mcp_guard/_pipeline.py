@@ -114,9 +114,11 @@ class Pipeline:
         decision: Decision | None = None
         if approval is None:
             decision = self._evaluate(call, policy)
-            if decision.denied and self._shadow is None and not decision.redact:
-                # Refused outright: what the steps do, without them (a reason with redacted arguments takes the
-                # steps, which scrub it once more, so that its text stays exactly as it was).
+            if decision.denied and self._shadow is None:
+                # Refused outright: what the steps do, without them. The steps scrub a refusal's reason once more
+                # where the rule redacts (for an approver's or a store's words): so here, for the same text.
+                if decision.redact and decision.reason is not None:
+                    decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
                 admission = Admission(call, decision, None, started, None, False, True)  # finished
                 self._record(admission, "denied", None)
                 return GuardResult(None, decision, admission)
@@ -175,8 +177,16 @@ class Pipeline:
         try:
             problem = self._argument_problem(call)
             if problem is not None:
+                # Refused before the policy reads the arguments, but its rules' redact paths hide them all the
+                # same (spec section 10), and the reason may quote a value (a schema error names what it got).
+                redact = redact_for(policy, call)
                 return Decision.deny(
-                    call.tool, "invalid_arguments", server=call.server, reason=problem, policy=policy.hash
+                    call.tool,
+                    "invalid_arguments",
+                    server=call.server,
+                    reason=scrub(problem, call.args, redact),
+                    policy=policy.hash,
+                    redact=redact,
                 )
             decision = policy.evaluate(
                 call.tool,
@@ -203,6 +213,7 @@ class Pipeline:
                 server=call.server,
                 reason="the policy could not be evaluated for this call",
                 policy=getattr(policy, "hash", None),
+                redact=redact_for(policy, call),
             )
 
     def _argument_problem(self, call: ToolCall) -> str | None:
@@ -291,7 +302,9 @@ class Pipeline:
             charges, token = state.held
             state.held = None
             yield from self._release_steps(charges, token, call.tool)
-        decision = state.decision or Decision.deny(call.tool, "guard_unavailable", server=call.server)
+        decision = state.decision or Decision.deny(
+            call.tool, "guard_unavailable", server=call.server, redact=redact_for(state.policy or self.policy, call)
+        )
         admission = Admission(call, decision, started=state.started, approval=state.approval)
         state.recorded = True
         self._record(admission, "cancelled", exc)
@@ -655,7 +668,8 @@ class Pipeline:
 
     def _guard_fault(self, call: ToolCall, state: AttemptState, exc: Exception) -> GuardResult:
         # run/arun never raise for the guard's own faults: the call is refused (closed), with one event.
-        admission = Admission(call, unavailable(call.tool, exc, call.server, self.policy), finished=True)
+        refusal = unavailable(call.tool, exc, call.server, self.policy, redact_for(state.policy or self.policy, call))
+        admission = Admission(call, refusal, finished=True)
         if not state.recorded:
             self._record(admission, "denied", None)
         return GuardResult(violation=admission.decision, admission=admission)
@@ -826,7 +840,9 @@ def _failed(value: Any, is_error: Callable[[Any], bool] | None) -> bool:
     return result_is_error(value)
 
 
-def unavailable(tool: str, exc: BaseException, server: str | None, policy: Any) -> Decision:
+def unavailable(
+    tool: str, exc: BaseException, server: str | None, policy: Any, redact: tuple[str, ...] = ()
+) -> Decision:
     """The ``guard_unavailable`` refusal for a fault of the guard itself (see :meth:`Guard.unavailable`)."""
     log.error("mcp-guard failed while checking %s (%s)", tool, type(exc).__name__, exc_info=exc)
     return Decision.deny(
@@ -836,7 +852,23 @@ def unavailable(tool: str, exc: BaseException, server: str | None, policy: Any) 
         reason=f"the policy guard failed: {type(exc).__name__}",
         rule="/guard",
         policy=getattr(policy, "hash", None),
+        redact=redact,
     )
+
+
+_EVERY_ARGUMENT = ("args",)
+
+
+def redact_for(policy: Any, call: ToolCall) -> tuple[str, ...]:
+    """The redact paths of the rules that apply to ``call``, for a refusal made without the policy's decision.
+
+    When they cannot be known (the policy itself failed), every argument is hidden: the safe side.
+    """
+    try:
+        paths: tuple[str, ...] = policy._redact_for(call.tool, server=call.server, annotations=call.annotations)
+    except Exception:
+        return _EVERY_ARGUMENT
+    return paths
 
 
 # -- the store and the approver, as the drivers call them -------------------------------------------------
