@@ -85,8 +85,8 @@ class RetryPolicy:
 
     Waits grow exponentially from ``initial_s`` (capped at ``max_s``) with up to ``jitter_s`` of random
     jitter, or follow the failure's own retry-after when it is longer. Retrying stops after ``attempts``
-    calls, or before a wait that would bring the total time slept to ``max_total_s``. All attempts run
-    under the one rate-limit reservation the call was admitted with.
+    calls, or before a wait that would bring the total time slept to ``max_total_s``. Each attempt is charged
+    to the call's limits again (spec section 8); retrying stops when the budget is gone.
     """
 
     attempts: int = 3
@@ -125,18 +125,18 @@ class RetryPolicy:
         match = _RETRY_AFTER_TEXT.search(text)
         return float(match.group(1)) if match else 0.0
 
-    def reports_rate_limit(self, value: Any) -> bool:
+    def _reports_rate_limit(self, value: Any) -> bool:
         return self.result_retry_after(value) is not None
 
     @cached_property
-    def retrying(self) -> Retrying:
+    def _retrying(self) -> Retrying:
         """The tenacity engine this policy describes, built once (on the first failure that asks it).
 
         Only asked (:func:`next_sleep`), never run: its ``sleep`` is never called, the guard sleeps.
         """
         backoff = wait_exponential_jitter(max=self.max_s, jitter=self.jitter_s, **{_FIRST_WAIT: self.initial_s})
         return Retrying(
-            retry=retry_if_exception(self.is_transient) | retry_if_result(self.reports_rate_limit),
+            retry=retry_if_exception(self.is_transient) | retry_if_result(self._reports_rate_limit),
             wait=wait_retry_after(self, backoff),
             stop=stop_after_attempt(self.attempts) | stop_before_delay(self.max_total_s),
             reraise=True,
@@ -145,7 +145,7 @@ class RetryPolicy:
 
     def retry_state(self) -> RetryCallState:
         """A retry state for one call (made at its first failed attempt: a call that succeeds needs none)."""
-        retrying = self.retrying
+        retrying = self._retrying
         retrying.begin()  # tenacity's statistics (per thread) are counted from here
         return SleptTimeState(retrying)
 
