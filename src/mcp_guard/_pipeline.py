@@ -42,7 +42,7 @@ from mcp_guard._errors import ApprovalError, StoreError
 from mcp_guard._grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
 from mcp_guard._pins import PinWatch, pinned_decision
 from mcp_guard._policy import Policy
-from mcp_guard._retry import RetryPolicy
+from mcp_guard._retry import RetryPolicy, next_sleep
 from mcp_guard._retry import not_sent as _not_sent
 from mcp_guard._shadow import Shadow, checked
 from mcp_guard._shadow import admit_steps as shadow_admit_steps
@@ -64,6 +64,8 @@ from mcp_guard._steps import (
 from mcp_guard._stores import Store, StoreProtocol, Verdict
 
 if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
     from mcp_guard._calls import AdmitKeywords, CallKeywords, RunKeywords
 
 log = logging.getLogger("mcp_guard")
@@ -550,7 +552,10 @@ class Pipeline:
         token = admission.token
         admission.token = None  # this loop settles every attempt's quota itself
         args = admission.call.args
-        attempt, slept = 1, 0.0
+        # tenacity decides whether and how long to wait (asked after a failed attempt, as its drivers do); this
+        # loop performs the answer as its own Call and Sleep steps. The state is made at the first failure.
+        retry_state: RetryCallState | None = None
+        attempt = 1
         while True:
             state.called = True
             try:
@@ -562,7 +567,11 @@ class Pipeline:
                     yield from self._release_steps(charges, token, call.tool)
                 elif token is not None and _is_error_result(exc):
                     yield from self._release_steps(_uncounted(charges), token, call.tool)
-                wait = retry.next_wait(attempt, slept, exc) if retry is not None else None
+                wait = None
+                if retry is not None:
+                    retry_state = retry_state or retry.retry_state()
+                    retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                    wait = next_sleep(retry_state)
                 if wait is None:
                     admission.attempts = attempt
                     yield from self._finish_steps(admission, "error", exc)
@@ -576,7 +585,11 @@ class Pipeline:
                 failed = _failed(value, is_error)
                 if failed and token is not None:
                     yield from self._release_steps(_uncounted(charges), token, call.tool)
-                wait = retry.next_wait(attempt, slept, None, value) if retry is not None and failed else None
+                wait = None
+                if retry is not None and failed:
+                    retry_state = retry_state or retry.retry_state()
+                    retry_state.set_result(value)
+                    wait = next_sleep(retry_state)
                 if wait is None:
                     admission.attempts = attempt
                     yield from self._finish_steps(admission, "error" if failed else "ok", None)
@@ -591,7 +604,6 @@ class Pipeline:
                 admission.attempts = attempt
                 yield from self._finish_steps(admission, "cancelled", exc)
                 raise
-            slept += wait
             token = None
             if charges:
                 again, verdict = yield from self._budget_steps(admission.decision, Reserve(charges))
