@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp.shared.message import SessionMessage
+from mcp.types import JSONRPCMessage
 
 from .proxy_support import REPO
 
@@ -47,25 +49,20 @@ def cancel(rid: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": "test"}}
 
 
-class Wire:
-    """One process spoken to in raw JSON-RPC lines over its stdin/stdout; every message read is kept."""
+class Messages:
+    """A JSON-RPC peer spoken to message by message; every message read is kept in ``seen``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
+    def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
-        self.lines: list[bytes] = []
 
-    async def send(self, message: dict[str, Any] | bytes) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(message if isinstance(message, bytes) else line(message))
-        await self.proc.stdin.drain()
+    async def send(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def _next(self) -> dict[str, Any]:
+        raise NotImplementedError
 
     async def message(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        assert raw, "the process closed its stdout"
-        self.lines.append(raw)
-        parsed: dict[str, Any] = json.loads(raw)
+        parsed = await asyncio.wait_for(self._next(), timeout)
         self.seen.append(parsed)
         return parsed
 
@@ -87,10 +84,48 @@ class Wire:
         return [m for m in self.seen if m.get("id") == rid and "method" not in m]
 
     async def start(self, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
-        """initialize, initialized, tools/list: the session as an MCP client opens it; the tool names listed."""
+        """initialize, initialized, tools/list: the session as an MCP client opens it; the listing's answer."""
         await self.request(initialize(capabilities=capabilities))
         await self.send(INITIALIZED)
         return await self.request({"jsonrpc": "2.0", "id": "list", "method": "tools/list"})
+
+
+class Wire(Messages):
+    """One process spoken to in raw JSON-RPC lines over its stdin/stdout (bytes may be sent as they are)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        super().__init__()
+        self.proc = proc
+
+    async def send(self, message: dict[str, Any] | bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(message if isinstance(message, bytes) else line(message))
+        await self.proc.stdin.drain()
+
+    async def _next(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        raw = await self.proc.stdout.readline()
+        assert raw, "the process closed its stdout"
+        parsed: dict[str, Any] = json.loads(raw)
+        return parsed
+
+
+class SdkWire(Messages):
+    """JSON-RPC messages over an MCP SDK transport's streams (streamable HTTP, or in-memory), ids chosen here."""
+
+    def __init__(self, read: Any, write: Any) -> None:
+        super().__init__()
+        self.read, self.write = read, write
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.write.send(SessionMessage(JSONRPCMessage.model_validate(message)))
+
+    async def _next(self) -> dict[str, Any]:
+        item = await self.read.receive()
+        if isinstance(item, Exception):
+            raise item
+        parsed: dict[str, Any] = item.message.model_dump(by_alias=True, mode="json", exclude_none=True)
+        return parsed
 
 
 @asynccontextmanager
