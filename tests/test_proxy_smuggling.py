@@ -20,15 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import fixture_server
+from servers import fixture_server, hostile_upstream
 from servers.proxy_support import proxy_command, write_policy
-from servers.raw_wire import call, line, spawn, typescript_server
+from servers.raw_wire import INITIALIZED, call, initialize, line, spawn, typescript_server
 
 from mcp_guard._audit import describe_value
 
@@ -204,3 +205,46 @@ async def test_the_sdk_path_forwards_only_what_it_judged(tmp_path: Path, upstrea
     assert never_ran_forbidden(ran) == []
     assert ran_as_audited(ran, audit_events(audit)) == []
     assert Counter((r["tool"], r["args"].get("amount")) for r in ran) >= RAN
+
+
+def strict_object(raw: bytes) -> dict[str, Any]:
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        assert len({k for k, _ in pairs}) == len(pairs), f"duplicate keys in {raw!r}"
+        return dict(pairs)
+
+    parsed = json.loads(raw.decode("ascii"), object_pairs_hook=unique)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+async def test_the_relay_forwards_only_what_it_parsed_from_the_upstream_too(tmp_path: Path) -> None:
+    # The other direction, from an upstream that writes what no SDK does (servers/hostile_upstream.py).
+    record = tmp_path / "received.jsonl"
+    policy = write_policy(tmp_path / "policy.json", POLICY)
+    argv = proxy_command(policy, upstream=[sys.executable, str(Path(hostile_upstream.__file__))])
+    async with spawn(argv, {"RECORD_FILE": str(record)}) as wire:
+        await wire.request(initialize())
+        await wire.send(INITIALIZED)
+        smuggled = await wire.request({"jsonrpc": "2.0", "id": "cr", "method": "tools/list"})
+        doubled = await wire.request({"jsonrpc": "2.0", "id": "dup", "method": "tools/list"})
+        listed = await wire.request({"jsonrpc": "2.0", "id": "ok", "method": "tools/list"})
+        echoed = await wire.request(call(1, "echo"))
+        asked = await wire.request(call(2, "ask"))
+    # Refused answers reach the client as errors under their ids, never as a listing of any kind.
+    assert smuggled["error"]["code"] == doubled["error"]["code"] == -32600
+    tools = listed["result"]["tools"]
+    assert [t["name"] for t in tools] == ["echo", "ask"]
+    assert tools[0]["description"] == f"says {hostile_upstream.SEPARATED}"
+    assert echoed["result"]["content"][0]["text"] == hostile_upstream.SEPARATED
+    assert echoed["result"]["structuredContent"]["big"] == hostile_upstream.BIG  # not judged: passed as it is
+    assert asked["result"]["content"][0]["text"] == "asked"
+    # Every line the client got: ASCII (no raw separator any reader could split on), no CR, one strict object.
+    assert wire.lines
+    for raw in wire.lines:
+        assert b"\r" not in raw
+        strict_object(raw)
+        assert b"admin_reset" not in raw
+    assert not any(m.get("method") == "sampling/createMessage" for m in wire.seen)
+    # The upstream's own request with duplicate keys was refused back to it, under its id.
+    received = [json.loads(raw) for raw in record.read_bytes().split(b"\n") if raw]
+    assert [m["error"]["code"] for m in received if m.get("id") == "s1"] == [-32600]

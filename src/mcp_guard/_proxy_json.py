@@ -12,9 +12,10 @@ way), or the message is refused. Refused:
 - bytes that are not UTF-8 (a BOM, an encoded surrogate, a stray byte), and anything that is not exactly
   one JSON value: a parse error (-32700);
 - a bare CR anywhere but just before the final LF (CRLF endings are taken), duplicate object keys (readers
-  differ on which one counts), ``NaN``/``Infinity`` or a number too large for a double, an integer beyond
-  2**53 (JavaScript reads another number), an escaped lone surrogate (the Python SDK's parser refuses it,
-  JavaScript keeps it): an invalid request (-32600), under the message's id when one can be read;
+  differ on which one counts), ``NaN``/``Infinity`` or a number too large for a double, an escaped lone
+  surrogate (the Python SDK's parser refuses it, JavaScript keeps it), and in what a client sends (what the
+  guard judges) an integer beyond 2**53 (JavaScript reads another number): an invalid request (-32600),
+  under the message's id when one can be read;
 - a JSON value that is not an object: an invalid request (a batch is refused whole).
 
 Line separators inside strings (U+2028, U+2029, U+0085) are valid JSON and pass, escaped by :func:`dump`.
@@ -95,8 +96,13 @@ def dump(message: Any) -> bytes:
     return _ENCODE(message).encode() + b"\n"
 
 
-def parse(raw: bytes) -> tuple[bytes, dict[str, Any]]:
-    """One newline-delimited message: its re-serialisation (:func:`dump`) and its parse, or :class:`Refused`."""
+def parse(raw: bytes, *, exact: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """One newline-delimited message: its re-serialisation (:func:`dump`) and its parse, or :class:`Refused`.
+
+    ``exact``: refuse integers beyond 2**53. On for what clients send (the guard judges it, and an upstream on
+    the TypeScript SDK would run with another number); off for upstream answers, which the guard does not
+    judge (a 64-bit id in a tool's result is no reason to lose the result).
+    """
     body = raw[:-1] if raw.endswith(b"\n") else raw
     if body.endswith(b"\r"):
         body = body[:-1]  # a CRLF line ending: every reader takes it as the end of this message
@@ -113,7 +119,7 @@ def parse(raw: bytes) -> tuple[bytes, dict[str, Any]]:
         raise Refused(Refusal(PARSE_ERROR, "a message that is not one JSON value")) from None
     if problem is None and b"\r" in body:
         problem = "a carriage return inside a message (a reader with universal newlines ends the message there)"
-    if problem is None and _LONG_DIGITS.search(body) is not None:
+    if problem is None and exact and _LONG_DIGITS.search(body) is not None:
         try:
             _EXACT.decode(text)
         except _Strictness as exc:
@@ -156,7 +162,7 @@ def _identify(message: Any) -> tuple[Any, bool]:
 
 
 async def read_messages(
-    reader: asyncio.StreamReader, refused: Callable[[Refusal], None]
+    reader: asyncio.StreamReader, refused: Callable[[Refusal], None], *, exact: bool = True
 ) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
     """Each LF-terminated message on ``reader`` as :func:`parse` gives it, until EOF; refusals go to ``refused``.
 
@@ -179,7 +185,7 @@ async def read_messages(
         if not raw.strip():
             continue
         try:
-            yield parse(raw)
+            yield parse(raw, exact=exact)
         except Refused as exc:
             refused(exc.refusal)
 

@@ -327,7 +327,7 @@ class Relay:
 
     async def _from_upstream(self, reader: asyncio.StreamReader) -> None:
         try:
-            async for line, message in read_messages(reader, self._upstream_refused):
+            async for line, message in read_messages(reader, self._upstream_refused, exact=False):
                 if "method" in message:  # a notification, or a request of the client: through as it came
                     if message["method"] == "notifications/tools/list_changed":
                         self._tools.clear()

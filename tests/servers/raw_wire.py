@@ -96,6 +96,7 @@ class Wire(Messages):
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         super().__init__()
         self.proc = proc
+        self.lines: list[bytes] = []  # every line read, as received
 
     async def send(self, message: dict[str, Any] | bytes) -> None:
         assert self.proc.stdin is not None
@@ -106,6 +107,7 @@ class Wire(Messages):
         assert self.proc.stdout is not None
         raw = await self.proc.stdout.readline()
         assert raw, "the process closed its stdout"
+        self.lines.append(raw)
         parsed: dict[str, Any] = json.loads(raw)
         return parsed
 
