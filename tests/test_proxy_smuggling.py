@@ -85,6 +85,7 @@ ATTACKS: dict[int, bytes] = {
     # Numbers JSON has no value for in a double, or that JavaScript reads as another number.
     11: transfer_line(11, 0).replace('"amount": 0', '"amount": 1e400').encode() + b"\n",
     12: transfer_line(12, 2**53 + 1).encode() + b"\n",
+    15: line(call(15, "get_balance", asset="BTC", nonce=2**53 + 1)),  # allowed, but JavaScript reads 2**53
     # Two messages on one line (one write, no newline between them).
     13: (json.dumps(call(13, "get_balance", asset="BTC")) + json.dumps(call(113, "admin_reset"))).encode() + b"\n",
     # More than the bound on one message; its tail, past the bound, is a complete hidden call.
@@ -183,7 +184,7 @@ async def test_the_relay_forwards_only_what_it_judged(tmp_path: Path, upstream: 
     # else under null (a parse error). None of the hidden inner ids is ever answered: they were never seen.
     for rid in ATTACKS:
         assert rid not in answers or [a.get("error", {}).get("code") for a in answers[rid]] == [-32600], answers[rid]
-    assert {1, 2, 3, 4, 5, 10, 11, 12} <= set(answers)
+    assert {1, 2, 3, 4, 5, 10, 11, 12, 15} <= set(answers)
     null_errors = [a["error"]["code"] for a in answers.get(None, [])]
     assert sorted(null_errors) == [-32700] * 5 + [-32600]  # 6-9 and 13 cannot be read; 14 is too long
     assert not any(rid in answers for rid in (101, 102, 113, 114))
@@ -199,12 +200,14 @@ async def test_the_sdk_path_forwards_only_what_it_judged(tmp_path: Path, upstrea
     record, audit = tmp_path / "record.jsonl", tmp_path / "audit.jsonl"
     policy = write_policy(tmp_path / "policy.json", POLICY)
     argv = proxy_command(policy, "--audit", str(audit), "--no-relay", upstream=command)
-    await run_attacks(argv, {"RECORD_FILE": str(record), "MCP_GUARD_AUDIT_KEY": KEY})
+    answers = await run_attacks(argv, {"RECORD_FILE": str(record), "MCP_GUARD_AUDIT_KEY": KEY})
 
     ran = read_record(record)
     assert never_ran_forbidden(ran) == []
     assert ran_as_audited(ran, audit_events(audit)) == []
     assert Counter((r["tool"], r["args"].get("amount")) for r in ran) >= RAN
+    # The SDK parsed 2**53 + 1 exactly; the guard refuses it rather than let a TypeScript upstream round it.
+    assert json.loads(answers[15][0]["result"]["content"][0]["text"])["code"] == "invalid_arguments"
 
 
 def strict_object(raw: bytes) -> dict[str, Any]:

@@ -21,16 +21,15 @@ way), or the message is refused. Refused:
 Line separators inside strings (U+2028, U+2029, U+0085) are valid JSON and pass, escaped by :func:`dump`.
 The size bound is the reader's (``asyncio.StreamReader(limit=...)``); see :func:`read_messages`.
 
-Cost: one C-level UTF-8 decode, the stdlib C scanner with a pairs hook (for duplicate keys), and one C-level
-encode. The rarer checks (surrogates, long integers) look at the bytes first and parse again only when the
-bytes hold what they look for.
+Cost: one C-level UTF-8 decode, the stdlib C scanner with a pairs hook (duplicate keys) and, for client
+messages, an integer hook (both called per object or integer, not per byte), and one C-level encode. The
+surrogate check looks at the bytes first and encodes again only when they hold a ``\\uD8..`` escape.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple, NoReturn
 
@@ -77,7 +76,7 @@ def _no_constant(name: str) -> NoReturn:
 
 def _exact_int(text: str) -> int:
     value = int(text)
-    if not -SAFE_INTEGER <= value <= SAFE_INTEGER:
+    if len(text) > 15 and not -SAFE_INTEGER <= value <= SAFE_INTEGER:  # 2**53 has 16 digits
         raise _Strictness(f"the integer {text[:20]}{'...' if len(text) > 20 else ''} is beyond 2**53")
     return value
 
@@ -88,7 +87,6 @@ _LENIENT = json.JSONDecoder()
 # ASCII only: every non-ASCII character, U+2028/U+2029/U+0085 included, goes out as a \u escape.
 _ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False, check_circular=False).encode
 _UNICODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, check_circular=False).encode
-_LONG_DIGITS = re.compile(rb"\d{16}")  # 2**53 has 16 digits: shorter runs cannot be an inexact integer
 
 
 def dump(message: Any) -> bytes:
@@ -112,18 +110,13 @@ def parse(raw: bytes, *, exact: bool = True) -> tuple[bytes, dict[str, Any]]:
         raise Refused(Refusal(PARSE_ERROR, "a message that is not UTF-8")) from None
     problem: str | None = None
     try:
-        message = _STRICT.decode(text)
+        message = (_EXACT if exact else _STRICT).decode(text)
     except _Strictness as exc:
         message, problem = None, str(exc)
     except (ValueError, RecursionError):  # not JSON, or one value then more; RecursionError: nested too deep
         raise Refused(Refusal(PARSE_ERROR, "a message that is not one JSON value")) from None
     if problem is None and b"\r" in body:
         problem = "a carriage return inside a message (a reader with universal newlines ends the message there)"
-    if problem is None and exact and _LONG_DIGITS.search(body) is not None:
-        try:
-            _EXACT.decode(text)
-        except _Strictness as exc:
-            problem = str(exc)
     if problem is None and (b"\\ud" in body or b"\\uD" in body):
         try:
             _UNICODE(message).encode()
@@ -142,6 +135,23 @@ def parse(raw: bytes, *, exact: bool = True) -> tuple[bytes, dict[str, Any]]:
     if isinstance(message, list):
         raise Refused(Refusal(INVALID_REQUEST, "a JSON-RPC batch"))
     raise Refused(Refusal(INVALID_REQUEST, "a JSON value that is not an object"))
+
+
+def inexact_integer(value: Any) -> str | None:
+    """Where ``value`` (parsed JSON) holds an integer beyond 2**53, which JavaScript would read as another
+    number, as ``args.a.b``; None when it holds none. For paths that parse with a parser of their own (the SDK
+    path), so a TypeScript upstream never runs with a number the guard did not see. Iterative: any depth."""
+    stack: list[tuple[str, Any]] = [("args", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not -SAFE_INTEGER <= item <= SAFE_INTEGER:
+                return f"{path} is an integer beyond 2**53 (JavaScript reads it as another number)"
+        elif isinstance(item, dict):
+            stack.extend((f"{path}.{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+    return None
 
 
 def _identify(message: Any) -> tuple[Any, bool]:
@@ -203,4 +213,14 @@ async def _skip_line(reader: asyncio.StreamReader, scanned: int) -> bool:
             scanned = exc.consumed
 
 
-__all__ = ["INVALID_REQUEST", "PARSE_ERROR", "Refusal", "Refused", "dump", "parse", "read_messages"]
+__all__ = [
+    "INVALID_REQUEST",
+    "PARSE_ERROR",
+    "SAFE_INTEGER",
+    "Refusal",
+    "Refused",
+    "dump",
+    "inexact_integer",
+    "parse",
+    "read_messages",
+]

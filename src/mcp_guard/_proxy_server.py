@@ -45,9 +45,10 @@ from mcp.shared.context import RequestContext
 from mcp.shared.session import RequestResponder
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest, as_async_approver
-from mcp_guard._calls import GuardResult
+from mcp_guard._calls import GuardResult, new_call
 from mcp_guard._compat import tool_annotations
 from mcp_guard._guard import Guard
+from mcp_guard._proxy_json import inexact_integer
 from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
 log = logging.getLogger("mcp_guard.proxy")
@@ -310,12 +311,19 @@ class GuardProxy:
             return await link.session.send_request(_outgoing(call), types.CallToolResult)
 
         guard = self._elicit_guard() if _can_elicit(ctx.session) else self.guard
+        server = self._server_name(link)
+        identity = self._identity(ctx) if callable(self._identity) else self._identity
+        inexact = inexact_integer(params.arguments)
+        if inexact is not None:  # the relay refuses such a message outright; here the SDK has parsed it already
+            call = new_call(params.name, params.arguments, server, identity, link.id, call_id=str(ctx.request_id))
+            refused = await guard.arefuse(call, guard.malformed(params.name, inexact, server=server), deliver=False)
+            return types.ServerResult(types.CallToolResult.model_validate(refusal(refused)))
         decided = guard.arun(
             params.name,
             params.arguments or {},
             forward,
-            server=self._server_name(link),
-            identity=self._identity(ctx) if callable(self._identity) else self._identity,
+            server=server,
+            identity=identity,
             session=link.id,
             annotations=tool_annotations(tool.annotations) if tool is not None else None,
             tool_schema=tool.inputSchema if tool is not None else None,
