@@ -77,7 +77,7 @@ def _no_constant(name: str) -> NoReturn:
 def _exact_int(text: str) -> int:
     value = int(text)
     if len(text) > 15 and not -SAFE_INTEGER <= value <= SAFE_INTEGER:  # 2**53 has 16 digits
-        raise _Strictness(f"the integer {text[:20]}{'...' if len(text) > 20 else ''} is beyond 2**53")
+        raise _Strictness("an integer beyond 2**53 (JavaScript reads it as another number)")  # not its value
     return value
 
 
