@@ -30,7 +30,7 @@ from mcp.shared.memory import create_client_server_memory_streams
 from servers import fixture_server
 from servers.fixture_server import read_record
 from servers.proxy_support import HttpProcess, alive, free_port, proxy_command, wait_until, write_policy
-from servers.raw_wire import Messages, SdkWire, call, cancel, line, spawn
+from servers.raw_wire import INITIALIZED, Messages, SdkWire, call, cancel, initialize, line, spawn
 
 from mcp_guard import Guard, Inbox, Policy
 from mcp_guard._proxy_relay import Relay
@@ -271,3 +271,26 @@ async def test_a_cancel_withdraws_a_call_waiting_for_its_rate_limit_window(
     assert labels(record) == [1]
     assert await used(pol, redis_url, "transfer") == 1
     assert outcomes(audit) == {"t1": ["ok"], "t2": ["cancelled"]}
+
+
+async def test_a_cancel_before_the_guard_sees_the_call_withdraws_it(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client never listed tools, so the relay lists the upstream before the guard sees the call; the
+    # cancel arrives meanwhile (both lines in one write). The call is never decided, never sent; one event.
+    record, audit = tmp_path / "record.jsonl", tmp_path / "audit.jsonl"
+    monkeypatch.setenv("RECORD_FILE", str(record))
+    pol = policy(max_calls=2)
+    guard = Guard(pol, store=redis_url, audit=str(audit))
+    async with in_process("relay", guard) as wire:
+        await wire.request(initialize())
+        await wire.send(INITIALIZED)
+        assert isinstance(wire, RelayWire)
+        wire.reader.feed_data(line(call("h1", "hang", label="h1")) + line(cancel("h1")))
+        await until(lambda: "h1" in outcomes(audit), "the withdrawn call's event")
+        assert (await wire.request({"jsonrpc": "2.0", "id": "ping", "method": "ping"}))["result"] == {}
+    await guard.aclose()
+    assert read_record(record) == []
+    assert await used(pol, redis_url, "hang") == 0
+    assert outcomes(audit) == {"h1": ["cancelled"]}
+    assert wire.answers("h1") == []  # MCP: no answer to a cancelled request
