@@ -19,7 +19,8 @@ verdict). Run it with the same source on both sides (``--after`` the same revisi
 of the machine: the ratios then scatter around 1.0 by exactly that much.
 
 Benchmarks (default: all): decision, runtime, guard_overhead, langchain_overhead, agents_overhead,
-pipeline_cost. ``--quick`` / ``--smoke`` are passed on to each script. Not a timed test: it checks nothing.
+pipeline_cost, proxy_overhead (real proxy processes, which inherit each side's ``PYTHONPATH``). ``--quick`` /
+``--smoke`` are passed on to each script. Not a timed test: it checks nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHES = ("decision", "runtime", "guard_overhead", "langchain_overhead", "agents_overhead", "pipeline_cost")
+BENCHES = (
+    "decision",
+    "runtime",
+    "guard_overhead",
+    "langchain_overhead",
+    "agents_overhead",
+    "pipeline_cost",
+    "proxy_overhead",
+)
 
 
 @dataclass

@@ -5,13 +5,17 @@ recording: no RECORD_FILE), the proxy started by its CLI, and an ``mcp`` SDK ``C
 one session open and calls ``echo`` many times. The policy makes the guard do real work on every call (a
 rate limit reserved in the memory store, one audit event written to a JSONL file).
 
-    python benchmarks/proxy_overhead.py [--calls 400]
+    python benchmarks/proxy_overhead.py [--calls 400] [--quick] [--json]
 
 Prints the median per call for each path, what the proxy adds, and that as a share of the direct round
-trip. Over stdio the default is the JSON-RPC relay (bytes forwarded, only tool calls decoded): what it adds
-is a second pipe and the guard's work. ``--no-relay`` (the SDK-based server, a full second MCP hop: parse and
-re-serialise both ways) is the second stdio row; HTTP always goes through the SDK. The guard's own part is
-what ``benchmarks/guard_overhead.py`` measures.
+trip. Over stdio the default is the JSON-RPC relay (each message parsed once and re-serialised, only tool
+calls decided): what it adds is a second pipe, that parse and the guard's work. ``--no-relay`` (the SDK-based
+server, a full second MCP hop: pydantic models both ways) is the second stdio row; HTTP always goes through
+the SDK. The guard's own part is what ``benchmarks/guard_overhead.py`` measures.
+
+``--json`` prints the per-call medians (µs) as one JSON line and the table to stderr, so ``benchmarks/paired.py
+proxy_overhead`` can pair two versions of ``src``: the proxy processes are started with this interpreter and
+inherit its ``PYTHONPATH``, so they run that side's ``src``.
 """
 
 from __future__ import annotations
@@ -94,8 +98,13 @@ def report(label: str, direct: float, proxied: float) -> None:
     added = proxied - direct
     print(
         f"{label:<18} direct {direct:7.3f} ms   through proxy {proxied:7.3f} ms   "
-        f"added {added:6.3f} ms   ratio {proxied / direct:4.2f}x   added = {added / direct:6.1%} of a direct call"
+        f"added {added:6.3f} ms   ratio {proxied / direct:4.2f}x   added = {added / direct:6.1%} of a direct call",
+        file=OUT,
     )
+
+
+OUT = sys.stdout
+FIGURES: dict[str, float] = {}  # name -> median per call, µs (for --json)
 
 
 async def main(calls: int) -> None:
@@ -103,7 +112,9 @@ async def main(calls: int) -> None:
         policy = Path(tmp) / "policy.json"
         policy.write_text(json.dumps(POLICY))
         audit = str(Path(tmp) / "audit.jsonl")
-        print(f"median of {calls} calls of echo per path, one persistent session each, in 10 interleaved rounds")
+        print(
+            f"median of {calls} calls of echo per path, one persistent session each, in 10 interleaved rounds", file=OUT
+        )
 
         relay = proxy_command(policy, "--audit", audit, upstream=upstream_command())
         sdk = proxy_command(policy, "--audit", audit, "--no-relay", upstream=upstream_command())
@@ -115,6 +126,7 @@ async def main(calls: int) -> None:
             direct, relayed, through_sdk = await per_call_ms([direct_session, relay_session, sdk_session], calls)
         report("stdio", direct, relayed)
         report("stdio, --no-relay", direct, through_sdk)
+        FIGURES.update({"stdio: direct": direct, "stdio: relay": relayed, "stdio: --no-relay": through_sdk})
 
         up_port, proxy_port = free_port(), free_port()
         with http_processes(([*upstream_command(), "--http", str(up_port)], up_port, None)) as (upstream,):
@@ -125,10 +137,19 @@ async def main(calls: int) -> None:
                 async with http_session(upstream) as direct_session, http_session(proxy_url) as proxy_session:
                     direct, proxied = await per_call_ms([direct_session, proxy_session], calls)
         report("http", direct, proxied)
+        FIGURES.update({"http: direct": direct, "http: proxy": proxied})
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--calls", type=int, default=None, help="calls per path (default 400; --quick 100)")
+    parser.add_argument("--quick", action="store_true", help="100 calls per path")
+    parser.add_argument("--smoke", action="store_true", help="10 calls per path (tests only: the figures mean nothing)")
+    parser.add_argument("--json", action="store_true", help="the medians (µs) as one JSON line; the table to stderr")
     options: Any = parser.parse_args()
-    anyio.run(main, options.calls)
+    if options.json:
+        OUT = sys.stderr
+    calls = options.calls or (10 if options.smoke else 100 if options.quick else 400)
+    anyio.run(main, calls)
+    if options.json:
+        print(json.dumps({name: round(ms * 1000.0, 3) for name, ms in FIGURES.items()}))

@@ -55,6 +55,10 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
         },
     ),
     "agents_overhead": ([], {"unguarded run", "guarded run", "guardrail + wrapper alone, per call"}),
+    "proxy_overhead": (
+        [],
+        {"stdio: direct", "stdio: relay", "stdio: --no-relay", "http: direct", "http: proxy"},
+    ),
     # A path that is no interpreter: the peer figure is reported as not measured, and the rest still runs.
     "pipeline_cost": (
         ["--agt-python", str(ROOT / "no-such-python")],

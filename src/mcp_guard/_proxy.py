@@ -6,8 +6,8 @@
 
 Downstream is stdio unless ``--listen`` is given (streamable HTTP at ``/mcp``); upstream is the command
 (started over stdio) unless ``--upstream`` names a streamable-HTTP URL. Stdio to stdio is served by the
-JSON-RPC relay in :mod:`mcp_guard._proxy_relay` (messages forwarded as bytes, only tool calls decoded and
-guarded), unless ``--no-relay`` is given or stdin/stdout are not pipes; everything else by the SDK-based
+JSON-RPC relay in :mod:`mcp_guard._proxy_relay` (each message parsed once, strictly, and re-serialised;
+only tool calls decided), unless ``--no-relay`` is given or stdin/stdout are not pipes; everything else by the SDK-based
 server in :mod:`mcp_guard._proxy_server` (and :mod:`mcp_guard._proxy_http`). This module only parses options
 and runs them, and imports the ``mcp`` SDK only when the command runs, so ``mcp-guard --help`` and ``import mcp_guard``
 need no extra.
@@ -94,7 +94,7 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-relay",
         action="store_true",
         help="stdio to stdio: serve through the mcp SDK's server and client (a full second MCP hop) instead of "
-        "the default JSON-RPC relay, which forwards messages as bytes and guards only tool calls",
+        "the default JSON-RPC relay, which passes each message on as it parsed it and guards only tool calls",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
     return parser

@@ -3,8 +3,10 @@
 ``mcp-guard proxy -- CMD`` serves a stdio client in front of a stdio upstream. The SDK-based server
 (:mod:`mcp_guard._proxy_server`) is a full second MCP hop: every message is parsed into pydantic models and
 serialised again, both ways, through anyio task groups; on a local echo that more than doubles a call. This
-relay keeps the wire as it is. Each newline-delimited message is parsed only to read its ``method`` and
-``id``, and forwarded as the very bytes received, except:
+relay keeps the wire as it is: each newline-delimited message is parsed once, strictly
+(:mod:`mcp_guard._proxy_json`), to read its ``method`` and ``id``, and what goes on is that parse
+re-serialised, never the bytes received (another reader could split or decode them another way); a message
+that cannot be read one way only is refused with a JSON-RPC error. Messages go on as they came, except:
 
 - the upstream's answer to ``initialize``: ``capabilities.tools.listChanged`` is set, so
   :meth:`Relay.policy_changed` can tell the client to list again;
@@ -12,9 +14,13 @@ relay keeps the wire as it is. Each newline-delimited message is parsed only to 
   (``Policy.exposes``, as the SDK path and the in-process adapters do); their ``inputSchema`` and
   ``annotations`` are remembered for the calls;
 - ``tools/call``: put through ``Guard.arun`` exactly as the SDK path does. An admitted call goes upstream
-  with the client's id (and the client's bytes, unless an approver edited the arguments), and the
-  upstream's answer goes back untouched; a refusal is answered here (an ``isError`` result whose text is the
-  violation JSON) and never reaches the upstream.
+  with the client's id (with the approved arguments, if an approver edited them), and the upstream's answer
+  goes back as it came; a refusal is answered here (an ``isError`` result whose text is the violation JSON)
+  and never reaches the upstream.
+- ``notifications/cancelled`` for a call: a call the guard still holds (waiting for an approval or a
+  rate-limit window) is withdrawn (it never goes upstream; the guard writes its ``cancelled`` event and gives
+  its quota back); a call already sent upstream is cancelled there too, and keeps its charge (the tool may
+  have acted), whatever the upstream answers to the cancellation. No answer goes to the client (MCP).
 
 Approvals: a client that declared elicitation is asked by an ``elicitation/create`` request the relay sends;
 any other client gets the guard's own approver (``--inbox``) or ``approval_required``.
@@ -26,7 +32,8 @@ waiter. Requests the upstream makes of the client (sampling, roots, elicitation)
 through, which the SDK path cannot do.
 
 An upstream that ends mid-session is not restarted: every request in flight and every later one is answered
-with a JSON-RPC error (nothing is allowed, nothing hangs) until the client leaves. Shutdown (client EOF,
+with a JSON-RPC error (nothing is allowed, nothing hangs) until the client leaves. A tool call in flight
+when it ended keeps its charge and is audited as an ``error``: the tool may have run. Shutdown (client EOF,
 SIGINT, SIGTERM) closes the upstream's stdin, then terminates it, then kills it, so it never outlives the
 relay. JSON-RPC batches (dropped from MCP in 2025-06-18) are refused: a batch could carry an unguarded call.
 """
@@ -42,23 +49,27 @@ import signal
 import stat
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._calls import Admission, new_call
 from mcp_guard._compat import tool_annotations
+from mcp_guard._decision import Decision
 from mcp_guard._guard import Guard
+from mcp_guard._proxy_json import INVALID_REQUEST, Refusal, dump, read_messages
 from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
 log = logging.getLogger("mcp_guard.proxy")
 
 #: Prefix of every id the relay originates; client requests may not use it.
 ID_PREFIX = "mcp-guard-"
-_LINE_LIMIT = 1 << 28  # one JSON-RPC message per line; resources can be large
+_LINE_LIMIT = 1 << 28  # one upstream message per line; resources can be large
+#: The longest client message relayed: below the TypeScript SDK's 10 MiB read buffer, so that whatever the
+#: relay passes on, an upstream on that SDK can read (a longer message is refused whole).
+MAX_CLIENT_MESSAGE = 8 << 20
 _CLOSE_WAIT_S = 2.0  # for the upstream to leave after its stdin closes, then after SIGTERM
 
-_PARSE_ERROR = -32700
-_INVALID_REQUEST = -32600
 _INVALID_PARAMS = -32602
 _INTERNAL_ERROR = -32603
 _UPSTREAM_GONE = -32000
@@ -73,7 +84,7 @@ class Sink(Protocol):
 
 
 class _Reply:
-    """An upstream answer the relay waited for: the line as received (to relay untouched) and its parse."""
+    """An upstream answer the relay waited for: the line to relay (its parse re-serialised) and the parse."""
 
     __slots__ = ("line", "message")
 
@@ -82,18 +93,40 @@ class _Reply:
         self.message = message
 
 
+class _UpstreamFailed(Exception):
+    """A tool call sent upstream got no answer the relay can pass on: the upstream ended, or its answer was
+    refused. Raised out of the guard's tool function, so the call keeps its charge (the tool may have run) and
+    is audited as an ``error``; the client gets this JSON-RPC error."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Call:
+    """A client's ``tools/call`` from its arrival until its answer: the task deciding and forwarding it,
+    whether that task is inside the guard yet, and whether the client withdrew it before that."""
+
+    __slots__ = ("in_guard", "task", "withdrawn")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.in_guard = False
+        self.withdrawn = False
+
+
 # A pending client request: forwarded as is (None), rewritten on the way back (a callback), waited on by a
-# task (a future), or still being decided by the guard (_HELD).
+# task (a future), still being decided by the guard (_HELD), or cancelled by the client after it went
+# upstream (_CANCELLED: its id stays taken until the upstream answers, and that answer is dropped).
 _Rewrite = Callable[[bytes, dict[str, Any]], bytes]
 _HELD = object()
-
-
-def _dump(message: Mapping[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+_CANCELLED = object()
+_dump = dump
 
 
 def _error_line(rid: Any, code: int, message: str) -> bytes:
-    return _dump({"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}})
+    return dump({"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}})
 
 
 def _is_error(reply: Any) -> bool:
@@ -103,38 +136,6 @@ def _is_error(reply: Any) -> bool:
     if "error" in reply.message:
         return True
     return Guard.is_error_result(reply.message.get("result"))
-
-
-_NOT_JSON = "a line that is not JSON"
-_BATCH = "a JSON-RPC batch"
-
-
-async def _messages(
-    reader: asyncio.StreamReader, refused: Callable[[str], None]
-) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
-    """Each newline-delimited JSON-RPC message on ``reader`` (newline-terminated) with its parse, until EOF.
-
-    Both directions read the same way: blank lines are skipped, and a line that is not one JSON object is not
-    passed on but named to ``refused`` (``_NOT_JSON`` or ``_BATCH``), which answers or logs it.
-    """
-    while line := await reader.readline():
-        if not line.strip():
-            continue
-        if not line.endswith(b"\n"):
-            line += b"\n"
-        try:
-            message = json.loads(line)
-        except ValueError:
-            refused(_NOT_JSON)
-            continue
-        if not isinstance(message, dict):
-            refused(_BATCH)
-            continue
-        yield line, message
-
-
-def _upstream_sent(problem: str) -> None:
-    log.warning("the upstream wrote %s; dropped", problem)
 
 
 def _new_id() -> str:
@@ -179,6 +180,7 @@ class Relay:
         self._elicit = False
         self._gone = False
         self._calls: set[asyncio.Task[None]] = set()
+        self._held: dict[Any, _Call] = {}  # tools/call id -> its state, until its task ends
         self._stop = asyncio.Event()
 
     # -- life cycle ------------------------------------------------------------------------------------
@@ -240,14 +242,26 @@ class Relay:
 
     # -- the two directions ----------------------------------------------------------------------------
 
-    def _client_sent(self, problem: str) -> None:
-        if problem == _NOT_JSON:
-            self._to_client(_error_line(None, _PARSE_ERROR, "mcp-guard: not JSON"))
-        else:  # a batch could carry a tools/call past the guard: refused whole
-            self._to_client(_error_line(None, _INVALID_REQUEST, "mcp-guard: JSON-RPC batches are not relayed"))
+    def _client_refused(self, refusal: Refusal) -> None:
+        """A client message not passed on: its sender gets a JSON-RPC error (a batch could carry a tools/call
+        past the guard, a message read two ways could carry anything)."""
+        log.warning("refused a client message: %s", refusal.reason)
+        text = f"mcp-guard: refused {refusal.reason}"
+        rid = refusal.id
+        if rid is not None and not refusal.request:
+            # An answer the client sent: whoever asked gets the error instead (never the client, whose own
+            # request may carry the same id).
+            if isinstance(rid, str) and rid.startswith(ID_PREFIX):
+                asked = self._asks.get(rid)
+                if asked is not None and not asked.done():
+                    asked.set_result({"error": {"code": refusal.code, "message": text}})
+            else:
+                self._write_upstream(_error_line(rid, refusal.code, text))
+            return
+        self._to_client(_error_line(rid, refusal.code, text))
 
     async def _from_client(self, reader: asyncio.StreamReader) -> None:
-        async for line, message in _messages(reader, self._client_sent):
+        async for line, message in read_messages(reader, self._client_refused):
             method = message.get("method")
             rid = message.get("id")
             if method is None:  # an answer: to one of the relay's elicitations, or to an upstream request
@@ -259,17 +273,20 @@ class Relay:
                 await self._to_upstream(line)
                 continue
             if "id" not in message:  # a notification
+                if method == "notifications/cancelled" and self._cancelled(message):
+                    continue
                 await self._to_upstream(line)
                 continue
             if not _valid_id(rid) or (isinstance(rid, str) and rid.startswith(ID_PREFIX)) or rid in self._pending:
-                self._to_client(_error_line(rid if _valid_id(rid) else None, _INVALID_REQUEST, _bad_id(rid)))
+                self._to_client(_error_line(rid if _valid_id(rid) else None, INVALID_REQUEST, _bad_id(rid)))
                 continue
             if self._gone:
                 self._to_client(_error_line(rid, _UPSTREAM_GONE, "mcp-guard: the upstream server has ended"))
                 continue
             if method == "tools/call":
                 self._pending[rid] = _HELD
-                task = asyncio.create_task(self._call(rid, message, line))
+                state = self._held[rid] = _Call()
+                task = state.task = asyncio.create_task(self._call(rid, message, line, state))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
                 continue
@@ -283,9 +300,34 @@ class Relay:
                 self._pending[rid] = None
             await self._to_upstream(line)
 
+    def _cancelled(self, message: dict[str, Any]) -> bool:
+        """A client's ``notifications/cancelled``: True when it withdrew a call the guard still holds (the
+        notification then goes no further: the upstream never saw the call)."""
+        params = message.get("params")
+        rid = params.get("requestId") if isinstance(params, dict) else None
+        state = self._held.get(rid) if _valid_id(rid) else None
+        if state is None or state.task is None:
+            return False  # not a tools/call in flight here: the upstream's business
+        waiter = self._pending.get(rid)
+        if waiter is _HELD:
+            # Not upstream: withdrawn. The guard writes its "cancelled" event and gives back the quota it held
+            # (a call between two attempts keeps the charge: the guard knows it was handed on).
+            state.withdrawn = True
+            if state.in_guard:
+                state.task.cancel()
+            return True
+        if isinstance(waiter, asyncio.Future):
+            # In flight upstream: the upstream is told too. The id stays taken until it answers, and that
+            # answer (the Python SDK sends a "Request cancelled" error) is dropped, never counted as a failed
+            # call: cancelling the task makes the guard keep the charge and write "cancelled".
+            self._pending[rid] = _CANCELLED
+            state.task.cancel()
+            return False
+        return True  # cancelled already
+
     async def _from_upstream(self, reader: asyncio.StreamReader) -> None:
         try:
-            async for line, message in _messages(reader, _upstream_sent):
+            async for line, message in read_messages(reader, self._upstream_refused, exact=False):
                 if "method" in message:  # a notification, or a request of the client: through as it came
                     if message["method"] == "notifications/tools/list_changed":
                         self._tools.clear()
@@ -301,49 +343,86 @@ class Relay:
         finally:
             self._upstream_ended()
 
+    def _upstream_refused(self, refusal: Refusal) -> None:
+        """An upstream message not passed on: its sender, or whoever waits on its answer, gets an error."""
+        log.warning("the upstream wrote %s; dropped", refusal.reason)
+        rid = refusal.id
+        if rid is None:
+            return
+        text = f"mcp-guard: refused the upstream's {refusal.reason}"
+        if refusal.request:  # the upstream asked the client something: it is told instead
+            self._write_upstream(_error_line(rid, refusal.code, text))
+        elif rid in self._pending:
+            self._fail(rid, refusal.code, text)
+
     def _answered(self, rid: Any, line: bytes, message: dict[str, Any]) -> None:
         waiter = self._pending[rid]
         if waiter is _HELD:  # the guard has not sent this id upstream yet: not an answer to anything
             log.warning("the upstream answered a request it was not sent (id %r); dropped", rid)
             return
-        if isinstance(waiter, asyncio.Future):
+        if waiter is _CANCELLED:  # the client cancelled it: nobody waits for this answer any more
             del self._pending[rid]
+            return
+        if isinstance(waiter, asyncio.Future):
+            self._settled(rid)
             if not waiter.done():
                 waiter.set_result(_Reply(line, message))
             return
         del self._pending[rid]
         self._to_client(line if waiter is None else waiter(line, message))
 
+    def _settled(self, rid: Any) -> None:
+        # A tools/call's id stays taken (held) until its task ends: a retry may still send it again.
+        if rid in self._held:
+            self._pending[rid] = _HELD
+        else:
+            del self._pending[rid]
+
+    def _fail(self, rid: Any, code: int, message: str) -> None:
+        """No answer will come for ``rid``: whoever waits gets this error (a tool call: as an exception)."""
+        waiter = self._pending.get(rid)
+        if waiter is _HELD:
+            return  # still with the guard: its forward() sees _gone and answers
+        if waiter is _CANCELLED:
+            del self._pending[rid]
+        elif isinstance(waiter, asyncio.Future):
+            self._settled(rid)
+            if not waiter.done():
+                waiter.set_exception(_UpstreamFailed(code, message))
+        else:
+            del self._pending[rid]
+            if not (isinstance(rid, str) and rid.startswith(ID_PREFIX)):
+                self._to_client(_error_line(rid, code, message))
+
     def _upstream_ended(self) -> None:
         """Answer everything in flight with an error; later requests get one too (see ``_from_client``)."""
         self._gone = True
-        for rid, waiter in list(self._pending.items()):
-            if waiter is _HELD:
-                continue  # still with the guard: its forward() sees _gone and answers
-            del self._pending[rid]
-            line = _error_line(rid, _UPSTREAM_GONE, "mcp-guard: the upstream server has ended")
-            if isinstance(waiter, asyncio.Future):
-                if not waiter.done():
-                    waiter.set_result(_Reply(line, json.loads(line)))
-            elif not (isinstance(rid, str) and rid.startswith(ID_PREFIX)):
-                self._to_client(line)
+        for rid in list(self._pending):
+            self._fail(rid, _UPSTREAM_GONE, "mcp-guard: the upstream server has ended")
 
     def _to_client(self, line: bytes) -> None:
         if self._client is not None:
             self._client.write(line)
 
-    async def _to_upstream(self, line: bytes) -> None:
+    def _write_upstream(self, line: bytes) -> bool:
         proc = self._proc
         if proc is None or proc.stdin is None or self._gone:
-            return
+            return False
         try:
             proc.stdin.write(line)
-            await proc.stdin.drain()
         except (ConnectionError, RuntimeError):
-            pass  # the upstream is going; its stdout's EOF answers what is in flight
+            return False  # the upstream is going; its stdout's EOF answers what is in flight
+        return True
+
+    async def _to_upstream(self, line: bytes) -> None:
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and self._write_upstream(line):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await proc.stdin.drain()
 
     async def _request_upstream(self, rid: Any, line: bytes) -> _Reply:
-        """Send a request upstream and wait for its answer (an error reply if the upstream has ended)."""
+        """Send a request upstream and wait for its answer: an error reply if the upstream had already ended
+        (nothing was sent); :class:`_UpstreamFailed` if it ends, or its answer is refused, once sent."""
         if self._gone:
             gone = _error_line(rid, _UPSTREAM_GONE, "mcp-guard: the upstream server has ended")
             return _Reply(gone, json.loads(gone))
@@ -417,7 +496,10 @@ class Relay:
                 "method": "tools/list",
                 "params": {"cursor": cursor} if cursor else {},
             }
-            reply = await self._request_upstream(rid, _dump(request))
+            try:
+                reply = await self._request_upstream(rid, _dump(request))
+            except _UpstreamFailed:
+                return  # the call goes on without a declaration (fails closed)
             result = reply.message.get("result")
             if not isinstance(result, dict):
                 return  # an error or a dead upstream: the call goes on without a declaration (fails closed)
@@ -429,7 +511,7 @@ class Relay:
 
     # -- tool calls ------------------------------------------------------------------------------------
 
-    async def _call(self, rid: Any, message: dict[str, Any], original: bytes) -> None:
+    async def _call(self, rid: Any, message: dict[str, Any], original: bytes, state: _Call) -> None:
         try:
             params = message.get("params")
             name = params.get("name") if isinstance(params, dict) else None
@@ -440,10 +522,13 @@ class Relay:
                 self._to_client(_error_line(rid, _INVALID_PARAMS, "mcp-guard: tools/call needs a name and arguments"))
                 return
             tool = await self._tool(name)
+            if state.withdrawn:  # cancelled by the client before the guard saw it: never decided, never sent
+                await self._withdrawn(rid, name, args)
+                return
 
             async def forward(**arguments: Any) -> _Reply:
-                # The client's own bytes when the guard admitted the arguments as sent; else its request
-                # with the approved arguments (same id, same _meta and progress token).
+                # The client's request as parsed when the guard admitted the arguments as sent; else with the
+                # approved arguments (same id, same _meta and progress token).
                 if arguments == args and "arguments" in params:
                     line = original
                 else:
@@ -451,6 +536,8 @@ class Relay:
                 return await self._request_upstream(rid, line)
 
             guard = self.guard.with_approver(self._asker()) if self._elicit else self.guard
+            # From here a cancellation reaches the guard (see _cancelled), which writes the call's one event.
+            state.in_guard = True
             result = await guard.arun(
                 name,
                 args,
@@ -469,11 +556,22 @@ class Relay:
                 self._to_client(result.value.line)
         except asyncio.CancelledError:
             raise
+        except _UpstreamFailed as exc:  # sent, and no answer came back: audited as an error, charge kept
+            self._to_client(_error_line(rid, exc.code, exc.message))
         except Exception:  # never leave the client waiting, never let a call through on a fault
             log.exception("tools/call %r failed in the relay", rid)
             self._to_client(_error_line(rid, _INTERNAL_ERROR, "mcp-guard: the call could not be decided"))
         finally:
-            self._pending.pop(rid, None)
+            self._held.pop(rid, None)
+            if self._pending.get(rid) is not _CANCELLED:
+                self._pending.pop(rid, None)
+
+    async def _withdrawn(self, rid: Any, name: str, args: Mapping[str, Any]) -> None:
+        """The one event of a call withdrawn before the guard decided it, as the guard writes a call cancelled
+        before its decision."""
+        call = new_call(name, args, self._server(), self.identity, self.session, call_id=str(rid))
+        decision = Decision.deny(name, "guard_unavailable", server=call.server, reason="withdrawn by the client")
+        await self.guard.afinish(Admission(call, decision), "cancelled")
 
     def _asker(self) -> Callable[[ApprovalRequest], Awaitable[ApprovalDecision]]:
         async def ask(request: ApprovalRequest) -> ApprovalDecision:
@@ -485,6 +583,11 @@ class Relay:
                 params = {"message": approval_message(request), "requestedSchema": APPROVAL_SCHEMA}
                 self._to_client(_dump({"jsonrpc": "2.0", "id": aid, "method": "elicitation/create", "params": params}))
                 answer = await future
+            except asyncio.CancelledError:
+                # The call was withdrawn or timed out: the client need not answer any more.
+                params = {"requestId": aid, "reason": "mcp-guard: the call no longer waits for this approval"}
+                self._to_client(_dump({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}))
+                raise
             finally:
                 self._asks.pop(aid, None)
             result = answer.get("result")
@@ -519,7 +622,7 @@ def can_relay() -> bool:
 async def serve_stdio(relay: Relay) -> None:
     """Serve the client on this process's stdin/stdout; SIGINT and SIGTERM end it cleanly."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=_LINE_LIMIT)
+    reader = asyncio.StreamReader(limit=MAX_CLIENT_MESSAGE)
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
     stdout = os.fdopen(os.dup(1), "wb", buffering=0)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
@@ -550,4 +653,4 @@ async def serve_stdio(relay: Relay) -> None:
         transport.close()
 
 
-__all__ = ["ID_PREFIX", "Relay", "approval_message", "can_elicit", "can_relay", "serve_stdio"]
+__all__ = ["ID_PREFIX", "MAX_CLIENT_MESSAGE", "Relay", "approval_message", "can_elicit", "can_relay", "serve_stdio"]

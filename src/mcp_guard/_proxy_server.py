@@ -22,13 +22,14 @@ restarted: each later request gets a JSON-RPC error (nothing is allowed), until 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import sys
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -44,8 +45,10 @@ from mcp.shared.context import RequestContext
 from mcp.shared.session import RequestResponder
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest, as_async_approver
+from mcp_guard._calls import GuardResult, new_call
 from mcp_guard._compat import tool_annotations
 from mcp_guard._guard import Guard
+from mcp_guard._proxy_json import inexact_integer
 from mcp_guard._proxy_wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
 log = logging.getLogger("mcp_guard.proxy")
@@ -323,17 +326,25 @@ class GuardProxy:
             return await link.session.send_request(_outgoing(call), types.CallToolResult)
 
         guard = self._elicit_guard() if _can_elicit(ctx.session) else self.guard
-        result = await guard.arun(
+        server = self._server_name(link)
+        identity = self._identity(ctx) if callable(self._identity) else self._identity
+        inexact = inexact_integer(params.arguments)
+        if inexact is not None:  # the relay refuses such a message outright; here the SDK has parsed it already
+            call = new_call(params.name, params.arguments, server, identity, link.id, call_id=str(ctx.request_id))
+            refused = await guard.arefuse(call, guard.malformed(params.name, inexact, server=server), deliver=False)
+            return types.ServerResult(types.CallToolResult.model_validate(refusal(refused)))
+        decided = guard.arun(
             params.name,
             params.arguments or {},
             forward,
-            server=self._server_name(link),
-            identity=self._identity(ctx) if callable(self._identity) else self._identity,
+            server=server,
+            identity=identity,
             session=link.id,
             annotations=tool_annotations(tool.annotations) if tool is not None else None,
             tool_schema=tool.inputSchema if tool is not None else None,
             call_id=str(ctx.request_id),
         )
+        result = await _cancelled_once(decided)
         if result.violation is not None:
             return types.ServerResult(types.CallToolResult.model_validate(refusal(result.violation)))
         value: types.CallToolResult = result.value
@@ -364,6 +375,25 @@ class GuardProxy:
             related_request_id=ctx.request_id,
         )
         return approval_answer(answer.action)
+
+
+async def _cancelled_once(decided: Coroutine[Any, Any, GuardResult]) -> GuardResult:
+    """Run the guard on a call in a task of its own, so that a cancellation reaches it exactly once.
+
+    The SDK cancels a request's handler (a client's ``notifications/cancelled``, a session that ends) through
+    an anyio cancel scope, which cancels again at every later await of the handler: the guard's clean-up after
+    the first cancellation (giving back the quota an approval held, in a store round trip) would be cut off
+    there, and the call's one ``cancelled`` event never written. Here the guard's task is cancelled once, as
+    asyncio does, and the handler waits, shielded, for that clean-up to end before it lets the cancellation go on.
+    """
+    task = asyncio.ensure_future(decided)  # copies the context: the request context, for ask_client
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({task})
+        raise
 
 
 def _outgoing(request: Any) -> types.ClientRequest:

@@ -16,6 +16,8 @@ The tool sets (``TOOLSETS``), each with honest MCP annotations:
 - ``recording``: the coercion and hiding attacks' exchange: ``transfer`` (int, bool and pydantic arguments),
   ``withdraw``, ``get_balance``, ``admin_reset`` and ``fail`` (raises after recording);
 - ``inbox``: the approval inbox's exchange: one ``place_order`` with an account to redact;
+- ``waiting``: the proxy's cancellation tests' exchange: ``hang`` records its call and then runs until it is
+  cancelled or its process ends (a call in flight upstream), ``transfer`` is put behind an approval;
 - ``notes`` (server ``notes``): the proxy's upstream: ``echo``, ``write_note``, ``delete_notes``, ``purge``,
   ``publish`` and ``fail`` (answers an ``isError`` result), plus a resource, a resource template and a
   prompt, so the proxy's pass-through of those can be checked.
@@ -38,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 from pydantic import BaseModel
 
 # ToolError, not ValueError, for failures the model should read: mcp 2 hides any other exception's text.
@@ -159,6 +162,20 @@ def inbox(mcp: Any, tool: Tool) -> None:
         return f"order placed: {amount:g} USD of {symbol}"
 
 
+def waiting(mcp: Any, tool: Tool) -> None:
+    @mcp.tool(annotations=WRITE)  # async, so not through _recorded: it records by hand, then waits
+    async def hang(label: str) -> str:
+        """Start a long job: runs until it is cancelled or the server ends."""
+        _record("hang", {"label": label})
+        await anyio.sleep(3600)
+        return f"finished {label}"
+
+    @tool(WRITE)
+    def transfer(amount: int) -> str:
+        """Move money: ``amount`` units."""
+        return f"moved {amount}"
+
+
 def notes(mcp: Any, tool: Tool) -> None:
     @tool(READ)
     def echo(text: str) -> str:
@@ -211,6 +228,7 @@ TOOLSETS: dict[str, tuple[str, Callable[[Any, Tool], None]]] = {
     "counter": ("exchange", counter),
     "recording": ("exchange", recording),
     "inbox": ("exchange", inbox),
+    "waiting": ("exchange", waiting),
     "notes": ("notes", notes),
 }
 
