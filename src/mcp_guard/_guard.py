@@ -27,7 +27,7 @@ from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, round_up
 from mcp_guard._errors import ConfigurationError, PolicyViolation
-from mcp_guard._pipeline import Pipeline, PlainCall, sync_result, unavailable
+from mcp_guard._pipeline import NO_RESULT, Pipeline, PlainCall, sync_result, unavailable
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
 from mcp_guard._shadow import Mode, Shadow, check_mode
@@ -104,6 +104,8 @@ class Guard(Pipeline):
         mode: Mode | None = None,
         reload: bool = False,
         metrics: Any = False,
+        session_memory_bytes: int = 256 * 1024,
+        session_ttl_s: float = 86_400.0,
     ) -> None:
         if on_rate_limit not in ("error", "wait"):
             raise ValueError(f"on_rate_limit must be 'error' or 'wait', not {on_rate_limit!r}")
@@ -115,6 +117,10 @@ class Guard(Pipeline):
             raise ValueError("max_wait_s must be >= 0 and approval_timeout_s > 0")
         if audit_failure not in ("open", "closed"):
             raise ConfigurationError(f"audit_failure must be 'open' or 'closed', not {audit_failure!r}")
+        if type(session_memory_bytes) is not int or session_memory_bytes < 1:
+            raise ConfigurationError(f"session_memory_bytes must be a positive integer, not {session_memory_bytes!r}")
+        if not 0 < session_ttl_s < float("inf"):
+            raise ConfigurationError(f"session_ttl_s must be a positive number of seconds, not {session_ttl_s!r}")
         if not 0 < store_timeout_s < float("inf"):
             raise ConfigurationError(f"store_timeout_s must be a positive number of seconds, not {store_timeout_s!r}")
         self.policy: Policy = policy.policy if isinstance(policy, Guard) else load_policy(policy)
@@ -146,6 +152,8 @@ class Guard(Pipeline):
         self.sleep = sleep
         self.asleep = asleep
         self.check_tool_schema = bool(check_tool_schema)
+        self.session_memory_bytes = session_memory_bytes
+        self.session_ttl_s = float(session_ttl_s)
         self._init_living(policy, check_mode(mode), reload, metrics)
 
     def with_approver(self, approver: Approver | None) -> Guard:
@@ -196,8 +204,20 @@ class Guard(Pipeline):
         plan = self._admit_plan(tool, args, call)
         return plan if isinstance(plan, Admission) else await self._adrive(plan)
 
-    def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None:
+    def finish(
+        self,
+        admission: Admission,
+        outcome: Outcome = "ok",
+        *,
+        error: BaseException | None = None,
+        result: Any = NO_RESULT,
+    ) -> GuardResult:
         """Step 7's bookkeeping and step 8: give quota back where due, write the audit event. Idempotent.
+
+        ``result``: what the tool returned, for adapters that call tools themselves. The policy's result rules
+        judge it and session memory keeps it (spec section 11); hand the model the returned
+        :class:`GuardResult`'s ``value`` (the result, or a redacted copy) or, when its ``violation`` is set
+        (``result_withheld``), that violation instead.
 
         ``outcome``: ``"ok"``; ``"error"`` with no ``error`` (the tool returned an error result: quota back
         unless the limit counts failures); ``"error"`` with the ``error`` it raised (quota kept: the tool may
@@ -206,17 +226,64 @@ class Guard(Pipeline):
         ``"admitted"`` (handed on, result not known here) and ``"cancelled"`` (cancelled after it was handed
         on): nothing given back.
         """
+        value, violation = result, None
+        after = self._after_plan(admission, outcome, result)
+        if after is not None:
+            value, violation = self._drive(after)
         steps = self._finish_plan(admission, outcome, error)
         if steps is not None:
             self._drive(steps)
+        return GuardResult(None if value is NO_RESULT else value, violation, admission)
 
     async def afinish(
-        self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None
-    ) -> None:
+        self,
+        admission: Admission,
+        outcome: Outcome = "ok",
+        *,
+        error: BaseException | None = None,
+        result: Any = NO_RESULT,
+    ) -> GuardResult:
         """:meth:`finish` for async callers."""
+        value, violation = result, None
+        after = self._after_plan(admission, outcome, result)
+        if after is not None:
+            value, violation = await self._adrive(after)
         steps = self._finish_plan(admission, outcome, error)
         if steps is not None:
             await self._adrive(steps)
+        return GuardResult(None if value is NO_RESULT else value, violation, admission)
+
+    def _after_plan(self, admission: Admission, outcome: Outcome, result: Any) -> Any:
+        """The steps that judge and remember a finished call's result, or None when there is nothing to do."""
+        policy = self.policy
+        if policy.session_free or admission.finished or not admission.admitted or outcome not in ("ok", "error"):
+            return None
+        return self._after_steps(admission, policy, result)
+
+    # -- session memory (spec section 11) -------------------------------------------------------------
+
+    def observe_input(self, text: str, *, session: str | None) -> None:
+        """Remember ``text`` as the user's own request in ``session``'s memory (trusted, for ``from: [user]``).
+
+        Adapters call it with the user's messages; call it yourself for any other way a user's words reach the
+        agent. A no-op without a session, or when no check of the policy reads the user's requests.
+        """
+        steps = self._observe_plan(text, session)
+        if steps is not None:
+            self._drive(steps)
+
+    async def aobserve_input(self, text: str, *, session: str | None) -> None:
+        """:meth:`observe_input` for async callers."""
+        steps = self._observe_plan(text, session)
+        if steps is not None:
+            await self._adrive(steps)
+
+    def _observe_plan(self, text: str, session: str | None) -> Any:
+        if session is None or not isinstance(text, str) or not text.strip():
+            return None
+        if "texts" not in self.policy.session_reads:
+            return None
+        return self._observe_steps(text, str(session))
 
     def run(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]

@@ -45,6 +45,29 @@ class Release:
 
 
 @dataclass(slots=True)
+class Recall:
+    """Read ``parts`` of ``session``'s memory (answer: part -> (records, appended ever))."""
+
+    session: str
+    parts: list[str]
+
+
+@dataclass(slots=True)
+class Remember:
+    """Append ``records`` (part -> records) to ``session``'s memory (answer: part -> (dropped, dropped bytes))."""
+
+    session: str
+    records: dict[str, list[str]]
+    caps: dict[str, int]
+    ttl_s: float
+
+
+@dataclass(slots=True)
+class SessionKey:
+    """The store's key for session fingerprints (answer: bytes)."""
+
+
+@dataclass(slots=True)
 class Call:
     """Call the tool: ``fn(**args)`` (answer: its value; its exception is thrown in)."""
 
@@ -75,8 +98,8 @@ class Answer:
     reason: str | None = None
 
 
-Op = Check | Reserve | Release | Ask | Call | Sleep
-StoreOp = Check | Reserve | Release
+Op = Check | Reserve | Release | Ask | Call | Sleep | Recall | Remember | SessionKey
+StoreOp = Check | Reserve | Release | Recall | Remember | SessionKey
 Steps = Generator[Op, Any, T]
 
 
@@ -96,6 +119,23 @@ class AttemptState:
     """The call's one event has been written by the steps (an abort before the tool was handed the call)."""
     called: bool = False
     """The tool has been called (at least once): from here on an exception is the tool's, not the guard's."""
+    view: Any = None
+    """The session view this call is decided on (read once, before the first evaluation), or None."""
 
 
-__all__ = ["Answer", "Ask", "AttemptState", "Call", "Check", "Op", "Release", "Reserve", "Sleep", "Steps", "StoreOp"]
+__all__ = [
+    "Answer",
+    "Ask",
+    "AttemptState",
+    "Call",
+    "Check",
+    "Op",
+    "Recall",
+    "Release",
+    "Remember",
+    "Reserve",
+    "SessionKey",
+    "Sleep",
+    "Steps",
+    "StoreOp",
+]
