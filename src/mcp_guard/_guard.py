@@ -26,10 +26,11 @@ from mcp_guard._audit import audit_key as audit_key_of
 from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, round_up
-from mcp_guard._errors import ConfigurationError, PolicyViolation
+from mcp_guard._errors import ConfigurationError, PolicyViolation, StoreError
 from mcp_guard._pipeline import NO_RESULT, Pipeline, PlainCall, sync_result, unavailable
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
+from mcp_guard._session import SessionView
 from mcp_guard._shadow import Mode, Shadow, check_mode
 from mcp_guard._stores import Store, StoreProtocol, store_from_uri
 
@@ -277,6 +278,25 @@ class Guard(Pipeline):
         steps = self._observe_plan(text, session)
         if steps is not None:
             await self._adrive(steps)
+
+    def session_view(self, session: str) -> SessionView:
+        """What the guard remembers of ``session`` (the parts the policy's checks read), as the policy sees it.
+
+        Reads the store; changes nothing. A view of a session the policy needs nothing of is empty.
+        """
+        view: SessionView = self._drive(self._view_of(session))
+        return view
+
+    async def asession_view(self, session: str) -> SessionView:
+        """:meth:`session_view` for async callers."""
+        view: SessionView = await self._adrive(self._view_of(session))
+        return view
+
+    def _view_of(self, session: str) -> Any:
+        view = yield from self._view_steps(ToolCall("", {}, session=session), self.policy)
+        if view is None:
+            raise StoreError("the session memory could not be read")
+        return view
 
     def _observe_plan(self, text: str, session: str | None) -> Any:
         if session is None or not isinstance(text, str) or not text.strip():

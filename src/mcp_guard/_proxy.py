@@ -145,6 +145,10 @@ def run_proxy(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     if isinstance(policy, int):
         return policy
+    from mcp_guard._session_lint import session_warnings
+
+    for warning in session_warnings(policy.document, proxy=True):
+        print(f"mcp-guard proxy: warning: {warning}", file=sys.stderr)
     try:
         approver = None
         if args.inbox:
