@@ -23,7 +23,6 @@ Booleans and ``null`` carry no provenance: they always match. An empty string ma
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -204,34 +203,46 @@ def compact(value: str) -> str:
 MIN_SECRET_CHARS: Final = 6
 
 
+def _mac_key(key: bytes) -> bytes:
+    """BLAKE2b takes keys of at most 64 bytes: a longer one is hashed down to 64."""
+    return key if len(key) <= 64 else hashlib.sha512(key).digest()
+
+
+def _mac(data: str, key: bytes) -> str:
+    # BLAKE2b in its keyed mode is a MAC in itself (no HMAC construction needed) and about three times faster
+    # than HMAC-SHA256 here, which matters: no_secrets computes one per character of an outgoing argument.
+    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), key=_mac_key(key), digest_size=16).hexdigest()
+
+
 def fingerprint(value: str, key: bytes) -> str:
-    """The keyed fingerprint session memory keeps of a secret: ``<length>:<HMAC-SHA256>`` of its compact form.
+    """The keyed fingerprint session memory keeps of a secret: ``<length>:<keyed BLAKE2b>`` of its compact form.
 
     White space is removed and case folded first (:func:`compact`), so the same secret split by spaces or
     re-cased has the same fingerprint; ``no_secrets`` compares these, never the value. The length (of the
-    compact form) tells :func:`secret_in` which substrings to look at.
+    compact form) tells :func:`secret_in` which substrings to look at. Without the key (the audit key, or the
+    store's own) a fingerprint cannot be checked against a guess.
     """
     squeezed = compact(value)
-    mac = hmac.new(key, squeezed.encode("utf-8", "surrogatepass"), hashlib.sha256)
-    return f"{len(squeezed)}:{mac.hexdigest()[:32]}"
+    return f"{len(squeezed)}:{_mac(squeezed, key)}"
 
 
 def secret_in(text: str, view: SessionView) -> bool:
     """Whether some remembered secret occurs in ``text``, also split by white space or re-cased.
 
     Each substring of the compacted text as long as a remembered secret is fingerprinted and looked up: one
-    HMAC per character and distinct secret length, linear in the text.
+    MAC per character and distinct secret length, linear in the text.
     """
     if not view.secrets:
         return False
     squeezed = compact(text)
-    base = hmac.new(view.secret_key, digestmod=hashlib.sha256)
-    for n in _lengths(view.secrets):
+    key = _mac_key(view.secret_key)
+    secrets = view.secrets
+    blake2b = hashlib.blake2b
+    for n in _lengths(secrets):
         prefix = f"{n}:"
         for i in range(len(squeezed) - n + 1):
-            mac = base.copy()
-            mac.update(squeezed[i : i + n].encode("utf-8", "surrogatepass"))
-            if prefix + mac.hexdigest()[:32] in view.secrets:
+            piece = squeezed[i : i + n].encode("utf-8", "surrogatepass")
+            if prefix + blake2b(piece, key=key, digest_size=16).hexdigest() in secrets:
                 return True
     return False
 
