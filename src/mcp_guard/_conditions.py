@@ -760,6 +760,10 @@ def compile_view_check(path: str, op: str, expected: object, kind: Kind) -> View
     need = _wanted_types(op, expected)
     sources = _source_test(typing.cast(list[str], expected)) if op in ("from", "not_from") else None
     absent_has_no_leaves = op in VIEW_OPS
+    if op == "no_secrets":
+        # A secret held, in words (the value is never quoted; nor, here, even the kind of secret).
+        refused = f"{path} holds a secret this session saw in a tool result; it may not leave"
+        return _no_secrets_check(get, test, refused)
     if kind == "require":
         refused, missing = f"{path} {neg} {exp}", f"{path} is missing (required: {sym} {exp})"
         through = f"{path} cannot be read: part of the path is not an object (required: {sym} {exp})"
@@ -793,6 +797,25 @@ def compile_view_check(path: str, op: str, expected: object, kind: Kind) -> View
             came = view.tool_with(stray)
             return refused + (f" (it appears in a result of {came}, an untrusted source)" if came else "")
         return refused
+
+    return check
+
+
+def _no_secrets_check(
+    get: Callable[[Mapping[str, Any], str | None, str | None, str | None, str, SessionView], Any],
+    test: ValueTest,
+    refused: str,
+) -> ViewCheck:
+    """``no_secrets`` (only in ``require``): refuses when the value holds a remembered secret; an absent value or a
+    path through a non-object holds nothing to leak, and any JSON value is read (no type is wrong here)."""
+
+    def check(
+        a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str, view: SessionView
+    ) -> str | None:
+        value = get(a, i, s, v, t, view)
+        if value is MISSING or value is THROUGH:
+            return None
+        return None if test(value, view) else refused
 
     return check
 
