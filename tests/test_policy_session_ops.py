@@ -230,6 +230,15 @@ def test_no_secrets_refuses_a_remembered_secret_also_split_or_recased(body: str)
     assert p.evaluate("t", {"body": body}).allowed  # a session that saw no secret
 
 
+def test_no_secrets_on_a_huge_argument_is_the_strict_side() -> None:
+    from mcp_guard._session import MAX_SECRET_SCAN
+
+    p = policy({"require": {"args.body": {"no_secrets": True}}})
+    huge = "x" * (MAX_SECRET_SCAN + 1)
+    assert p.evaluate("t", {"body": huge}, session_view=remembered(SECRET)).code == "secret_egress"
+    assert p.evaluate("t", {"body": huge}).allowed  # nothing remembered: nothing to scan for
+
+
 def test_no_secrets_reads_every_leaf() -> None:
     p = policy({"require": {"args.message": {"no_secrets": True}}})
     msg = {"to": "a@example.com", "parts": ["hi", SECRET]}

@@ -226,6 +226,8 @@ def test_finish_judges_a_result_an_adapter_hands_over(tools: Tools) -> None:
 
 
 class Counting(MemoryStore):
+    schemes = ()  # a subclass would otherwise take over memory:// for every later test
+
     def __init__(self) -> None:
         super().__init__()
         self.memory_ops = 0
@@ -250,6 +252,8 @@ def test_a_policy_without_session_rules_never_touches_session_memory(tools: Tool
 
 def test_a_store_that_fails_refuses_closed(tools: Tools) -> None:
     class Down(MemoryStore):
+        schemes = ()
+
         def session_read(self, session: str, parts: list[str]) -> Any:
             raise OSError("down")
 

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 from mcp_guard._approval import Approver, Asker
 from mcp_guard._audit import AuditSink, audit_sinks
@@ -205,6 +205,14 @@ class Guard(Pipeline):
         plan = self._admit_plan(tool, args, call)
         return plan if isinstance(plan, Admission) else await self._adrive(plan)
 
+    @overload
+    def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None: ...
+
+    @overload
+    def finish(
+        self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None, result: Any
+    ) -> GuardResult: ...
+
     def finish(
         self,
         admission: Admission,
@@ -212,13 +220,8 @@ class Guard(Pipeline):
         *,
         error: BaseException | None = None,
         result: Any = NO_RESULT,
-    ) -> GuardResult:
+    ) -> GuardResult | None:
         """Step 7's bookkeeping and step 8: give quota back where due, write the audit event. Idempotent.
-
-        ``result``: what the tool returned, for adapters that call tools themselves. The policy's result rules
-        judge it and session memory keeps it (spec section 11); hand the model the returned
-        :class:`GuardResult`'s ``value`` (the result, or a redacted copy) or, when its ``violation`` is set
-        (``result_withheld``), that violation instead.
 
         ``outcome``: ``"ok"``; ``"error"`` with no ``error`` (the tool returned an error result: quota back
         unless the limit counts failures); ``"error"`` with the ``error`` it raised (quota kept: the tool may
@@ -226,7 +229,17 @@ class Guard(Pipeline):
         ``"denied"`` (the tool never ran: refused, or admitted and then not called; all quota back);
         ``"admitted"`` (handed on, result not known here) and ``"cancelled"`` (cancelled after it was handed
         on): nothing given back.
+
+        ``result``: what the tool returned, for adapters that call tools themselves (spec section 11). The
+        policy's result rules judge it and session memory keeps it; the returned :class:`GuardResult` has the
+        ``value`` to hand the model (the result, or a redacted copy) or, when a rule withheld it, the
+        ``violation`` (``result_withheld``) to hand it instead. Without ``result``, returns None.
         """
+        if result is NO_RESULT and self.policy.session_free:  # 0.2's path, exactly
+            steps = self._finish_plan(admission, outcome, error)
+            if steps is not None:
+                self._drive(steps)
+            return None
         value, violation = result, None
         after = self._after_plan(admission, outcome, result)
         if after is not None:
@@ -234,7 +247,17 @@ class Guard(Pipeline):
         steps = self._finish_plan(admission, outcome, error)
         if steps is not None:
             self._drive(steps)
-        return GuardResult(None if value is NO_RESULT else value, violation, admission)
+        return None if result is NO_RESULT else GuardResult(value, violation, admission)
+
+    @overload
+    async def afinish(
+        self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None
+    ) -> None: ...
+
+    @overload
+    async def afinish(
+        self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None, result: Any
+    ) -> GuardResult: ...
 
     async def afinish(
         self,
@@ -243,8 +266,13 @@ class Guard(Pipeline):
         *,
         error: BaseException | None = None,
         result: Any = NO_RESULT,
-    ) -> GuardResult:
+    ) -> GuardResult | None:
         """:meth:`finish` for async callers."""
+        if result is NO_RESULT and self.policy.session_free:
+            steps = self._finish_plan(admission, outcome, error)
+            if steps is not None:
+                await self._adrive(steps)
+            return None
         value, violation = result, None
         after = self._after_plan(admission, outcome, result)
         if after is not None:
@@ -252,7 +280,7 @@ class Guard(Pipeline):
         steps = self._finish_plan(admission, outcome, error)
         if steps is not None:
             await self._adrive(steps)
-        return GuardResult(None if value is NO_RESULT else value, violation, admission)
+        return None if result is NO_RESULT else GuardResult(value, violation, admission)
 
     def _after_plan(self, admission: Admission, outcome: Outcome, result: Any) -> Any:
         """The steps that judge and remember a finished call's result, or None when there is nothing to do."""

@@ -226,11 +226,17 @@ def fingerprint(value: str, key: bytes) -> str:
     return f"{len(squeezed)}:{_mac(squeezed, key)}"
 
 
+#: Most MACs one ``no_secrets`` check computes (characters times distinct secret lengths, about a second);
+#: an argument that would need more counts as holding a secret (the strict side), so no argument is a DoS.
+MAX_SECRET_SCAN: Final = 1_000_000
+
+
 def secret_in(text: str, view: SessionView) -> bool:
     """Whether some remembered secret occurs in ``text``, also split by white space or re-cased.
 
     Each substring of the compacted text as long as a remembered secret is fingerprinted and looked up: one
-    MAC per character and distinct secret length, linear in the text.
+    MAC per character and distinct secret length, linear in the text. Past :data:`MAX_SECRET_SCAN` MACs the
+    answer is yes (fail closed).
     """
     if not view.secrets:
         return False
@@ -238,7 +244,10 @@ def secret_in(text: str, view: SessionView) -> bool:
     key = _mac_key(view.secret_key)
     secrets = view.secrets
     blake2b = hashlib.blake2b
-    for n in _lengths(secrets):
+    lengths = _lengths(secrets)
+    if len(squeezed) * len(lengths) > MAX_SECRET_SCAN:
+        return True
+    for n in lengths:
         prefix = f"{n}:"
         for i in range(len(squeezed) - n + 1):
             piece = squeezed[i : i + n].encode("utf-8", "surrogatepass")

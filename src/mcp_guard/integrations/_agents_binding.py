@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcp_guard._adapt import Bounded, WhoLookup, is_violation, lookup, parse_args, without_required
+from mcp_guard._calls import Outcome
 from mcp_guard._compat import tool_annotations, tool_input_schema
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
@@ -170,7 +171,11 @@ class _Binding:
         except BaseException as exc:
             await self.guard.afinish(admission, "error", error=exc)
             raise
-        finished = await self.guard.afinish(admission, "error" if failed(value) else "ok", result=value)
+        outcome: Outcome = "error" if failed(value) else "ok"
+        if self.guard.policy.session_free:  # nothing to judge or remember: 0.2's path
+            await self.guard.afinish(admission, outcome)
+            return value
+        finished = await self.guard.afinish(admission, outcome, result=value)
         if finished.violation is not None:
             return refused(self.guard.violation(finished.violation).to_json())
         return finished.value
