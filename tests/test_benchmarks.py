@@ -59,6 +59,18 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
         [],
         {"stdio: direct", "stdio: relay", "stdio: --no-relay", "http: direct", "http: proxy"},
     ),
+    "session_cost": (
+        [],
+        {
+            "deny_if numeric (no session)",
+            "from [user, trusted], 5 KB memory",
+            "no_secrets, 20 secrets, 2 KB body",
+            "result scan: detect secrets, 5 KB",
+            "result scan: detect pii, 5 KB",
+            "Guard.run, deny_if, memory store",
+            "Guard.run, from [user], 5 KB memory store",
+        },
+    ),
     # A path that is no interpreter: the peer figure is reported as not measured, and the rest still runs.
     "pipeline_cost": (
         ["--agt-python", str(ROOT / "no-such-python")],

@@ -158,7 +158,7 @@ def test_paths_through_non_objects_are_the_strict_side(rule: dict[str, Any], arg
         (100, "100", True),
         ("a", "a", True),
         ("a", "b", False),
-        (None, None, True),
+        (None, None, False),  # an explicit null is absent (spec section 11): eq null never fires
     ],
 )
 def test_eq_types_exactly(expected: Any, value: Any, fires: bool) -> None:

@@ -729,7 +729,7 @@ OPERATOR_CASES: list[tuple[str, Any, Any, Any]] = [
     ("eq", "a", "A", F),
     ("eq", [1, 2], [1, 2], T),
     ("eq", {"k": 1}, {"k": 1}, T),
-    ("eq", None, None, T),
+    ("eq", None, None, F),  # an explicit null is absent (spec section 11): nothing compares equal
     ("neq", 1, 2, T),
     ("neq", 1, 1, F),
     ("neq", "a", "b", T),
@@ -753,7 +753,7 @@ OPERATOR_CASES: list[tuple[str, Any, Any, Any]] = [
     ("lt", 10, True, MISMATCH),
     ("lt", 10, {"a": 1}, MISMATCH),
     ("lt", 10, [5], MISMATCH),
-    ("lt", 10, None, MISMATCH),
+    ("lt", 10, None, F),  # null is absent, not a wrong type
     ("lt", 10, math.nan, MISMATCH),
     ("lte", 10, 10, T),
     ("lte", 10, 11, F),
@@ -789,7 +789,7 @@ OPERATOR_CASES: list[tuple[str, Any, Any, Any]] = [
     ("contains", 1, "abc", MISMATCH),
     ("contains", "a", {"a": 1}, MISMATCH),
     ("exists", True, 0, T),
-    ("exists", True, None, T),
+    ("exists", True, None, F),  # "given and not null" is exists: true
     ("exists", False, 0, F),
 ]
 

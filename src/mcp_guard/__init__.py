@@ -36,6 +36,7 @@ from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
 from mcp_guard._inbox import Inbox
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
+from mcp_guard._session import ResultSeen, SessionView
 from mcp_guard._stores import (
     MemoryStore,
     RedisClusterStore,
@@ -78,7 +79,9 @@ __all__ = [
     "PolicyViolation",
     "RedisClusterStore",
     "RedisStore",
+    "ResultSeen",
     "RetryPolicy",
+    "SessionView",
     "Store",
     "StoreError",
     "StoreProtocol",

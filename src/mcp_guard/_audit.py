@@ -400,6 +400,7 @@ class CallEvent:
             admission.attempts,
             admission.shadow,
             trace_ids(),
+            admission.result_note,
         )
         self._data: dict[str, Any] | None = None
 
@@ -416,7 +417,7 @@ class CallEvent:
 
     def _build(self) -> dict[str, Any]:
         (call, decision, outcome, error_name, now, latency, policy_hash, key, approval, fail_open, attempts,
-         shadow, ids) = self._note  # fmt: skip
+         shadow, ids, result_note) = self._note  # fmt: skip
         args = call.args if isinstance(call.args, Mapping) else {}
         event: dict[str, Any] = {
             "time": iso_time(now),
@@ -458,6 +459,8 @@ class CallEvent:
             event["pin"] = {"pinned": decision.pin[0], "listed": decision.pin[1]}
         if shadow is not None:
             add_shadow_fields(event, shadow, args)
+        if result_note is not None:
+            event["result"] = result_note
         return event
 
 

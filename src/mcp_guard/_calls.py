@@ -109,6 +109,8 @@ class Admission:
     attempts: int = 1
     shadow: Decision | None = None
     """Decided in shadow mode: what enforcement would have done (audited as ``shadow``/``would_*``)."""
+    result_note: dict[str, Any] | None = None
+    """What the policy's result rules did to the tool's result (audited as ``result``; never a value)."""
 
     @property
     def admitted(self) -> bool:

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from mcp_guard import _cli_living as living
@@ -47,8 +48,9 @@ from mcp_guard._errors import MissingExtraError, PolicyError
 from mcp_guard._inbox_web import add_inbox_parser
 from mcp_guard._locate import Locator, position_in_message
 from mcp_guard._matching import Pattern, parse_pattern, pointer
-from mcp_guard._model import MAX_POLICY_BYTES, PolicyInputError
+from mcp_guard._model import MAX_POLICY_BYTES, PolicyInputError, parse_json, parse_yaml
 from mcp_guard._policy import Policy, read_policy_file
+from mcp_guard._session_lint import session_warnings
 
 AddCommand = Callable[[Any], argparse.ArgumentParser]
 
@@ -65,8 +67,11 @@ def _shadows(hide: Pattern, rule: Pattern) -> bool:
     return hide.name == "*" or hide.name == rule.name
 
 
-def policy_warnings(policy: Policy) -> list[str]:
-    """Rules that can never apply, and other things that are valid but almost certainly not meant."""
+def policy_warnings(policy: Policy, *, proxy: bool = False) -> list[str]:
+    """Rules that can never apply, and other things that are valid but almost certainly not meant.
+
+    ``proxy``: the policy is for ``mcp-guard proxy``, where no user text is seen (``from: [user]`` never holds).
+    """
     doc = policy.document
     out: list[str] = []
     hides = [(i, parse_pattern(text)) for i, text in enumerate(doc.hide)]
@@ -93,6 +98,7 @@ def policy_warnings(policy: Policy) -> list[str]:
         for n, lim in enumerate(doc.all_tools.limits):
             if lim.max == 0:
                 out.append(f"/all_tools/limits/{n}/max: max is 0, so every call in the policy is refused")
+    out.extend(session_warnings(doc, proxy=proxy))
     return out
 
 
@@ -112,6 +118,11 @@ def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
         default=MAX_POLICY_BYTES,
         metavar="N",
         help="largest file accepted (default 5 MB, at most 1 GiB)",
+    )
+    parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="the policy is for mcp-guard proxy: also warn about checks that cannot work there (from: [user])",
     )
     return parser
 
@@ -176,10 +187,10 @@ class _Loaded:
                 }
             )
 
-    def warn(self) -> None:
+    def warn(self, proxy: bool = False) -> None:
         if self.policy is None:
             return
-        for warning in policy_warnings(self.policy):
+        for warning in policy_warnings(self.policy, proxy=proxy):
             path, _, message = warning.partition(": ")
             self._add([{"path": path, "message": message}], "warning")
 
@@ -198,7 +209,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     """
     results = [_Loaded(f, args.max_bytes) for f in args.files]
     for r in results:
-        r.warn()
+        r.warn(args.proxy)
     if args.format == "json":
         print(json.dumps([p for r in results for p in r.problems], ensure_ascii=False, indent=2))
     else:
@@ -272,6 +283,7 @@ def _evaluate(
     args: argparse.Namespace,
     call_args: Mapping[str, Any] | None,
     annotations: Mapping[str, Any] | None,
+    view: Any = None,
 ) -> Decision:
     """What a Guard decides at steps 1-3: NaN or Infinity anywhere in the arguments (``1e400`` reads as inf) is
     refused before any rule, as the Guard does; ``Policy.evaluate`` alone checks only where a rule reads them."""
@@ -291,6 +303,7 @@ def _evaluate(
         identity=args.identity,
         session=args.session,
         annotations=annotations,
+        session_view=view,
     )
 
 
@@ -305,8 +318,72 @@ def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--annotations", metavar="JSON", help="MCP tool annotations as JSON, e.g. '{\"readOnlyHint\": true}'"
     )
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="the user's request in this session (repeat for several); read by from: [user]",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="FILE",
+        help="the session so far (JSON or YAML list): {user: TEXT} items and earlier calls "
+        "{tool, args, server, annotations, result}, replayed through the policy before this call",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
+
+
+def _session_view(policy: Policy, history: str | None, users: Sequence[str]) -> Any:
+    """The session view after replaying ``history`` and the ``--user`` texts through a guard (memory store)."""
+    from mcp_guard._guard import Guard
+
+    items: Any = []
+    if history is not None:
+        path = Path(history)
+        try:
+            raw = path.read_bytes()
+            items = parse_json(raw, history) if path.suffix.lower() == ".json" else parse_yaml(raw, history)
+        except OSError as exc:
+            raise SystemExit(f"mcp-guard explain: cannot read --history {history}: {exc.strerror or exc}") from None
+        except PolicyError as exc:
+            raise SystemExit(f"mcp-guard explain: --history {history}: {' '.join(str(exc).split())}") from None
+        if isinstance(items, Mapping) and "history" in items:
+            items = items["history"]
+    if not isinstance(items, list):
+        raise SystemExit("mcp-guard explain: --history must hold a list of {user: TEXT} and {tool: NAME, ...} items")
+    guard = Guard(policy, retry=False)
+    key = "explain"
+    for text in users:
+        guard.observe_input(text, session=key)
+    for n, item in enumerate(items):
+        if isinstance(item, Mapping) and isinstance(item.get("user"), str) and len(item) == 1:
+            guard.observe_input(item["user"], session=key)
+            continue
+        known = {"tool", "args", "server", "annotations", "result"}
+        if not (
+            isinstance(item, Mapping)
+            and isinstance(item.get("tool"), str)
+            and set(item) <= known
+            and isinstance(item.get("args", {}), Mapping)
+            and isinstance(item.get("server", ""), (str, type(None)))
+            and isinstance(item.get("annotations", {}), (Mapping, type(None)))
+        ):
+            raise SystemExit(
+                f"mcp-guard explain: --history item {n} must be {{user: TEXT}} or {{tool: NAME, args: {{...}}, "
+                "server: NAME, annotations: {...}, result: ...}"
+            )
+        returned = item.get("result", "ok")
+        guard.run(
+            item["tool"],
+            dict(item.get("args", {})),
+            lambda _value=returned, **_: _value,
+            server=item.get("server"),
+            annotations=item.get("annotations"),
+            session=key,
+        )
+    return guard.session_view(key)
 
 
 def explain_dict(policy: Policy, decision: Decision) -> dict[str, Any]:
@@ -408,7 +485,8 @@ def _run_explain(args: argparse.Namespace) -> int:
     policy = _load(args.file)
     if isinstance(policy, int):
         return policy
-    decision = _evaluate(policy, args, call_args, annotations)
+    view = _session_view(policy, args.history, args.user) if args.history or args.user else None
+    decision = _evaluate(policy, args, call_args, annotations, view)
     info = explain_dict(policy, decision)
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))

@@ -35,11 +35,39 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Final, Literal
 
-from mcp_guard._matching import glob_matcher, pointer_escape
+from mcp_guard._matching import glob_matcher, parse_pattern, pointer_escape
+from mcp_guard._session import EMPTY_VIEW, SessionView, leaves, secret_in
 
-OPERATORS: Final = ("eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "regex", "glob", "contains", "exists")
+OPERATORS: Final = (
+    "eq",
+    "neq",
+    "in",
+    "not_in",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "regex",
+    "glob",
+    "contains",
+    "exists",
+    "not_regex",
+    "not_glob",
+    "not_contains",
+    "any",
+    "all",
+    "from",
+    "not_from",
+    "detect",
+    "no_secrets",
+)
 CONTEXT_PATHS: Final = ("identity", "session", "server", "tool")
-Kind = Literal["require", "deny_if", "approve_if"]
+#: What the session has done (read from the session view): names of tools that ran, their classes, whether an
+#: untrusted result was seen, how many calls ran.
+SESSION_PATHS: Final = ("session.tools", "session.classes", "session.untrusted", "session.calls")
+#: Operators that read the session view (provenance, remembered secrets).
+VIEW_OPS: Final = frozenset({"from", "not_from", "no_secrets"})
+Kind = Literal["require", "deny_if", "approve_if", "result"]
 
 _SYMBOL = {
     "eq": "==",
@@ -53,6 +81,15 @@ _SYMBOL = {
     "regex": "matches regex",
     "glob": "matches glob",
     "contains": "contains",
+    "not_regex": "does not match regex",
+    "not_glob": "does not match glob",
+    "not_contains": "does not contain",
+    "any": "has an element that satisfies",
+    "all": "has only elements that satisfy",
+    "from": "comes from",
+    "not_from": "does not come from",
+    "detect": "holds what a detector flags:",
+    "no_secrets": "holds no remembered secret:",
 }
 _NEGATED = {
     "eq": "is not equal to",
@@ -66,6 +103,15 @@ _NEGATED = {
     "regex": "does not match regex",
     "glob": "does not match glob",
     "contains": "does not contain",
+    "not_regex": "matches regex",
+    "not_glob": "matches glob",
+    "not_contains": "contains",
+    "any": "has no element that satisfies",
+    "all": "has an element that does not satisfy",
+    "from": "does not come from",
+    "not_from": "comes from",
+    "detect": "holds nothing a detector flags:",
+    "no_secrets": "holds a secret this session saw:",
 }
 _NUMERIC = frozenset({"lt", "lte", "gt", "gte"})
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
@@ -216,18 +262,37 @@ def _json_text(value: object) -> str:
 # -- validation (load time) -----------------------------------------------------------------------------
 
 
-def check_path(path: object) -> str | None:
-    """Why ``path`` is not a condition path, or ``None``."""
+def check_path(path: object, where: str = "call") -> str | None:
+    """Why ``path`` is not a condition path, or ``None``. ``where``: ``"call"`` (a rule's conditions, about the
+    call and the session) or ``"result"`` (a rule's ``result`` block, about what the tool returned)."""
     if not isinstance(path, str):
         return f"a condition path must be a string, got {describe_type(path)}"
-    if path in CONTEXT_PATHS:
+    if where == "result":
+        if path == "result.text" or (path.startswith("result.json.") and all(path[12:].split("."))):
+            return None
+        return f"{path!r} is not a result path; allowed: result.text, result.json.<name>[.<name>...]"
+    if path in CONTEXT_PATHS or path in SESSION_PATHS:
         return None
     if path.startswith("args.") and all(path[5:].split(".")):
         return None
-    return f"{path!r} is not a condition path; allowed: args.<name>[.<name>...], identity, session, server, tool"
+    return (
+        f"{path!r} is not a condition path; allowed: args.<name>[.<name>...], identity, session, server, tool, "
+        + ", ".join(SESSION_PATHS)
+    )
 
 
-def check_operator(op: str, value: object) -> str | None:
+def check_source(source: object) -> str | None:
+    """Why ``source`` cannot be named in ``from`` / ``not_from``, or ``None``."""
+    from mcp_guard._matching import check_pattern
+    from mcp_guard._session import SOURCES
+
+    if isinstance(source, str) and source in SOURCES:
+        return None
+    why = check_pattern(source)  # type: ignore[arg-type]  # it takes anything and says why a non-string is wrong
+    return f"{why}; a source is user, trusted, untrusted or a tool pattern" if why else None
+
+
+def check_operator(op: str, value: object, depth: int = 0) -> str | None:
     """Why ``{op: value}`` is not a valid check, or ``None``."""
     if op not in OPERATORS:
         return f"unknown operator {op!r}; allowed: {', '.join(OPERATORS)}"
@@ -235,26 +300,59 @@ def check_operator(op: str, value: object) -> str | None:
         return f"{op!r} needs a list of values, got {describe_type(value)}"
     if op in _NUMERIC and not _is_number(value):
         return f"{op!r} compares numbers and needs a number, got {describe_type(value)}"
-    if op in ("regex", "glob") and not isinstance(value, str):
+    if op in ("regex", "glob", "not_regex", "not_glob") and not isinstance(value, str):
         return f"{op!r} needs a string pattern, got {describe_type(value)}"
-    if op == "regex":
+    if op in ("regex", "not_regex"):
         why = regex_problem(str(value))
         if why:
             return why
     if op == "exists" and not isinstance(value, bool):
         return f"'exists' needs true or false, got {describe_type(value)}"
-    if op == "contains" and (isinstance(value, (Mapping, list)) or value is None):
-        return f"'contains' needs a string, number or boolean, got {describe_type(value)}"
+    if op in ("contains", "not_contains") and (isinstance(value, (Mapping, list)) or value is None):
+        return f"{op!r} needs a string, number or boolean, got {describe_type(value)}"
+    if op in ("any", "all"):
+        return _check_inner(op, value, depth)
+    if op in ("from", "not_from"):
+        if not isinstance(value, list) or not value:
+            return f"{op!r} needs a non-empty list of sources (user, trusted, untrusted, tool patterns)"
+        for source in value:
+            why = check_source(source)
+            if why:
+                return f"{op!r}: {why}"
+    if op == "detect":
+        from mcp_guard._detectors import DETECTORS
+
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            return f"'detect' needs a non-empty list of detector names ({', '.join(DETECTORS)})"
+        unknown = [v for v in value if v not in DETECTORS]
+        if unknown:
+            return f"unknown detector {unknown[0]!r}; allowed: {', '.join(DETECTORS)}"
+    if op == "no_secrets" and value is not True:
+        return "'no_secrets' takes true (leave it out for no check)"
     return None
 
 
-def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
+def _check_inner(op: str, value: object, depth: int) -> str | None:
+    if not isinstance(value, Mapping) or not value:
+        return f"{op!r} needs a condition for each element, e.g. {{'{op}': {{'glob': '*@example.com'}}}}"
+    if depth >= 4:
+        return f"{op!r} is nested too deeply (at most 4 levels)"
+    for inner, expected in value.items():
+        if inner in ("exists", "no_secrets"):
+            return f"{op!r}: {inner!r} does not apply to list elements"
+        why = check_operator(str(inner), expected, depth + 1)
+        if why:
+            return f"{op!r}: {why}"
+    return None
+
+
+def validate_conditions(block: object, where: str = "call") -> list[tuple[tuple[str, ...], str]]:
     """Problems in a condition block, as (relative path tokens, message); empty when valid."""
     if not isinstance(block, Mapping):
         return [((), f"conditions must be a mapping of path to operators, got {describe_type(block)}")]
     problems: list[tuple[tuple[str, ...], str]] = []
     for path, ops in block.items():
-        why = check_path(path)
+        why = check_path(path, where)
         if why:
             problems.append(((str(path),), why))
             continue
@@ -267,6 +365,10 @@ def validate_conditions(block: object) -> list[tuple[tuple[str, ...], str]]:
             problems.append(((path,), f"no operator given; allowed: {', '.join(OPERATORS)}"))
         for op, value in ops.items():
             why = check_operator(str(op), value)
+            if why is None and where == "result" and op in VIEW_OPS:
+                why = f"{op!r} is about a call's arguments, not a result"
+            if why is None and op in VIEW_OPS and not path.startswith("args."):
+                why = f"{op!r} applies to argument paths (args.<name>) only"
             if why:
                 problems.append(((path, str(op)), why))
     return problems
@@ -317,7 +419,12 @@ def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
     segments = tuple(path[5:].split("."))
     if len(segments) == 1:
         key = segments[0]
-        return lambda a: a.get(key, MISSING)
+
+        def get_one(a: Mapping[str, Any]) -> Any:
+            value = a.get(key, MISSING)
+            return MISSING if value is None else value  # an explicit null is absent (spec section 11)
+
+        return get_one
 
     def get(a: Mapping[str, Any]) -> Any:
         cur: Any = a
@@ -335,7 +442,7 @@ def args_getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
                 return THROUGH
             if cur is MISSING:
                 return MISSING
-        return cur
+        return MISSING if cur is None else cur  # an explicit null is absent
 
     return get
 
@@ -362,7 +469,7 @@ def _kinds_of(op: str, expected: object) -> frozenset[str]:
         return frozenset(k for k in map(json_kind, typing.cast(list[object], expected)) if k)
     if op in _NUMERIC:
         return frozenset({"number"})
-    if op in ("regex", "glob"):
+    if op in ("regex", "glob", "not_regex", "not_glob", "detect"):
         return frozenset({"string"})
     return frozenset()
 
@@ -399,6 +506,27 @@ def _comparison(op: str, expected: object) -> Callable[[Any], object]:
         glob_match = glob_matcher(str(expected))
         return lambda v: glob_match(v) if isinstance(v, str) else _MISMATCH
 
+    if op in ("not_regex", "not_glob", "not_contains"):
+        positive = _comparison(op[4:], expected)
+
+        def negated(v: Any) -> object:
+            result = positive(v)
+            return result if result is _MISMATCH else not result
+
+        return negated
+    if op == "detect":
+        names = tuple(typing.cast(list[str], expected))
+
+        def detected(v: Any) -> object:
+            from mcp_guard._detectors import detect
+
+            if not isinstance(v, str):
+                return _MISMATCH
+            found = detect(v, names)
+            return _MISMATCH if not found.complete else bool(found.spans)
+
+        return detected
+
     # contains: substring for strings, membership for lists
     def contains(v: Any) -> object:
         if isinstance(v, str):
@@ -411,7 +539,9 @@ def _comparison(op: str, expected: object) -> Callable[[Any], object]:
 
 
 def _wanted_types(op: str, expected: object) -> str:
-    if op in ("contains",):
+    if op in ("any", "all"):
+        return "a list"
+    if op in ("contains", "not_contains"):
         return "a string or a list"
     kinds = sorted(_kinds_of(op, expected))
     return " or ".join(_KIND_TEXT[k] for k in kinds) if kinds else "a JSON value"
@@ -468,7 +598,11 @@ def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
 
         return exists
 
-    test = _comparison(op, expected)
+    if op in ("any", "all"):
+        each = value_test(op, expected)
+        test: Callable[[Any], object] = lambda v: each(v, EMPTY_VIEW)  # noqa: E731  # no inner op reads the session
+    else:
+        test = _comparison(op, expected)
     sym = _SYMBOL[op]
     neg = _NEGATED[op]
     need = _wanted_types(op, expected)
@@ -527,6 +661,193 @@ def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
     return check
 
 
+# -- checks that read the session view ---------------------------------------------------------------------
+
+# A compiled check that reads the session too: (args, identity, session, server, tool, view) -> None or reason.
+ViewCheck = Callable[[Mapping[str, Any], "str | None", "str | None", "str | None", str, SessionView], "str | None"]
+#: A value test with the session: (value, view) -> True / False / a type mismatch.
+ValueTest = Callable[[Any, SessionView], object]
+
+
+def uses_view(path: str, op: str, expected: object) -> bool:
+    """Whether the check ``{path: {op: expected}}`` reads the session view."""
+    if path.startswith("session.") or op in VIEW_OPS:
+        return True
+    if op in ("any", "all") and isinstance(expected, Mapping):
+        return any(uses_view("", str(k), v) for k, v in expected.items())
+    return False
+
+
+def is_mismatch(result: object) -> bool:
+    """A value test's answer meaning: the value has the wrong type for the check (the strict side)."""
+    return result is _MISMATCH
+
+
+def _source_test(sources: list[str]) -> Callable[[Any, SessionView], tuple[bool, Any]]:
+    """(value, view) -> (every leaf appears in one of the sources, the first leaf that does not)."""
+    named: list[tuple[str, Callable[[str, str | None], bool] | None]] = []
+    for source in sources:
+        if source in ("user", "trusted", "untrusted"):
+            named.append((source, None))
+        else:
+            pattern = parse_pattern(source)
+            named.append((f"tool:{source}", pattern.matches))
+
+    def test(value: Any, view: SessionView) -> tuple[bool, Any]:
+        for leaf in leaves(value):
+            if not any(view.source(name, match).has(leaf) for name, match in named):
+                return False, leaf
+        return True, None
+
+    return test
+
+
+def value_test(op: str, expected: object) -> ValueTest:
+    """``{op: expected}`` as a test of one present value with the session view."""
+    if op in ("from", "not_from"):
+        test = _source_test(typing.cast(list[str], expected))
+        want = op == "from"
+        return lambda v, view: test(v, view)[0] is want
+    if op == "no_secrets":
+
+        def clean(v: Any, view: SessionView) -> object:
+            text = " ".join(str(leaf) for leaf in leaves(v))
+            return not secret_in(text, view)
+
+        return clean
+    if op in ("any", "all"):
+        inner = [value_test(str(k), e) for k, e in typing.cast(Mapping[str, object], expected).items()]
+        every = op == "all"
+
+        def each(v: Any, view: SessionView) -> object:
+            if not isinstance(v, (list, tuple)):
+                return _MISMATCH
+            verdicts = []
+            for element in v:
+                results = [t(element, view) for t in inner]
+                if any(r is _MISMATCH for r in results):
+                    return _MISMATCH  # a wrong-typed element puts the whole check on the strict side
+                verdicts.append(all(results))
+            return all(verdicts) if every else any(verdicts)
+
+        return each
+    plain = _comparison(op, expected)
+    return lambda v, view: plain(v)
+
+
+def _view_reader(path: str) -> Callable[[Mapping[str, Any], str | None, str | None, str | None, str, SessionView], Any]:
+    if path == "session.tools":
+        return lambda a, i, s, v, t, view: list(view.tools)
+    if path == "session.classes":
+        return lambda a, i, s, v, t, view: list(view.classes)
+    if path == "session.untrusted":
+        return lambda a, i, s, v, t, view: view.untrusted
+    if path == "session.calls":
+        return lambda a, i, s, v, t, view: view.calls
+    read = _value_reader(path)
+    return lambda a, i, s, v, t, view: read(a, i, s, v, t)
+
+
+def compile_view_check(path: str, op: str, expected: object, kind: Kind) -> ViewCheck:
+    """A check that reads the session view: provenance (``from``/``not_from``), ``no_secrets``, ``session.*``
+    paths, or ``any``/``all`` around one of those. Same rules as :func:`compile_check` for absent and
+    wrong-typed values. A provenance refusal names, where known, the tool whose untrusted result holds the
+    value; never the value."""
+    get = _view_reader(path)
+    test = value_test(op, expected)
+    exp = show_value(expected)
+    sym, neg = _SYMBOL[op], _NEGATED[op]
+    need = _wanted_types(op, expected)
+    sources = _source_test(typing.cast(list[str], expected)) if op in ("from", "not_from") else None
+    absent_has_no_leaves = op in VIEW_OPS
+    if op == "no_secrets":
+        # A secret held, in words (the value is never quoted; nor, here, even the kind of secret).
+        refused = f"{path} holds a secret this session saw in a tool result; it may not leave"
+        return _no_secrets_check(get, test, refused)
+    if kind == "require":
+        refused, missing = f"{path} {neg} {exp}", f"{path} is missing (required: {sym} {exp})"
+        through = f"{path} cannot be read: part of the path is not an object (required: {sym} {exp})"
+        wrong = f"{path} has the wrong type: {sym} {exp} needs {need}"
+        passes: object = True
+    else:
+        refused, missing = f"{kind} {path} {sym} {exp}", None
+        through = f"{kind} {path}: part of the path is not an object, so the value cannot be read and the check fires"
+        wrong = f"{kind} {path} {sym} {exp}: the value has the wrong type (need {need}), so the check counts as firing"
+        passes = False
+
+    def check(
+        a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str, view: SessionView
+    ) -> str | None:
+        value = get(a, i, s, v, t, view)
+        if value is MISSING and absent_has_no_leaves:
+            value = ()  # nothing given, nothing that could come from elsewhere or carry a secret
+        if value is MISSING:
+            return missing
+        if value is THROUGH:
+            return through
+        result = test(value, view)
+        if result is passes:
+            return None
+        if result is _MISMATCH:
+            return wrong
+        if sources is not None:
+            _, stray = sources(value, view)
+            if stray is None:  # not_from refusing: every leaf came from the sources
+                return refused
+            came = view.tool_with(stray)
+            return refused + (f" (it appears in a result of {came}, an untrusted source)" if came else "")
+        return refused
+
+    return check
+
+
+def _no_secrets_check(
+    get: Callable[[Mapping[str, Any], str | None, str | None, str | None, str, SessionView], Any],
+    test: ValueTest,
+    refused: str,
+) -> ViewCheck:
+    """``no_secrets`` (only in ``require``): refuses when the value holds a remembered secret; an absent value or a
+    path through a non-object holds nothing to leak, and any JSON value is read (no type is wrong here)."""
+
+    def check(
+        a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str, view: SessionView
+    ) -> str | None:
+        value = get(a, i, s, v, t, view)
+        if value is MISSING or value is THROUGH:
+            return None
+        return None if test(value, view) else refused
+
+    return check
+
+
+def compile_view_conditions(
+    block: Mapping[str, Mapping[str, object]], kind: Kind, base_pointer: str
+) -> tuple[tuple[str, ViewCheck, str | None], ...]:
+    """The checks of a validated block that read the session view, as ``(rule pointer, check, code)``.
+
+    ``code``: ``untrusted_argument`` for provenance, ``secret_egress`` for ``no_secrets``, else None (the
+    block's own code)."""
+    out: list[tuple[str, ViewCheck, str | None]] = []
+    for path, ops in block.items():
+        for op, expected in ops.items():
+            if not uses_view(path, op, expected):
+                continue
+            ptr = f"{base_pointer}/{pointer_escape(path)}-{op}"
+            code = (
+                "secret_egress" if op == "no_secrets" else "untrusted_argument" if _provenance(op, expected) else None
+            )
+            out.append((ptr, compile_view_check(path, op, expected, kind), code))
+    return tuple(out)
+
+
+def _provenance(op: str, expected: object) -> bool:
+    if op in ("from", "not_from"):
+        return True
+    if op in ("any", "all") and isinstance(expected, Mapping):
+        return any(_provenance(str(k), v) for k, v in expected.items())
+    return False
+
+
 def compile_conditions(
     block: Mapping[str, Mapping[str, object]], kind: Kind, base_pointer: str
 ) -> tuple[tuple[str, Check], ...]:
@@ -535,6 +856,8 @@ def compile_conditions(
     out: list[tuple[str, Check]] = []
     for path, ops in block.items():
         for op, expected in ops.items():
+            if uses_view(path, op, expected):
+                continue  # compiled by compile_view_conditions
             ptr = f"{base_pointer}/{pointer_escape(path)}-{op}"
             out.append((ptr, compile_check(path, op, expected, kind)))
     return tuple(out)

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 from mcp_guard._approval import Approver, Asker
 from mcp_guard._audit import AuditSink, audit_sinks
@@ -27,11 +27,12 @@ from mcp_guard._audit import audit_key as audit_key_of
 from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, round_up
-from mcp_guard._errors import ConfigurationError, PolicyViolation
+from mcp_guard._errors import ConfigurationError, PolicyViolation, StoreError
 from mcp_guard._pins import PinWatch, canonical_tool
-from mcp_guard._pipeline import Pipeline, PlainCall, sync_result, unavailable
+from mcp_guard._pipeline import NO_RESULT, Pipeline, PlainCall, sync_result, unavailable
 from mcp_guard._policy import Policy, load_policy
 from mcp_guard._retry import RetryPolicy
+from mcp_guard._session import SessionView
 from mcp_guard._shadow import Mode, Shadow, check_mode
 from mcp_guard._stores import Store, StoreProtocol, store_from_uri
 
@@ -111,6 +112,8 @@ class Guard(Pipeline):
         mode: Mode | None = None,
         reload: bool | Literal["poll"] = False,
         metrics: Any = False,
+        session_memory_bytes: int = 256 * 1024,
+        session_ttl_s: float = 86_400.0,
     ) -> None:
         if on_rate_limit not in ("error", "wait"):
             raise ValueError(f"on_rate_limit must be 'error' or 'wait', not {on_rate_limit!r}")
@@ -122,6 +125,10 @@ class Guard(Pipeline):
             raise ValueError("max_wait_s must be >= 0 and approval_timeout_s > 0")
         if audit_failure not in ("open", "closed"):
             raise ConfigurationError(f"audit_failure must be 'open' or 'closed', not {audit_failure!r}")
+        if type(session_memory_bytes) is not int or session_memory_bytes < 1:
+            raise ConfigurationError(f"session_memory_bytes must be a positive integer, not {session_memory_bytes!r}")
+        if not 0 < session_ttl_s < float("inf"):
+            raise ConfigurationError(f"session_ttl_s must be a positive number of seconds, not {session_ttl_s!r}")
         if not 0 < store_timeout_s < float("inf"):
             raise ConfigurationError(f"store_timeout_s must be a positive number of seconds, not {store_timeout_s!r}")
         self.policy: Policy = policy.policy if isinstance(policy, Guard) else load_policy(policy)
@@ -155,6 +162,8 @@ class Guard(Pipeline):
         self.sleep = sleep
         self.asleep = asleep
         self.check_tool_schema = bool(check_tool_schema)
+        self.session_memory_bytes = session_memory_bytes
+        self.session_ttl_s = float(session_ttl_s)
         self._init_living(policy, check_mode(mode), reload, metrics)
 
     def with_approver(self, approver: Approver | None) -> Guard:
@@ -205,7 +214,22 @@ class Guard(Pipeline):
         plan = self._admit_plan(tool, args, call)
         return plan if isinstance(plan, Admission) else await self._adrive(plan)
 
-    def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None:
+    @overload
+    def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None: ...
+
+    @overload
+    def finish(
+        self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None, result: Any
+    ) -> GuardResult: ...
+
+    def finish(
+        self,
+        admission: Admission,
+        outcome: Outcome = "ok",
+        *,
+        error: BaseException | None = None,
+        result: Any = NO_RESULT,
+    ) -> GuardResult | None:
         """Step 7's bookkeeping and step 8: give quota back where due, write the audit event. Idempotent.
 
         ``outcome``: ``"ok"``; ``"error"`` with no ``error`` (the tool returned an error result: quota back
@@ -214,18 +238,109 @@ class Guard(Pipeline):
         ``"denied"`` (the tool never ran: refused, or admitted and then not called; all quota back);
         ``"admitted"`` (handed on, result not known here) and ``"cancelled"`` (cancelled after it was handed
         on): nothing given back.
+
+        ``result``: what the tool returned, for adapters that call tools themselves (spec section 11). The
+        policy's result rules judge it and session memory keeps it; the returned :class:`GuardResult` has the
+        ``value`` to hand the model (the result, or a redacted copy) or, when a rule withheld it, the
+        ``violation`` (``result_withheld``) to hand it instead. Without ``result``, returns None.
         """
+        if result is NO_RESULT and self.policy.session_free:  # 0.2's path, exactly
+            steps = self._finish_plan(admission, outcome, error)
+            if steps is not None:
+                self._drive(steps)
+            return None
+        value, violation = result, None
+        after = self._after_plan(admission, outcome, result)
+        if after is not None:
+            value, violation = self._drive(after)
         steps = self._finish_plan(admission, outcome, error)
         if steps is not None:
             self._drive(steps)
+        return None if result is NO_RESULT else GuardResult(value, violation, admission)
 
+    @overload
     async def afinish(
         self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None
-    ) -> None:
+    ) -> None: ...
+
+    @overload
+    async def afinish(
+        self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None, result: Any
+    ) -> GuardResult: ...
+
+    async def afinish(
+        self,
+        admission: Admission,
+        outcome: Outcome = "ok",
+        *,
+        error: BaseException | None = None,
+        result: Any = NO_RESULT,
+    ) -> GuardResult | None:
         """:meth:`finish` for async callers."""
+        if result is NO_RESULT and self.policy.session_free:
+            steps = self._finish_plan(admission, outcome, error)
+            if steps is not None:
+                await self._adrive(steps)
+            return None
+        value, violation = result, None
+        after = self._after_plan(admission, outcome, result)
+        if after is not None:
+            value, violation = await self._adrive(after)
         steps = self._finish_plan(admission, outcome, error)
         if steps is not None:
             await self._adrive(steps)
+        return None if result is NO_RESULT else GuardResult(value, violation, admission)
+
+    def _after_plan(self, admission: Admission, outcome: Outcome, result: Any) -> Any:
+        """The steps that judge and remember a finished call's result, or None when there is nothing to do."""
+        policy = self.policy
+        if policy.session_free or admission.finished or not admission.admitted or outcome not in ("ok", "error"):
+            return None
+        return self._after_steps(admission, policy, result)
+
+    # -- session memory (spec section 11) -------------------------------------------------------------
+
+    def observe_input(self, text: str, *, session: str | None) -> None:
+        """Remember ``text`` as the user's own request in ``session``'s memory (trusted, for ``from: [user]``).
+
+        Adapters call it with the user's messages; call it yourself for any other way a user's words reach the
+        agent. A no-op without a session, or when no check of the policy reads the user's requests.
+        """
+        steps = self._observe_plan(text, session)
+        if steps is not None:
+            self._drive(steps)
+
+    async def aobserve_input(self, text: str, *, session: str | None) -> None:
+        """:meth:`observe_input` for async callers."""
+        steps = self._observe_plan(text, session)
+        if steps is not None:
+            await self._adrive(steps)
+
+    def session_view(self, session: str) -> SessionView:
+        """What the guard remembers of ``session`` (the parts the policy's checks read), as the policy sees it.
+
+        Reads the store; changes nothing. A view of a session the policy needs nothing of is empty.
+        """
+        view: SessionView = self._drive(self._view_of(session))
+        return view
+
+    async def asession_view(self, session: str) -> SessionView:
+        """:meth:`session_view` for async callers."""
+        view: SessionView = await self._adrive(self._view_of(session))
+        return view
+
+    def _view_of(self, session: str) -> Any:
+        view = yield from self._view_steps(ToolCall("", {}, session=session), self.policy)
+        if view is None:
+            raise StoreError("the session memory could not be read")
+        return view
+
+    def _observe_plan(self, text: str, session: str | None) -> Any:
+        if session is None or not isinstance(text, str) or not text.strip():
+            return None
+        if "texts" not in self.policy.session_reads:
+            return None
+        return self._observe_steps(text, str(session))
 
     def run(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]

@@ -194,6 +194,13 @@ def _v_conditions(v: object) -> Conditions:
     return typing.cast(Conditions, v)  # validate_conditions checked the shape: path -> {operator: value}
 
 
+def _v_result_conditions(v: object) -> Conditions:
+    problems = validate_conditions(v, "result")
+    if problems:
+        raise _Problems(problems)
+    return typing.cast(Conditions, v)
+
+
 def _v_timeout(v: object) -> float:
     if _is_number(v) and v > 0:
         return v
@@ -389,6 +396,15 @@ _COND_SCHEMA: dict[str, Any] = {
     },
 }
 ConditionsT = Annotated[Conditions, _Checked(_v_conditions, _COND_SCHEMA)]
+_RESULT_COND_SCHEMA: dict[str, Any] = {
+    **_COND_SCHEMA,
+    "propertyNames": {"pattern": r"^(result\.text|result\.json\..+)$"},
+}
+ResultConditionsT = Annotated[Conditions, _Checked(_v_result_conditions, _RESULT_COND_SCHEMA)]
+Trust = Literal["trusted", "untrusted"]
+TRUSTS: tuple[Trust, ...] = get_args(Trust)
+_TRUST = _Checked(_one_of("a trust label", TRUSTS), {"enum": list(TRUSTS)})
+OptTrustT = Annotated[Trust | None, _TRUST]
 SchemaT = Annotated[
     ArgsSchema | None,
     _Checked(_v_schema, {"type": ["object", "boolean"], "description": "a JSON Schema for the arguments"}),
@@ -415,6 +431,22 @@ class Approval(_StrictModel):
     description: TextT = Field(None, description="what the human is asked")
 
 
+class ResultRules(_StrictModel):
+    """What a tool returned, judged before the model sees it: each block holds conditions on ``result.text``
+    and ``result.json.<path>``; any condition that holds applies its action."""
+
+    redact: ResultConditionsT = Field(
+        default_factory=dict, description="conditions; what they match becomes [redacted] for the model and audit"
+    )
+    withhold: ResultConditionsT = Field(
+        default_factory=dict, description="conditions; when one holds the model gets result_withheld instead"
+    )
+    taint: ResultConditionsT = Field(
+        default_factory=dict, description="conditions; when one holds the result counts as untrusted"
+    )
+    reason: TextT = Field(None, description="what the model is told when a result is withheld")
+
+
 class _RuleBase(_StrictModel):
     limits: list[Limit] = Field(default_factory=list, description="rate limits charged to each call")
     rate_limit: RateT = Field(None, description="shorthand for one per-caller limit: '30/minute', '30/60s', '30/60'")
@@ -426,6 +458,18 @@ class _RuleBase(_StrictModel):
     redact: list[RedactT] = Field(default_factory=list, description="argument paths never logged in clear")
     description: TextT = Field(None, description="free text for people")
     mode: OptModeT = Field(None, description="enforce, or shadow: audit what this rule would refuse, refuse nothing")
+    result: ResultRules | None = Field(None, description="rules on what the tool returns: redact, withhold, taint")
+
+    @model_validator(mode="after")
+    def _no_secrets_in_require(self) -> _RuleBase:
+        for kind in ("deny_if", "approve_if"):
+            for path, ops in getattr(self, kind).items():
+                if "no_secrets" in ops:
+                    raise ValueError(
+                        f"{kind}: {path}: 'no_secrets' belongs in 'require' (it refuses a call whose argument "
+                        "holds a secret this session saw)"
+                    )
+        return self
 
 
 class Rule(_RuleBase):
@@ -441,6 +485,11 @@ class Rule(_RuleBase):
         None,
         description="true: retry transient upstream failures; false: never; unset: only tools annotated "
         "readOnlyHint or idempotentHint",
+    )
+    results: OptTrustT = Field(
+        None,
+        description="trusted or untrusted: whether what the tool returns may steer later calls (default: "
+        "default_results, else untrusted for open-world tools)",
     )
 
     @model_validator(mode="before")
@@ -488,6 +537,11 @@ class PolicyDocument(_StrictModel):
     description: TextT = Field(None, description="free text")
     mode: ModeT = Field("enforce", description="enforce, or shadow: audit what would be refused, refuse nothing")
     pins: Pins | None = Field(None, description="tool pinning: a lock file of the reviewed tools (spec section 11)")
+    default_results: OptTrustT = Field(
+        None,
+        description="trust label of results for rules without 'results' (unset: untrusted for tools annotated "
+        "openWorldHint or in class open_world, trusted otherwise)",
+    )
     schema_ref: TextT = Field(
         None,
         alias="$schema",

@@ -34,16 +34,20 @@ from mcp_guard._approval import (
     within,
 )
 from mcp_guard._argcheck import non_finite_path, tool_schema_error
-from mcp_guard._audit import AuditSink, CallEvent, emit, scrub
+from mcp_guard._audit import AuditSink, CallEvent, emit, iso_time, scrub
 from mcp_guard._calls import Admission, GuardResult, Outcome, ToolCall, new_call
 from mcp_guard._compat import result_is_error
 from mcp_guard._decision import Decision, LimitCharge
 from mcp_guard._errors import ApprovalError, StoreError
 from mcp_guard._grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
+from mcp_guard._memory import caps as memory_caps
+from mcp_guard._memory import input_record, parts_to_read, result_records, view_from
 from mcp_guard._pins import PinWatch, pinned_decision
 from mcp_guard._policy import Policy
+from mcp_guard._results import ResultVerdict, judge_result
 from mcp_guard._retry import RetryPolicy, next_sleep
 from mcp_guard._retry import not_sent as _not_sent
+from mcp_guard._session import EMPTY_VIEW, SessionView
 from mcp_guard._shadow import Shadow, checked
 from mcp_guard._shadow import admit_steps as shadow_admit_steps
 from mcp_guard._steps import (
@@ -54,9 +58,12 @@ from mcp_guard._steps import (
     Check,
     FindGrant,
     Op,
+    Recall,
     Release,
+    Remember,
     Reserve,
     SaveGrant,
+    SessionKey,
     Sleep,
     Steps,
     StoreOp,
@@ -99,6 +106,8 @@ class Pipeline:
     check_tool_schema: bool
     _pins: PinWatch | None
     _grants: bool
+    session_memory_bytes: int
+    session_ttl_s: float
 
     # -- what the entry points start -----------------------------------------------------------------
 
@@ -114,7 +123,7 @@ class Pipeline:
         policy = self.policy  # one policy for the whole call, even if a reload lands midway
         started = time.perf_counter()
         decision: Decision | None = None
-        if approval is None:
+        if approval is None and policy.session_free:  # a session-aware policy reads memory first: the steps
             decision = self._evaluate(call, policy)
             if decision.denied and self._shadow is None:
                 # Refused outright: what the steps do, without them. The steps scrub a refusal's reason once more
@@ -150,7 +159,7 @@ class Pipeline:
         approval = keywords.pop("approval", None)
         call = new_call(tool, args, **cast("CallKeywords", keywords))
         policy = self.policy  # one policy for the whole call, even if a reload lands midway
-        if approval is not None or self._shadow is not None:
+        if approval is not None or self._shadow is not None or not policy.session_free:
             return self._admission_steps(call, AttemptState(self._coerce_given(approval), policy=policy), None)
         started = time.perf_counter()
         decision = self._evaluate(call, policy)
@@ -174,7 +183,7 @@ class Pipeline:
 
     # -- the steps, once -------------------------------------------------------------------------------
 
-    def _evaluate(self, call: ToolCall, policy: Policy | None = None) -> Decision:
+    def _evaluate(self, call: ToolCall, policy: Policy | None = None, view: SessionView | None = None) -> Decision:
         policy = self.policy if policy is None else policy  # the call's own policy, across a reload
         try:
             problem = self._argument_problem(call)
@@ -197,6 +206,7 @@ class Pipeline:
                 identity=call.identity,
                 session=call.session,
                 annotations=call.annotations,
+                session_view=view,
             )
             if decision.redact and decision.reason is not None:
                 # A reason may quote the argument that failed a check: never a redacted one (spec section 8).
@@ -262,9 +272,14 @@ class Pipeline:
         A call that needs approval but is covered by a grant is allowed here (nothing to pause for); the run
         that follows finds the same grant.
         """
-        decision = self._evaluate(call)
+        policy = self.policy
+        if policy.session_reads:
+            view = yield from self._view_steps(call, policy)
+            decision = self._evaluate(call, policy, view) if view is not None else _memory_down(call, policy)
+        else:
+            decision = self._evaluate(call, policy)
         if decision.needs_approval and self._grants:
-            granted = yield from self._find_grant_steps(call, decision, self.policy)
+            granted = yield from self._find_grant_steps(call, decision, policy)
             if granted is not None:
                 decision = decision.replace(action="allow")
         if not decision.denied and decision.limits:
@@ -333,11 +348,140 @@ class Pipeline:
     def _admit_steps(self, call: ToolCall, state: AttemptState, decision: Decision | None = None) -> Steps[Admission]:
         # Not a generator itself (one level of delegation less per step): callers ``yield from`` it at once.
         if decision is None:
-            decision = self._evaluate(call, state.policy)  # steps 1-3
+            policy = state.policy if state.policy is not None else self.policy
+            if policy.session_reads and state.view is None:
+                return self._read_then_admit_steps(call, state, policy)
+            decision = self._evaluate(call, state.policy, state.view)  # steps 1-3
         if self._shadow is None:
             return self._core_admit_steps(call, state, decision)
         asks = self._asker is not None
         return shadow_admit_steps(self._shadow, self._core_admit_steps, call, state, decision, asks)
+
+    def _read_then_admit_steps(self, call: ToolCall, state: AttemptState, policy: Policy) -> Steps[Admission]:
+        """Read the session's memory once, then decide on it (a store failure refuses, fail closed)."""
+        view = yield from self._view_steps(call, policy)
+        if view is None:
+            return (yield from self._admit_steps(call, state, _memory_down(call, policy)))
+        state.view = view
+        return (yield from self._admit_steps(call, state))
+
+    def _view_steps(self, call: ToolCall, policy: Policy) -> Steps[SessionView | None]:
+        """The session view the call is decided on: what the policy's checks read, from the store. None when the
+        store could not be read and the guard fails closed."""
+        session = call.session if call.session is not None else call.run_id
+        if session is None:
+            return EMPTY_VIEW  # no session, no memory: nothing came from the user (fail closed)
+        try:
+            parts = yield Recall(session, parts_to_read(policy.session_reads))
+            key = (yield from self._key_steps()) if "secrets" in policy.session_reads else None
+        except StoreError as exc:
+            if self.fail_mode == "open":
+                log.warning(
+                    "session memory unreadable, deciding %s on an empty session (fail_mode='open'): %s", call.tool, exc
+                )
+                return EMPTY_VIEW
+            log.error("session memory unreadable, refusing %s (fail_mode='closed'): %s", call.tool, exc)
+            return None
+        return view_from(parts, key)
+
+    def _key_steps(self) -> Steps[bytes]:
+        """The key of session fingerprints: the audit key when set, else the store's own (shared by its clients)."""
+        if self._audit_key is not None:
+            return self._audit_key
+        key: bytes = yield SessionKey()
+        return key
+
+    def _after_steps(self, admission: Admission, policy: Policy, value: Any) -> Steps[tuple[Any, Decision | None]]:
+        """A call that ran: its result judged by the result rules, and the call remembered in session memory.
+
+        Returns what the model gets (the result, a redacted copy, or None) and the ``result_withheld`` violation
+        when a rule withholds it. ``value`` is ``_NO_RESULT`` when the adapter did not hand the result over.
+        """
+        call = admission.call
+        verdict: ResultVerdict | None = None
+        if value is not _NO_RESULT:
+            try:
+                verdict = judge_result(
+                    policy.result_rules(call.tool, server=call.server, annotations=call.annotations), value
+                )
+            except Exception as exc:  # a result the rules cannot read is withheld, never passed on unjudged
+                log.error("result rules failed for %s (%s); withholding the result", call.tool, type(exc).__name__)
+                admission.decision = admission.decision.violation(
+                    "result_withheld", reason="the result could not be checked by the policy", rule="/guard"
+                )
+                return None, admission.decision
+            if verdict.acted:
+                admission.result_note = {"rules": list(verdict.acted), "redacted": verdict.redacted}
+                if verdict.tainted:
+                    admission.result_note["tainted"] = True
+            if verdict.withheld is not None:
+                rule = verdict.withheld
+                admission.result_note = {**(admission.result_note or {}), "withheld": True}
+                admission.decision = admission.decision.violation(
+                    "result_withheld",
+                    reason=rule.reason or f"the result of {call.tool} is withheld by the policy",
+                    rule=rule.pointer,
+                )
+        session = call.session if call.session is not None else call.run_id
+        reads = policy.session_reads
+        if session is not None and reads:
+            trust = (
+                "untrusted"
+                if verdict is not None and verdict.tainted
+                else policy.trust_of(call.tool, server=call.server, annotations=call.annotations)
+            )
+            flagged = verdict.flagged if verdict is not None else ()
+            try:
+                key = (yield from self._key_steps()) if "secrets" in reads and flagged else None
+                records = result_records(
+                    reads,
+                    call.tool,
+                    call.server,
+                    admission.decision.risk_class,
+                    trust,
+                    None if verdict is None or verdict.withheld is not None else verdict.text,
+                    flagged,
+                    key,
+                )
+                if records:
+                    limits = memory_caps(self.session_memory_bytes)
+                    trimmed = yield Remember(session, records, limits, self.session_ttl_s)
+                    self._audit_trimmed(session, trimmed, limits)
+            except StoreError as exc:
+                log.error("could not remember the result of %s in session memory: %s", call.tool, exc)
+        if verdict is None:
+            return None, None
+        if verdict.withheld is not None:
+            return None, admission.decision
+        return verdict.value, None
+
+    def _observe_steps(self, text: str, session: str) -> Steps[None]:
+        limits = memory_caps(self.session_memory_bytes)
+        try:
+            trimmed = yield Remember(session, {"texts": [input_record(text)]}, limits, self.session_ttl_s)
+        except StoreError as exc:
+            log.error("could not remember the user's request in session memory: %s", exc)
+            return
+        self._audit_trimmed(session, trimmed, limits)
+
+    def _audit_trimmed(self, session: str, trimmed: Any, limits: dict[str, int]) -> None:
+        """Session memory is bounded: what fell out, and the cap, go to the audit."""
+        if not trimmed or not self.audit_sinks:
+            return
+        for part, (records, size) in dict(trimmed).items():
+            event = {
+                "time": iso_time(self.clock()),
+                "event": "session_trimmed",
+                "session": session,
+                "part": part,
+                "dropped_records": records,
+                "dropped_bytes": size,
+                "cap_bytes": limits.get(part),
+            }
+            failed = emit(self.audit_sinks, event)
+            if failed:
+                with self._audit_lock:
+                    self.audit_failures += len(failed)
 
     def _core_admit_steps(self, call: ToolCall, state: AttemptState, decision: Decision) -> Steps[Admission]:
         """Steps 4-6 for a decided call: ask a human where needed (quota held meanwhile), then reserve.
@@ -411,7 +555,7 @@ class Pipeline:
             if state.approval.kind == "edit" and state.approval.args is not None:
                 # Edited arguments are evaluated again from step 3; the human has already said yes.
                 call = call.with_args(state.approval.args)
-                decision = state.decision = self._evaluate(call, state.policy)
+                decision = state.decision = self._evaluate(call, state.policy, state.view)
                 if decision.denied:
                     return Admission(call, decision, started=started, approval=state.approval)
             decision = decision.replace(action="allow")
@@ -462,7 +606,7 @@ class Pipeline:
         assert state.approval is not None
         if state.approval.kind == "edit" and state.approval.args is not None:
             call = call.with_args(state.approval.args)
-            edited = state.decision = self._evaluate(call, state.policy)
+            edited = state.decision = self._evaluate(call, state.policy, state.view)
             if edited.denied:
                 yield from self._release_held_steps(state, call.tool)
                 return Admission(call, edited, started=started, approval=state.approval)
@@ -592,8 +736,12 @@ class Pipeline:
                     wait = next_sleep(retry_state)
                 if wait is None:
                     admission.attempts = attempt
+                    policy = state.policy if state.policy is not None else self.policy
+                    withheld: Decision | None = None
+                    if not policy.session_free:
+                        value, withheld = yield from self._after_steps(admission, policy, value)
                     yield from self._finish_steps(admission, "error" if failed else "ok", None)
-                    return GuardResult(value=value, admission=admission)
+                    return GuardResult(value=value, violation=withheld, admission=admission)
                 last_error = None
             # Every attempt is charged: a retry reserves again, and stops when the budget is gone.
             try:
@@ -889,6 +1037,12 @@ _STORE_WORKERS = Workers("mcp-guard-store")
 
 
 def _store_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
+    if isinstance(op, Recall):
+        return _session_store(store).session_read(op.session, op.parts)
+    if isinstance(op, Remember):
+        return _session_store(store).session_append(op.session, op.records, op.caps, op.ttl_s)
+    if isinstance(op, SessionKey):
+        return _session_store(store).session_key()
     if isinstance(op, Check):
         return store.check(op.charges)
     if isinstance(op, Reserve):
@@ -900,7 +1054,19 @@ def _store_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
     return store.release(op.charges, op.token)
 
 
+def _session_store(store: Any) -> Any:
+    if not callable(getattr(store, "session_read", None)):
+        raise StoreError(f"the store {type(store).__name__} keeps no session memory (a policy here needs it)")
+    return store
+
+
 async def _astore_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
+    if isinstance(op, Recall):
+        return await _session_store(store).asession_read(op.session, op.parts)
+    if isinstance(op, Remember):
+        return await _session_store(store).asession_append(op.session, op.records, op.caps, op.ttl_s)
+    if isinstance(op, SessionKey):
+        return await _session_store(store).asession_key()
     if isinstance(op, Check):
         return await store.acheck(op.charges)
     if isinstance(op, Reserve):
@@ -926,11 +1092,44 @@ def _checked_verdict(op: StoreOp, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise StoreError(f"the store returned a grant id of type {type(value).__name__}")
         return value
+    if isinstance(op, (Recall, Remember, SessionKey)):
+        return _checked_memory(op, value)
     if not isinstance(value, Verdict) or type(value.ok) is not bool:
         raise StoreError(f"the store returned {type(value).__name__}, not a Verdict")
     if isinstance(op, Reserve) and value.ok and value.token is not None and not isinstance(value.token, str):
         raise StoreError(f"the store returned a reservation token of type {type(value.token).__name__}")
     return value
+
+
+def _checked_memory(op: Recall | Remember | SessionKey, value: Any) -> Any:
+    """A store's answer to a session-memory op, or StoreError when it has the wrong shape (fail closed)."""
+    if isinstance(op, SessionKey):
+        if not isinstance(value, bytes) or not value:
+            raise StoreError("the store returned no session key")
+        return value
+    if not isinstance(value, dict):
+        raise StoreError(f"the store returned {type(value).__name__} for session memory, not a dict")
+    return value
+
+
+def _memory_down(call: ToolCall, policy: Policy) -> Decision:
+    return Decision.deny(
+        call.tool,
+        "guard_unavailable",
+        server=call.server,
+        reason="the session memory could not be read",
+        rule="/store",
+        policy=policy.hash,
+    )
+
+
+class _NoResult:
+    """No result was handed over (an adapter finished a call without it)."""
+
+    __slots__ = ()
+
+
+_NO_RESULT: Any = _NoResult()
 
 
 def _as_store_error(exc: BaseException) -> StoreError:
@@ -959,4 +1158,6 @@ def _answer_of(op: Ask, outcome: Asked) -> Answer:
         return Answer(code="approval_denied", reason="the approver gave no valid answer")
 
 
-__all__ = ["Pipeline", "PlainCall", "sync_result", "unavailable"]
+__all__ = ["NO_RESULT", "Pipeline", "PlainCall", "sync_result", "unavailable"]
+
+NO_RESULT = _NO_RESULT

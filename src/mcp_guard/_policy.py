@@ -15,13 +15,24 @@ import json
 import logging
 import math
 import os
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from mcp_guard._argcheck import non_finite_path
-from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, args_getter, compile_conditions, describe_type
+from mcp_guard._conditions import (
+    MISSING,
+    THROUGH,
+    Check,
+    Kind,
+    ViewCheck,
+    args_getter,
+    compile_conditions,
+    compile_view_conditions,
+    describe_type,
+)
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
 from mcp_guard._matching import GlobIndex, Pattern, parse_pattern, pointer
@@ -43,6 +54,8 @@ from mcp_guard._model import (
     policy_error,
     validate_document,
 )
+from mcp_guard._results import ResultRule, compile_result_rules
+from mcp_guard._session import EMPTY_VIEW, SessionView, Trust
 
 _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
 _CACHE_MAX = 10_000  # resolutions memoised per policy; names are model-supplied, so the memo is bounded
@@ -151,6 +164,13 @@ class _Rule:
     order: int = 0
     retry: bool | None = None
     reads_args: bool = False  # a condition reads an argument path
+    # Checks that read the session view (provenance, session.*, no_secrets): (pointer, check, code or None).
+    vrequire: tuple[tuple[str, ViewCheck, str | None], ...] = ()
+    vdeny_if: tuple[tuple[str, ViewCheck, str | None], ...] = ()
+    vapprove_if: tuple[tuple[str, ViewCheck, str | None], ...] = ()
+    results: Trust | None = None  # the rule's trust label for what its tools return
+    result_rules: tuple[ResultRule, ...] = ()
+    needs: frozenset[str] = frozenset()  # session memory parts its checks read: texts, calls, secrets
 
 
 def _window_s(window: float | str) -> float:
@@ -181,6 +201,14 @@ def _compile_rule(
     if rule.args_schema is not None:
         schema = (f"{ptr}/args_schema", compile_schema(canonical_json(rule.args_schema)))
     approval = rule.approval
+    vconds = {
+        "require": compile_view_conditions(rule.require, "require", f"{ptr}/require"),
+        "deny_if": compile_view_conditions(rule.deny_if, "deny_if", f"{ptr}/deny_if"),
+        "approve_if": compile_view_conditions(rule.approve_if, "approve_if", f"{ptr}/approve_if"),
+    }
+    needs: set[str] = set()
+    for block in (rule.require, rule.deny_if, rule.approve_if):
+        needs.update(_session_needs(block))
     return _Rule(
         pointer=ptr,
         action=action,
@@ -198,7 +226,32 @@ def _compile_rule(
         reads_args=any(
             path.startswith("args.") for block in (rule.require, rule.deny_if, rule.approve_if) for path in block
         ),
+        vrequire=vconds["require"],
+        vdeny_if=vconds["deny_if"],
+        vapprove_if=vconds["approve_if"],
+        results=getattr(rule, "results", None),
+        result_rules=compile_result_rules(rule.result, f"{ptr}/result") if rule.result is not None else (),
+        needs=frozenset(needs),
     )
+
+
+def _session_needs(block: Conditions) -> set[str]:
+    """The parts of session memory a condition block reads: ``texts`` (provenance), ``calls`` (``session.*``),
+    ``secrets`` (``no_secrets``)."""
+    needs: set[str] = set()
+    stack: list[tuple[str, Mapping[str, object]]] = list(block.items())
+    while stack:
+        path, ops = stack.pop()
+        if path.startswith("session."):
+            needs.add("calls")
+        for op, value in ops.items():
+            if op in ("from", "not_from"):
+                needs.add("texts")
+            elif op == "no_secrets":
+                needs.add("secrets")
+            elif op in ("any", "all") and isinstance(value, Mapping):
+                stack.append(("", value))
+    return needs
 
 
 def _limit_spec(lim: Limit, ptr: str, default_counter: str) -> _LimitSpec:
@@ -239,6 +292,10 @@ class _Plan:
     reads_args: bool = False  # a check, schema or cost reads the arguments: NaN / Infinity must be refused first
     by_caller: dict[tuple[str | None, str | None], Decision] = field(default_factory=dict)
     refusals: dict[tuple[str, str], Decision] = field(default_factory=dict)  # (rule pointer, reason) -> refusal
+    # Checks that read the session view, after the plain ones: (pointer, check, code, refusals by reason).
+    vchecks: tuple[tuple[str, ViewCheck, Code, dict[str, Decision]], ...] = ()
+    vapprove_if: tuple[tuple[str, ViewCheck, _Rule], ...] = ()
+    result_rules: tuple[ResultRule, ...] = ()  # all_tools' and the matched rules' result blocks
 
 
 class Policy:
@@ -389,6 +446,20 @@ class Policy:
             else None
         )
         self._default_rule = _Rule(pointer=self._DEFAULT_POINTER, action=doc.default)
+        self.default_results: Trust | None = doc.default_results
+        every = [r for rs in self._exact.values() for r in rs] + [r for rs in self._exact_q.values() for r in rs]
+        every += [r for _, r in globs] + [r for entries in globs_q.values() for _, r in entries]
+        every += list(self._classes.values()) + ([self._all] if self._all is not None else [])
+        reads: set[str] = set()
+        for r in every:
+            reads.update(r.needs)
+        #: Parts of session memory some check reads (``texts``, ``calls``, ``secrets``): the guard reads the store
+        #: for a call only when this is not empty, and records only these parts.
+        self.session_reads: frozenset[str] = frozenset(reads)
+        #: Some rule has a ``result`` block.
+        self.has_result_rules: bool = any(r.result_rules for r in every)
+        #: Nothing about the session or results: the guard's per-call paths stay exactly as without session memory.
+        self.session_free: bool = not (self.session_reads or self.has_result_rules)
         self._cache: dict[tuple[str | None, str, str | None], _Plan] = {}
         self._callers_cached = 0
         self._warned: set[str] = set()  # server-qualified patterns already warned about (server unknown)
@@ -549,9 +620,16 @@ class Policy:
             limits=limits,
             per_caller=any(s.per_caller for s in limits),
             per_args=per_args,
+            vchecks=tuple(
+                (p, c, typing.cast(Code, code or "requirement_failed"), {}) for r in rules for p, c, code in r.vrequire
+            )
+            + tuple((p, c, typing.cast(Code, code or "denied"), {}) for r in rules for p, c, code in r.vdeny_if),
+            vapprove_if=tuple((p, c, r) for r in rules for p, c, _ in r.vapprove_if),
+            result_rules=tuple(rr for r in rules for rr in r.result_rules),
         )
         plan.reads_args = bool(plan.schemas) or per_args or any(r.reads_args for r in rules)
-        plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args)
+        # A plan whose checks read the session takes the full path (never the memoised fast ones).
+        plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args or plan.vchecks or plan.vapprove_if)
         plan.constant = plan.checks_only and not (plan.checks or plan.per_caller)
         return plan
 
@@ -575,11 +653,14 @@ class Policy:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        session_view: SessionView | None = None,
     ) -> Decision:
         """The decision for one call: steps 1-3 of the spec, and the limits the call would be charged.
 
         Pure: no I/O, no clock, no callbacks; the same inputs always give the same decision. It does not
-        check or count the limits (the :class:`~mcp_guard.Guard` does that with a store).
+        check or count the limits (the :class:`~mcp_guard.Guard` does that with a store). ``session_view`` is
+        what the session has seen and done (:class:`~mcp_guard.SessionView`), for provenance (``from``),
+        ``session.*`` paths and ``no_secrets``; without one the session has seen nothing.
         """
         rc = risk_class(annotations) if annotations else None
         plan = self._cache.get((server, tool, rc))
@@ -609,7 +690,7 @@ class Policy:
                 return mine
         if plan.kind != "run":
             return plan.decision  # hidden or denied, called with arguments that are not a dict
-        return self._run(plan, args, identity, session)
+        return self._run(plan, args, identity, session, EMPTY_VIEW if session_view is None else session_view)
 
     def _redact_for(
         self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None
@@ -660,7 +741,9 @@ class Policy:
             f"{path} is not a finite number (NaN and Infinity are not valid JSON)",
         )
 
-    def _run(self, plan: _Plan, args: object, identity: str | None, session: str | None) -> Decision:
+    def _run(
+        self, plan: _Plan, args: object, identity: str | None, session: str | None, view: SessionView = EMPTY_VIEW
+    ) -> Decision:
         tool, server = plan.tool, plan.server
         if args is None:
             args = {}
@@ -682,6 +765,10 @@ class Policy:
                 return self._refusal(plan, "invalid_arguments", ptr, _schema_reason(exc))
         for ptr, check, code, refusals in plan.checks:
             why = check(args, identity, session, server, tool)
+            if why is not None:
+                return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
+        for ptr, vcheck, code, refusals in plan.vchecks:
+            why = vcheck(args, identity, session, server, tool, view)
             if why is not None:
                 return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
         decision = plan.decision
@@ -709,14 +796,22 @@ class Policy:
             for ptr, check, owner in plan.approve_if:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
-                    return decision.replace(
-                        action="require_approval",
-                        rule=ptr,
-                        reason=why,
-                        approval_timeout_s=owner.approval_timeout_s or main.approval_timeout_s,
-                        approval_description=owner.approval_description or main.approval_description,
-                    )
+                    return self._ask(decision, ptr, why, owner, main)
+            for ptr, vcheck, owner in plan.vapprove_if:
+                why = vcheck(args, identity, session, server, tool, view)
+                if why is not None:
+                    return self._ask(decision, ptr, why, owner, main)
         return decision
+
+    @staticmethod
+    def _ask(decision: Decision, rule: str, reason: str, owner: _Rule, main: _Rule) -> Decision:
+        return decision.replace(
+            action="require_approval",
+            rule=rule,
+            reason=reason,
+            approval_timeout_s=owner.approval_timeout_s or main.approval_timeout_s,
+            approval_description=owner.approval_description or main.approval_description,
+        )
 
     def exposes(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> bool:
         """Whether the model should be shown ``tool``: False when it is hidden or denied outright.
@@ -736,7 +831,32 @@ class Policy:
         """
         rc = risk_class(annotations) if annotations else None
         plan = self._plan(tool, server, rc)
-        return plan.kind == "run" and (plan.decision.action == "require_approval" or bool(plan.approve_if))
+        return plan.kind == "run" and (
+            plan.decision.action == "require_approval" or bool(plan.approve_if) or bool(plan.vapprove_if)
+        )
+
+    # -- the session (spec section 11) ----------------------------------------------------------------------
+
+    def trust_of(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> Trust:
+        """The trust label of what ``tool`` returns: its rule's ``results``, else ``default_results``, else
+        ``untrusted`` for a tool annotated ``openWorldHint: true`` or in class ``open_world``, ``trusted`` otherwise."""
+        rc = risk_class(annotations) if annotations else None
+        plan = self._plan(tool, server, rc)
+        for rule in (plan.deciding_rule, *plan.rules):
+            if rule is not None and rule.results is not None:
+                return rule.results
+        if self.default_results is not None:
+            return self.default_results
+        if rc == "open_world" or (isinstance(annotations, Mapping) and annotations.get("openWorldHint") is True):
+            return "untrusted"
+        return "trusted"
+
+    def result_rules(
+        self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> tuple[ResultRule, ...]:
+        """The result rules that judge what ``tool`` returns (``all_tools``' and its rule's ``result`` blocks)."""
+        rc = risk_class(annotations) if annotations else None
+        return self._plan(tool, server, rc).result_rules
 
 
 def _non_finite_arg_path(args: Mapping[str, Any]) -> str | None:

@@ -235,6 +235,10 @@ def run_proxy(args: argparse.Namespace) -> int:
         return policy
     # Bound before anything starts (the upstream, the store): a port in use is one line and starts nothing.
     sock = listen_socket(*listen, subcommand="proxy") if listen is not None else None
+    from mcp_guard._session_lint import session_warnings
+
+    for warning in session_warnings(policy.document, proxy=True):
+        print(f"mcp-guard proxy: warning: {warning}", file=sys.stderr)
     try:
         approver = None
         if args.inbox:

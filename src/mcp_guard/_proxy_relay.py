@@ -84,13 +84,35 @@ class Sink(Protocol):
 
 
 class _Reply:
-    """An upstream answer the relay waited for: the line to relay (its parse re-serialised) and the parse."""
+    """An upstream answer the relay waited for: the line to relay (its parse re-serialised) and the parse.
+
+    Reads like an MCP ``CallToolResult`` (``content``, ``structuredContent``, ``model_copy``) for the policy's
+    result rules (spec section 11): a rule that redacts gets a new reply whose line is written from the
+    changed parse.
+    """
 
     __slots__ = ("line", "message")
 
     def __init__(self, line: bytes, message: dict[str, Any]) -> None:
         self.line = line
         self.message = message
+
+    def _result(self) -> dict[str, Any]:
+        result = self.message.get("result")
+        return result if isinstance(result, dict) else {}
+
+    @property
+    def content(self) -> list[Any]:
+        content = self._result().get("content")
+        return content if isinstance(content, list) else []
+
+    @property
+    def structuredContent(self) -> Any:  # MCP's own spelling, read by the result rules
+        return self._result().get("structuredContent")
+
+    def model_copy(self, *, update: Mapping[str, Any]) -> _Reply:
+        message = {**self.message, "result": {**self._result(), **update}}
+        return _Reply(_dump(message), message)
 
 
 class _UpstreamFailed(Exception):

@@ -45,6 +45,29 @@ class Release:
 
 
 @dataclass(slots=True)
+class Recall:
+    """Read ``parts`` of ``session``'s memory (answer: part -> (records, appended ever))."""
+
+    session: str
+    parts: list[str]
+
+
+@dataclass(slots=True)
+class Remember:
+    """Append ``records`` (part -> records) to ``session``'s memory (answer: part -> (dropped, dropped bytes))."""
+
+    session: str
+    records: dict[str, list[str]]
+    caps: dict[str, int]
+    ttl_s: float
+
+
+@dataclass(slots=True)
+class SessionKey:
+    """The store's key for session fingerprints (answer: bytes)."""
+
+
+@dataclass(slots=True)
 class Call:
     """Call the tool: ``fn(**args)`` (answer: its value; its exception is thrown in)."""
 
@@ -93,8 +116,8 @@ class SaveGrant:
     ttl_s: float
 
 
-Op = Check | Reserve | Release | Ask | Call | Sleep | FindGrant | SaveGrant
-StoreOp = Check | Reserve | Release | FindGrant | SaveGrant
+Op = Check | Reserve | Release | Ask | Call | Sleep | Recall | Remember | SessionKey | FindGrant | SaveGrant
+StoreOp = Check | Reserve | Release | Recall | Remember | SessionKey | FindGrant | SaveGrant
 Steps = Generator[Op, Any, T]
 
 
@@ -114,6 +137,8 @@ class AttemptState:
     """The call's one event has been written by the steps (an abort before the tool was handed the call)."""
     called: bool = False
     """The tool has been called (at least once): from here on an exception is the tool's, not the guard's."""
+    view: Any = None
+    """The session view this call is decided on (read once, before the first evaluation), or None."""
 
 
 __all__ = [
@@ -124,9 +149,12 @@ __all__ = [
     "Check",
     "FindGrant",
     "Op",
+    "Recall",
     "Release",
+    "Remember",
     "Reserve",
     "SaveGrant",
+    "SessionKey",
     "Sleep",
     "Steps",
     "StoreOp",

@@ -95,6 +95,12 @@ def usage_by_check(check: Callable[[Sequence[LimitCharge]], Verdict], charges: S
     return out
 
 
+#: What one append trimmed from one part of a session's memory: (records dropped, bytes dropped).
+Trimmed = tuple[int, int]
+#: One part of a session's memory as read: (its records, oldest first; how many were ever appended).
+Part = tuple[list[str], int]
+
+
 @runtime_checkable
 class StoreProtocol(Protocol):
     """What a third-party store must provide (the built-ins subclass :class:`Store`)."""
@@ -187,3 +193,36 @@ class Store(ABC):
 
     async def aclose(self) -> None:
         self.close()
+
+    # -- session memory (spec section 11): bounded logs of opaque records per session -----------------------
+    #
+    # A session's memory is a few named parts, each a log of text records kept oldest first and bounded in
+    # bytes: an append past the bound drops the oldest records and says how many. Each part also counts every
+    # record ever appended to it, so a count survives trimming. Stores know nothing of what records mean.
+    # Parts of one session live together (one Redis Cluster slot), so a read or an append is one round trip.
+
+    def session_append(
+        self, session: str, records: dict[str, list[str]], max_bytes: dict[str, int], ttl_s: float
+    ) -> dict[str, Trimmed]:
+        """Append ``records`` (part -> records) to ``session``'s memory, each part kept within ``max_bytes[part]``
+        (oldest out); the session expires ``ttl_s`` after its last append. Returns what was trimmed, per part."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no session memory")
+
+    def session_read(self, session: str, parts: list[str]) -> dict[str, Part]:
+        """``session``'s records of each of ``parts`` (oldest first) and how many were ever appended to it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no session memory")
+
+    def session_key(self) -> bytes:
+        """The store's own random key for session fingerprints, the same for every client of the store."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no session memory")
+
+    async def asession_append(
+        self, session: str, records: dict[str, list[str]], max_bytes: dict[str, int], ttl_s: float
+    ) -> dict[str, Trimmed]:
+        return self.session_append(session, records, max_bytes, ttl_s)
+
+    async def asession_read(self, session: str, parts: list[str]) -> dict[str, Part]:
+        return self.session_read(session, parts)
+
+    async def asession_key(self) -> bytes:
+        return self.session_key()

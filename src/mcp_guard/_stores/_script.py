@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from mcp_guard._decision import LimitCharge, escape_key_part
 from mcp_guard._errors import StoreConfigurationError, StoreError, require_extra
-from mcp_guard._stores._base import ADMIT, Clock, Group, Store, Usage, Verdict, plan
+from mcp_guard._stores._base import ADMIT, Clock, Group, Part, Store, Trimmed, Usage, Verdict, plan
 
 # KEYS: per budget, its ZSET then its HASH. ARGV: now, mode ("r" reserve, "c" check), token, then per budget
 # its cost and number of limits, then per limit its window and max.
@@ -185,6 +185,62 @@ return 1
 """
 _FIND_GRANT_SHA = hashlib.sha1(_FIND_GRANT.encode()).hexdigest()
 _SAVE_GRANT_SHA = hashlib.sha1(_SAVE_GRANT.encode()).hexdigest()
+# Session memory. KEYS: the session's meta HASH, then one LIST per part. ARGV: TTL in ms, then per part its name,
+# its byte cap, its number of new records and those records. Appends, drops the oldest records past the cap,
+# counts every record ever appended (``<part>:n``) and the bytes held (``<part>:b``). Returns per part
+# {name, records dropped, bytes dropped}.
+_SESSION_APPEND = """
+local ttl = tonumber(ARGV[1])
+local pos = 2
+local out = {}
+for i = 2, #KEYS do
+  local list = KEYS[i]
+  local name, cap, n = ARGV[pos], tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  local held = tonumber(redis.call('HGET', KEYS[1], name .. ':b') or '0')
+  if redis.call('EXISTS', list) == 0 then held = 0 end
+  for j = 1, n do
+    local record = ARGV[pos]
+    pos = pos + 1
+    redis.call('RPUSH', list, record)
+    held = held + #record
+  end
+  redis.call('HINCRBY', KEYS[1], name .. ':n', n)
+  local dropped, dropped_bytes = 0, 0
+  while held > cap do
+    local record = redis.call('LPOP', list)
+    if not record then held = 0 break end
+    held = held - #record
+    dropped = dropped + 1
+    dropped_bytes = dropped_bytes + #record
+  end
+  redis.call('HSET', KEYS[1], name .. ':b', held)
+  if ttl > 0 then redis.call('PEXPIRE', list, ttl) end
+  out[#out + 1] = {name, dropped, dropped_bytes}
+end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return out
+"""
+
+# KEYS: the meta HASH, then one LIST per part; ARGV: the parts' names. Returns per part {records, appended ever}.
+_SESSION_READ = """
+local out = {}
+for i = 2, #KEYS do
+  out[#out + 1] = {redis.call('LRANGE', KEYS[i], 0, -1), redis.call('HGET', KEYS[1], ARGV[i - 1] .. ':n') or '0'}
+end
+return out
+"""
+
+# KEYS: the store's session key. ARGV: a new random key, kept only if none is there yet. Returns the key in force.
+_SESSION_KEY = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
+_SESSION_APPEND_SHA = hashlib.sha1(_SESSION_APPEND.encode()).hexdigest()
+_SESSION_READ_SHA = hashlib.sha1(_SESSION_READ.encode()).hexdigest()
+_SESSION_KEY_SHA = hashlib.sha1(_SESSION_KEY.encode()).hexdigest()
+
 _DECIDE_SHA = hashlib.sha1(_DECIDE.encode()).hexdigest()
 _RELEASE_SHA = hashlib.sha1(_RELEASE.encode()).hexdigest()
 _USAGE_SHA = hashlib.sha1(_USAGE.encode()).hexdigest()
@@ -318,6 +374,7 @@ class ScriptStore(Store):
         self._lock = threading.Lock()  # guards the creation and the closing of the clients
         self._sync: Any = None  # the blocking lane, made by _lane() on first use
         self._async: Any = None  # the running loop's lane (see _alane)
+        self._cached_key: bytes | None = None  # the session key, once read from the server
         self._configure(self.url, options)
 
     # -- what a subclass provides ---------------------------------------------------------------------
@@ -437,6 +494,69 @@ class ScriptStore(Store):
             self._async = None
             await lane.aclose()
         self.close()
+
+    # -- session memory: one script call each, on the session's slot -------------------------------------
+
+    def _session_keys(self, session: str, parts: list[str]) -> list[str]:
+        # Hash-tagged by session: every part of one session lives on one Redis Cluster slot.
+        tag = escape_key_part(session).replace("{", "%7B").replace("}", "%7D")
+        base = f"{self._prefix}:sess:{{{tag}}}"
+        return [f"{base}:meta", *(f"{base}:p:{part}" for part in parts)]
+
+    def _session_append(
+        self, lane: Callable[[], Any], session: str, records: dict[str, list[str]], caps: dict[str, int], ttl_s: float
+    ) -> Flow[dict[str, Trimmed]]:
+        parts = list(records)
+        argv: list[Any] = [int(ttl_s * 1000)]
+        for part in parts:
+            argv += [part, caps.get(part, 0), len(records[part]), *records[part]]
+        reply = yield from self._call(
+            lane(), (_SESSION_APPEND, _SESSION_APPEND_SHA, self._session_keys(session, parts), argv)
+        )
+        out: dict[str, Trimmed] = {}
+        for name, dropped, dropped_bytes in reply:
+            if int(dropped):
+                out[name.decode() if isinstance(name, bytes) else str(name)] = (int(dropped), int(dropped_bytes))
+        return out
+
+    def _session_read(self, lane: Callable[[], Any], session: str, parts: list[str]) -> Flow[dict[str, Part]]:
+        reply = yield from self._call(
+            lane(), (_SESSION_READ, _SESSION_READ_SHA, self._session_keys(session, parts), list(parts))
+        )
+        return {
+            part: ([r.decode("utf-8", "surrogatepass") if isinstance(r, bytes) else str(r) for r in records], int(n))
+            for part, (records, n) in zip(parts, reply, strict=True)
+        }
+
+    def _session_key_flow(self, lane: Callable[[], Any]) -> Flow[bytes]:
+        if self._cached_key is None:
+            reply = yield from self._call(
+                lane(), (_SESSION_KEY, _SESSION_KEY_SHA, [f"{self._prefix}:sesskey"], [secrets.token_hex(32)])
+            )
+            self._cached_key = reply if isinstance(reply, bytes) else str(reply).encode()
+        return self._cached_key
+
+    def session_append(
+        self, session: str, records: dict[str, list[str]], max_bytes: dict[str, int], ttl_s: float
+    ) -> dict[str, Trimmed]:
+        return run(self._session_append(self._lane, session, records, max_bytes, ttl_s))
+
+    def session_read(self, session: str, parts: list[str]) -> dict[str, Part]:
+        return run(self._session_read(self._lane, session, parts))
+
+    def session_key(self) -> bytes:
+        return run(self._session_key_flow(self._lane))
+
+    async def asession_append(
+        self, session: str, records: dict[str, list[str]], max_bytes: dict[str, int], ttl_s: float
+    ) -> dict[str, Trimmed]:
+        return await arun(self._session_append(self._alane, session, records, max_bytes, ttl_s))
+
+    async def asession_read(self, session: str, parts: list[str]) -> dict[str, Part]:
+        return await arun(self._session_read(self._alane, session, parts))
+
+    async def asession_key(self) -> bytes:
+        return await arun(self._session_key_flow(self._alane))
 
     # -- the flows ----------------------------------------------------------------------------------------
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
 from mcp_guard._decision import LimitCharge
-from mcp_guard._stores._base import ADMIT, Clock, Store, Usage, Verdict, plan
+from mcp_guard._stores._base import ADMIT, Clock, Part, Store, Trimmed, Usage, Verdict, plan
+
+#: Sessions whose memory one memory store keeps at most; the least recently used go first.
+MAX_SESSIONS = 10_000
 
 _MAX_GRANTS = 100_000  # approval grants kept at most (oldest dropped first beyond that)
 
@@ -114,6 +118,9 @@ class MemoryStore(Store):
         self._seq = itertools.count(1)
         self._next_sweep = float("-inf")
         self._grants: dict[tuple[str, str], tuple[str, float]] = {}  # (owner, digest) -> (grant id, until)
+        # session -> (expires at, part -> (records, bytes held, appended ever)); least recently used first.
+        self._sessions: OrderedDict[str, tuple[float, dict[str, tuple[deque[str], int, int]]]] = OrderedDict()
+        self._key = secrets.token_bytes(32)
 
     @classmethod
     def from_uri(cls, uri: str, **options: Any) -> MemoryStore:
@@ -230,9 +237,53 @@ class MemoryStore(Store):
             self._grants[(owner, digest)] = (grant_id, now + ttl_s)
 
     def close(self) -> None:
-        """Forget every budget (a closed memory store starts empty if used again)."""
+        """Forget every budget and session (a closed memory store starts empty if used again)."""
         with self._lock:
             self._logs.clear()
+            self._sessions.clear()
+
+    # -- session memory -----------------------------------------------------------------------------------
+
+    def session_append(
+        self, session: str, records: dict[str, list[str]], max_bytes: dict[str, int], ttl_s: float
+    ) -> dict[str, Trimmed]:
+        trimmed: dict[str, Trimmed] = {}
+        with self._lock:
+            now = self.clock()
+            entry = self._sessions.pop(session, None)
+            parts = entry[1] if entry is not None and entry[0] > now else {}
+            for part, new in records.items():
+                log, held, total = parts.get(part, (deque(), 0, 0))
+                for record in new:
+                    log.append(record)
+                    held += len(record.encode("utf-8", "surrogatepass"))
+                    total += 1
+                dropped = dropped_bytes = 0
+                cap = max_bytes.get(part, 0)
+                while log and held > cap:
+                    gone = len(log.popleft().encode("utf-8", "surrogatepass"))
+                    held -= gone
+                    dropped += 1
+                    dropped_bytes += gone
+                parts[part] = (log, held, total)
+                if dropped:
+                    trimmed[part] = (dropped, dropped_bytes)
+            self._sessions[session] = (now + ttl_s, parts)
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        return trimmed
+
+    def session_read(self, session: str, parts: list[str]) -> dict[str, Part]:
+        with self._lock:
+            entry = self._sessions.get(session)
+            if entry is None or entry[0] <= self.clock():
+                return {part: ([], 0) for part in parts}
+            self._sessions.move_to_end(session)
+            kept = entry[1]
+            return {part: (list(kept[part][0]), kept[part][2]) if part in kept else ([], 0) for part in parts}
+
+    def session_key(self) -> bytes:
+        return self._key
 
 
 __all__ = ["MemoryStore"]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mcp_guard._adapt import Bounded, WhoLookup, is_violation, lookup, parse_args, without_required
+from mcp_guard._calls import Outcome
 from mcp_guard._compat import tool_annotations, tool_input_schema
 from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
@@ -91,6 +92,8 @@ class _Binding:
         self.asked: Bounded[str, Decision | None] = Bounded()
         # ... and their arguments, so a plain state.reject() can be audited with them.
         self.held: Bounded[str, Mapping[str, Any]] = Bounded()
+        # The run inputs already handed to session memory, by (session, item): each once.
+        self.seen_inputs: Bounded[tuple[str, str], None] = Bounded(50_000)
 
     def saw_mcp_tool(self, tool: Any) -> dict[str, Any] | None:
         """Remember an MCP tool's annotations and the public names the SDK may give it; return the annotations."""
@@ -104,8 +107,15 @@ class _Binding:
         return annotations
 
     def who(self, run_context: Any, tool: str, call_id: str | None = None) -> dict[str, Any]:
-        """The Guard's keyword arguments for a call of ``tool``: who, where, the schema, the SDK's ids."""
+        """The Guard's keyword arguments for a call of ``tool``: who, where, the schema, the SDK's ids.
+
+        The run id is the SDK's trace id; with tracing off, an id of this run in this process (its ``usage``
+        object, which every tool context of one run shares), so session memory still has a key per run.
+        """
         user_context = getattr(run_context, "context", None)
+        run_id = sdk.run_id()
+        if run_id is None and getattr(run_context, "usage", None) is not None:
+            run_id = f"agents-run:{id(run_context.usage):x}"
         return {
             "server": self.server,
             "identity": lookup(self.identity, user_context, "user_id"),
@@ -113,8 +123,20 @@ class _Binding:
             "annotations": self.annotations.get(tool),
             "tool_schema": self.schemas.get(tool),
             "call_id": call_id if call_id is not None else getattr(run_context, "tool_call_id", None),
-            "run_id": sdk.run_id(),
+            "run_id": run_id,
         }
+
+    async def observe_inputs(self, run_context: Any, who: Mapping[str, Any]) -> None:
+        """The run's input (``turn_input``: the user's messages) goes to session memory, each item once."""
+        key = who["session"] if who["session"] is not None else who["run_id"]
+        if key is None or "texts" not in self.guard.policy.session_reads:
+            return
+        for text in sdk.user_texts(run_context):
+            seen = (key, text)
+            if seen in self.seen_inputs:
+                continue
+            self.seen_inputs[seen] = None
+            await self.guard.aobserve_input(text, session=key)
 
     def may_need_approval(self, tool: str, annotations: Mapping[str, Any] | None) -> bool:
         """Whether a call of ``tool`` can be held for a human (decides ``needs_approval`` wiring).
@@ -140,16 +162,27 @@ class _Binding:
         return entry
 
     async def run_admitted(
-        self, admission: Admission, call: Callable[[], Awaitable[Any]], failed: Callable[[Any], bool]
+        self,
+        admission: Admission,
+        call: Callable[[], Awaitable[Any]],
+        failed: Callable[[Any], bool],
+        refused: Callable[[str], Any] = str,
     ) -> Any:
-        """Run an admitted call and finish it: quota back where due, the call's one audit event."""
+        """Run an admitted call and finish it: quota back where due, the call's one audit event; the result is
+        judged by the policy's result rules and remembered (a withheld one becomes ``refused(violation JSON)``)."""
         try:
             value = await call()
         except BaseException as exc:
             await self.guard.afinish(admission, "error", error=exc)
             raise
-        await self.guard.afinish(admission, "error" if failed(value) else "ok")
-        return value
+        outcome: Outcome = "error" if failed(value) else "ok"
+        if self.guard.policy.session_free:  # nothing to judge or remember: 0.2's path
+            await self.guard.afinish(admission, outcome)
+            return value
+        finished = await self.guard.afinish(admission, outcome, result=value)
+        if finished.violation is not None:
+            return refused(self.guard.violation(finished.violation).to_json())
+        return finished.value
 
     async def note_rejections(self, run_context: Any) -> None:
         """Audit the calls of our tools that a human rejected, and tell the model in the policy's words.
@@ -198,6 +231,7 @@ class _Binding:
         if tool not in self.schemas:
             await self._learn_schema(data, public, tool)
         guard, who = self.guard, self.who(ctx, tool)
+        await self.observe_inputs(ctx, who)
         args, problem = parse_args(ctx.tool_arguments)
         if args is None:
             return await self._refuse(ToolCall(tool, {}, **who), guard.malformed(tool, problem, server=self.server))
@@ -279,6 +313,7 @@ class _Binding:
     ) -> Any:
         """The whole guard pipeline around a function tool reached without our guardrail's admission."""
         who = self.who(ctx, tool)
+        await self.observe_inputs(ctx, who)
         args, problem = parse_args(input_json)
         if args is None:
             refused = await self.guard.arefuse(

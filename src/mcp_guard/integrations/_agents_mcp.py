@@ -153,7 +153,9 @@ def _install_call_tool(server: Any, binding: _Binding) -> None:
                 result.value if result.violation is None else error_result(guard.violation(result.violation).to_json())
             )
         admission = entry[1]
-        return await binding.run_admitted(admission, lambda: raw_call(**admission.call.args), guard.is_error_result)
+        return await binding.run_admitted(
+            admission, lambda: raw_call(**admission.call.args), guard.is_error_result, error_result
+        )
 
     server.call_tool = call_tool
     server.tool_meta_resolver = tool_meta_resolver

@@ -27,6 +27,25 @@ def run_id() -> str | None:
     return trace_id if isinstance(trace_id, str) and trace_id != "no-op" else None
 
 
+def user_texts(run_context: Any) -> list[str]:
+    """The user's messages in the run's input (``RunContextWrapper.turn_input``, copied into every tool context):
+    items with role ``user``, their text (a string, or the ``input_text`` parts of a list)."""
+    texts: list[str] = []
+    for item in getattr(run_context, "turn_input", None) or ():
+        role = item.get("role") if isinstance(item, dict) else getattr(item, "role", None)
+        if role != "user":
+            continue
+        content = item.get("content") if isinstance(item, dict) else getattr(item, "content", None)
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+                if isinstance(text, str):
+                    texts.append(text)
+    return texts
+
+
 def prefixed_names(server: str, tool: str) -> tuple[str, ...]:
     """The names the SDK gives ``tool`` of ``server`` when it prefixes MCP tool names (its own naming rule)."""
     try:

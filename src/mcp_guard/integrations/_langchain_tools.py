@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from mcp_guard._adapt import field
+from mcp_guard._adapt import Bounded, field
 from mcp_guard._decision import Decision
 from mcp_guard._guard import Guard, GuardResult
 
@@ -126,6 +126,49 @@ def _tool_schema(tool: BaseTool | None) -> Any:
         return None
 
 
+class UserInputs:
+    """Hands the user's messages (LangChain ``HumanMessage``) to the guard's session memory, each message once.
+
+    Adapters see the conversation at different moments (the middleware before each model turn, a tool with an
+    injected runtime in the graph state); each message is observed the first time one of them sees it, by its
+    id (LangGraph gives every message one) or, without an id, its text. Costs nothing unless some check of
+    the policy reads the user's requests (``from: [user]``).
+    """
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+        self.seen: Bounded[tuple[str, str], None] = Bounded(50_000)
+
+    def _new(self, messages: Any, session: str | None) -> list[str]:
+        if session is None or "texts" not in self.guard.policy.session_reads or not isinstance(messages, list):
+            return []
+        texts: list[str] = []
+        for message in messages:
+            if getattr(message, "type", None) != "human":
+                continue
+            text = message.text if isinstance(getattr(message, "text", None), str) else str(message.content)
+            key = (session, str(getattr(message, "id", None) or hash(text)))
+            if key in self.seen:
+                continue
+            self.seen[key] = None
+            texts.append(text)
+        return texts
+
+    def observe(self, messages: Any, session: str | None) -> None:
+        for text in self._new(messages, session):
+            self.guard.observe_input(text, session=session)
+
+    async def aobserve(self, messages: Any, session: str | None) -> None:
+        for text in self._new(messages, session):
+            await self.guard.aobserve_input(text, session=session)
+
+
+def state_messages(holder: Any) -> Any:
+    """The graph state's messages of a ``ToolRuntime`` or ``ToolCallRequest`` (None outside a graph)."""
+    state = getattr(holder, "state", None)
+    return state.get("messages") if isinstance(state, Mapping) else getattr(state, "messages", None)
+
+
 class _GuardToolException(ToolException):
     """A refused call, raised inside a wrapped tool so LangChain turns it into ``ToolMessage(status="error")``."""
 
@@ -153,11 +196,20 @@ def _error_handler(original: Any) -> Callable[[ToolException], Any]:
 class _ToolSpec:
     """What a wrapped tool needs at call time, resolved once at wrap time."""
 
-    __slots__ = ("guard", "identity", "injected", "known", "name", "session")
+    __slots__ = ("guard", "identity", "injected", "inputs", "known", "name", "session")
 
-    def __init__(self, tool: BaseTool, guard: Guard, identity: WhoOption, session: WhoOption, server: str | None):
+    def __init__(
+        self,
+        tool: BaseTool,
+        guard: Guard,
+        identity: WhoOption,
+        session: WhoOption,
+        server: str | None,
+        inputs: UserInputs | None = None,
+    ):
         self.name = tool.name
         self.guard = guard
+        self.inputs = inputs if inputs is not None else UserInputs(guard)
         self.identity = identity
         self.session = session
         self.known = {"server": server, "annotations": _annotations(tool), "tool_schema": _tool_schema(tool)}
@@ -187,7 +239,8 @@ class _ToolSpec:
             value = admitted.pop("tool_input")
             return original(*((value,) if len(args) == 1 else value), **admitted, **extra)
 
-        who = _who(self.identity, self.session, runtime=extra.get("runtime"))
+        runtime = extra.get("runtime")
+        who = _who(self.identity, self.session, runtime=runtime)
         return call_args, call, {**self.known, **who}
 
     def deliver(self, result: GuardResult) -> Any:
@@ -199,10 +252,14 @@ class _ToolSpec:
 def _guarded(original: Callable[..., Any], spec: _ToolSpec, is_async: bool) -> Callable[..., Any]:
     async def aguarded(*args: Any, **kwargs: Any) -> Any:
         call_args, call, context = spec.prepare(original, args, kwargs)
+        if "runtime" in kwargs:  # the graph's conversation: the user's messages go to session memory first
+            await spec.inputs.aobserve(state_messages(kwargs["runtime"]), context["session"])
         return spec.deliver(await spec.guard.arun(spec.name, call_args, call, **context))
 
     def sguarded(*args: Any, **kwargs: Any) -> Any:
         call_args, call, context = spec.prepare(original, args, kwargs)
+        if "runtime" in kwargs:
+            spec.inputs.observe(state_messages(kwargs["runtime"]), context["session"])
         return spec.deliver(spec.guard.run(spec.name, call_args, call, **context))
 
     guarded: Callable[..., Any] = aguarded if is_async else sguarded

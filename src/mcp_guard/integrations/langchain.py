@@ -38,6 +38,7 @@ try:
 
     from mcp_guard.integrations._langchain_tools import (
         ServerOption,
+        UserInputs,
         WhoOption,
         _annotations,
         _error_handler,
@@ -48,6 +49,7 @@ try:
         _tool_schema,
         _ToolSpec,
         _who,
+        state_messages,
     )
 except ImportError as exc:  # name the extra to install, not the first module that happened to be missing
     require_extra(exc.name or "langchain", "langchain", _FEATURE)
@@ -100,6 +102,7 @@ def wrap_tools(
     new function): put :class:`GuardMiddleware` around those instead.
     """
     guard = _as_guard(policy_or_guard, approver, guard_options)
+    inputs = UserInputs(guard)  # shared by the copies: each user message is remembered once
     wrapped: list[BaseTool] = []
     for tool in tools:
         if not isinstance(tool, (StructuredTool, Tool)):
@@ -110,7 +113,7 @@ def wrap_tools(
         tool_server = _server_for(server, tool.name) or _mcp_server_of(tool)
         if not _listed(guard, tool, tool_server) and hide_denied:  # listed first: pins see every listing
             continue
-        spec = _ToolSpec(tool, guard, identity, session, tool_server)
+        spec = _ToolSpec(tool, guard, identity, session, tool_server, inputs)
         update: dict[str, Any] = {"handle_tool_error": _error_handler(tool.handle_tool_error)}
         if tool.coroutine is not None:
             update["coroutine"] = _guarded(tool.coroutine, spec, is_async=True)
@@ -159,6 +162,7 @@ class GuardInterceptor:
         self.session = session
         self._schemas: dict[str, Any] = dict(schemas or {})
         self._annotations: dict[str, Mapping[str, Any] | None] = {}
+        self._inputs = UserInputs(self.guard)
         require_extra("mcp.types", "langchain", "GuardInterceptor")
 
     def learn(self, tools: Sequence[BaseTool]) -> GuardInterceptor:
@@ -182,6 +186,9 @@ class GuardInterceptor:
             schema, annotations = _tool_schema(tool), _annotations(tool)
         else:
             schema, annotations = self._schemas.get(name), self._annotations.get(name)
+        who = _who(self.identity, self.session, runtime=runtime)
+        # Inside an agent the ToolRuntime holds the conversation: the user's messages go to session memory.
+        await self._inputs.aobserve(state_messages(runtime), who["session"])
         result = await self.guard.arun(
             name,
             request.args,
@@ -189,7 +196,7 @@ class GuardInterceptor:
             server=server,
             annotations=annotations,
             tool_schema=schema,
-            **_who(self.identity, self.session, runtime=runtime),
+            **who,
         )
         if result.violation is not None:
             return error_result(self.guard.violation(result.violation).to_json())
@@ -241,6 +248,7 @@ class GuardMiddleware(AgentMiddleware):
         self.server = server
         self.hide_denied = hide_denied
         self._schemas: dict[int, tuple[BaseTool, Any]] = {}
+        self._inputs = UserInputs(self.guard)
         # create_agent refuses two middleware with one name: number the instances.
         self._name = name or f"GuardMiddleware_{next(_middleware_ids)}"
 
@@ -264,12 +272,21 @@ class GuardMiddleware(AgentMiddleware):
         return request if len(tools) == len(request.tools) else request.override(tools=tools)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> ModelResponse:
+        # The user's messages reach session memory before the model can turn them into calls.
+        self._inputs.observe(request.messages, self._session_of(request.runtime))
         return handler(self._visible(request))
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> ModelResponse:
+        await self._inputs.aobserve(request.messages, self._session_of(request.runtime))
         return await handler(self._visible(request))
+
+    def _session_of(self, runtime: Any) -> str | None:
+        if "texts" not in self.guard.policy.session_reads:
+            return None  # nothing reads the user's requests: skip the lookup
+        session: str | None = _who(self.identity, self.session, runtime=runtime)["session"]
+        return session
 
     def _context(self, request: ToolCallRequest) -> dict[str, Any]:
         """The Guard's keyword arguments for this call (the tool's schema computed once per tool object)."""
@@ -323,6 +340,7 @@ class GuardMiddleware(AgentMiddleware):
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]]
     ) -> ToolMessage | Command[Any]:
         call, who = request.tool_call, self._context(request)
+        self._inputs.observe(state_messages(request), who["session"])
         approval = None
         if self._may_pause(call["name"], who):
             approval = self._pause(request, self.guard.check(call["name"], call["args"], **who), who)
@@ -333,6 +351,7 @@ class GuardMiddleware(AgentMiddleware):
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
     ) -> ToolMessage | Command[Any]:
         call, who = request.tool_call, self._context(request)
+        await self._inputs.aobserve(state_messages(request), who["session"])
         approval = None
         if self._may_pause(call["name"], who):
             approval = self._pause(request, await self.guard.acheck(call["name"], call["args"], **who), who)
