@@ -13,6 +13,7 @@ import pytest
 
 from mcp_guard import Policy
 from mcp_guard._cli import SUBCOMMANDS, build_parser, main
+from mcp_guard._install import install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "policies"
@@ -295,7 +296,7 @@ def test_cli_without_extras(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "pip install 'mcp-guard[yaml]'" in proc.stderr
+    assert install_hint("yaml") in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
