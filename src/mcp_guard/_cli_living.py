@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mcp_guard._cli_common import POLICY_FILE_HELP, command, fail, invalid, load_policy
-from mcp_guard._errors import MCPGuardError, MissingExtraError, PolicyError, StoreError
+from mcp_guard._errors import MCPGuardError, MissingExtraError, PolicyError, StoreError, require_extra
 
 
 def console(stream: Any = None) -> Console:
@@ -167,6 +167,12 @@ def run_audit(args: argparse.Namespace) -> int:
     """
     from mcp_guard._auditsummary import parse_since, plot, print_summary, summarise
 
+    if args.plot:
+        # Before reading anything: a missing extra is said at once, not after every table has been printed.
+        try:
+            require_extra("matplotlib", "plot", "mcp-guard audit --plot")
+        except MissingExtraError as exc:
+            return fail(str(exc))
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
