@@ -3,7 +3,8 @@
 Two workers, each a LangChain agent in its own process with a guarded MCP tool on a real stdio server, wait in
 one Redis inbox. A person (the test, through the page) approves one and edits the other into arguments the
 policy refuses. The judge is the recording server: only the approved order reached it. The click-to-resume
-latency is measured and printed; a screenshot of the page with both requests is saved to /tmp/inbox.png.
+latency is measured and printed; a screenshot of the page with both requests is saved as inbox.png in the
+test's own temporary folder, or in the folder named by MCP_GUARD_SCREENSHOTS (never a fixed shared path).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from mcp_guard._inbox_web import InboxServer
 
 CHROMIUM = "/usr/bin/chromium"
 WORKER = Path(__file__).resolve().parent / "inbox_worker.py"
-SCREENSHOT = Path("/tmp/inbox.png")
 SECRET_ACCOUNT = "acct-7F3Q-SECRET-91"
 SCRIPT_NOTE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
@@ -149,7 +149,9 @@ def test_two_workers_decided_on_the_page(browser: Any, redis_url: str, tmp_path:
             assert SECRET_ACCOUNT not in html
             assert "[redacted]" in card_a.locator("[data-role=args]").text_content()
 
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            shot = Path(os.environ.get("MCP_GUARD_SCREENSHOTS") or tmp_path) / "inbox.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\nscreenshot: {shot}")
 
             # Approve alice's order; measure from the click to her worker holding the decision.
             clicked = time.time()
