@@ -174,7 +174,9 @@ def test_validate_invalid_lists_every_problem(tmp_path: Path, capsys: pytest.Cap
     )
     code, out, err = run(capsys, "validate", path)
     assert (code, out) == (1, "")
-    assert "/tools/x/acton: unknown field 'acton'; allowed fields: action, reason, on_deny" in err
+    assert (
+        "/tools/x/acton: unknown field 'acton' (did you mean 'action'?); allowed fields: action, reason, on_deny" in err
+    )
     assert "/tools/x/limits/0/window: 'hour ' is not a window" in err
     assert "/tools/x/limits/0/max: -1 is not a valid max" in err
 

@@ -129,12 +129,16 @@ def run_test(args: argparse.Namespace) -> int:
     expected action / code / rule. Exit 0 when all pass, 1 on any mismatch, 2 on bad input. The case file format:
     mcp-guard schema --cases.
     """
-    from mcp_guard._policytest import CaseFileError, print_results, run_file
+    from mcp_guard._policytest import CaseFileError, load_cases, policy_file, print_results, run_cases
 
     results = []
     for path in args.files:
         try:
-            results.extend(run_file(path, policy_path=args.policy))
+            cases = load_cases(path)
+            policy = load_policy(policy_file(path, cases, args.policy))  # its problems with line and column
+            if isinstance(policy, int):
+                return policy
+            results.extend(run_cases(policy, cases, path))
         except CaseFileError as exc:
             return fail(str(exc))
         except PolicyError as exc:

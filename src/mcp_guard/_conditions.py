@@ -36,6 +36,7 @@ from functools import lru_cache
 from typing import Any, Final, Literal
 
 from mcp_guard._matching import glob_matcher, pointer_escape
+from mcp_guard._suggest import did_you_mean
 
 OPERATORS: Final = ("eq", "neq", "in", "not_in", "lt", "lte", "gt", "gte", "regex", "glob", "contains", "exists")
 CONTEXT_PATHS: Final = ("identity", "session", "server", "tool")
@@ -230,7 +231,7 @@ def check_path(path: object) -> str | None:
 def check_operator(op: str, value: object) -> str | None:
     """Why ``{op: value}`` is not a valid check, or ``None``."""
     if op not in OPERATORS:
-        return f"unknown operator {op!r}; allowed: {', '.join(OPERATORS)}"
+        return f"unknown operator {op!r}{did_you_mean(str(op), OPERATORS)}; allowed: {', '.join(OPERATORS)}"
     if op in ("in", "not_in") and not isinstance(value, list):
         return f"{op!r} needs a list of values, got {describe_type(value)}"
     if op in _NUMERIC and not _is_number(value):
