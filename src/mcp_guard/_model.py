@@ -430,7 +430,8 @@ class Rule(_RuleBase):
     reason: TextT = Field(
         default=None,
         validation_alias=AliasChoices("reason", "on_deny"),
-        description="what the model sees when this rule denies (alias: on_deny)",
+        description="what the model sees when this rule denies; when one of its require or deny_if checks did, "
+        "the check follows in brackets (alias: on_deny)",
     )
     retry: OptBoolT = Field(
         None,
