@@ -108,3 +108,12 @@ def test_every_page_is_in_the_navigation_and_every_marker_is_known() -> None:
     for page in pages:
         for name in hooks.MARKER.findall((DOCS / page).read_text(encoding="utf-8")):
             assert name in hooks.GENERATORS, (page, name)
+
+
+def test_the_readme_links_to_pages_that_exist() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert len(links) >= 10
+    for link in links:
+        assert (ROOT / link).is_file(), link
+    assert len(readme.splitlines()) < 300  # the first hour; the rest lives in docs/
