@@ -37,7 +37,7 @@ lint: $(STAMP)
 # The library, and the example helpers that are plain modules (the notebook sources await at top level).
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
-	$(BIN)/mypy --strict examples/build_notebooks.py examples/_scripted.py docs/hooks.py
+	$(BIN)/mypy --strict examples/build_notebooks.py examples/_scripted.py docs/hooks.py docs/griffe_roles.py
 
 # The documentation site (mkdocs.yml): the policy and CLI reference are generated from the code as it builds, and
 # --strict makes any warning (a broken link, a docstring mkdocstrings cannot read) fail. Output: build/docs.
