@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo demo-inbox test lint typecheck bench bench-paired bench-agentdojo install clean notebooks
+.PHONY: demo demo-inbox test lint typecheck docs bench bench-paired bench-agentdojo install clean notebooks
 
 # The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
@@ -31,15 +31,20 @@ demo-inbox: $(STAMP)
 	$(BIN)/python examples/inbox_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs
+	$(BIN)/ruff format --check src tests benchmarks examples docs
 
 # The library, and the example helpers that are plain modules (the notebook sources await at top level).
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
-	$(BIN)/mypy --strict examples/build_notebooks.py examples/_scripted.py
+	$(BIN)/mypy --strict examples/build_notebooks.py examples/_scripted.py docs/hooks.py docs/griffe_roles.py
 
-test: lint typecheck
+# The documentation site (mkdocs.yml): the policy and CLI reference are generated from the code as it builds, and
+# --strict makes any warning (a broken link, a docstring mkdocstrings cannot read) fail. Output: build/docs.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck docs
 	$(BIN)/python -m pytest -q
 
 # Execute the notebook sources (examples/0*.py, jupytext percent format) and write the .ipynb files with outputs.

@@ -234,7 +234,7 @@ else:
     for t in threads:
         t.join()
 
-for r in reports:
+for r in sorted(reports, key=lambda r: -r["admitted"]):  # whichever worker came first got the budget
     print(r)
 total = sum(r["admitted"] for r in reports)
 print("admitted in total:", total)

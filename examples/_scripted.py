@@ -4,8 +4,8 @@ The examples run offline (and in CI) with scripted models that make a fixed sequ
 output can be checked. With ``OPENAI_API_KEY`` set they use a real OpenAI model instead: the Agents SDK
 through its default OpenAI provider, LangChain through ``langchain-openai`` when that package is installed.
 
-Not a test utility for your own code: the scripted LangChain model ignores the tools it is bound to and
-answers from its script, whatever the conversation says (unless a step is a callable that reads it).
+The scripted models are the public ones: :class:`mcp_guard.testing.ScriptedChatModel` for LangChain and the
+SDK's own ``agents.testing.ScriptedModel``; this module only chooses between them and a real model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,38 +45,16 @@ def exchange_stdio() -> dict[str, Any]:
 
 def tool_call(name: str, args: dict[str, Any] | None = None, call_id: str | None = None) -> Any:
     """A model turn that calls one tool."""
-    from langchain_core.messages import AIMessage
+    from mcp_guard.testing import tool_call as scripted_call
 
-    return AIMessage(
-        "",
-        tool_calls=[{"name": name, "args": args or {}, "id": call_id or f"call_{next(_ids)}", "type": "tool_call"}],
-    )
+    return scripted_call(name, args, call_id=call_id or f"call_{next(_ids)}")
 
 
 def scripted_chat_model(steps: Sequence[Any]) -> Any:
-    """A LangChain chat model that plays ``steps`` in order, one per model call.
+    """A LangChain chat model that plays ``steps`` in order, one per model call (see ``ScriptedChatModel``)."""
+    from mcp_guard.testing import ScriptedChatModel
 
-    A step is an ``AIMessage`` (see :func:`tool_call`), a string (a final answer), or a callable taking the
-    conversation so far and returning one of those: that is how a script reacts to what a tool returned.
-    """
-    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-    from langchain_core.messages import AIMessage, BaseMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
-
-    class ScriptedChatModel(GenericFakeChatModel):
-        # The fake chat models have no bind_tools; create_agent needs one. The script already knows its calls.
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
-
-        def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
-            step = next(self.messages)
-            if callable(step):
-                step = step(messages)
-            message = AIMessage(content=step) if isinstance(step, str) else step
-            return ChatResult(generations=[ChatGeneration(message=message)])
-
-    script: Iterator[Any] = iter(list(steps))
-    return ScriptedChatModel(messages=script)
+    return ScriptedChatModel(steps)
 
 
 def langchain_model(steps: Sequence[Any]) -> tuple[Any, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,6 +119,56 @@ def stale(source: Path) -> str | None:
     if any(c.cell_type == "code" and c.execution_count is None for c in built.cells):
         return "not executed"
     return None
+
+
+# What legitimately changes from one run to the next, and what it is replaced by before outputs are compared.
+# Everything else, policy hashes and table contents included, must match the committed notebook exactly.
+_VOLATILE = [
+    (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z| UTC|[+-]\d\d:\d\d)?"), "<time>"),
+    (re.compile(r"\b\d\d:\d\d(?::\d\d)?\b"), "<time>"),
+    (re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"), "<uuid>"),
+    (re.compile(r"(latency_ms|retry_after_s|next_free_in_s|next_free_at)(['\"]?:\s*)-?[0-9.e+-]+"), r"\1\2<n>"),
+    (re.compile(r"\b\d+(?:\.\d+)?(?: |\xa0)?(?:ms|s|µs)\b"), "<duration>"),  # waits, latencies, timings
+    (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:<port>"),  # a free port picked per run
+    (re.compile(r"(\"tx\\?\":\s*\\?\")[0-9a-f]+"), r"\1<tx>"),  # the demo exchange's random transaction ids
+    (re.compile(r"listen-key-\d+"), "listen-key-<n>"),  # and its random listen keys
+    (re.compile(r"worker-[ab]"), "worker-<x>"),  # two workers race for one budget: either may win
+    (re.compile(r"saved state: \d+ characters"), "saved state: <n> characters"),  # holds ids and times
+    (re.compile(r" at 0x[0-9a-f]+>"), " at <address>>"),
+    (re.compile(r"[─━═┄]+"), "─"),  # table rules and padding follow the widest cell, which may be a duration
+    (re.compile(r"[ \t]+"), " "),
+]
+
+
+def _normalised(text: str) -> str:
+    for pattern, replacement in _VOLATILE:
+        text = pattern.sub(replacement, text)
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def outputs_of(nb: Any) -> list[tuple[int, str]]:
+    """(code cell number, what it shows) for every output of a notebook, with what changes run to run replaced
+    (times, durations, ids, ports; see ``_VOLATILE``). An image counts as present, not pixel by pixel."""
+    shown: list[tuple[int, str]] = []
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(cells, 1):
+        stream: list[str] = []  # a print may arrive in several stream messages, cut differently each run
+        for output in [*cell.outputs, {"output_type": "end"}]:
+            if output.get("output_type") == "stream":
+                stream.append(str(output.get("text", "")))
+                continue
+            if stream:
+                shown.append((number, _normalised("".join(stream))))
+                stream = []
+            if "data" in output:
+                data = output["data"]
+                if "image/png" in data:
+                    shown.append((number, "<image/png>"))
+                elif "text/plain" in data:
+                    shown.append((number, _normalised(str(data["text/plain"]))))
+            elif output.get("output_type") == "error":
+                shown.append((number, f"error: {output.get('ename')}: {output.get('evalue')}"))
+    return shown
 
 
 def main(argv: list[str]) -> int:

@@ -75,6 +75,10 @@ class Row:
     output: str
 
 
+# Nobody is at the keyboard during `make demo`: the table says who approved.
+APPROVED = "approved (scripted human)"
+
+
 def scripted_human(request: ApprovalRequest) -> ApprovalDecision:
     """Stands in for a person: approves USD withdrawals up to 3,000, declines everything else."""
     if request.tool == "withdraw" and request.args.get("asset") == "USD" and request.args.get("amount", 0) <= 3000:
@@ -178,7 +182,7 @@ def classify(row: Row, policy: Policy) -> tuple[str, str, str]:
         return "deny", str(payload.get("code")), str(payload.get("rule", "-"))
     decision = policy.evaluate(row.tool, row.args, server="exchange", identity=IDENTITY)
     if decision.needs_approval:
-        return "approved", "-", decision.rule or "-"
+        return APPROVED, "-", decision.rule or "-"
     return "allow", "-", decision.rule or "-"
 
 
@@ -199,10 +203,18 @@ def print_table(rows: list[Row], policy: Policy) -> list[tuple[str, ...]]:
     return table
 
 
+def fresh_audit_path() -> Path:
+    """``audit.jsonl`` in a new private temporary folder: a fixed path in the shared temp folder would be another
+    user's file on a shared machine (or a symlink someone planted). The log stays after the run, for reading."""
+    return Path(tempfile.mkdtemp(prefix="mcp-guard-demo-")) / "audit.jsonl"
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--audit", type=Path, default=Path(tempfile.gettempdir()) / "mcp-guard-demo" / "audit.jsonl")
+    parser.add_argument("--audit", type=Path, help="where to write the audit log (default: a new temporary folder)")
     args = parser.parse_args(argv)
+    if args.audit is None:
+        args.audit = fresh_audit_path()
     args.audit.parent.mkdir(parents=True, exist_ok=True)
     args.audit.unlink(missing_ok=True)  # one run, one log
 
@@ -221,6 +233,7 @@ async def main(argv: list[str] | None = None) -> int:
     events = [json.loads(line) for line in args.audit.read_text().splitlines() if line.strip()]
     denied = sum(1 for t in table if t[3] == "deny")
     print(f"\n{len(table)} calls: {len(table) - denied} went through, {denied} refused by the policy.")
+    print("approvals were answered by a scripted human: USD withdrawals up to 3,000 yes, anything else no")
     print(f"audit log: {args.audit} ({len(events)} events, one JSON object per call)")
     print(f"finished in {time.perf_counter() - started:.1f} s")
     return 0

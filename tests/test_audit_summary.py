@@ -14,6 +14,7 @@ import pytest
 from mcp_guard import Guard, MemorySink
 from mcp_guard._auditsummary import MAX_BUCKETS, event_time, parse_since, summarise
 from mcp_guard._cli import main
+from mcp_guard._install import install_hint
 
 T0 = 1_764_000_000.0
 
@@ -147,7 +148,7 @@ def test_cli_input_errors_exit_2(tmp_path: Path, capsys: Any, monkeypatch: pytes
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the 'plot' extra were not installed
     assert main(["audit", str(path), "--plot", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'mcp-guard[plot]'" in err
+    assert install_hint("plot") in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from mcp_guard import Policy
 from mcp_guard._cli import SUBCOMMANDS, build_parser, main
+from mcp_guard._install import install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "policies"
@@ -173,7 +174,9 @@ def test_validate_invalid_lists_every_problem(tmp_path: Path, capsys: pytest.Cap
     )
     code, out, err = run(capsys, "validate", path)
     assert (code, out) == (1, "")
-    assert "/tools/x/acton: unknown field 'acton'; allowed fields: action, reason, on_deny" in err
+    assert (
+        "/tools/x/acton: unknown field 'acton' (did you mean 'action'?); allowed fields: action, reason, on_deny" in err
+    )
     assert "/tools/x/limits/0/window: 'hour ' is not a window" in err
     assert "/tools/x/limits/0/max: -1 is not a valid max" in err
 
@@ -295,7 +298,7 @@ def test_cli_without_extras(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert "pip install 'mcp-guard[yaml]'" in proc.stderr
+    assert install_hint("yaml") in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

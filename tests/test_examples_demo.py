@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ EXPECTED = [
     # The LangChain agent's two orders used 8,000 of alice's 10,000 USD daily cap: one store, both frameworks.
     ("agents-sdk", "place_order", "deny", "rate_limited"),
     ("agents-sdk", "withdraw", "allow", "-"),
-    ("agents-sdk", "withdraw", "approved", "-"),
+    ("agents-sdk", "withdraw", "approved (scripted human)", "-"),
     ("agents-sdk", "withdraw", "deny", "approval_denied"),
     ("agents-sdk", "withdraw", "deny", "requirement_failed"),
     ("agents-sdk", "place_order", "deny", "invalid_arguments"),
@@ -79,6 +80,7 @@ def test_demo_prints_every_call_with_decision_code_and_rule(
     assert all(r[5].startswith("/") for r in rows)  # every row names the rule that decided it
     assert '"amount":7500' in run.stdout
     assert "models: LangChain scripted; Agents SDK scripted" in run.stdout
+    assert "approvals were answered by a scripted human" in run.stdout  # nobody was asked: the reader is told
     assert elapsed < 60, f"the demo took {elapsed:.1f} s; it must finish in under a minute"
 
 
@@ -95,3 +97,19 @@ def test_demo_points_to_an_audit_log_with_one_event_per_call(
     # The policy redacts the destination address: it is never written in clear.
     assert all(e["args"]["address"] == "[redacted]" for e in withdrawals)
     assert "0xabab" not in audit.read_text()
+
+
+def test_the_default_audit_log_goes_to_a_private_folder_of_its_own() -> None:
+    sys.path.insert(0, str(DEMO.parent))
+    try:
+        from demo import fresh_audit_path  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(DEMO.parent))
+    first, second = fresh_audit_path(), fresh_audit_path()
+    try:
+        assert first.parent != second.parent  # not one shared /tmp/mcp-guard-demo/ for every user and run
+        assert first.parent.parent == Path(tempfile.gettempdir())
+        assert first.parent.stat().st_mode & 0o077 == 0  # mkdtemp: only its owner can enter it
+    finally:
+        first.parent.rmdir()
+        second.parent.rmdir()

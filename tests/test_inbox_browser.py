@@ -3,10 +3,10 @@
 Two workers, each a LangChain agent in its own process with a guarded MCP tool on a real stdio server, wait in
 one Redis inbox. A person (the test, through the page) approves one and edits the other into arguments the
 policy refuses. The judge is the recording server: only the approved order reached it. The click-to-resume
-latency is measured and printed; a screenshot of the page with both requests is saved in the test's tmp_path
-(its path is printed). A second test kills the workers (SIGKILL) and sees their cards greyed as "the caller
-left": once through the inbox's answer, once by the page alone after its server stopped too (as the demo's
-does when its worker exits).
+latency is measured and printed; a screenshot of the page with both requests is saved as inbox.png in the
+test's own temporary folder, or in the folder named by MCP_GUARD_SCREENSHOTS (never a fixed shared path). A
+second test kills the workers (SIGKILL) and sees their cards greyed as "the caller left": once through the
+inbox's answer, once by the page alone after its server stopped too (as the demo's does when its worker exits).
 """
 
 from __future__ import annotations
@@ -156,9 +156,9 @@ def test_two_workers_decided_on_the_page(browser: Any, redis_url: str, tmp_path:
             assert SECRET_ACCOUNT not in html
             assert "[redacted]" in card_a.locator("[data-role=args]").text_content()
 
-            screenshot = tmp_path / "inbox.png"
-            page.screenshot(path=str(screenshot), full_page=True)
-            print(f"\nscreenshot: {screenshot}")
+            shot = Path(os.environ.get("MCP_GUARD_SCREENSHOTS") or tmp_path) / "inbox.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\nscreenshot: {shot}")
 
             # Approve alice's order; measure from the click to her worker holding the decision.
             clicked = time.time()

@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from mcp_guard import ApprovalRequest, Inbox
 from mcp_guard._cli import main
 from mcp_guard._inbox_web import COOKIE, cookie_value, create_app
+from mcp_guard._install import install_hint
 
 TOKEN = "inbox-token-" + "x" * 20
 SECRET = "sk-live-DO-NOT-SHOW-1234"
@@ -340,4 +341,4 @@ def test_the_web_app_needs_the_inbox_extra() -> None:
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert "pip install 'mcp-guard[inbox]'" in out.stdout
+    assert install_hint("inbox") in out.stdout

@@ -20,6 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink, PolicyViolation
+from mcp_guard._install import install_hint
 from mcp_guard.integrations.langchain import GuardMiddleware
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -396,4 +397,4 @@ def test_missing_extra_names_the_install_command() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.startswith("MissingExtraError")
-    assert "pip install 'mcp-guard[langchain]'" in out.stdout
+    assert install_hint("langchain") in out.stdout

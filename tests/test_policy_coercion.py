@@ -216,8 +216,11 @@ def test_non_finite_numbers_are_invalid_arguments_where_a_check_reads_arguments(
     assert policy({}).evaluate("t", {"amount": math.nan}).allowed
 
 
-def test_reason_of_an_allow_rule_is_not_the_refusal() -> None:
-    # Issue 10: "Orders are capped at 5,000 USD" must not be what the model is told when the symbol is wrong.
+def test_a_rules_reason_leads_and_the_failing_check_follows() -> None:
+    # Spec section 3: a rule's ``reason`` is "the text the model sees when this rule denies", and a firing
+    # deny_if or a failing require is this rule denying (issue 23: it was dropped in silence). The check still
+    # follows in brackets, so the model is never told only "capped at 5,000 USD" when the symbol is wrong
+    # (issue 10).
     p = policy(
         {
             "reason": "Orders are capped at 5,000 USD",
@@ -226,12 +229,26 @@ def test_reason_of_an_allow_rule_is_not_the_refusal() -> None:
         }
     )
     bad_symbol = p.evaluate("t", {"symbol": "DOGE", "amount": 5})
-    assert bad_symbol.reason == 'args.symbol is not in ["BTCUSD", "ETHUSD"]'
+    assert bad_symbol.reason == 'Orders are capped at 5,000 USD (args.symbol is not in ["BTCUSD", "ETHUSD"])'
     too_big = p.evaluate("t", {"symbol": "BTCUSD", "amount": 6000})
-    assert too_big.reason == "deny_if args.amount > 5000"
-    # A deny rule's own reason is the model's text.
+    assert too_big.reason == "Orders are capped at 5,000 USD (deny_if args.amount > 5000)"
+    assert too_big.to_payload()["reason"] == too_big.reason
+    # Without a reason of its own, the check alone; a deny rule's own reason is the model's text.
+    assert policy({"deny_if": {"args.amount": {"gt": 5000}}}).evaluate("t", {"amount": 6000}).reason == (
+        "deny_if args.amount > 5000"
+    )
     denied = policy({"action": "deny", "reason": "use the sandbox"}).evaluate("t", {})
     assert denied.reason == "use the sandbox"
+    # all_tools has no reason: its checks speak for themselves beside a tool rule's reason.
+    both = Policy.from_dict(
+        {
+            "version": "1",
+            "default": "deny",
+            "all_tools": {"deny_if": {"identity": {"eq": "mallory"}}},
+            "tools": {"t": {"reason": "t is for alice"}},
+        }
+    )
+    assert both.evaluate("t", {}, identity="mallory").reason == "deny_if identity == 'mallory'"
 
 
 def test_a_refusal_is_built_once_per_check() -> None:

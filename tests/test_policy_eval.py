@@ -293,8 +293,10 @@ CASES: list[Case] = [
         doc(tools={"pay": {**AMOUNT_DENY, "reason": "large payments need finance"}}),
         "pay",
         {"amount": 5000},
-        # An allow rule's reason is not the refusal's: the failing check is reported (issue 10).
-        expect={"reason": "deny_if args.amount > 1000"},
+        # The rule denies, so its own reason is shown (spec: "text the model sees when this rule denies"; issue
+        # 23), and the failing check follows it, so the model still learns which condition this call broke
+        # (issue 10).
+        expect={"reason": "large payments need finance (deny_if args.amount > 1000)"},
     ),
     Case(
         "deny_if_fires",

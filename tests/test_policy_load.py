@@ -159,7 +159,12 @@ BROKEN: list[tuple[str, Any, str, str]] = [
         "/tools/x/action",
         "allowed: allow, deny, require_approval",
     ),
-    ("unknown_top_field", base(tool={}), "/tool", "unknown field 'tool'; allowed fields: version, default, tools"),
+    (
+        "unknown_top_field",
+        base(tool={}),
+        "/tool",
+        "unknown field 'tool' (did you mean 'tools'?); allowed fields: version, default, tools",
+    ),
     (
         "unknown_rule_field",
         base(tools={"x": {"acton": "deny"}}),

@@ -104,7 +104,8 @@ async def test_client_session_through_the_proxy(tmp_path: Path, record: Path, mo
         denied = violation(await session.call_tool("write_note", {"text": "a forbidden note"}))
         assert denied is not None
         assert denied["code"] == "denied"
-        assert denied["reason"] == "deny_if args.text contains 'forbidden'"  # the check, not the rule's prose
+        # The rule's own reason, then the check that fired (issue 23; the check alone before).
+        assert denied["reason"] == "no forbidden notes (deny_if args.text contains 'forbidden')"
         assert text(await session.call_tool("write_note", {"text": "fine"})) == "stored: fine"
 
         hidden = violation(await session.call_tool("delete_notes", {"folder": "all"}))

@@ -10,6 +10,7 @@ import types
 import pytest
 
 import mcp_guard
+from mcp_guard._install import install_hint
 
 PUBLIC = {
     "CODES",
@@ -168,4 +169,4 @@ def test_import_without_any_extra() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "pip install 'mcp-guard[yaml]'" in proc.stdout
+    assert install_hint("yaml") in proc.stdout

@@ -4,10 +4,9 @@ Blocks to check are marked in README.md with an HTML comment on the line before 
 (``<!-- test: NAME -->``), so the README cannot drift from the code without failing here. A fresh clone is a
 temporary copy of the files git knows (tracked, or new and not ignored): no .venv, no audit log, no build output.
 
-Two substitutions, and only these, stand between the README and what runs:
-
-* the quick starts' ``model = ...`` line gets a scripted model (no hosted model, no key: CI is offline);
-* the ``git+https://github.com/<org>/mcp-guard`` URL (a placeholder) becomes the fresh clone's own path.
+The quick starts run exactly as written, with no ``OPENAI_API_KEY`` (scripted models; CI is offline). One
+substitution stands between the README and what runs: the ``git+https://github.com/<org>/mcp-guard`` URL (a
+placeholder) becomes the fresh clone's own path.
 
 The pip commands run with ``--dry-run --no-deps --no-index --no-build-isolation``: pip reads the project's
 metadata and resolves the extras named, but downloads and installs nothing.
@@ -23,6 +22,7 @@ import shutil
 import subprocess
 import sys
 from importlib.metadata import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -141,24 +141,18 @@ def test_install_from_the_repository_url(fresh_clone: Path) -> None:
         assert extras == set(requirement.extras)
 
 
-def quick_start(name: str, model_line: str, scripted_model: str) -> str:
-    """The README's block with its one ``model = ...`` line replaced by ``scripted_model`` (a Python expression)."""
-    code = BLOCKS[name]
-    assert code.count(model_line) == 1, f"{name}: expected the line {model_line!r} exactly once"
-    prelude = "import sys\nsys.path.insert(0, 'examples')  # the scripted models the examples use\n"
-    return prelude + code.replace(model_line, f"model = {scripted_model}")
-
-
 Events = list[dict[str, Any]]
 
 
-def run_snippet(clone: Path, code: str, stdin: str = "") -> tuple[subprocess.CompletedProcess[str], Events]:
+def run_snippet(
+    clone: Path, code: str, stdin: str = "", env: dict[str, str] | None = None, expect_rc: int = 0
+) -> tuple[subprocess.CompletedProcess[str], Events]:
     """Run ``code`` from the clone's top folder, as the README says, on this venv's Python; return the audit log."""
     audit = clone / "audit.jsonl"
     audit.unlink(missing_ok=True)
     script = clone / "quickstart.py"
     script.write_text(code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PYTEST_CURRENT_TEST")}
+    base = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PYTEST_CURRENT_TEST")}
     run = subprocess.run(
         [sys.executable, str(script)],
         cwd=clone,
@@ -166,58 +160,52 @@ def run_snippet(clone: Path, code: str, stdin: str = "") -> tuple[subprocess.Com
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
+        env={**base, **(env or {})},
         check=False,
     )
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.returncode == expect_rc, run.stdout + run.stderr
     events = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()] if audit.exists() else []
     return run, events
 
 
-LANGCHAIN_MODEL_LINE = 'model = "openai:gpt-4o-mini"  # any chat model with tool calling'
-
-
-def test_quick_start_langchain_refuses_the_large_order(fresh_clone: Path) -> None:
-    scripted = (
-        "__import__('_scripted').scripted_chat_model(["
-        "__import__('_scripted').tool_call('place_order', {'symbol': 'BTCUSD', 'side': 'buy', 'amount': 7500}),"
-        "lambda messages: 'Not placed: ' + messages[-1].content])"
-    )
-    code = quick_start("quickstart-langchain", LANGCHAIN_MODEL_LINE, scripted)
-    run, events = run_snippet(fresh_clone, code)
+def test_quick_start_langchain_runs_as_written_and_prints_the_refusal(fresh_clone: Path) -> None:
+    run, events = run_snippet(fresh_clone, BLOCKS["quickstart-langchain"])
     # What the model was told (the tool's result, via the real MCP server's tool), as the snippet printed it.
-    assert "Not placed: " in run.stdout
+    assert "The exchange said: " in run.stdout
     assert '"code": "denied"' in run.stdout
     assert "deny_if args.amount > 5000" in run.stdout  # the check that refused, not prose
     assert [(e["tool"], e["identity"], e["outcome"]) for e in events] == [("place_order", "alice", "denied")]
 
 
-AGENTS_MODEL_LINE = 'model = "gpt-4o-mini"  # or any agents.Model'
-AGENTS_SCRIPT = (
-    "__import__('_scripted').agents_model("
-    "[('withdraw', {'asset': 'USD', 'amount': 2500, 'address': '0x' + 'ab' * 20})], final='Withdrawal handled.')[0]"
-)
+@pytest.mark.skipif(find_spec("langchain_openai") is not None, reason="langchain-openai is installed here")
+def test_quick_start_langchain_with_a_key_but_no_model_package_says_what_to_do(fresh_clone: Path) -> None:
+    # A key selects the hosted model; its package is missing: one line that says what to do, before any server
+    # starts, not an exception group from inside the MCP session.
+    run, events = run_snippet(
+        fresh_clone, BLOCKS["quickstart-langchain"], env={"OPENAI_API_KEY": "sk-test-not-a-key"}, expect_rc=1
+    )
+    assert run.stderr.strip().splitlines() == [
+        "Initializing ChatOpenAI requires the langchain-openai package. Please install it with "
+        "`pip install langchain-openai` (or unset OPENAI_API_KEY to run the scripted model)"
+    ]
+    assert events == []
 
 
-@pytest.fixture
-def agents_quick_start() -> str:
-    return quick_start("quickstart-openai-agents", AGENTS_MODEL_LINE, AGENTS_SCRIPT)
-
-
-def test_quick_start_openai_agents_approved_withdrawal_reaches_the_server(
-    fresh_clone: Path, agents_quick_start: str
-) -> None:
-    run, events = run_snippet(fresh_clone, agents_quick_start, stdin="y\n")
+def test_quick_start_openai_agents_approved_withdrawal_reaches_the_server(fresh_clone: Path) -> None:
+    run, events = run_snippet(fresh_clone, BLOCKS["quickstart-openai-agents"], stdin="y\n")
     assert "approve withdraw" in run.stdout  # the person was asked
-    assert "Withdrawal handled." in run.stdout
-    withdrawals = [e for e in events if e["tool"] == "withdraw"]
+    assert '"code": "denied", "tool": "place_order"' in run.stdout  # the order's refusal, printed
+    assert "Done: see what each tool returned above." in run.stdout
+    assert "skipping trace export" not in run.stderr  # tracing is off without a key: nowhere to send it
+    assert [(e["tool"], e["outcome"]) for e in events] == [("place_order", "denied"), ("withdraw", "ok")]
     # outcome "ok" is written after the real server answered without an error
-    assert [e["outcome"] for e in withdrawals] == ["ok"]
-    assert withdrawals[0]["identity"] == "alice"
+    assert events[1]["identity"] == "alice"
+    assert '"status": "sent"' in run.stdout
 
 
-def test_quick_start_openai_agents_declined_withdrawal_never_runs(fresh_clone: Path, agents_quick_start: str) -> None:
-    run, events = run_snippet(fresh_clone, agents_quick_start, stdin="n\n")
+def test_quick_start_openai_agents_declined_withdrawal_never_runs(fresh_clone: Path) -> None:
+    run, events = run_snippet(fresh_clone, BLOCKS["quickstart-openai-agents"], stdin="n\n")
     assert "approve withdraw" in run.stdout
-    assert "Withdrawal handled." in run.stdout
-    assert not [e for e in events if e["tool"] == "withdraw" and e["outcome"] == "ok"]
+    assert '"code": "approval_denied"' in run.stdout
+    assert "Done: see what each tool returned above." in run.stdout
+    assert [(e["tool"], e["outcome"]) for e in events] == [("place_order", "denied"), ("withdraw", "denied")]

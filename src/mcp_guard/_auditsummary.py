@@ -51,7 +51,15 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: The calendar Python's datetime can show: year 1 to year 9999 (epoch seconds). A time outside is not a time.
 MIN_TIME = -62_135_596_800.0
 MAX_TIME = 253_402_300_799.0
-_FIRST_WIDTH_S = 60.0
+# Bucket widths, finest first: the summary starts at the first and moves up whenever it would hold more than
+# MAX_BUCKETS buckets. Each width is a whole multiple of the one before, so merging is exact (a bucket's
+# index divided by the ratio); past the last, widths double. Starting fine matters: a demo's log spans two
+# seconds, and one 60-second bucket drew an empty chart.
+_WIDTHS_S: tuple[float, ...] = (0.1, 0.2, 1.0, 2.0, 10.0, 30.0, 60.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0)
+_WIDTHS_S += (21600.0, 43200.0, 86400.0, 604800.0, 2419200.0)
+_FIRST_WIDTH_S = _WIDTHS_S[0]
+# The plot merges buckets further, to at most this many bars: finer than that is noise at 10 inches wide.
+PLOT_BARS = 150
 _SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 # The columns of every table: what happened to the call.
@@ -152,14 +160,48 @@ class Summary:
         row[kind] += 1
 
     def _coarsen(self) -> None:
-        # Double the width and merge pairs of buckets: floor(floor(t / w) / 2) == floor(t / 2w).
-        merged: dict[int, list[int]] = {}
-        for index, row in self.buckets.items():
-            into = merged.setdefault(index // 2, [0, 0, 0])
-            for i, n in enumerate(row):
-                into[i] += n
-        self.buckets = merged
-        self.bucket_s *= 2
+        # The next width up, buckets merged into it: memory stays bounded whatever the time span.
+        width = _next_width(self.bucket_s)
+        self.buckets = _merged(self.buckets, round(width / self.bucket_s))
+        self.bucket_s = width
+
+    def key(self, table: Mapping[Any, Any], name: str, kind: str | None = None) -> Any:
+        """``name`` (``(kind, name)`` when ``kind`` is given) as a row of ``table``: cut to
+        :data:`MAX_KEY_CHARS` characters, or :data:`OTHERS` once the table holds :data:`MAX_KEYS` rows."""
+        if len(name) > MAX_KEY_CHARS:
+            name = name[:MAX_KEY_CHARS] + "…"
+        row = name if kind is None else (kind, name)
+        if row not in table and len(table) >= MAX_KEYS:
+            self.lumped += 1
+            return OTHERS if kind is None else (kind, OTHERS)
+        return row
+
+
+def _next_width(width: float) -> float:
+    return next((w for w in _WIDTHS_S if w > width * 1.0001), width * 2)
+
+
+def _merged(buckets: dict[int, list[int]], ratio: int) -> dict[int, list[int]]:
+    """Buckets ``ratio`` times as wide: bucket ``i`` goes into ``i // ratio`` (floor(floor(t/w)/r) = floor(t/(wr)))."""
+    if ratio <= 1:
+        return buckets
+    merged: dict[int, list[int]] = {}
+    for index, row in buckets.items():
+        into = merged.setdefault(index // ratio, [0, 0, 0])
+        for i, n in enumerate(row):
+            into[i] += n
+    return merged
+
+
+def plot_buckets(s: Summary, bars: int = PLOT_BARS) -> tuple[float, dict[int, list[int]]]:
+    """(width, buckets) for the plot: the summary's buckets merged up the same ladder until the span from the
+    first to the last holds at most ``bars`` of them."""
+    width, buckets = s.bucket_s, s.buckets
+    while buckets and (max(buckets) - min(buckets) + 1) > bars:
+        wider = _next_width(width)
+        buckets = _merged(buckets, round(wider / width))
+        width = wider
+    return width, buckets
 
     def key(self, table: Mapping[Any, Any], name: str, kind: str | None = None) -> Any:
         """``name`` (``(kind, name)`` when ``kind`` is given) as a row of ``table``: cut to
@@ -404,41 +446,58 @@ def print_summary(s: Summary, console: Console, *, by: str = "code", top: int = 
 
 def plot(s: Summary, out: str | os.PathLike[str]) -> None:
     """A PNG of decisions over time: allowed, refused and would-be refusals (shadow) per time bucket."""
-    matplotlib = require_extra("matplotlib", "plot", "mcp-guard audit --plot")
-    matplotlib.use("Agg")  # no display needed
-    # Through require_extra (typed Any): matplotlib's own stubs do not take datetimes for an axis.
-    mdates = require_extra("matplotlib.dates", "plot", "mcp-guard audit --plot")
     plt = require_extra("matplotlib.pyplot", "plot", "mcp-guard audit --plot")
-
-    indices = sorted(s.buckets)
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
+    fig = figure(s)
     try:
-        if indices:
-            # A continuous axis: empty buckets between events are drawn as zero, not interpolated over.
-            full = range(indices[0], indices[-1] + 1)
-            # Calendar arithmetic, not the platform's time_t; the first bucket may start before year 1.
-            times = [_EPOCH + timedelta(seconds=max(i * s.bucket_s, MIN_TIME)) for i in full]
-            series = [[s.buckets.get(i, (0, 0, 0))[k] for i in full] for k in range(3)]
-            colours = ("#4c9f70", "#d1495b", "#edae49")
-            labels = ("allowed", "refused", "would refuse (shadow)")
-            ax.stackplot(times, *series, labels=labels, colors=colours, step="post", alpha=0.9)
-            if len(times) > 1:  # no margins: matplotlib's would reach past year 1 or 9999 at the calendar's ends
-                ax.set_xlim(times[0], times[-1])
-            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
-            peak = max((sum(col) for col in zip(*series, strict=True)), default=0)
-            ax.set_ylim(0, max(peak, 1) * 1.22)  # headroom, so the legend covers no data
-            ax.legend(loc="upper left", ncol=3, frameon=False)
-        ax.set_title(f"mcp-guard decisions over time ({s.calls:,} calls, per {_width(s.bucket_s)})")
-        ax.set_ylabel(f"calls per {_width(s.bucket_s)}")
-        ax.set_xlabel("time (UTC)")
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
     finally:
         plt.close(fig)
     with open(out, "wb") as fh:
         fh.write(buffer.getvalue())
+
+
+def figure(s: Summary) -> Any:
+    """The plot's matplotlib figure (the caller closes it): stacked bars of :func:`plot_buckets`, the x-axis
+    from the first bucket to the end of the last."""
+    matplotlib = require_extra("matplotlib", "plot", "mcp-guard audit --plot")
+    matplotlib.use("Agg")  # no display needed
+    # Through require_extra (typed Any): matplotlib's own stubs do not take datetimes for an axis.
+    mdates = require_extra("matplotlib.dates", "plot", "mcp-guard audit --plot")
+    plt = require_extra("matplotlib.pyplot", "plot", "mcp-guard audit --plot")
+
+    width, buckets = plot_buckets(s)
+    indices = sorted(buckets)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
+    try:
+        if indices:
+            # A continuous axis: empty buckets between events are drawn as zero, not interpolated over. One
+            # more edge after the last bucket, so that the last (or only) bucket has a width on the chart.
+            full = range(indices[0], indices[-1] + 2)
+            # Calendar arithmetic, not the platform's time_t; the first bucket may start before year 1.
+            times = [_EPOCH + timedelta(seconds=min(max(i * width, MIN_TIME), MAX_TIME)) for i in full]
+            series = [[buckets.get(i, (0, 0, 0))[k] for i in full[:-1]] for k in range(3)]
+            series = [row + row[-1:] for row in series]
+            colours = ("#4c9f70", "#d1495b", "#edae49")
+            labels = ("allowed", "refused", "would refuse (shadow)")
+            ax.stackplot(times, *series, labels=labels, colors=colours, step="post", alpha=0.9)
+            # The limits are the data's own: matplotlib's default for a short span is years wide.
+            ax.set_xlim(times[0], times[-1])
+            locator = mdates.AutoDateLocator()
+            ax.xaxis.set_major_locator(locator)
+            ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+            peak = max((sum(col) for col in zip(*series, strict=True)), default=0)
+            ax.set_ylim(0, max(peak, 1) * 1.22)  # headroom, so the legend covers no data
+            ax.legend(loc="upper left", ncol=3, frameon=False)
+        ax.set_title(f"mcp-guard decisions over time ({s.calls:,} calls, per {_width(width)})")
+        ax.set_ylabel(f"calls per {_width(width)}")
+        ax.set_xlabel("time (UTC)")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+    except BaseException:
+        plt.close(fig)
+        raise
+    return fig
 
 
 def _width(seconds: float) -> str:
@@ -449,4 +508,16 @@ def _width(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-__all__ = ["KINDS", "MAX_BUCKETS", "Summary", "event_time", "parse_since", "plot", "print_summary", "summarise"]
+__all__ = [
+    "KINDS",
+    "MAX_BUCKETS",
+    "PLOT_BARS",
+    "Summary",
+    "event_time",
+    "figure",
+    "parse_since",
+    "plot",
+    "plot_buckets",
+    "print_summary",
+    "summarise",
+]

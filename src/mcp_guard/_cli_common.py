@@ -108,7 +108,7 @@ def load_policy(path: str, *, subcommand: str | None = None) -> Policy | int:
     except PolicyInputError as exc:
         return fail(str(exc), subcommand=subcommand)
     except PolicyError as exc:
-        return invalid(exc)
+        return invalid(exc, path)
     except MissingExtraError as exc:
         return fail(str(exc), subcommand=subcommand)
 
@@ -230,9 +230,30 @@ def one_line_logging(subcommand: str | None) -> None:
     threading.excepthook = thread_hook
 
 
-def invalid(exc: PolicyError) -> int:
-    """Print an invalid policy's problem lines on stderr as they are, and return exit code 1."""
-    print(str(exc), file=sys.stderr)
+def invalid(exc: PolicyError, file: str | None = None) -> int:
+    """Print an invalid policy's problems on stderr and return exit code 1.
+
+    With the policy's ``file``, one line per problem as ``validate`` writes it (``FILE:LINE:COLUMN: /pointer:
+    message``, the position read from the file's text); without it, the error's own lines as they are.
+    """
+    if file is None or not exc.errors:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    from mcp_guard._locate import Locator, position_in_message
+
+    try:
+        with open(file, encoding="utf-8-sig") as fh:
+            text = fh.read()
+        locator: Locator | None = Locator(text, "json" if file.lower().endswith(".json") else "yaml")
+    except (OSError, UnicodeDecodeError):
+        locator = None
+    for err in exc.errors:
+        path, message = err.get("path", ""), err.get("message", "")
+        at = position_in_message(message) if not path else None
+        if at is None and path and locator is not None:
+            at = locator.locate(path)
+        where = file + (f":{at[0]}:{at[1]}" if at else "")
+        print(f"{where}: {path}: {message}" if path else f"{where}: {message}", file=sys.stderr)
     return EXIT_INVALID
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mcp_guard._cli_common import POLICY_FILE_HELP, command, fail, invalid, load_policy
-from mcp_guard._errors import MCPGuardError, MissingExtraError, PolicyError, StoreError
+from mcp_guard._errors import MCPGuardError, MissingExtraError, PolicyError, StoreError, require_extra
 
 
 def console(stream: Any = None) -> Console:
@@ -129,12 +129,16 @@ def run_test(args: argparse.Namespace) -> int:
     expected action / code / rule. Exit 0 when all pass, 1 on any mismatch, 2 on bad input. The case file format:
     mcp-guard schema --cases.
     """
-    from mcp_guard._policytest import CaseFileError, print_results, run_file
+    from mcp_guard._policytest import CaseFileError, load_cases, policy_file, print_results, run_cases
 
     results = []
     for path in args.files:
         try:
-            results.extend(run_file(path, policy_path=args.policy))
+            cases = load_cases(path)
+            policy = load_policy(policy_file(path, cases, args.policy))  # its problems with line and column
+            if isinstance(policy, int):
+                return policy
+            results.extend(run_cases(policy, cases, path))
         except CaseFileError as exc:
             return fail(str(exc))
         except PolicyError as exc:
@@ -188,6 +192,12 @@ def run_audit(args: argparse.Namespace) -> int:
     """
     from mcp_guard._auditsummary import MAX_LINE_BYTES, parse_since, plot, print_summary, summarise
 
+    if args.plot:
+        # Before reading anything: a missing extra is said at once, not after every table has been printed.
+        try:
+            require_extra("matplotlib", "plot", "mcp-guard audit --plot")
+        except MissingExtraError as exc:
+            return fail(str(exc))
     try:
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:

@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 
 from mcp_guard._matching import glob_matcher, parse_pattern, pointer_escape
 from mcp_guard._session import EMPTY_VIEW, SessionView, leaves, secret_in
+from mcp_guard._suggest import did_you_mean
 
 OPERATORS: Final = (
     "eq",
@@ -295,7 +296,7 @@ def check_source(source: object) -> str | None:
 def check_operator(op: str, value: object, depth: int = 0) -> str | None:
     """Why ``{op: value}`` is not a valid check, or ``None``."""
     if op not in OPERATORS:
-        return f"unknown operator {op!r}; allowed: {', '.join(OPERATORS)}"
+        return f"unknown operator {op!r}{did_you_mean(str(op), OPERATORS)}; allowed: {', '.join(OPERATORS)}"
     if op in ("in", "not_in") and not isinstance(value, list):
         return f"{op!r} needs a list of values, got {describe_type(value)}"
     if op in _NUMERIC and not _is_number(value):

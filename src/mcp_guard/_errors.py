@@ -81,12 +81,17 @@ class MissingExtraError(MCPGuardError, ImportError):
 
 
 def require_extra(module: str, extra: str, feature: str) -> Any:
-    """Import ``module`` or raise :class:`MissingExtraError` naming ``pip install mcp-guard[extra]``."""
+    """Import ``module`` or raise :class:`MissingExtraError` naming the ``pip install`` that adds ``extra``.
+
+    The command fits how this copy was installed (a checkout, a URL, an index): see ``mcp_guard._install``.
+    """
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        from mcp_guard._install import install_hint
+
         raise MissingExtraError(
-            f"{feature} requires the {extra!r} extra: pip install 'mcp-guard[{extra}]' (missing module {module!r})"
+            f"{feature} requires the {extra!r} extra: {install_hint(extra)} (missing module {module!r})"
         ) from exc

@@ -42,6 +42,7 @@ from mcp_guard._conditions import OPERATORS, describe_type, validate_conditions
 from mcp_guard._decision import Action, Scope
 from mcp_guard._errors import PolicyError, require_extra
 from mcp_guard._matching import check_pattern, pointer
+from mcp_guard._suggest import did_you_mean
 
 WindowName = Literal["second", "minute", "hour", "day"]
 Mode = Literal["enforce", "shadow"]
@@ -479,7 +480,8 @@ class Rule(_RuleBase):
     reason: TextT = Field(
         default=None,
         validation_alias=AliasChoices("reason", "on_deny"),
-        description="what the model sees when this rule denies (alias: on_deny)",
+        description="what the model sees when this rule denies; when one of its require or deny_if checks did, "
+        "the check follows in brackets (alias: on_deny)",
     )
     retry: OptBoolT = Field(
         None,
@@ -619,8 +621,9 @@ def _message(err: ErrorDetails, loc: Location) -> list[tuple[Location, str]]:
                     "that matched each call; put actions and reasons on tool rules, 'classes' or 'default'",
                 )
             ]
-        allowed = ", ".join(_fields_of(parent)) if parent else "see `mcp-guard schema`"
-        return [(loc, f"unknown field {name!r}; allowed fields: {allowed}")]
+        fields = _fields_of(parent) if parent else []
+        allowed = ", ".join(fields) if fields else "see `mcp-guard schema`"
+        return [(loc, f"unknown field {name!r}{did_you_mean(name, fields)}; allowed fields: {allowed}")]
     if kind == "missing":
         name = str(loc[-1])
         extra = _MISSING_HELP.get(name)

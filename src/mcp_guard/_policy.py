@@ -704,17 +704,24 @@ class Policy:
     def _check_refusal(
         self, plan: _Plan, rule: str, code: Code, refusals: dict[str, Decision], reason: str
     ) -> Decision:
-        """The refusal for a failing (require) or firing (deny_if) check, remembered in its own ``refusals``."""
+        """The refusal for a failing (require) or firing (deny_if) check, remembered in its own ``refusals``.
+
+        The rule that owns the check refuses the call, so its own ``reason`` (the text the model sees when this
+        rule denies) leads, and the check follows in brackets: the author's words say what the rule is for, the
+        check says which of its conditions this call broke. Built once per (check, reason); never on the hot path.
+        """
+        owner = next((r for r in plan.rules if rule.startswith(r.pointer + "/")), None)
+        if owner is not None and owner.reason:
+            reason = f"{owner.reason} ({reason})"
         refusal = self._refusal(plan, code, rule, reason)
         if len(refusals) < _REFUSALS_MAX:
             refusals[reason] = refusal
         return refusal
 
     def _refusal(self, plan: _Plan, code: Code, rule: str, reason: str) -> Decision:
-        # A failing check reports the check. A rule's own ``reason`` is the model's text only when the rule's
-        # action refuses (a deny rule, decided in _resolve); an allow rule's reason says nothing about why
-        # this check failed ("capped at 5,000 USD" when the symbol was wrong), so it is not used here.
-        # Reasons carry no argument values, so each (check, reason) refusal is built once and reused.
+        # ``reason`` names what refused: the check (after the owning rule's own text, see _check_refusal), the
+        # schema path, the cost. Reasons carry no argument values, so each (check, reason) refusal is built once
+        # and reused.
         key = (rule, reason)
         decision = plan.refusals.get(key)
         if decision is None:

@@ -234,8 +234,9 @@ def load_cases(path: str | os.PathLike[str]) -> CaseFile:
         text = p.read_bytes()
     except OSError as exc:
         raise CaseFileError(f"cannot read {p}: {exc.strerror or exc}") from exc
+    kind = "json" if p.suffix.lower() == ".json" else "yaml"
     try:
-        data = parse_json(text, str(p)) if p.suffix.lower() == ".json" else parse_yaml(text, str(p))
+        data = parse_json(text, str(p)) if kind == "json" else parse_yaml(text, str(p))
     except PolicyError as exc:
         # The readers are the policy's (the same bounds on size, depth, numbers); their words are about a policy.
         detail = "; ".join(e.get("message", "") for e in exc.errors) or str(exc)
@@ -245,8 +246,11 @@ def load_cases(path: str | os.PathLike[str]) -> CaseFile:
     try:
         return CaseFile.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(e["loc"], e["msg"], e.get("input"), data) for e in exc.errors()]
-        raise CaseFileError(f"{p}: not a valid case file: {'; '.join(problems)}") from None
+        from mcp_guard._caseerrors import describe
+
+        # Parsed above, so the text is bounded and UTF-8: read again for the fields' lines and columns.
+        where = describe(exc, CaseFile, str(p), text.decode("utf-8-sig", errors="replace"), kind)
+        raise CaseFileError(where) from None
 
 
 def _problem(loc: tuple[int | str, ...], message: str, given: Any, data: Any) -> str:
@@ -344,15 +348,26 @@ def _compare(expect: Expect, got: Mapping[str, Any]) -> tuple[str, ...]:
 def run_file(path: str | os.PathLike[str], *, policy_path: str | os.PathLike[str] | None = None) -> list[Result]:
     """Every case of one file. Raises :class:`CaseFileError` (bad case file) or ``PolicyError`` (bad policy)."""
     cases = load_cases(path)
-    where = policy_path
-    if where is None:
-        if cases.policy is None:
-            raise CaseFileError(f"{path}: names no policy: add 'policy: FILE' or pass --policy")
-        where = Path(path).parent / cases.policy
-    policy = Policy.load(where)
+    policy = Policy.load(policy_file(path, cases, policy_path))
+    return run_cases(policy, cases, str(path))
+
+
+def policy_file(
+    path: str | os.PathLike[str], cases: CaseFile, policy_path: str | os.PathLike[str] | None = None
+) -> str:
+    """The policy a case file is run against: ``policy_path`` (``--policy``), else its own, relative to it."""
+    if policy_path is not None:
+        return str(policy_path)
+    if cases.policy is None:
+        raise CaseFileError(f"{path}: names no policy: add 'policy: FILE' or pass --policy")
+    return str(Path(path).parent / cases.policy)
+
+
+def run_cases(policy: Policy, cases: CaseFile, file: str) -> list[Result]:
+    """Every case of a loaded case file, against ``policy``."""
     results: list[Result] = []
     for case in cases.cases:
-        results.extend(run_case(policy, case, str(path)))
+        results.extend(run_case(policy, case, file))
     return results
 
 
@@ -376,15 +391,28 @@ def _show(values: Mapping[str, Any] | Expect | None, only: Expect | None = None)
 
 
 def print_results(results: list[Result], console: Console, *, verbose: bool = False) -> int:
-    """A table of results and a summary line; returns the exit status (1 on any mismatch)."""
+    """A table of results (plain lines when not on a terminal) and a summary line; returns the exit status (1 on
+    any mismatch)."""
     failed = [r for r in results if not r.ok]
+    shown = results if verbose or len(results) <= 200 else failed
+    if not console.is_terminal:
+        # Into a pipe or a file (CI logs, grep): one plain line per check, no box drawing, no colour codes.
+        for r in shown:
+            step = f"step {r.step}" + (f" x{r.calls}" if r.calls > 1 else "")
+            got = _show(r.got, r.expected if r.ok else None)
+            verdict = "PASS" if r.ok else "FAIL"
+            print(f"{verdict}  {r.case} ({step}): expected {_show(r.expected)}; got {got}", file=console.file)
+        for r in failed:
+            print(f"FAIL {r.file}: {r.case} (step {r.step}): {'; '.join(r.problems)}", file=console.file)
+        noun = "check" if len(results) == 1 else "checks"
+        print(f"{len(results)} {noun}: {len(results) - len(failed)} passed, {len(failed)} failed", file=console.file)
+        return 1 if failed else 0
     table = Table(title="policy tests", title_justify="left")
     table.add_column("case", ratio=3)
     table.add_column("step", justify="right", no_wrap=True)
     table.add_column("expected", ratio=2, overflow="fold")
     table.add_column("got", ratio=2, overflow="fold")
     table.add_column("result", no_wrap=True)
-    shown = results if verbose or len(results) <= 200 else failed
     for r in shown:
         verdict = "[green]PASS[/green]" if r.ok else "[red]FAIL[/red]"
         step = f"{r.step}" + (f" ×{r.calls}" if r.calls > 1 else "")
@@ -407,6 +435,8 @@ __all__ = [
     "Result",
     "json_schema",
     "load_cases",
+    "policy_file",
     "print_results",
+    "run_cases",
     "run_file",
 ]

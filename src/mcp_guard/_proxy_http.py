@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
+import anyio
 import uvicorn
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -143,6 +146,38 @@ def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, 
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying once on stderr where it listens (uvicorn's own start lines are info-level, and the
+    proxy logs warnings only): an operator who starts ``--listen`` sees the URL to give clients."""
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:
+            host, port = sockets[0].getsockname()[:2]  # the socket the caller bound, not uvicorn's defaults
+            shown = f"[{host}]" if ":" in host else host
+            print(f"mcp-guard proxy: serving MCP at http://{shown}:{port}/mcp (Ctrl-C to stop)", file=sys.stderr)
+
+
+class _QuietDisconnects(logging.Filter):
+    """Drops the SDK's error log, with its traceback, for a client that went away: the streamable-HTTP server logs
+    ``Error in standalone SSE writer`` with ``anyio.ClosedResourceError`` each time a client disconnects, which
+    is how every client session ends. Any other error still reaches the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream))
+
+
+_SDK_HTTP_LOGGER = "mcp.server.streamable_http"
+
+
+def quiet_disconnects() -> None:
+    """Install :class:`_QuietDisconnects` on the SDK's streamable-HTTP server logger (once)."""
+    logger = logging.getLogger(_SDK_HTTP_LOGGER)
+    if not any(isinstance(f, _QuietDisconnects) for f in logger.filters):
+        logger.addFilter(_QuietDisconnects())
+
+
 async def serve_http(
     proxy: GuardProxy, sock: socket.socket, door: FrontDoor, identity_of: IdentityFromHeaders | None = None
 ) -> None:
@@ -153,6 +188,7 @@ async def serve_http(
     """
     try:
         await proxy.probe()
+        quiet_disconnects()
         config = uvicorn.Config(
             asgi_app(proxy, identity_of, door=door),
             log_level="warning",
@@ -160,9 +196,9 @@ async def serve_http(
             lifespan="on",
             timeout_graceful_shutdown=5,
         )
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await _Server(config).serve(sockets=[sock])
     finally:
         await proxy.guard.aclose()  # store connections and audit files, from the loop that used them
 
 
-__all__ = ["IdentityReader", "asgi_app", "identity_reader", "request_identity", "serve_http"]
+__all__ = ["IdentityReader", "asgi_app", "identity_reader", "quiet_disconnects", "request_identity", "serve_http"]

@@ -34,6 +34,7 @@ from typing import Any, TextIO, cast
 from mcp_guard._cli_common import HeldLogs, command, describe_error, fail
 from mcp_guard._compat import tool_annotations
 from mcp_guard._errors import MissingExtraError
+from mcp_guard._install import install_hint
 from mcp_guard._pins import canonical_tool
 from mcp_guard._policy import risk_class as _policy_risk_class
 
@@ -158,7 +159,7 @@ def render(policy: Mapping[str, Any], fmt: str) -> str:
             import yaml
         except ImportError as exc:
             raise MissingExtraError(
-                "writing YAML requires the 'yaml' extra: pip install 'mcp-guard[yaml]' (or write .json)"
+                f"writing YAML requires the 'yaml' extra: {install_hint('yaml')} (or write .json)"
             ) from exc
         header = "# Starter policy written by `mcp-guard init`. Review every rule before relying on it.\n"
         text: str = yaml.safe_dump(dict(policy), sort_keys=False, allow_unicode=True, width=120)
@@ -186,7 +187,7 @@ async def read_server(command: Sequence[str] | str, *, timeout_s: float = 30.0, 
     except ImportError as exc:
         raise MissingExtraError(
             "mcp-guard init requires the 'mcp' package, in the 'langchain' and 'openai-agents' extras: "
-            "pip install 'mcp-guard[openai-agents]'"
+            f"{install_hint('openai-agents')}"
         ) from exc
 
     with anyio.fail_after(timeout_s):
