@@ -24,6 +24,7 @@ Code = Literal[
     "approval_timeout",
     "guard_unavailable",
     "tool_changed",
+    "identity_required",
 ]
 Scope = Literal["grant", "identity", "session", "global", "tool"]
 
@@ -92,6 +93,8 @@ _HINTS: dict[str, str] = {
     "approval_timeout": "No human answered in time. Do not retry now; tell the user the call needs approval.",
     "guard_unavailable": "The policy guard could not check this call. Try again later.",
     "tool_changed": "{tool} is not the tool that was reviewed. Do not retry it; tell the user it needs review.",
+    "identity_required": "{tool} needs to know who is calling, and this call did not say. Do not retry it; tell "
+    "the user to sign in or run it with their identity.",
 }
 
 

@@ -185,6 +185,8 @@ class Pipeline:
                 identity=call.identity,
                 session=call.session,
                 annotations=call.annotations,
+                context=call.context,
+                claims=call.claims,
             )
             if decision.redact and decision.reason is not None:
                 # A reason may quote the argument that failed a check: never a redacted one (spec section 8).

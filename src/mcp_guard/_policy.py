@@ -18,9 +18,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from mcp_guard._argcheck import non_finite_path
+from mcp_guard._caller import CallerMissing, caller_view, reads_caller_object
 from mcp_guard._conditions import MISSING, THROUGH, Check, Kind, args_getter, compile_conditions, describe_type
 from mcp_guard._decision import Action, Code, Decision, LimitCharge, Scope
 from mcp_guard._errors import PolicyError
@@ -44,6 +46,7 @@ from mcp_guard._model import (
     validate_document,
 )
 
+_NO_CALLER: Mapping[str, Any] = MappingProxyType({})  # the caller view of a plan without caller checks
 _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
 _CACHE_MAX = 10_000  # resolutions memoised per policy; names are model-supplied, so the memo is bounded
 _CALLER_CACHE_MAX = 1_024  # per-rule decisions memoised per (identity, session)
@@ -151,6 +154,8 @@ class _Rule:
     order: int = 0
     retry: bool | None = None
     reads_args: bool = False  # a condition reads an argument path
+    # Checks that read claims.* / context.*: given the caller view in place of the arguments.
+    caller: tuple[tuple[Kind, str, Check], ...] = ()
 
 
 def _window_s(window: float | str) -> float:
@@ -168,8 +173,9 @@ def _compile_rule(
 ) -> _Rule:
     redact = tuple(rule.redact)
 
-    def conds(block: Conditions, kind: Kind) -> tuple[tuple[str, Check], ...]:
-        return compile_conditions(block, kind, f"{ptr}/{kind}")
+    def conds(block: Conditions, kind: Kind, caller: bool = False) -> tuple[tuple[str, Check], ...]:
+        part = {p: ops for p, ops in block.items() if reads_caller_object(p) is caller}
+        return compile_conditions(part, kind, f"{ptr}/{kind}")
 
     limits: list[_LimitSpec] = []
     for i, lim in enumerate(rule.limits):
@@ -198,6 +204,9 @@ def _compile_rule(
         reads_args=any(
             path.startswith("args.") for block in (rule.require, rule.deny_if, rule.approve_if) for path in block
         ),
+        caller=tuple(("require", p, c) for p, c in conds(rule.require, "require", caller=True))
+        + tuple(("deny_if", p, c) for p, c in conds(rule.deny_if, "deny_if", caller=True))
+        + tuple(("approve_if", p, c) for p, c in conds(rule.approve_if, "approve_if", caller=True)),
     )
 
 
@@ -239,6 +248,9 @@ class _Plan:
     reads_args: bool = False  # a check, schema or cost reads the arguments: NaN / Infinity must be refused first
     by_caller: dict[tuple[str | None, str | None], Decision] = field(default_factory=dict)
     refusals: dict[tuple[str, str], Decision] = field(default_factory=dict)  # (rule pointer, reason) -> refusal
+    # Checks that read claims.* / context.* (run with the caller view in place of the arguments), as above.
+    cchecks: tuple[tuple[str, Check, Code, dict[str, Decision]], ...] = ()
+    capprove_if: tuple[tuple[str, Check, _Rule], ...] = ()
 
 
 class Policy:
@@ -541,9 +553,12 @@ class Policy:
             limits=limits,
             per_caller=any(s.per_caller for s in limits),
             per_args=per_args,
+            cchecks=tuple((p, c, "requirement_failed", {}) for r in rules for k, p, c in r.caller if k == "require")
+            + tuple((p, c, "denied", {}) for r in rules for k, p, c in r.caller if k == "deny_if"),
+            capprove_if=tuple((p, c, r) for r in rules for k, p, c in r.caller if k == "approve_if"),
         )
         plan.reads_args = bool(plan.schemas) or per_args or any(r.reads_args for r in rules)
-        plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args)
+        plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args or plan.cchecks or plan.capprove_if)
         plan.constant = plan.checks_only and not (plan.checks or plan.per_caller)
         return plan
 
@@ -567,11 +582,15 @@ class Policy:
         identity: str | None = None,
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
+        context: Any = None,
+        claims: Mapping[str, Any] | None = None,
     ) -> Decision:
         """The decision for one call: steps 1-3 of the spec, and the limits the call would be charged.
 
         Pure: no I/O, no clock, no callbacks; the same inputs always give the same decision. It does not
-        check or count the limits (the :class:`~mcp_guard.Guard` does that with a store).
+        check or count the limits (the :class:`~mcp_guard.Guard` does that with a store). ``context`` (the
+        framework's context object) and ``claims`` (a verified token's claims) are what ``context.*`` and
+        ``claims.*`` conditions read; they are read as data, never called.
         """
         rc = risk_class(annotations) if annotations else None
         plan = self._cache.get((server, tool, rc))
@@ -601,12 +620,14 @@ class Policy:
                 return mine
         if plan.kind != "run":
             return plan.decision  # hidden or denied, called with arguments that are not a dict
-        return self._run(plan, args, identity, session)
+        return self._run(plan, args, identity, session, context, claims)
 
     def _check_refusal(
         self, plan: _Plan, rule: str, code: Code, refusals: dict[str, Decision], reason: str
     ) -> Decision:
         """The refusal for a failing (require) or firing (deny_if) check, remembered in its own ``refusals``."""
+        if isinstance(reason, CallerMissing):  # the check reads the caller, who did not say (spec section 11)
+            code, reason = "identity_required", str(reason)
         refusal = self._refusal(plan, code, rule, reason)
         if len(refusals) < _REFUSALS_MAX:
             refusals[reason] = refusal
@@ -643,7 +664,15 @@ class Policy:
             f"{path} is not a finite number (NaN and Infinity are not valid JSON)",
         )
 
-    def _run(self, plan: _Plan, args: object, identity: str | None, session: str | None) -> Decision:
+    def _run(
+        self,
+        plan: _Plan,
+        args: object,
+        identity: str | None,
+        session: str | None,
+        context: Any = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> Decision:
         tool, server = plan.tool, plan.server
         if args is None:
             args = {}
@@ -665,6 +694,11 @@ class Policy:
                 return self._refusal(plan, "invalid_arguments", ptr, _schema_reason(exc))
         for ptr, check, code, refusals in plan.checks:
             why = check(args, identity, session, server, tool)
+            if why is not None:
+                return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
+        caller = caller_view(context, claims) if plan.cchecks or plan.capprove_if else _NO_CALLER
+        for ptr, check, code, refusals in plan.cchecks:
+            why = check(caller, identity, session, server, tool)
             if why is not None:
                 return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
         decision = plan.decision
@@ -692,14 +726,24 @@ class Policy:
             for ptr, check, owner in plan.approve_if:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
-                    return decision.replace(
-                        action="require_approval",
-                        rule=ptr,
-                        reason=why,
-                        approval_timeout_s=owner.approval_timeout_s or main.approval_timeout_s,
-                        approval_description=owner.approval_description or main.approval_description,
-                    )
+                    return self._held(plan, decision, ptr, why, owner, main)
+            for ptr, check, owner in plan.capprove_if:
+                why = check(caller, identity, session, server, tool)
+                if why is not None:
+                    return self._held(plan, decision, ptr, why, owner, main)
         return decision
+
+    def _held(self, plan: _Plan, decision: Decision, rule: str, reason: str, owner: _Rule, main: _Rule) -> Decision:
+        """An ``approve_if`` that fired: the call is held for a human, unless the caller is unknown."""
+        if isinstance(reason, CallerMissing):  # no human is asked on behalf of a caller who did not say who
+            return self._refusal(plan, "identity_required", rule, str(reason))
+        return decision.replace(
+            action="require_approval",
+            rule=rule,
+            reason=reason,
+            approval_timeout_s=owner.approval_timeout_s or main.approval_timeout_s,
+            approval_description=owner.approval_description or main.approval_description,
+        )
 
     def exposes(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> bool:
         """Whether the model should be shown ``tool``: False when it is hidden or denied outright.

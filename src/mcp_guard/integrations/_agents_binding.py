@@ -110,6 +110,7 @@ class _Binding:
             "tool_schema": self.schemas.get(tool),
             "call_id": call_id if call_id is not None else getattr(run_context, "tool_call_id", None),
             "run_id": sdk.run_id(),
+            "context": user_context,  # Runner.run(..., context=...), for context.* conditions
         }
 
     def may_need_approval(self, tool: str, annotations: Mapping[str, Any] | None) -> bool:
