@@ -29,6 +29,7 @@ from typing import Any
 
 from mcp_guard._cli_common import POLICY_FILE_HELP, command, describe_error, fail, load_policy
 from mcp_guard._errors import MissingExtraError, require_extra
+from mcp_guard._proxy_jwt import add_jwt_options, jwt_configured, verifier_from_args
 
 
 def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -68,6 +69,7 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="seconds to wait for an approval before refusing (default 300)",
     )
     _add_identity_options(parser)
+    add_jwt_options(parser)
     parser.add_argument("--upstream", metavar="URL", help="a streamable-HTTP MCP server to forward to")
     parser.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
     parser.add_argument(
@@ -123,6 +125,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         command = command[1:]
     if bool(command) == bool(args.upstream):
         raise SystemExit("mcp-guard proxy: give the upstream as either -- CMD ARGS... or --upstream URL")
+    args.jwt = verifier_from_args(args) if jwt_configured(args) else None  # keys read (and checked) up front
     per_request = args.identity_from is not None or args.identity_header is not None
     if per_request and not args.listen:
         raise SystemExit("mcp-guard proxy: --identity-from and --identity-header need --listen (HTTP)")
@@ -202,6 +205,15 @@ def _run_http(args: argparse.Namespace, guard: Any, command: list[str], listen: 
     from mcp_guard._proxy_http import identity_reader, request_identity, serve_http
     from mcp_guard._proxy_server import GuardProxy
 
+    if args.jwt is not None:  # identity and claims from each request's verified bearer JWT
+        from mcp_guard._proxy_jwt import JwtGate, caller_claims, caller_identity
+
+        upstream = args.upstream or command
+        jwt_proxy = GuardProxy(
+            guard, upstream, server_name=args.server_name, identity=caller_identity, claims=caller_claims
+        )
+        anyio.run(serve_http, jwt_proxy, listen[0], listen[1], None, JwtGate(args.jwt))
+        return
     per_request = args.identity_from is not None or args.identity_header is not None
 
     identity_of = None

@@ -92,24 +92,31 @@ def request_identity(
     return of
 
 
-def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None) -> Starlette:
-    """The proxy as an ASGI application serving MCP at ``/mcp``. Call :meth:`GuardProxy.probe` first."""
+def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, gate: Any = None) -> Starlette:
+    """The proxy as an ASGI application serving MCP at ``/mcp``. Call :meth:`GuardProxy.probe` first.
+
+    ``gate``: wraps the endpoint, to refuse requests before the SDK sees them (the JWT front's ``JwtGate``)."""
     manager = StreamableHTTPSessionManager(app=proxy.server)
+    endpoint: Any = _Endpoint(manager, identity_of)
+    if gate is not None:
+        endpoint = gate(endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         async with manager.run():
             yield
 
-    return Starlette(routes=[Route("/mcp", endpoint=_Endpoint(manager, identity_of))], lifespan=lifespan)
+    return Starlette(routes=[Route("/mcp", endpoint=endpoint)], lifespan=lifespan)
 
 
-async def serve_http(proxy: GuardProxy, host: str, port: int, identity_of: IdentityFromHeaders | None = None) -> None:
+async def serve_http(
+    proxy: GuardProxy, host: str, port: int, identity_of: IdentityFromHeaders | None = None, gate: Any = None
+) -> None:
     """Connect to the upstream once (fail early if it is down), then serve until SIGINT/SIGTERM."""
     try:
         await proxy.probe()
         config = uvicorn.Config(
-            asgi_app(proxy, identity_of),
+            asgi_app(proxy, identity_of, gate),
             host=host,
             port=port,
             log_level="warning",
