@@ -10,6 +10,7 @@ server recorded: LangChain's ``create_agent`` with a ``context_schema`` (``Guard
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, TypedDict
 
 import pytest
 import pytest_asyncio
+import yaml
 from agents import set_tracing_disabled
 from agents.mcp import MCPServerStdio
 from agents_helpers import call as agents_call
@@ -29,6 +31,7 @@ from langchain_helpers import RecordingSession, script, tool_messages, violation
 from pydantic import BaseModel, ConfigDict
 
 from mcp_guard import Guard, MemorySink, Policy, PolicyError
+from mcp_guard._cli import main
 from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware
 from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_tools, unguard_mcp_server
 
@@ -401,3 +404,39 @@ async def test_agents_function_tools_read_the_run_context() -> None:
         outcomes.append(payload["code"] if payload else "ok")
     assert outcomes == ["ok", "requirement_failed", "identity_required"]
     assert ran == ["o-0"]
+
+
+# -- the CLI: policy tests and explain take a context and claims -----------------------------------------------
+
+
+def test_policy_tests_and_explain_take_context_and_claims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps(_doc(pay={"require": {"context.tenant": {"eq": "acme"}, "claims.scope": {"contains": "pay"}}}))
+    )
+    cases = [
+        {
+            "name": "ok",
+            "tool": "pay",
+            "context": {"tenant": "acme"},
+            "claims": {"scope": "pay"},
+            "expect": {"action": "allow"},
+        },
+        {
+            "name": "tenant",
+            "tool": "pay",
+            "context": {"tenant": "x"},
+            "claims": {"scope": "pay"},
+            "expect": {"code": "requirement_failed"},
+        },
+        {"name": "no token", "tool": "pay", "context": {"tenant": "acme"}, "expect": {"code": "identity_required"}},
+    ]
+    suite = tmp_path / "cases.yaml"
+    suite.write_text(yaml.safe_dump({"policy": str(policy), "cases": cases}))
+    assert main(["test", str(suite)]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    explain = ["explain", str(policy), "--tool", "pay", "--json", "--context", '{"tenant": "acme"}']
+    assert main([*explain, "--claims", '{"scope": "pay"}']) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "allow"
+    assert main(explain) == 3  # refused: no claims
+    assert json.loads(capsys.readouterr().out)["code"] == "identity_required"

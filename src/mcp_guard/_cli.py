@@ -260,6 +260,8 @@ def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--annotations", metavar="JSON", help="MCP tool annotations as JSON, e.g. '{\"readOnlyHint\": true}'"
     )
+    parser.add_argument("--context", metavar="JSON", help="the framework's context as JSON (context.* conditions)")
+    parser.add_argument("--claims", metavar="JSON", help="a token's claims as JSON (claims.* conditions)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
@@ -360,6 +362,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     """
     call_args = _json_arg(args.args, "args")
     annotations = _json_arg(args.annotations, "annotations")
+    context, claims = _json_arg(args.context, "context"), _json_arg(args.claims, "claims")
     policy = _load(args.file)
     if isinstance(policy, int):
         return policy
@@ -370,6 +373,8 @@ def _run_explain(args: argparse.Namespace) -> int:
         identity=args.identity,
         session=args.session,
         annotations=annotations,
+        context=context,
+        claims=claims,
     )
     info = explain_dict(policy, decision)
     if args.json:

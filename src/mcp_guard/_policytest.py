@@ -76,6 +76,8 @@ class Step(_Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="the call's arguments")
     identity: str | None = None
     session: str | None = None
+    context: dict[str, Any] | None = Field(None, description="the framework's context object, for context.*")
+    claims: dict[str, Any] | None = Field(None, description="a verified token's claims, for claims.*")
     annotations: dict[str, Any] | None = Field(None, description="MCP tool annotations (risk class)")
     repeat: int = Field(1, ge=1, le=100_000, description="make this many calls; expect is checked on the last")
     advance_s: float = Field(0, ge=0, description="move the fake clock forward this many seconds first")
@@ -94,6 +96,8 @@ class Case(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     identity: str | None = None
     session: str | None = None
+    context: dict[str, Any] | None = None
+    claims: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
     repeat: int = Field(1, ge=1, le=100_000)
     advance_s: float = Field(0, ge=0)
@@ -203,6 +207,8 @@ def run_case(policy: Policy, case: Case, file: str) -> list[Result]:
                 identity=step.identity,
                 session=step.session,
                 annotations=step.annotations,
+                context=step.context,
+                claims=step.claims,
             )
         event = sink.events[-1]
         got = {"action": event.get("decision"), "code": event.get("code"), "rule": event.get("rule")}
