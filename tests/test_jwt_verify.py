@@ -76,6 +76,7 @@ def test_each_bad_token_has_its_reason(verifier: JwtVerifier) -> None:
         "no sub": token(RSA, {k: v for k, v in claims().items() if k != "sub"}),
         "garbage": "not.a.jwt",
         "EC key, RSA alg": token(RSA, claims(), kid="ec-1"),
+        "hostile alg": unsigned_token(claims(), alg='x"\r\nSet-Cookie: a=b'),
     }
     reasons = {name: reason(verifier, text) for name, text in cases.items()}
     assert reasons == {
@@ -93,6 +94,7 @@ def test_each_bad_token_has_its_reason(verifier: JwtVerifier) -> None:
         "garbage": "the bearer token is not a JWT",
         # kid ec-1 names the EC key, which verifies ES256 only; the RSA key is not tried for a token naming ec-1.
         "EC key, RSA alg": "no configured key verifies RS256 tokens with this key id",
+        "hostile alg": "no configured key verifies x???Set-Cookie??a?b tokens",  # safe in a quoted header value
     }
 
 

@@ -183,8 +183,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _short(text: str) -> str:
-    # Reasons go to any client: a header value the client chose is cut and made printable.
-    return "".join(c if c.isprintable() else "?" for c in text[:20])
+    # Reasons go into a quoted header value: what a client chose (an alg name) is cut and kept to safe letters.
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "?" for c in text[:20])
 
 
 # -- keys --------------------------------------------------------------------------------------------------
