@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcp_guard._errors import MCPGuardError, require_extra
+from mcp_guard._errors import ConfigurationError, MCPGuardError, require_extra
 
 _RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512", "secp256k1": "ES256K"}
@@ -42,7 +42,7 @@ class InvalidToken(MCPGuardError):
         self.reason = reason
 
 
-class JwtConfigError(MCPGuardError, ValueError):
+class JwtConfigError(ConfigurationError):
     """The keys or options given for JWT verification cannot be used."""
 
 
