@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo demo-inbox test lint typecheck bench bench-paired install clean notebooks
+.PHONY: demo demo-inbox test lint typecheck bench bench-paired bench-agentdojo install clean notebooks
 
 # The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
@@ -60,6 +60,20 @@ bench: $(STAMP)
 # Before vs after in one run: make bench-paired BEFORE=880776b [AFTER=/path/to/worktree] [ROUNDS=3]
 bench-paired: $(STAMP)
 	$(BIN)/python benchmarks/paired.py --before $(BEFORE) $(if $(AFTER),--after $(AFTER)) --rounds $(or $(ROUNDS),3) --quick
+
+# The published security score: AgentDojo's tasks replayed through the example policies (benchmarks/agentdojo_score.py).
+# agentdojo brings many packages (model SDKs), so it gets its own venv, never .venv. ARGS: e.g. ARGS=--markdown.
+BENCH_VENV := .bench-venvs/agentdojo
+$(BENCH_VENV)/.installed: pyproject.toml
+	@echo "==> creating $(BENCH_VENV): mcp-guard and agentdojo 0.1.35 (1-2 minutes, once)"
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -e '.[yaml]' agentdojo==0.1.35 pytest pytest-asyncio \
+		| { grep -E --line-buffered '^(Successfully)' || true; }
+	touch $@
+
+bench-agentdojo: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python benchmarks/agentdojo_score.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,9 +1,10 @@
 """Agents SDK: a call to a tool the policy hides or denies outright, and a plain ``state.reject()``.
 
-Before 0.2 the first ended the run (``ModelBehaviorError``, tool not found) with no audit event, and the
-second wrote no audit event at all. Now the model gets the policy JSON as the tool's result, the run goes on,
-hidden tools stay out of what the model is shown, and each refusal is audited exactly once. Real parts: the
-recording FastMCP server over stdio (its record is the judge), ``Runner.run`` with a scripted model.
+Before 0.2 the first ended the run (``ModelBehaviorError``, tool not found) with no audit event (as a call to
+a name no tool has did until 0.3), and the second wrote no audit event at all. Now the model gets the policy
+JSON as the tool's result, the run goes on, hidden tools stay out of what the model is shown, and each refusal
+is audited exactly once. Real parts: the recording FastMCP server over stdio (its record is the judge),
+``Runner.run`` with a scripted model.
 """
 
 from __future__ import annotations
@@ -127,13 +128,16 @@ async def test_guard_tools_hidden_and_denied_calls_get_the_policy_answer(server:
     assert [(e["tool"], e["code"]) for e in sink.events] == [("admin_reset", "hidden"), ("withdraw", "denied")]
 
 
-async def test_an_unknown_tool_still_ends_the_run_as_the_sdk_decides(server: MCPServerStdio) -> None:
-    # Only tools a guard keeps from the model are answered by the guard; a name nobody has stays unknown.
-    from agents.exceptions import ModelBehaviorError
-
-    guard_mcp_server(server, Guard(POLICY))
-    with pytest.raises(ModelBehaviorError):
-        await run(script(call("no_such_tool", {}, "x1")), mcp_servers=[server])
+async def test_an_unknown_tool_is_answered_too(server: MCPServerStdio) -> None:
+    # Spec section 10: a name no tool has is answered by the agent's guard as well (before 0.3 it ended the run).
+    # Every entry point and runner, with and without guard_run_config: tests/test_agents_unknown_tools.py.
+    sink = MemorySink()
+    guard_mcp_server(server, Guard(POLICY, audit=sink))
+    model = script(call("no_such_tool", {}, "x1"))
+    _, result = await run(model, mcp_servers=[server])
+    assert result.final_output == "done"
+    assert (violation(tool_outputs(model)["x1"]) or {}).get("code") == "hidden"
+    assert [(e["tool"], e["code"]) for e in sink.events] == [("no_such_tool", "hidden")]
 
 
 # -- a plain state.reject() is audited --------------------------------------------------------------------

@@ -463,3 +463,38 @@ async def test_a_failing_webhook_never_fails_the_call(inbox_url: str) -> None:
         await page.decide(request["id"], {"type": "approve"})
 
     assert await guarded_call(guard, {"amount": 5, "card": SECRET}, till, approve, inbox_url) == "paid"
+
+
+# -- grants: a person's yes for later identical calls (spec section 11) ---------------------------------------
+
+
+async def test_a_session_grant_from_the_page_is_not_asked_again(inbox_url: str) -> None:
+    guard = Guard(POLICY, approver=Inbox(inbox_url, policy=POLICY))
+    till = Till()
+
+    async def approve_for_the_session(page: Inbox) -> None:
+        request = await first_pending(page)
+        await page.decide(request["id"], {"type": "approve", "scope": "session"})
+
+    args = {"amount": 5, "card": SECRET}
+    assert await guarded_call(guard, args, till, approve_for_the_session, inbox_url) == "paid"
+    # The same call in the same session: answered by the grant, no request reaches the inbox.
+    assert await asyncio.wait_for(guard.ainvoke("pay", args, till, identity="alice", session="s1"), 10) == "paid"
+    assert till.calls == [args, args]
+    pending, history = await Inbox(inbox_url).listing()
+    assert pending == []
+    assert len(history) == 1
+
+
+def test_a_decision_with_a_bad_scope_or_ttl_is_refused() -> None:
+    assert validate_decision({"type": "approve", "scope": "session"}) == {"type": "approve", "scope": "session"}
+    assert validate_decision({"type": "approve", "ttl_s": 3600}) == {"type": "approve", "ttl_s": 3600.0}
+    for bad in (
+        {"type": "approve", "scope": "forever"},
+        {"type": "approve", "ttl_s": 0},
+        {"type": "approve", "ttl_s": float("inf")},
+        {"type": "approve", "ttl_s": True},
+        {"type": "approve", "args": {"amount": 1}},
+    ):
+        with pytest.raises(ValueError, match=r"scope|ttl_s|args"):
+            validate_decision(bad)

@@ -1,11 +1,19 @@
 """Audit at a glance (``mcp-guard audit FILE``): stream a JSONL audit log into counters, print tables, plot.
 
-Memory stays flat with the size of the log: each line is parsed, counted and dropped; what is kept grows
-only with the number of distinct tools, codes and callers, and with the time buckets of the plot (whose width
-doubles whenever there would be more than :data:`MAX_BUCKETS`). A torn or non-JSON line (a writer killed
-mid-line, a log rotated under the reader) is counted and skipped, never fatal.
+A log is untrusted input (spec section 10): whoever can write to it, or a writer gone wrong, decides what its
+lines hold, and no line may end the summary or make it hold more than a bounded amount in memory:
 
-``time`` may be an epoch number (0.1) or an ISO-8601 string (0.2); both are read.
+* Memory stays flat with the size of the log. The file is read as bytes, a line at a time, never more than
+  ``max_line`` bytes of one line (default :data:`MAX_LINE_BYTES`, ``--max-line``): a longer line is read past
+  in chunks, counted (``too_long``) and skipped. What is kept grows only with the number of distinct tools,
+  codes and callers, each capped at :data:`MAX_KEYS` (the rest are counted under ``(others)``) and
+  :data:`MAX_KEY_CHARS` characters, and with the time buckets of the plot (their width doubles whenever they
+  would span more than :data:`MAX_BUCKETS`).
+* A line that is not one JSON object, or whose fields are not what the guard writes (a tool that is not a
+  string, a time that is not a finite number or ISO-8601 text inside the calendar, ``NaN``/``Infinity``,
+  nesting too deep for the parser, bad UTF-8, a torn line) is counted as unreadable and skipped, never fatal.
+
+``time`` may be an epoch number (0.1) or an ISO-8601 string (0.2); both are read, from year 1 to year 9999.
 """
 
 from __future__ import annotations
@@ -13,15 +21,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any
 
 from rich.console import Console
@@ -30,6 +37,20 @@ from rich.table import Table
 from mcp_guard._errors import require_extra
 
 MAX_BUCKETS = 2_000
+#: Longest line read (bytes, without its newline); a longer one is skipped unread (``--max-line``).
+MAX_LINE_BYTES = 1 << 20
+#: Bounds on ``--max-line``: a line must be able to hold an event, and no line is held over 1 GiB.
+MAX_LINE_RANGE = (64, 1 << 30)
+#: Distinct names kept per table (tools, codes, callers); the rest are counted under :data:`OTHERS`.
+MAX_KEYS = 10_000
+#: Longest name kept (characters); a longer one is cut and marked with an ellipsis.
+MAX_KEY_CHARS = 200
+OTHERS = "(others)"
+_SKIP_CHUNK = 1 << 16  # how much of an over-long line is read at a time while it is skipped
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+#: The calendar Python's datetime can show: year 1 to year 9999 (epoch seconds). A time outside is not a time.
+MIN_TIME = -62_135_596_800.0
+MAX_TIME = 253_402_300_799.0
 _FIRST_WIDTH_S = 60.0
 _SINCE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -40,32 +61,52 @@ KINDS = ("allowed", "refused", "shadow")
 def parse_since(text: str, now: float | None = None) -> float:
     """``--since``: ``30m``, ``1h``, ``7d`` (before now) or an ISO-8601 time; the epoch seconds it means."""
     m = _SINCE_RE.match(text)
+    when: float | None
     if m:
-        return (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
-    when = event_time(text)
+        when = (time.time() if now is None else now) - float(m.group(1)) * _UNITS[m.group(2)]
+        if not MIN_TIME <= when <= MAX_TIME:  # also -inf: "999...9d" reads as infinity
+            when = None
+    else:
+        when = event_time(text)
     if when is None:
-        raise ValueError(f"--since {text!r}: use a duration such as 30m, 1h, 7d, or an ISO-8601 time")
+        raise ValueError(
+            f"--since {text[:40]!r}: use a duration such as 30m, 1h, 7d, or an ISO-8601 time (years 1 to 9999)"
+        )
     return when
 
 
 def event_time(value: Any) -> float | None:
-    """Epoch seconds from an audit ``time``: a number, or an ISO-8601 string (naive means UTC)."""
+    """Epoch seconds from an audit ``time``: a number, or an ISO-8601 string (naive means UTC).
+
+    ``None`` for anything else: not a number or a string, not finite, not a date, or outside years 1 to 9999.
+    """
     if type(value) is float:  # the common case first
-        return value if math.isfinite(value) else None
+        return value if MIN_TIME <= value <= MAX_TIME else None  # NaN compares False: refused too
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
+        try:
+            when = float(value)  # an int too large for a float raises OverflowError
+        except OverflowError:
+            return None
+        return when if MIN_TIME <= when <= MAX_TIME else None
+    if isinstance(value, str) and len(value) <= 64:  # ISO-8601 with a zone and nanoseconds is about 35
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            stamp = parsed.timestamp()
+        except (ValueError, OverflowError, OSError):
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
+        return stamp if MIN_TIME <= stamp <= MAX_TIME else None
     return None
+
+
+def when_text(t: float) -> str:
+    """An epoch time as ``YYYY-MM-DD HH:MM:SS UTC``, by calendar arithmetic (not the platform's time_t)."""
+    # isoformat, not strftime: glibc's %Y writes year 1 as "1", not "0001".
+    return (_EPOCH + timedelta(seconds=t)).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") + " UTC"
 
 
 @dataclass
@@ -75,7 +116,10 @@ class Summary:
     source: str = ""
     lines: int = 0
     calls: int = 0
-    skipped: int = 0  # torn, non-JSON or non-object lines
+    skipped: int = 0  # torn, non-JSON, non-object, over-long lines, or fields the guard never writes
+    too_long: int = 0  # of those skipped: lines over max_line bytes
+    max_line: int = MAX_LINE_BYTES
+    lumped: int = 0  # counts put under OTHERS because a table already held MAX_KEYS names
     before_since: int = 0
     no_time: int = 0
     other: Counter[str] = field(default_factory=Counter)  # non-call events (policy reloads...)
@@ -90,23 +134,25 @@ class Summary:
     last: float | None = None
 
     def add_time(self, when: float, kind: int) -> None:
-        if self.first is None or when < self.first:
-            self.first = when
-        if self.last is None or when > self.last:
-            self.last = when
+        first, last = self.first, self.last
+        if first is None or last is None:
+            self.first = self.last = first = last = when
+        elif when < first:
+            self.first = first = when
+        elif when > last:
+            self.last = last = when
+        # Bounded by the span, not only the count: the plot draws every bucket between the first and the last,
+        # so two events years apart must not mean millions of empty minute buckets.
+        while int(last // self.bucket_s) - int(first // self.bucket_s) >= MAX_BUCKETS:
+            self._coarsen()
         index = int(when // self.bucket_s)
         row = self.buckets.get(index)
         if row is None:
-            if len(self.buckets) >= MAX_BUCKETS:
-                self._coarsen()
-                index = int(when // self.bucket_s)
-                row = self.buckets.get(index)
-            if row is None:
-                row = self.buckets[index] = [0, 0, 0]
+            row = self.buckets[index] = [0, 0, 0]
         row[kind] += 1
 
     def _coarsen(self) -> None:
-        # Double the width and merge pairs of buckets: memory stays bounded whatever the time span.
+        # Double the width and merge pairs of buckets: floor(floor(t / w) / 2) == floor(t / 2w).
         merged: dict[int, list[int]] = {}
         for index, row in self.buckets.items():
             into = merged.setdefault(index // 2, [0, 0, 0])
@@ -115,41 +161,85 @@ class Summary:
         self.buckets = merged
         self.bucket_s *= 2
 
+    def key(self, table: Mapping[Any, Any], name: str, kind: str | None = None) -> Any:
+        """``name`` (``(kind, name)`` when ``kind`` is given) as a row of ``table``: cut to
+        :data:`MAX_KEY_CHARS` characters, or :data:`OTHERS` once the table holds :data:`MAX_KEYS` rows."""
+        if len(name) > MAX_KEY_CHARS:
+            name = name[:MAX_KEY_CHARS] + "…"
+        row = name if kind is None else (kind, name)
+        if row not in table and len(table) >= MAX_KEYS:
+            self.lumped += 1
+            return OTHERS if kind is None else (kind, OTHERS)
+        return row
 
-def _lines(path: str, progress: Any) -> Iterator[str]:
-    # Text mode, decoding in C; bad UTF-8 becomes U+FFFD (and that line then fails to parse, and is skipped).
-    stream: IO[str]
-    if path == "-":
-        stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-        close = False
-    else:
-        stream = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in the finally below
-        close = True
-    try:
-        done = 0
-        for n, line in enumerate(stream, 1):
-            done += len(line)
-            if progress is not None and n % 8_192 == 0:
-                progress(done)
+
+def _lines(stream: IO[bytes], max_line: int, progress: Any) -> Iterator[bytes | None]:
+    """Each line of ``stream`` as bytes (newline kept), or ``None`` for a line over ``max_line`` bytes.
+
+    ``readline(limit)`` (in C) never returns more than the limit, so a line of any length, or a file with no
+    newline at all, is held at most ``max_line + 1`` bytes at a time; the rest of a long line is read past in
+    chunks and dropped.
+    """
+    readline = stream.readline
+    limit = max_line + 1
+    done = 0
+    n = 0
+    while True:
+        line = readline(limit)
+        if not line:
+            break
+        n += 1
+        done += len(line)
+        if len(line) == limit and not line.endswith(b"\n"):  # over the cap: skip to the next newline
+            while True:
+                rest = readline(_SKIP_CHUNK)
+                done += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield None
+        else:
             yield line
-        if progress is not None:
+        if progress is not None and n % 8_192 == 0:
             progress(done)
-    finally:
-        if close:
-            stream.close()
+    if progress is not None:
+        progress(done)
 
 
-def summarise(path: str, *, since: float | None = None, by: str = "code", progress: bool | None = None) -> Summary:
+@contextlib.contextmanager
+def _opened(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as stream:
+        yield stream
+
+
+def summarise(
+    path: str,
+    *,
+    since: float | None = None,
+    by: str = "code",
+    progress: bool | None = None,
+    max_line: int = MAX_LINE_BYTES,
+) -> Summary:
     """Stream the log at ``path`` (``-``: stdin) into a :class:`Summary`.
 
     ``progress``: a progress line on stderr (default: when stderr is a terminal and the input is a file).
+    ``max_line``: the longest line read, in bytes; longer ones are counted as unreadable and skipped.
     """
-    summary = Summary(source=path)
+    low, high = MAX_LINE_RANGE
+    if not low <= max_line <= high:
+        raise ValueError(f"--max-line must be between {low:,} and {high:,} bytes, not {max_line!r}")
+    summary = Summary(source=path, max_line=max_line)
     show = sys.stderr.isatty() if progress is None else progress
-    with _progress(path if show and path != "-" else None) as tick:
-        for raw in _lines(path, tick):
+    with _opened(path) as stream, _progress(path if show and path != "-" else None) as tick:
+        for raw in _lines(stream, max_line, tick):
             summary.lines += 1
-            _count(summary, raw, since, by)
+            if raw is None:
+                summary.skipped += 1
+                summary.too_long += 1
+            else:
+                _count(summary, raw, since, by)
     return summary
 
 
@@ -173,18 +263,25 @@ def _progress(path: str | None) -> Iterator[Any]:
         yield lambda done: bar.update(task, completed=done)
 
 
-_decode = json.JSONDecoder().raw_decode
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
-def _count(s: Summary, raw: str, since: float | None, by: str) -> None:
+# raw_decode: json.loads without its per-call checks (a tenth of the time per line here). NaN and Infinity are
+# not JSON: a line holding one is unreadable (json would read them as floats).
+_decode = json.JSONDecoder(parse_constant=_not_json).raw_decode
+_NO_TIME = object()
+
+
+def _count(s: Summary, raw: bytes, since: float | None, by: str) -> None:
+    text = raw.decode("utf-8", "replace")  # bad UTF-8 becomes U+FFFD (and the line then fails to parse)
     try:
-        # raw_decode: json.loads without its per-call checks (a tenth of the time per line here).
-        event, end = _decode(raw)
-    except ValueError:  # torn line, binary garbage, bad UTF-8, an empty line
-        if raw.strip():
+        event, end = _decode(text)
+    except (ValueError, RecursionError):  # torn line, garbage, an empty line; NaN; nesting past the parser's depth
+        if text.strip():
             s.skipped += 1
         return
-    if end < len(raw) and raw[end:].strip():  # something after the object: two lines run together
+    if end < len(text) and text[end:].strip():  # something after the object: two lines run together
         s.skipped += 1
         return
     if not isinstance(event, dict):
@@ -192,40 +289,57 @@ def _count(s: Summary, raw: str, since: float | None, by: str) -> None:
         return
     other = event.get("event")
     if other is not None:
-        s.other[f"{other}" + ("" if event.get("ok", True) else " (failed)")] += 1
+        if not isinstance(other, str):
+            s.skipped += 1
+            return
+        label = s.key(s.other, other + ("" if event.get("ok", True) else " (failed)"))
+        s.other[label] += 1
         return
-    if "tool" not in event or "decision" not in event:
+    # The fields the guard writes, with the types it writes them in; anything else is not a call event of ours.
+    get = event.get
+    tool, decision, code, identity = get("tool"), get("decision"), get("code"), get("identity")
+    if (
+        type(tool) is not str
+        or type(decision) is not str
+        or not (code is None or type(code) is str)
+        or not (identity is None or type(identity) is str)
+    ):
         s.skipped += 1
         return
-    when = event_time(event.get("time"))
+    stamp = get("time")
+    when = None if stamp is None else event_time(stamp)
+    if stamp is not None and when is None:  # a time outside the calendar, NaN, 1e400, not a date
+        s.skipped += 1
+        return
     if since is not None and (when is None or when < since):
         s.before_since += 1
         return
     s.calls += 1
-    decision = str(event.get("decision"))
-    code = event.get("code")
-    shadow = bool(event.get("shadow")) and (event.get("would_code") is not None or decision != "allow")
+    shadow = bool(get("shadow")) and (get("would_code") is not None or decision != "allow")
     if shadow:
         kind = 2
     elif decision == "allow":
         kind = 0
     else:
         kind = 1
-    label = str(code) if code else decision
-    s.decisions[(KINDS[kind], label)] += 1
-    tool = str(event.get("tool"))
-    identity = event.get("identity")
-    caller = "(anonymous)" if identity is None else str(identity)
-    key = {"tool": tool, "identity": caller}.get(by, label)
+    label = code or decision
+    # Each table: a name already in it goes straight in (the usual case); a new one is checked for room first.
+    row = (KINDS[kind], label)
+    s.decisions[row if row in s.decisions else s.key(s.decisions, label, KINDS[kind])] += 1
+    caller = "(anonymous)" if identity is None else identity
+    key = tool if by == "tool" else caller if by == "identity" else label
     group = s.groups.get(key)
     if group is None:
-        group = s.groups[key] = Counter()
+        key = s.key(s.groups, key)
+        group = s.groups.get(key)
+        if group is None:
+            group = s.groups[key] = Counter()
     group[KINDS[kind]] += 1
-    if event.get("outcome") == "error":
+    if get("outcome") == "error":
         s.errors[key] += 1
     if kind == 1:
-        s.refused_tools[tool] += 1
-        s.refused_callers[caller] += 1
+        s.refused_tools[tool if tool in s.refused_tools else s.key(s.refused_tools, tool)] += 1
+        s.refused_callers[caller if caller in s.refused_callers else s.key(s.refused_callers, caller)] += 1
     if when is None:
         s.no_time += 1
     else:
@@ -233,9 +347,7 @@ def _count(s: Summary, raw: str, since: float | None, by: str) -> None:
 
 
 def _when(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "-" if t is None else when_text(t)
 
 
 def print_summary(s: Summary, console: Console, *, by: str = "code", top: int = 10) -> None:
@@ -246,6 +358,10 @@ def print_summary(s: Summary, console: Console, *, by: str = "code", top: int = 
         notes.append(f"{s.before_since:,} before --since")
     if s.skipped:
         notes.append(f"{s.skipped:,} unreadable lines skipped")
+    if s.too_long:
+        notes.append(f"{s.too_long:,} lines over {s.max_line:,} bytes among them")
+    if s.lumped:
+        notes.append(f"over {MAX_KEYS:,} distinct names in a table: {s.lumped:,} counted under {OTHERS}")
     notes.extend(f"{n:,} {name}" for name, n in sorted(s.other.items()))
     if notes:
         console.print("; ".join(notes))
@@ -300,11 +416,14 @@ def plot(s: Summary, out: str | os.PathLike[str]) -> None:
         if indices:
             # A continuous axis: empty buckets between events are drawn as zero, not interpolated over.
             full = range(indices[0], indices[-1] + 1)
-            times = [datetime.fromtimestamp(i * s.bucket_s, tz=timezone.utc) for i in full]
+            # Calendar arithmetic, not the platform's time_t; the first bucket may start before year 1.
+            times = [_EPOCH + timedelta(seconds=max(i * s.bucket_s, MIN_TIME)) for i in full]
             series = [[s.buckets.get(i, (0, 0, 0))[k] for i in full] for k in range(3)]
             colours = ("#4c9f70", "#d1495b", "#edae49")
             labels = ("allowed", "refused", "would refuse (shadow)")
             ax.stackplot(times, *series, labels=labels, colors=colours, step="post", alpha=0.9)
+            if len(times) > 1:  # no margins: matplotlib's would reach past year 1 or 9999 at the calendar's ends
+                ax.set_xlim(times[0], times[-1])
             ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
             peak = max((sum(col) for col in zip(*series, strict=True)), default=0)
             ax.set_ylim(0, max(peak, 1) * 1.22)  # headroom, so the legend covers no data

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mcp_guard import _cli_living as living
+from mcp_guard._argcheck import non_finite_path
 from mcp_guard._cli_common import (
     EXIT_APPROVAL,
     EXIT_CODES_HELP,
@@ -39,6 +40,7 @@ from mcp_guard._cli_common import (
     EXIT_USAGE,
     POLICY_FILE_HELP,
     command,
+    one_line_logging,
 )
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
@@ -105,9 +107,25 @@ def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
         "{file, line, column, path, message, severity} for editors",
     )
     parser.add_argument(
-        "--max-bytes", type=int, default=MAX_POLICY_BYTES, metavar="N", help="largest file accepted (default 5 MB)"
+        "--max-bytes",
+        type=_max_bytes,
+        default=MAX_POLICY_BYTES,
+        metavar="N",
+        help="largest file accepted (default 5 MB, at most 1 GiB)",
     )
     return parser
+
+
+def _max_bytes(text: str) -> int:
+    """``--max-bytes``: 1 byte to 1 GiB. Beyond that the read buffer alone would fail (a MemoryError reported as
+    a file "too complex to read"); below, every file is "too large"."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1 << 30:
+        raise argparse.ArgumentTypeError(f"a number of bytes from 1 to {1 << 30:,} is needed, not {text[:40]!r}")
+    return value
 
 
 class _Loaded:
@@ -240,13 +258,44 @@ def _json_arg(text: str | None, what: str) -> Mapping[str, Any] | None:
         raise SystemExit(f"mcp-guard explain: --{what} is too long (over {MAX_POLICY_BYTES:,} characters)")
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"mcp-guard explain: --{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise SystemExit(f"mcp-guard explain: --{what} is nested too deeply to read") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer past Python's 4,300 digits (not a decode error)
+        raise SystemExit(f"mcp-guard explain: --{what} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise SystemExit(f"mcp-guard explain: --{what} must be a JSON object, e.g. '{{\"amount\": 5}}'")
     return value
+
+
+def _evaluate(
+    policy: Policy,
+    args: argparse.Namespace,
+    call_args: Mapping[str, Any] | None,
+    annotations: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None = None,
+    claims: Mapping[str, Any] | None = None,
+) -> Decision:
+    """What a Guard decides at steps 1-3: NaN or Infinity anywhere in the arguments (``1e400`` reads as inf) is
+    refused before any rule, as the Guard does; ``Policy.evaluate`` alone checks only where a rule reads them."""
+    bad = non_finite_path(call_args) if call_args else None
+    if bad is not None:
+        return Decision.deny(
+            args.tool,
+            "invalid_arguments",
+            server=args.server,
+            reason=f"{bad} is not a finite number (NaN and Infinity are not valid JSON)",
+            policy=policy.hash,
+        )
+    return policy.evaluate(
+        args.tool,
+        call_args,
+        server=args.server,
+        identity=args.identity,
+        session=args.session,
+        annotations=annotations,
+        context=context,
+        claims=claims,
+    )
 
 
 def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
@@ -366,16 +415,7 @@ def _run_explain(args: argparse.Namespace) -> int:
     policy = _load(args.file)
     if isinstance(policy, int):
         return policy
-    decision = policy.evaluate(
-        args.tool,
-        call_args,
-        server=args.server,
-        identity=args.identity,
-        session=args.session,
-        annotations=annotations,
-        context=context,
-        claims=claims,
-    )
+    decision = _evaluate(policy, args, call_args, annotations, context, claims)
     info = explain_dict(policy, decision)
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))
@@ -506,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
     func: Callable[[argparse.Namespace], int] = args.func
+    one_line_logging(getattr(args, "subcommand", None))  # what libraries log: one line each, no traceback
     try:
         return func(args)
     except BrokenPipeError:

@@ -156,7 +156,28 @@ def add_audit(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--top", type=int, default=10, help="rows in the top-refused tables (default 10)")
     parser.add_argument("--plot", metavar="PNG", help="write a plot of decisions over time to this file")
+    parser.add_argument(
+        "--max-line",
+        metavar="BYTES",
+        type=_byte_count,
+        default=None,
+        help="longest line read; a longer one is counted as unreadable and skipped (default 1 MiB)",
+    )
     return parser
+
+
+def _byte_count(text: str) -> int:
+    """``--max-line``: a plain integer in range ("1e400" or "inf" are not sizes); argparse reports a refusal."""
+    from mcp_guard._auditsummary import MAX_LINE_RANGE
+
+    low, high = MAX_LINE_RANGE
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"a number of bytes from {low:,} to {high:,} is needed, not {text[:40]!r}")
+    return value
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -165,7 +186,7 @@ def run_audit(args: argparse.Namespace) -> int:
     Stream an audit log (constant memory) and print calls by decision and code, the most refused tools and callers,
     and optionally a PNG of decisions over time (needs the 'plot' extra).
     """
-    from mcp_guard._auditsummary import parse_since, plot, print_summary, summarise
+    from mcp_guard._auditsummary import MAX_LINE_BYTES, parse_since, plot, print_summary, summarise
 
     try:
         since = parse_since(args.since) if args.since else None
@@ -173,8 +194,9 @@ def run_audit(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.top < 1:
         return fail("--top must be at least 1")
+    max_line = MAX_LINE_BYTES if args.max_line is None else args.max_line
     try:
-        summary = summarise(args.file, since=since, by=args.by)
+        summary = summarise(args.file, since=since, by=args.by, max_line=max_line)
     except OSError as exc:
         return fail(f"cannot read {args.file}: {exc.strerror or exc}")
     print_summary(summary, console(), by=args.by, top=args.top)

@@ -16,7 +16,7 @@ import asyncio
 import sys
 from typing import Any
 
-from mcp_guard._cli_common import EXIT_OK, EXIT_REFUSED, command, describe_error, fail
+from mcp_guard._cli_common import EXIT_OK, EXIT_REFUSED, HeldLogs, command, describe_error, fail
 from mcp_guard._errors import ConfigurationError, MissingExtraError
 from mcp_guard._pins import Lock
 from mcp_guard._scaffold import is_url, read_server
@@ -59,14 +59,16 @@ def run_pin(args: argparse.Namespace) -> int:
         lock = Lock.load(args.lock, missing_ok=not args.check)
     except ConfigurationError as exc:
         return fail(str(exc), subcommand="pin")
+    held = HeldLogs()  # the mcp SDK's tracebacks for a server that is not MCP: folded into one line
     try:
-        server = asyncio.run(read_server(target, timeout_s=args.timeout))
+        with held:
+            server = asyncio.run(read_server(target, timeout_s=args.timeout))
     except MissingExtraError as exc:
         return fail(str(exc), subcommand="pin")
     except TimeoutError:
-        return fail(f"{shown} did not answer as an MCP server within {args.timeout:g} s", subcommand="pin")
+        return fail(f"{shown} did not answer as an MCP server within {args.timeout:g} s{held.hint()}", subcommand="pin")
     except Exception as exc:
-        return fail(f"could not read tools from {shown!r}: {describe_error(exc)}", subcommand="pin")
+        return fail(f"could not read tools from {shown!r}: {describe_error(exc)}{held.hint()}", subcommand="pin")
     forms = [tool.pin_form for tool in server.tools]
     if args.check:
         lines = lock.diff_server(args.server, forms)

@@ -80,9 +80,12 @@ class Guard(Pipeline):
 
     ``mode``: ``"shadow"`` audits what would be refused and refuses nothing; ``"enforce"`` enforces even rules
     the policy puts in shadow; ``None`` (default) lets the policy's ``mode`` fields decide. ``reload=True``
-    watches the policy file and swaps in each valid new version (extra ``reload``); :meth:`reload` does it by
-    hand; :meth:`close` stops the watcher. ``metrics``: ``True`` or an OpenTelemetry ``MeterProvider`` records
-    ``mcp_guard.decisions`` and ``mcp_guard.guard.duration`` (extra ``otel``).
+    watches the policy file and swaps in each valid new version within about a second, however the file is
+    changed: edited in place, renamed over, or a symlink's target swapped (a Kubernetes ConfigMap); it uses
+    file events (extra ``reload``) and looks every half second besides. ``reload="poll"`` only looks (file
+    systems without events; no extra needed; ``$MCP_GUARD_RELOAD_POLL=1`` forces it for ``reload=True`` too).
+    :meth:`reload` does it by hand; :meth:`close` stops the watcher. ``metrics``: ``True`` or an OpenTelemetry
+    ``MeterProvider`` records ``mcp_guard.decisions`` and ``mcp_guard.guard.duration`` (extra ``otel``).
     """
 
     def __init__(
@@ -106,7 +109,7 @@ class Guard(Pipeline):
         audit_key: str | bytes | None = None,
         store_timeout_s: float = 5.0,
         mode: Mode | None = None,
-        reload: bool = False,
+        reload: bool | Literal["poll"] = False,
         metrics: Any = False,
     ) -> None:
         if on_rate_limit not in ("error", "wait"):
@@ -356,7 +359,7 @@ class Guard(Pipeline):
 
     # -- living with a policy: shadow mode, reload, usage (spec section 9) ------------------------------
 
-    def _init_living(self, source: Any, mode: Mode | None, reload: bool, metrics: Any) -> None:
+    def _init_living(self, source: Any, mode: Mode | None, reload: bool | Literal["poll"], metrics: Any) -> None:
         # Each costs nothing per call unless asked for: no shadow rule and no mode= -> no hook runs.
         self.mode: Mode | None = mode
         self._shadow: Shadow | None = None
@@ -371,12 +374,14 @@ class Guard(Pipeline):
             from mcp_guard._metrics import metrics_sink
 
             self.audit_sinks = (*self.audit_sinks, metrics_sink(metrics))
+        if reload not in (False, True, "poll"):
+            raise ValueError(f"reload must be True, False or 'poll', not {reload!r}")
         if reload:
             if self._policy_path is None:
                 raise ValueError("reload=True needs a policy file path to watch")
             from mcp_guard._reload import PolicyWatcher
 
-            self._watcher = PolicyWatcher(self, self._policy_path).start()
+            self._watcher = PolicyWatcher(self, self._policy_path, poll=reload == "poll").start()
 
     def _set_policy(self, policy: Policy, pins: PinWatch | None = None) -> None:
         # Modes first, so a call decided by the new policy finds them; the shadow table is kept once made,

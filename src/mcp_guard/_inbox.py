@@ -56,7 +56,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
@@ -156,12 +156,15 @@ def validate_decision(body: Any) -> dict[str, Any]:
         raise ValueError("a decision is a JSON object")
     kind = body.get("type")
     if kind == "approve":
-        return {"type": "approve"}
+        if body.get("args") not in (None, "any"):
+            raise ValueError("an approval takes 'args' only as \"any\" (a grant for any arguments); use an edit")
+        widen = {"args": "any"} if body.get("args") == "any" else {}
+        return {"type": "approve", **_grant_fields(body), **widen}
     if kind == "edit":
         args = body.get("args")
         if not isinstance(args, Mapping):
             raise ValueError("an edit needs 'args', a JSON object of the new arguments")
-        return {"type": "edit", "args": dict(args)}
+        return {"type": "edit", "args": dict(args), **_grant_fields(body)}
     if kind == "reject":
         message = body.get("message")
         if message is not None and not isinstance(message, str):
@@ -171,6 +174,26 @@ def validate_decision(body: Any) -> dict[str, Any]:
             out["message"] = message.strip()[:MAX_MESSAGE_CHARS]
         return out
     raise ValueError("'type' must be 'approve', 'edit' or 'reject'")
+
+
+#: The longest grant a person can give from the page or a webhook receiver (a year; a grant is not a policy).
+MAX_GRANT_TTL_S = 365 * 24 * 3600.0
+
+
+def _grant_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A yes that also covers later identical calls (spec section 11): ``scope`` and ``ttl_s``, checked."""
+    out: dict[str, Any] = {}
+    scope = body.get("scope", "once")
+    if scope not in ("once", "session"):
+        raise ValueError("'scope' must be 'once' or 'session'")
+    if scope == "session":
+        out["scope"] = "session"
+    ttl_s = body.get("ttl_s")
+    if ttl_s is not None:
+        if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not 0 < ttl_s <= MAX_GRANT_TTL_S:
+            raise ValueError(f"'ttl_s' must be a number of seconds above 0 and at most {MAX_GRANT_TTL_S:g}")
+        out["ttl_s"] = float(ttl_s)
+    return out
 
 
 # -- the Inbox -----------------------------------------------------------------------------------------------
@@ -606,10 +629,12 @@ def _to_decision(answer: Mapping[str, Any], rid: str) -> ApprovalDecision:
         # This worker was too slow to renew (a stalled loop, an unreachable store): the page has shown the
         # request as abandoned and refused decisions for it, so nothing a person decided can apply.
         raise ApprovalError(f"approval request {rid} was abandoned: its lease ran out before this worker renewed it")
+    scope: Literal["once", "session"] = "session" if answer.get("scope") == "session" else "once"
+    ttl_s = answer.get("ttl_s") if isinstance(answer.get("ttl_s"), float) else None
     if kind == "approve":
-        return ApprovalDecision.approve()
+        return ApprovalDecision.approve(scope=scope, ttl_s=ttl_s, args="any" if answer.get("args") == "any" else None)
     if kind == "edit" and isinstance(answer.get("args"), Mapping):
-        return ApprovalDecision.edit(answer["args"])
+        return ApprovalDecision.edit(answer["args"], scope=scope, ttl_s=ttl_s)
     if kind == "reject":
         message = answer.get("message")
         return ApprovalDecision.deny(message if isinstance(message, str) else "a human rejected this call in the inbox")

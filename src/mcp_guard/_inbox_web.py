@@ -35,7 +35,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mcp_guard._cli_common import command, fail
+from mcp_guard._cli_common import command, fail, listen_socket
 from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
 from mcp_guard._inbox_stores import DecisionRefused
 
@@ -339,14 +339,21 @@ def run_inbox(args: argparse.Namespace) -> int:
         app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
     except (MissingExtraError, ValueError, PolicyError) as exc:
         return fail(str(exc), subcommand="inbox")
+    # Bound here, not by uvicorn: a port in use is one line naming it, exit 2 (uvicorn's own error exits 3).
+    sock = listen_socket(args.host, args.port, subcommand="inbox")
     if urlsplit(args.store).scheme == "memory":
         print("mcp-guard inbox: warning: a memory:// store is private to this process; workers cannot reach it")
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"mcp-guard inbox: open http://{host}:{args.port}/?token={token}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("mcp-guard inbox: warning: the token travels in clear over HTTP; put TLS in front of this server")
-    # No access log: the first visit's URL carries the token.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # No access log: the first visit's URL carries the token. log_config=None: uvicorn's records go to the
+    # CLI's one-line handler.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 

@@ -640,6 +640,12 @@ _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
+def _too_long_number(exc: ValueError) -> str:
+    # Python refuses to convert integers of more than sys.get_int_max_str_digits() digits (4,300 by default),
+    # a guard against quadratic conversion time; no policy needs such a number, so the file cannot be read.
+    return f"the file holds a number too long to read ({exc.args[0].split(':')[0].lower() if exc.args else exc})"
+
+
 def check_json_depth(text: str, source: str | None = None) -> None:
     """Refuse JSON nested deeper than :data:`MAX_DEPTH`, by a linear scan before ``json`` recurses into it."""
     depth = 0
@@ -754,6 +760,8 @@ def parse_json(text: str | bytes, source: str | None = None, max_bytes: int = MA
         raise policy_error(
             [{"path": "", "message": f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"}], source
         ) from exc
+    except ValueError as exc:  # not malformed: an integer past Python's digit limit (int_max_str_digits)
+        raise input_error(_too_long_number(exc), source) from None
     dups = _find_duplicates(doc)
     if dups:
         raise policy_error(dups, source)
@@ -836,6 +844,10 @@ def parse_yaml(text: str | bytes, source: str | None = None, max_bytes: int = MA
     try:
         check_yaml_events(text, source)
         return yaml.load(text, Loader=loader)  # the loader is a SafeLoader subclass
+    except PolicyError:  # an anchor, an alias or deep nesting, found by check_yaml_events (a ValueError too)
+        raise
+    except ValueError as exc:  # the constructor's int(): an integer past Python's digit limit
+        raise input_error(_too_long_number(exc), source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

@@ -42,7 +42,7 @@ from mcp_guard._errors import ApprovalError, StoreError
 from mcp_guard._grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
 from mcp_guard._pins import PinWatch, pinned_decision
 from mcp_guard._policy import Policy
-from mcp_guard._retry import RetryPolicy
+from mcp_guard._retry import RetryPolicy, next_sleep
 from mcp_guard._retry import not_sent as _not_sent
 from mcp_guard._shadow import Shadow, checked
 from mcp_guard._shadow import admit_steps as shadow_admit_steps
@@ -64,6 +64,8 @@ from mcp_guard._steps import (
 from mcp_guard._stores import Store, StoreProtocol, Verdict
 
 if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
     from mcp_guard._calls import AdmitKeywords, CallKeywords, RunKeywords
 
 log = logging.getLogger("mcp_guard")
@@ -114,9 +116,11 @@ class Pipeline:
         decision: Decision | None = None
         if approval is None:
             decision = self._evaluate(call, policy)
-            if decision.denied and self._shadow is None and not decision.redact:
-                # Refused outright: what the steps do, without them (a reason with redacted arguments takes the
-                # steps, which scrub it once more, so that its text stays exactly as it was).
+            if decision.denied and self._shadow is None:
+                # Refused outright: what the steps do, without them. The steps scrub a refusal's reason once more
+                # where the rule redacts (for an approver's or a store's words): so here, for the same text.
+                if decision.redact and decision.reason is not None:
+                    decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
                 admission = Admission(call, decision, None, started, None, False, True)  # finished
                 self._record(admission, "denied", None)
                 return GuardResult(None, decision, admission)
@@ -175,8 +179,16 @@ class Pipeline:
         try:
             problem = self._argument_problem(call)
             if problem is not None:
+                # Refused before the policy reads the arguments, but its rules' redact paths hide them all the
+                # same (spec section 10), and the reason may quote a value (a schema error names what it got).
+                redact = redact_for(policy, call)
                 return Decision.deny(
-                    call.tool, "invalid_arguments", server=call.server, reason=problem, policy=policy.hash
+                    call.tool,
+                    "invalid_arguments",
+                    server=call.server,
+                    reason=scrub(problem, call.args, redact),
+                    policy=policy.hash,
+                    redact=redact,
                 )
             decision = policy.evaluate(
                 call.tool,
@@ -205,6 +217,7 @@ class Pipeline:
                 server=call.server,
                 reason="the policy could not be evaluated for this call",
                 policy=getattr(policy, "hash", None),
+                redact=redact_for(policy, call),
             )
 
     def _argument_problem(self, call: ToolCall) -> str | None:
@@ -293,7 +306,9 @@ class Pipeline:
             charges, token = state.held
             state.held = None
             yield from self._release_steps(charges, token, call.tool)
-        decision = state.decision or Decision.deny(call.tool, "guard_unavailable", server=call.server)
+        decision = state.decision or Decision.deny(
+            call.tool, "guard_unavailable", server=call.server, redact=redact_for(state.policy or self.policy, call)
+        )
         admission = Admission(call, decision, started=state.started, approval=state.approval)
         state.recorded = True
         self._record(admission, "cancelled", exc)
@@ -539,7 +554,10 @@ class Pipeline:
         token = admission.token
         admission.token = None  # this loop settles every attempt's quota itself
         args = admission.call.args
-        attempt, slept = 1, 0.0
+        # tenacity decides whether and how long to wait (asked after a failed attempt, as its drivers do); this
+        # loop performs the answer as its own Call and Sleep steps. The state is made at the first failure.
+        retry_state: RetryCallState | None = None
+        attempt = 1
         while True:
             state.called = True
             try:
@@ -551,7 +569,11 @@ class Pipeline:
                     yield from self._release_steps(charges, token, call.tool)
                 elif token is not None and _is_error_result(exc):
                     yield from self._release_steps(_uncounted(charges), token, call.tool)
-                wait = retry.next_wait(attempt, slept, exc) if retry is not None else None
+                wait = None
+                if retry is not None:
+                    retry_state = retry_state or retry.retry_state()
+                    retry_state.set_exception((type(exc), exc, exc.__traceback__))
+                    wait = next_sleep(retry_state)
                 if wait is None:
                     admission.attempts = attempt
                     yield from self._finish_steps(admission, "error", exc)
@@ -565,7 +587,11 @@ class Pipeline:
                 failed = _failed(value, is_error)
                 if failed and token is not None:
                     yield from self._release_steps(_uncounted(charges), token, call.tool)
-                wait = retry.next_wait(attempt, slept, None, value) if retry is not None and failed else None
+                wait = None
+                if retry is not None and failed:
+                    retry_state = retry_state or retry.retry_state()
+                    retry_state.set_result(value)
+                    wait = next_sleep(retry_state)
                 if wait is None:
                     admission.attempts = attempt
                     yield from self._finish_steps(admission, "error" if failed else "ok", None)
@@ -580,7 +606,6 @@ class Pipeline:
                 admission.attempts = attempt
                 yield from self._finish_steps(admission, "cancelled", exc)
                 raise
-            slept += wait
             token = None
             if charges:
                 again, verdict = yield from self._budget_steps(admission.decision, Reserve(charges))
@@ -657,7 +682,8 @@ class Pipeline:
 
     def _guard_fault(self, call: ToolCall, state: AttemptState, exc: Exception) -> GuardResult:
         # run/arun never raise for the guard's own faults: the call is refused (closed), with one event.
-        admission = Admission(call, unavailable(call.tool, exc, call.server, self.policy), finished=True)
+        refusal = unavailable(call.tool, exc, call.server, self.policy, redact_for(state.policy or self.policy, call))
+        admission = Admission(call, refusal, finished=True)
         if not state.recorded:
             self._record(admission, "denied", None)
         return GuardResult(violation=admission.decision, admission=admission)
@@ -828,7 +854,9 @@ def _failed(value: Any, is_error: Callable[[Any], bool] | None) -> bool:
     return result_is_error(value)
 
 
-def unavailable(tool: str, exc: BaseException, server: str | None, policy: Any) -> Decision:
+def unavailable(
+    tool: str, exc: BaseException, server: str | None, policy: Any, redact: tuple[str, ...] = ()
+) -> Decision:
     """The ``guard_unavailable`` refusal for a fault of the guard itself (see :meth:`Guard.unavailable`)."""
     log.error("mcp-guard failed while checking %s (%s)", tool, type(exc).__name__, exc_info=exc)
     return Decision.deny(
@@ -838,7 +866,23 @@ def unavailable(tool: str, exc: BaseException, server: str | None, policy: Any) 
         reason=f"the policy guard failed: {type(exc).__name__}",
         rule="/guard",
         policy=getattr(policy, "hash", None),
+        redact=redact,
     )
+
+
+_EVERY_ARGUMENT = ("args",)
+
+
+def redact_for(policy: Any, call: ToolCall) -> tuple[str, ...]:
+    """The redact paths of the rules that apply to ``call``, for a refusal made without the policy's decision.
+
+    When they cannot be known (the policy itself failed), every argument is hidden: the safe side.
+    """
+    try:
+        paths: tuple[str, ...] = policy._redact_for(call.tool, server=call.server, annotations=call.annotations)
+    except Exception:
+        return _EVERY_ARGUMENT
+    return paths
 
 
 # -- the store and the approver, as the drivers call them -------------------------------------------------

@@ -480,16 +480,7 @@ class Policy:
     def _resolve(self, tool: str, server: str | None, rc: str | None) -> _Plan:
         if not isinstance(tool, str) or not (server is None or isinstance(server, str)):
             raise TypeError(f"tool and server must be strings, got {type(tool).__name__} and {type(server).__name__}")
-        common: dict[str, Any] = {"tool": tool, "server": server, "policy": self.hash, "risk_class": rc}
         hidden = self._hidden_at(tool, server)
-        if hidden is not None:
-            d = Decision.deny(
-                code="hidden",
-                rule=f"/hide/{hidden}",
-                reason=f"{tool} is not available (hidden by the policy)",
-                **common,
-            )
-            return _Plan(tool, server, "hidden", d, constant=True)
         matched = self._matching(tool, server)
         fallback = self._classes[rc] if rc is not None and rc in self._classes else self._default_rule
         if matched:
@@ -501,6 +492,27 @@ class Policy:
                 matched = sorted([*matched, fallback], key=lambda r: -_STRICTNESS[r.action])
         else:
             matched = [fallback]
+        rules = tuple(([self._all] if self._all is not None else []) + matched)
+        # Every rule that applies to the call redacts on every path (spec section 10): a hidden tool, a plain or
+        # default deny too, else their events would describe a password by type and length.
+        redact: list[str] = []
+        for r in rules:
+            redact.extend(p for p in r.redact if p not in redact)
+        common: dict[str, Any] = {
+            "tool": tool,
+            "server": server,
+            "policy": self.hash,
+            "risk_class": rc,
+            "redact": tuple(redact),
+        }
+        if hidden is not None:
+            d = Decision.deny(
+                code="hidden",
+                rule=f"/hide/{hidden}",
+                reason=f"{tool} is not available (hidden by the policy)",
+                **common,
+            )
+            return _Plan(tool, server, "hidden", d, constant=True)
         main = matched[0]
         if main.action == "deny":
             if main is self._default_rule:
@@ -519,12 +531,8 @@ class Policy:
                 )
             # constant: a plain deny returns from the same first test as a plain allow, so it costs no more.
             return _Plan(tool, server, "deny", d, constant=True)
-        rules = tuple(([self._all] if self._all is not None else []) + matched)
         limits = tuple(spec for r in rules for spec in r.limits)
-        redact: list[str] = []
-        for r in rules:
-            redact.extend(p for p in r.redact if p not in redact)
-        base: dict[str, Any] = dict(common, rule=main.pointer, redact=tuple(redact))
+        base: dict[str, Any] = dict(common, rule=main.pointer)
         if main.retry is not None:
             base["retry"] = main.retry
         if main.action == "require_approval":
@@ -621,6 +629,15 @@ class Policy:
         if plan.kind != "run":
             return plan.decision  # hidden or denied, called with arguments that are not a dict
         return self._run(plan, args, identity, session, context, claims)
+
+    def _redact_for(
+        self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> tuple[str, ...]:
+        """The ``redact`` paths of every rule that applies to a call of ``tool`` (``all_tools``, the matched
+        rules, the class or default), whatever the call's arguments: for a refusal decided before the policy
+        reads them (arguments that do not fit the tool's schema, NaN), whose event must hide them all the same."""
+        rc = risk_class(annotations) if annotations else None
+        return self._plan(tool, server, rc).decision.redact
 
     def _check_refusal(
         self, plan: _Plan, rule: str, code: Code, refusals: dict[str, Decision], reason: str

@@ -20,6 +20,14 @@ calls and checks ``expect`` on the last; ``approve`` answers approvals (``true``
 ``{edit: {args}}``; without it there is no approver, so approval is refused as ``approval_required``).
 What is compared is what the audit log would say: ``decision`` (allow / deny / require_approval), ``code``
 and ``rule`` (in shadow mode, the would-be ones).
+
+A case file is untrusted input like any other the CLI reads (spec section 10): a number that would make the run
+mean something else is bad input (exit 2, one line naming the case and the field), never run. ``advance_s:
+.inf`` would stop every window from counting, and the report would say the policy admitted calls that it
+would refuse; so ``advance_s`` is a finite number of seconds from 0 to :data:`MAX_ADVANCE_S` (10 years, also
+over all the steps of a case), ``repeat`` is bounded (:data:`MAX_CALLS` over the file), and arguments,
+annotations and edits hold no NaN or Infinity (which a guard refuses before any rule, so the case would test
+nothing).
 """
 
 from __future__ import annotations
@@ -30,16 +38,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
 from mcp_guard._approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._argcheck import non_finite_path
 from mcp_guard._audit import MemorySink
 from mcp_guard._decision import Code
 from mcp_guard._errors import MCPGuardError, PolicyError
 from mcp_guard._model import parse_json, parse_yaml
 from mcp_guard._policy import Policy
+
+#: The furthest one case may move its fake clock, by one step or all of them together: 10 years, in seconds.
+MAX_ADVANCE_S = 315_576_000
+#: The most calls one case file may make (every step's ``repeat``, summed over the file).
+MAX_CALLS = 1_000_000
+_ADVANCE_HELP = f"move the fake clock forward this many seconds first (finite, 0 to {MAX_ADVANCE_S:,}: 10 years)"
+
+
+def _finite_values(value: dict[str, Any] | None, field: str) -> dict[str, Any] | None:
+    # NaN or Infinity in arguments: a guard refuses the call before any rule is read, so the case would test
+    # nothing it says; say so rather than run it.
+    bad = non_finite_path(value) if value is not None else None
+    if bad is not None:
+        raise ValueError(f"{field + bad[4:]} is not a finite number (.inf and .nan are not valid arguments)")
+    return value
 
 
 class CaseFileError(MCPGuardError):
@@ -52,6 +76,11 @@ class _Strict(BaseModel):
 
 class Edit(_Strict):
     edit: dict[str, Any] = Field(description="the arguments the approver substitutes")
+
+    @field_validator("edit")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _finite_values(value, "edit") or {}
 
 
 class Expect(_Strict):
@@ -80,11 +109,16 @@ class Step(_Strict):
     claims: dict[str, Any] | None = Field(None, description="a verified token's claims, for claims.*")
     annotations: dict[str, Any] | None = Field(None, description="MCP tool annotations (risk class)")
     repeat: int = Field(1, ge=1, le=100_000, description="make this many calls; expect is checked on the last")
-    advance_s: float = Field(0, ge=0, description="move the fake clock forward this many seconds first")
+    advance_s: float = Field(0, ge=0, le=MAX_ADVANCE_S, allow_inf_nan=False, description=_ADVANCE_HELP)
     approve: bool | Edit | None = Field(
         None, description="answer to an approval: true, false, or {edit: {...}}; none: no approver"
     )
     expect: Expect | None = Field(None, description="what the last call must get (none: not checked)")
+
+    @field_validator("args", "annotations")
+    @classmethod
+    def _finite(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        return _finite_values(value, str(info.field_name))
 
 
 class Case(_Strict):
@@ -100,10 +134,15 @@ class Case(_Strict):
     claims: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
     repeat: int = Field(1, ge=1, le=100_000)
-    advance_s: float = Field(0, ge=0)
+    advance_s: float = Field(0, ge=0, le=MAX_ADVANCE_S, allow_inf_nan=False)
     approve: bool | Edit | None = None
     expect: Expect | None = None
     steps: list[Step] | None = Field(None, description="a sequence; use instead of the single-call fields")
+
+    @field_validator("args", "annotations")
+    @classmethod
+    def _finite(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        return _finite_values(value, str(info.field_name))
 
     @model_validator(mode="after")
     def _one_shape(self) -> Case:
@@ -113,6 +152,11 @@ class Case(_Strict):
             raise ValueError("give either 'steps' or the single-call fields ('tool', 'expect'...), not both")
         if self.steps is None and self.expect is None:
             raise ValueError("a single-call case needs 'expect'")
+        moved = sum(step.advance_s for step in self.as_steps())
+        if moved > MAX_ADVANCE_S:
+            raise ValueError(
+                f"the steps move the clock {moved:,.0f} s in all, over the limit of {MAX_ADVANCE_S:,} s (10 years)"
+            )
         return self
 
     def as_steps(self) -> list[Step]:
@@ -128,6 +172,19 @@ class CaseFile(_Strict):
     policy: str | None = Field(None, description="policy file, relative to this file (or --policy)")
     description: str | None = None
     cases: list[Case] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CaseFile:
+        calls = 0
+        for case in self.cases:
+            for number, step in enumerate(case.as_steps(), 1):
+                calls += step.repeat
+                if calls > MAX_CALLS:
+                    where = f"case {case.name[:80]!r}" + (f" step {number}" if case.steps is not None else "")
+                    raise ValueError(
+                        f"{where}, repeat: the cases make over {MAX_CALLS:,} calls in all by here; split the file"
+                    )
+        return self
 
 
 def json_schema() -> dict[str, Any]:
@@ -161,12 +218,35 @@ def load_cases(path: str | os.PathLike[str]) -> CaseFile:
     try:
         data = parse_json(text, str(p)) if p.suffix.lower() == ".json" else parse_yaml(text, str(p))
     except PolicyError as exc:
-        raise CaseFileError(" ".join(str(exc).split())) from exc
+        # The readers are the policy's (the same bounds on size, depth, numbers); their words are about a policy.
+        detail = "; ".join(e.get("message", "") for e in exc.errors) or str(exc)
+        detail = detail.replace("it needs at least 'version' and 'default'", "it needs 'cases'")
+        detail = detail.replace("the policy is", "the file is").replace("a policy needs", "a case file needs")
+        raise CaseFileError(f"cannot read {p}: {' '.join(detail.split())}") from exc
     try:
         return CaseFile.model_validate(data)
     except ValidationError as exc:
-        problems = [f"/{'/'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [_problem(e["loc"], e["msg"], e.get("input"), data) for e in exc.errors()]
         raise CaseFileError(f"{p}: not a valid case file: {'; '.join(problems)}") from None
+
+
+def _problem(loc: tuple[int | str, ...], message: str, given: Any, data: Any) -> str:
+    """One problem in one line: the case by name (and step), the field's pointer, what is wrong, what was given."""
+    where = ""
+    if len(loc) >= 2 and loc[0] == "cases" and isinstance(loc[1], int):
+        cases = data.get("cases") if isinstance(data, dict) else None
+        case = cases[loc[1]] if isinstance(cases, list) and loc[1] < len(cases) else None
+        name = case.get("name") if isinstance(case, dict) else None
+        where = f"case {name[:80]!r}" if isinstance(name, str) else f"case {loc[1] + 1}"
+        if len(loc) >= 4 and loc[2] == "steps" and isinstance(loc[3], int):
+            where += f" step {loc[3] + 1}"
+        where += ", "
+    message = message.removeprefix("Value error, ")
+    shown = ""
+    if isinstance(given, (int, float)) and not isinstance(given, bool):  # a number: say which (inf, nan, 1e+30)
+        shown = f" (got {given!r})"
+    pointer = "/" + "/".join(str(x) for x in loc)
+    return f"{where}{pointer}: {' '.join(message.split())}{shown}"
 
 
 def _approver(answer: bool | Edit | None) -> Any:
@@ -290,4 +370,15 @@ def print_results(results: list[Result], console: Console, *, verbose: bool = Fa
     return 1 if failed else 0
 
 
-__all__ = ["Case", "CaseFile", "CaseFileError", "Result", "json_schema", "load_cases", "print_results", "run_file"]
+__all__ = [
+    "MAX_ADVANCE_S",
+    "MAX_CALLS",
+    "Case",
+    "CaseFile",
+    "CaseFileError",
+    "Result",
+    "json_schema",
+    "load_cases",
+    "print_results",
+    "run_file",
+]

@@ -3,17 +3,20 @@
 Stateful sessions (the SDK's ``StreamableHTTPSessionManager``), so a call that needs approval can ask its
 client by elicitation on the same stream. Each client session gets its own upstream session.
 
+Every request first passes the ``Host`` / ``Origin`` check of :mod:`mcp_guard._proxy_origin` (DNS rebinding).
+
 Identity, when configured, comes from every request: ``bearer`` reads ``Authorization: Bearer <token>``
-(mapped to a name by a tokens file, or else identified by the token's SHA-256 fingerprint, so the secret
-itself never reaches the audit log); ``header`` reads a header you name (behind a gateway that sets it). A
-request without it is refused with 401 before any MCP message is handled: an unknown caller is never
-served under a default identity.
+(mapped to a name by a tokens file; only when told to trust any bearer, identified by the token's SHA-256
+fingerprint, so the secret itself never reaches the audit log); ``header`` reads a header you name (behind a
+gateway that sets it). A request without it is refused with 401, naming what it lacks, before any MCP message
+is handled: an unknown caller is never served under a default identity.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
@@ -22,19 +25,43 @@ from mcp.server.session import ServerSession
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.context import RequestContext
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from mcp_guard._proxy_origin import FrontDoor, FrontDoorMiddleware
 from mcp_guard._proxy_server import GuardProxy
 
 IdentityFromHeaders = Callable[[Mapping[str, str]], "str | None"]
 
 
+class IdentityReader:
+    """A function from request headers to the caller's identity (None when the request does not carry one),
+    with ``expects``: what a request must carry, said in the 401 of a request without it."""
+
+    def __init__(self, read: IdentityFromHeaders, expects: str, challenge: str | None = None) -> None:
+        self._read = read
+        self.expects = expects
+        self.challenge = challenge  # the WWW-Authenticate scheme, for bearer tokens
+
+    def __call__(self, headers: Mapping[str, str]) -> str | None:
+        return self._read(headers)
+
+
 def identity_reader(
-    source: Literal["bearer", "header"], *, header: str | None = None, tokens: Mapping[str, str] | None = None
-) -> IdentityFromHeaders:
-    """A function from request headers to the caller's identity, or None when the request does not carry one."""
+    source: Literal["bearer", "header"],
+    *,
+    header: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    trust_any: bool = False,
+) -> IdentityReader:
+    """The caller's identity from request headers: a header's value, or a bearer token checked against ``tokens``.
+
+    A bearer identity needs a way to check the token: ``tokens`` (token -> identity), or ``trust_any=True``,
+    which takes any token as its own identity (its SHA-256 prefix), so a caller who invents tokens gets a
+    fresh identity, and a fresh per-identity budget, with each one. (JWT keys, section 11, join here.)
+    """
     if source == "header":
         if not header:
             raise ValueError("identity from a header needs the header's name")
@@ -44,7 +71,9 @@ def identity_reader(
             value = headers.get(name, "").strip()
             return value or None
 
-        return from_header
+        return IdentityReader(from_header, f"a {header} header naming the caller")
+    if tokens is None and not trust_any:
+        raise ValueError("a bearer identity needs a way to check the token: tokens, or trust_any=True")
 
     def from_bearer(headers: Mapping[str, str]) -> str | None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -55,7 +84,8 @@ def identity_reader(
             return tokens.get(token)  # an unknown token is no identity
         return "bearer:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
-    return from_bearer
+    known = " listed in the proxy's --tokens file" if tokens is not None else ""
+    return IdentityReader(from_bearer, f"an Authorization: Bearer <token> header with a token{known}", "Bearer")
 
 
 class _Endpoint:
@@ -69,10 +99,12 @@ class _Endpoint:
         if self.identity_of is not None:
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
             if self.identity_of(headers) is None:
+                expects = getattr(self.identity_of, "expects", "the caller's identity")
+                challenge = getattr(self.identity_of, "challenge", None)
                 response = JSONResponse(
-                    {"error": "unauthorized", "reason": "this proxy needs the caller's identity on every request"},
+                    {"error": "unauthorized", "reason": f"this proxy needs {expects} on every request"},
                     status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
+                    headers={"WWW-Authenticate": challenge} if challenge else None,
                 )
                 await response(scope, receive, send)
                 return
@@ -92,10 +124,14 @@ def request_identity(
     return of
 
 
-def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, gate: Any = None) -> Starlette:
-    """The proxy as an ASGI application serving MCP at ``/mcp``. Call :meth:`GuardProxy.probe` first.
+def asgi_app(
+    proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor, gate: Any = None
+) -> Starlette:
+    """The proxy as an ASGI application serving MCP at ``/mcp``, behind ``door``'s Host/Origin check.
 
-    ``gate``: wraps the endpoint, to refuse requests before the SDK sees them (the JWT front's ``JwtGate``)."""
+    ``gate`` wraps the endpoint, to refuse requests before the SDK sees them (the JWT front's ``JwtGate``).
+    Call :meth:`GuardProxy.probe` first.
+    """
     manager = StreamableHTTPSessionManager(app=proxy.server)
     endpoint: Any = _Endpoint(manager, identity_of)
     if gate is not None:
@@ -106,26 +142,37 @@ def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, 
         async with manager.run():
             yield
 
-    return Starlette(routes=[Route("/mcp", endpoint=endpoint)], lifespan=lifespan)
+    return Starlette(
+        routes=[Route("/mcp", endpoint=endpoint)],
+        middleware=[Middleware(FrontDoorMiddleware, door=door)],
+        lifespan=lifespan,
+    )
 
 
 async def serve_http(
-    proxy: GuardProxy, host: str, port: int, identity_of: IdentityFromHeaders | None = None, gate: Any = None
+    proxy: GuardProxy,
+    sock: socket.socket,
+    door: FrontDoor,
+    identity_of: IdentityFromHeaders | None = None,
+    gate: Any = None,
 ) -> None:
-    """Connect to the upstream once (fail early if it is down), then serve until SIGINT/SIGTERM."""
+    """Connect to the upstream once (fail early if it is down), then serve on ``sock`` until SIGINT/SIGTERM.
+
+    ``sock`` is bound by the caller before the upstream is started, so a port in use is said in one line and
+    starts nothing.
+    """
     try:
         await proxy.probe()
         config = uvicorn.Config(
-            asgi_app(proxy, identity_of, gate),
-            host=host,
-            port=port,
+            asgi_app(proxy, identity_of, door=door, gate=gate),
             log_level="warning",
+            log_config=None,  # uvicorn's records go to the CLI's one-line handler, not its own formatter
             lifespan="on",
             timeout_graceful_shutdown=5,
         )
-        await uvicorn.Server(config).serve()
+        await uvicorn.Server(config).serve(sockets=[sock])
     finally:
         await proxy.guard.aclose()  # store connections and audit files, from the loop that used them
 
 
-__all__ = ["asgi_app", "identity_reader", "request_identity", "serve_http"]
+__all__ = ["IdentityReader", "asgi_app", "identity_reader", "request_identity", "serve_http"]

@@ -74,13 +74,13 @@ def jwt_configured(args: argparse.Namespace) -> bool:
         raise SystemExit("mcp-guard proxy: give one of --jwt-keys and --jwt-secret")
     if not args.listen:
         raise SystemExit("mcp-guard proxy: JWT identity needs --listen (HTTP)")
-    if args.identity is not None or args.identity_header is not None or args.tokens:
+    if args.identity is not None or args.identity_header is not None:
         raise SystemExit(
-            "mcp-guard proxy: --jwt-keys takes the identity from the token: drop --identity, "
-            "--identity-header and --tokens"
+            "mcp-guard proxy: --jwt-keys takes the identity from the token: drop --identity and --identity-header"
         )
     if args.identity_from not in (None, "bearer"):
         raise SystemExit("mcp-guard proxy: --jwt-keys reads the bearer token (--identity-from bearer)")
+    args.identity_from = "bearer"  # a JWT is a bearer token: --jwt-keys alone means --identity-from bearer
     if not args.jwt_audience:
         raise SystemExit(
             "mcp-guard proxy: --jwt-keys needs --jwt-audience (the proxy accepts only tokens minted for it)"

@@ -157,6 +157,7 @@ class GuardProxy:
         self._ask_async = as_async_approver(self.ask_client)
         self._run_scope: anyio.CancelScope | None = None
         self.stopped = False
+        self.connected = False  # an upstream session was opened once: later failures are not startup failures
         self.server: Server[_Link, Any] = Server("mcp-guard-proxy", lifespan=self._lifespan)
         self.server.create_initialization_options = self._initialization_options  # type: ignore[method-assign]
         self.server.request_handlers[types.ListToolsRequest] = self._list_tools
@@ -184,6 +185,7 @@ class GuardProxy:
             )
             link.init = await session.initialize()
             link.upstream = session
+            self.connected = True
             yield link
 
     @contextlib.asynccontextmanager
@@ -239,12 +241,17 @@ class GuardProxy:
 
     # -- serving ---------------------------------------------------------------------------------------
 
-    async def serve(self, read_stream: Any, write_stream: Any) -> None:
-        """Serve one client on these streams (stdio), with one upstream session for its whole life."""
+    async def serve(self, read_stream: Any, write_stream: Any, *, connected: Callable[[], None] | None = None) -> None:
+        """Serve one client on these streams (stdio), with one upstream session for its whole life.
+
+        ``connected`` is called once that session is open, before the client is served.
+        """
         self._run_scope = anyio.CancelScope()
         if self.stopped:
             self._run_scope.cancel()
         async with self.connect() as link:
+            if connected is not None:
+                connected()
             self._fixed = link
             try:
                 # Only serving is cancelled by stop(): leaving connect() then closes the upstream gracefully.

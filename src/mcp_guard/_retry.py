@@ -1,4 +1,4 @@
-"""Retries for transient upstream failures: exponential back-off with jitter, bounded.
+"""Retries for transient upstream failures, decided by tenacity: exponential back-off with jitter, bounded.
 
 Retried: connection errors and timeouts raised by the tool, exceptions that carry a ``retry_after``
 (or an HTTP 429 status), and results that report a rate limit (an error result whose text mentions
@@ -9,28 +9,45 @@ are retried (MCP annotations ``readOnlyHint`` or ``idempotentHint``, or ``retry:
 timeout from a tool that moves money may come after the money moved. ``RetryPolicy(idempotent_only=False)``
 retries every tool (0.1's behaviour) and ``retry: false`` on a rule turns retries off for it. Each retry is
 charged to the call's limits again, so N executions never exceed a spend cap.
+
+The engine is tenacity's: a :class:`RetryPolicy` is turned once into a ``tenacity.Retrying`` (its waits,
+stops and retry predicates), and the guard's retry loop asks it ``iter(retry_state)`` after each failed
+attempt, as tenacity's own drivers do. The guard performs the answer itself (the ``Sleep`` step, through
+its injected ``sleep``/``asleep``, then the next ``Call``), so every attempt is charged, cancelled and
+audited by the guard; the retrying object never sleeps or calls anything.
 """
 
 from __future__ import annotations
 
-import random
+import inspect
 import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from tenacity import (
+    DoSleep,
     RetryCallState,
+    Retrying,
     retry_if_exception,
     retry_if_result,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
 )
+from tenacity.wait import wait_base
 
 from mcp_guard._compat import result_is_error
 
 _RATE_TEXT = re.compile(r"\b429\b|rate[ _-]?limit|too many requests", re.IGNORECASE)
 _POLICY_VIOLATION = '"error": "policy_violation"'
 _RETRY_AFTER_TEXT = re.compile(r"retry[ _-]?after\D{0,12}?(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+# wait_exponential_jitter's first wait is ``initial`` up to tenacity 9.1 and ``multiplier`` from 9.2, which
+# deprecates ``initial`` (a DeprecationWarning per RetryPolicy): use whichever this tenacity has.
+_FIRST_WAIT = "multiplier" if "multiplier" in inspect.signature(wait_exponential_jitter).parameters else "initial"
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -68,8 +85,8 @@ class RetryPolicy:
 
     Waits grow exponentially from ``initial_s`` (capped at ``max_s``) with up to ``jitter_s`` of random
     jitter, or follow the failure's own retry-after when it is longer. Retrying stops after ``attempts``
-    calls, or before a wait that would take the total time slept past ``max_total_s``. All attempts run
-    under the one rate-limit reservation the call was admitted with.
+    calls, or before a wait that would bring the total time slept to ``max_total_s``. Each attempt is charged
+    to the call's limits again (spec section 8); retrying stops when the budget is gone.
     """
 
     attempts: int = 3
@@ -108,70 +125,92 @@ class RetryPolicy:
         match = _RETRY_AFTER_TEXT.search(text)
         return float(match.group(1)) if match else 0.0
 
-    def next_wait(self, attempt: int, slept: float, error: BaseException | None, value: Any = None) -> float | None:
-        """Seconds to sleep before attempt ``attempt + 1``, or ``None`` to stop (not transient, or out of budget).
+    def _reports_rate_limit(self, value: Any) -> bool:
+        return self.result_retry_after(value) is not None
 
-        ``error`` is what attempt ``attempt`` raised (``None``: it returned ``value``); ``slept`` is the time
-        already slept between attempts. The guard's retry loop calls this; :meth:`tenacity_kwargs` is the
-        same rule for tenacity users.
+    @cached_property
+    def _retrying(self) -> Retrying:
+        """The tenacity engine this policy describes, built once (on the first failure that asks it).
+
+        Only asked (:func:`next_sleep`), never run: its ``sleep`` is never called, the guard sleeps.
         """
-        if error is not None:
-            if not self.is_transient(error):
-                return None
-            hinted = _retry_after_of(error)
+        backoff = wait_exponential_jitter(max=self.max_s, jitter=self.jitter_s, **{_FIRST_WAIT: self.initial_s})
+        return Retrying(
+            retry=retry_if_exception(self.is_transient) | retry_if_result(self._reports_rate_limit),
+            wait=wait_retry_after(self, backoff),
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(self.max_total_s),
+            reraise=True,
+            retry_error_callback=_last_outcome,
+        )
+
+    def retry_state(self) -> RetryCallState:
+        """A retry state for one call (made at its first failed attempt: a call that succeeds needs none)."""
+        retrying = self._retrying
+        retrying.begin()  # tenacity's statistics (per thread) are counted from here
+        return SleptTimeState(retrying)
+
+
+class wait_retry_after(wait_base):  # named as tenacity names its waits
+    """The failure's own retry-after when it gives one and it is longer than ``backoff``'s wait.
+
+    A server's retry-after is honoured, not cut short (retrying early only fails again); when it is longer
+    than the time left, ``stop_before_delay`` gives up instead.
+    """
+
+    def __init__(self, policy: RetryPolicy, backoff: wait_base) -> None:
+        self.policy = policy
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        wait = self.backoff(retry_state)
+        outcome = retry_state.outcome
+        if outcome is None:
+            return wait
+        if outcome.failed:
+            hinted = _retry_after_of(outcome.exception())
         else:
-            hinted = self.result_retry_after(value)
-            if hinted is None:
-                return None
-        if attempt >= self.attempts:
-            return None
-        exponent = min(attempt - 1, 64)
-        wait = max(min(self.initial_s * 2.0**exponent + random.uniform(0.0, self.jitter_s), self.max_s), hinted or 0.0)
-        if slept + wait > self.max_total_s:
-            return None
-        return wait
+            hinted = self.policy.result_retry_after(outcome.result())
+        return max(wait, hinted or 0.0)
 
-    def _wait(self) -> Callable[[RetryCallState], float]:
-        initial, cap, jitter = self.initial_s, self.max_s, self.jitter_s
 
-        def wait(rs: RetryCallState) -> float:
-            # Exponential from initial_s with up to jitter_s of random jitter, capped at max_s (tenacity's
-            # wait_exponential_jitter, written out: its ``initial`` argument is deprecated in tenacity 9.2
-            # and its replacement does not exist in the 8.x we support).
-            exponent = min(rs.attempt_number - 1, 64)  # no float overflow for absurd attempt counts
-            backoff = min(initial * 2.0**exponent + random.uniform(0.0, jitter), cap)
-            hinted: float | None = None
-            if rs.outcome is not None:
-                if rs.outcome.failed:
-                    hinted = _retry_after_of(rs.outcome.exception())
-                else:
-                    hinted = self.result_retry_after(rs.outcome.result())
-            # A server's retry-after is honoured, not cut short (retrying early only fails again); when it
-            # is longer than the time left, the stop below gives up instead.
-            return max(backoff, hinted or 0.0)
+class SleptTimeState(RetryCallState):
+    """tenacity's retry state on a clock that only the guard's sleeps move: the time since the first attempt is
+    the time slept between attempts.
 
-        return wait
+    So ``stop_before_delay(max_total_s)`` bounds the time slept (what ``max_total_s`` means, whatever the tool
+    calls take), and a test that injects a sleep which does not sleep drives the clock with it.
+    """
 
-    def _stop(self) -> Callable[[RetryCallState], bool]:
-        attempts, total = self.attempts, self.max_total_s
+    def __init__(self, retrying: Retrying) -> None:
+        super().__init__(retrying, None, (), {})
 
-        def stop(rs: RetryCallState) -> bool:
-            # tenacity computes the next wait before asking whether to stop; counting the time slept (not
-            # the wall clock) keeps the bound exact and lets tests inject a sleep that does not sleep.
-            return rs.attempt_number >= attempts or rs.idle_for + rs.upcoming_sleep > total
+    @property
+    def seconds_since_start(self) -> float | None:
+        return None if self.outcome is None else self.idle_for
 
-        return stop
 
-    def tenacity_kwargs(self) -> dict[str, Any]:
-        """Arguments for ``Retrying``/``AsyncRetrying``: the last failure is re-raised (or its result returned)."""
-        return {
-            "retry": retry_if_exception(self.is_transient)
-            | retry_if_result(lambda v: self.result_retry_after(v) is not None),
-            "wait": self._wait(),
-            "stop": self._stop(),
-            "reraise": True,
-            "retry_error_callback": _last_result,
-        }
+def next_sleep(retry_state: RetryCallState) -> float | None:
+    """Ask the state's retrying object what follows the outcome just set on ``retry_state`` (``iter``).
+
+    ``DoSleep``: returns the seconds to sleep, and the state is made ready for the next attempt (as
+    tenacity's own drivers do before they sleep). Anything else means stop, the outcome stands: ``None``.
+    """
+    outcome = retry_state.outcome
+    error = outcome.exception() if outcome is not None and outcome.failed else None
+    traceback = error.__traceback__ if error is not None else None
+    try:
+        action = retry_state.retry_object.iter(retry_state)
+    except BaseException as exc:
+        if exc is not error:
+            raise
+        # tenacity answers "no retry" by raising the outcome's exception again: the caller raises it, with
+        # the traceback it had (not tenacity's frames).
+        exc.with_traceback(traceback)
+        return None
+    if isinstance(action, DoSleep):
+        retry_state.prepare_for_next_attempt()
+        return float(action)
+    return None
 
 
 # Exceptions that mean the request never reached the tool: the connection was refused or could not be
@@ -190,7 +229,8 @@ def not_sent(exc: BaseException) -> bool:
     return any(cls.__name__ in _NOT_SENT_NAMES for cls in type(exc).__mro__)
 
 
-def _last_result(rs: RetryCallState) -> Any:
-    # Result-based retries ran out: hand back the last (error) result rather than tenacity's RetryError.
+def _last_outcome(rs: RetryCallState) -> Any:
+    # Retries ran out: hand back the last outcome (an error result is returned, an exception raised) rather
+    # than tenacity's RetryError.
     assert rs.outcome is not None
     return rs.outcome.result()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from mcp_guard._cli_common import command, describe_error, fail
+from mcp_guard._cli_common import HeldLogs, command, describe_error, fail
 from mcp_guard._compat import tool_annotations
 from mcp_guard._errors import MissingExtraError
 from mcp_guard._pins import canonical_tool
@@ -296,7 +296,9 @@ def run_init(args: argparse.Namespace) -> int:
     streamable-HTTP server) and write a starter policy: default deny; read-only tools allowed; write tools
     rate-limited; destructive tools require approval.
     """
-    # Exit 0 on success, 2 when the server cannot be started or read.
+    # Exit 0 on success, 2 when the server cannot be started or read, or the output cannot be written.
+    if not args.timeout > 0:
+        return fail("--timeout must be > 0", subcommand="init")
     command = list(args.server_command)
     if command and command[0] == "--":
         command = command[1:]
@@ -309,19 +311,31 @@ def run_init(args: argparse.Namespace) -> int:
     # One argument that is a URL names a running server; anything else is a command line to start over stdio.
     target: list[str] | str = command[0] if len(command) == 1 and is_url(command[0]) else command
     shown = target if isinstance(target, str) else " ".join(command)
+    # The mcp SDK logs a traceback for each line of a server that is not JSON-RPC: held back here, and the
+    # first folded into the one line that says the server could not be read.
+    held = HeldLogs()
     try:
-        with _progress(f"reading tools from {shown} (waiting up to {args.timeout:g} s)"):
+        with _progress(f"reading tools from {shown} (waiting up to {args.timeout:g} s)"), held:
             server = asyncio.run(read_server(target, timeout_s=args.timeout))
     except MissingExtraError as exc:
         return fail(str(exc), subcommand="init")
     except TimeoutError:
-        return fail(f"{shown} did not answer as an MCP server within {args.timeout:g} s", subcommand="init")
+        return fail(
+            f"{shown} did not answer as an MCP server within {args.timeout:g} s{held.hint()}", subcommand="init"
+        )
     except Exception as exc:
         # Startup failures surface as OSError or as an ExceptionGroup from the transport's task group.
-        return fail(f"could not read tools from {shown!r}: {describe_error(exc)}", subcommand="init")
-    text = render(starter_policy(server), _format_for(args.output, args.format))
+        why = describe_error(exc) + held.hint()
+        return fail(f"could not read tools from {shown!r}: {why}", subcommand="init")
+    try:
+        text = render(starter_policy(server), _format_for(args.output, args.format))
+    except MissingExtraError as exc:  # YAML asked for, without the 'yaml' extra
+        return fail(str(exc), subcommand="init")
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return fail(f"cannot write {args.output}: {exc.strerror or exc}", subcommand="init")
         print(f"wrote {args.output}: {len(server.tools)} tools from {server.name or shown}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -164,6 +164,13 @@ class RedisStore(ScriptStore):
             "driver_info": None,  # no CLIENT SETINFO: one fewer round trip per new connection
             **options,
         }
+        r = self._redis
+        try:
+            # A connection object is built without connecting: an option redis-py does not know (a typo in the
+            # URL's query) is found now, as a configuration error, rather than as a TypeError on the first call.
+            r.BlockingConnectionPool.from_url(url, **self._pool_options).make_connection()
+        except (TypeError, ValueError, r.exceptions.RedisError) as exc:
+            raise StoreConfigurationError(f"invalid Redis store option: {exc}") from exc
         split = urlsplit(url)
         self._where = (
             f"{split.scheme}://{split.hostname or ''}{':' + str(split.port) if split.port else ''}{split.path}"

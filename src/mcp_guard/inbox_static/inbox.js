@@ -116,14 +116,23 @@
     ]);
 
     const approve = el("button", { type: "button", class: "approve", textContent: "Approve", "data-action": "approve" });
+    // Grants (a yes for later identical calls: same tool, arguments and caller) for this session, or an hour.
+    const approveSession = el("button", {
+      type: "button", class: "approve", textContent: "Approve for this session", "data-action": "approve-session",
+      title: "Also approve identical calls (same tool, arguments and caller) for the rest of this session",
+    });
+    const approveHour = el("button", {
+      type: "button", class: "approve", textContent: "Approve for 1 hour", "data-action": "approve-hour",
+      title: "Also approve identical calls (same tool, arguments and caller) for the next hour",
+    });
     const edit = el("button", { type: "button", textContent: "Edit arguments", "data-action": "edit" });
     const reject = el("button", { type: "button", class: "reject", textContent: "Reject…", "data-action": "reject" });
     const dismiss = el("button", { type: "button", textContent: "Dismiss", "data-action": "dismiss", hidden: true });
-    const buttons = [approve, edit, reject, saveEdit, confirmReject];
+    const buttons = [approve, approveSession, approveHour, edit, reject, saveEdit, confirmReject];
 
     const card = el("article", { class: "card", "data-request-id": req.id, "data-state": "live" }, [
       ...parts,
-      el("div", { class: "actions" }, [approve, edit, reject, dismiss]),
+      el("div", { class: "actions" }, [approve, approveSession, approveHour, edit, reject, dismiss]),
       editPanel,
       rejectPanel,
       message,
@@ -185,6 +194,8 @@
     }
 
     approve.addEventListener("click", () => decide({ type: "approve" }));
+    approveSession.addEventListener("click", () => decide({ type: "approve", scope: "session" }));
+    approveHour.addEventListener("click", () => decide({ type: "approve", ttl_s: 3600 }));
     edit.addEventListener("click", () => {
       editPanel.hidden = !editPanel.hidden;
       rejectPanel.hidden = true;

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,8 @@ class _Binding:
     """One guard bound to one place (a server name, or none) and to the run context lookups."""
 
     def __init__(self, guard: Guard, *, server: str | None, identity: WhoLookup, session: WhoLookup, wrapped: bool):
+        LIVE.add(self)
+        self.serial = next(_SERIALS)  # the newest binding that keeps a name back answers for it (see keeper)
         self.guard = guard
         self.server = server
         self.identity = identity
@@ -171,6 +175,10 @@ class _Binding:
         except Exception:  # never end a run over an audit of a rejection; the SDK's own message stands
             log.exception("could not audit a rejected tool call")
 
+    def keeps_back(self, public: str) -> bool:
+        """Whether this binding keeps the tool the model calls ``public`` from the model (hidden, denied outright)."""
+        return self.raw_names.get(public, public) in self.unlisted
+
     def unlisted_tool(self, name: str, server: Any, agent: Any) -> Any:
         """A FunctionTool for ``name`` if this binding keeps it from the model, else None.
 
@@ -280,6 +288,12 @@ class _Binding:
             return refused.to_json()
         result = await self.guard.arun(tool, args, lambda **kw: invoke(json.dumps(kw)), **who)
         return result.value if result.violation is None else self.guard.violation(result.violation).to_json()
+
+
+#: Every binding alive in this process, to find the guard that keeps a tool back when nothing else ties the call
+#: to it (the SDK's tool_error_formatter is not told the agent; an agent may hold none of a guard's tools).
+LIVE: weakref.WeakSet[_Binding] = weakref.WeakSet()
+_SERIALS = itertools.count()
 
 
 def _out() -> type[ToolGuardrailFunctionOutput]:

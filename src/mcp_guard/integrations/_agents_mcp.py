@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_guard._compat import error_result
 from mcp_guard._errors import require_extra
+from mcp_guard.integrations import _agents_private
 from mcp_guard.integrations._agents_binding import _CALL_KEY, _Binding, _compose_needs_approval, _maybe_await
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ _REPLACED = (
     "tool_input_guardrails",
     "tool_filter",
     "list_tools",
-    "_get_needs_approval_for_tool",
     "call_tool",
     "tool_meta_resolver",
+    *_agents_private.MCP_SERVER_PATCHED,
 )
 
 
@@ -98,18 +99,20 @@ def _install_tool_filter(server: Any, binding: _Binding) -> None:
 def _install_needs_approval(server: Any, binding: _Binding) -> None:
     # The SDK builds each MCP tool's FunctionTool.needs_approval from the server's approval policy, whose
     # callable form cannot see the call's arguments (approve_if needs them). Hook the per-tool factory on
-    # this instance instead; an approval the server itself already requires is kept.
-    original = server._get_needs_approval_for_tool
+    # this instance instead (a private method: see _agents_private); an approval the server itself already
+    # requires is kept.
+    def wrap(original: Any) -> Any:
+        def get_needs_approval(tool: Any, agent: Any) -> Any:
+            existing = original(tool, agent)
+            if binding.guard.approver is not None or existing is True:
+                return existing
+            if not binding.may_need_approval(tool.name, binding.saw_mcp_tool(tool)):
+                return existing
+            return _compose_needs_approval(binding, tool.name, existing if callable(existing) else None)
 
-    def get_needs_approval(tool: Any, agent: Any) -> Any:
-        existing = original(tool, agent)
-        if binding.guard.approver is not None or existing is True:
-            return existing
-        if not binding.may_need_approval(tool.name, binding.saw_mcp_tool(tool)):
-            return existing
-        return _compose_needs_approval(binding, tool.name, existing if callable(existing) else None)
+        return get_needs_approval
 
-    server._get_needs_approval_for_tool = get_needs_approval
+    _agents_private.wrap_mcp_needs_approval(server, wrap)
 
 
 def _install_call_tool(server: Any, binding: _Binding) -> None:

@@ -1,16 +1,15 @@
 """What the Agents SDK adapter reads of the SDK's internals, in one place, so an SDK upgrade touches one file.
 
 Each helper degrades to the documented behaviour when the SDK changes (no run id, the documented prefixed
-tool name, no approval status, no lookup extension with a warning), never to a failed call. The adapter
-itself (:mod:`mcp_guard.integrations.openai_agents`) uses only these and the SDK's public objects.
+tool name, no approval status), never to a failed call. The private SDK functions the adapter *replaces* are
+listed in :mod:`mcp_guard.integrations._agents_private`. The adapter itself
+(:mod:`mcp_guard.integrations.openai_agents`) uses only these two modules and the SDK's public objects.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("mcp_guard")
@@ -90,56 +89,3 @@ def mcp_function_tool(tool: Any, server: Any, agent: Any, name: str) -> Any:
     return MCPUtil.to_function_tool(
         tool, server, bool(config.get("convert_schemas_to_strict", False)), agent, **options
     )
-
-
-_lookup_installed = False
-
-
-def extend_tool_lookup(unlisted: Callable[[Any, list[str]], list[Any]]) -> None:
-    """Let the SDK find tools a guard keeps from the model, when the model calls one anyway (once per process).
-
-    The SDK looks a call up among the tools it showed the model; an unknown name ends the run
-    (``ModelBehaviorError``) unless the run's own ``RunConfig`` says otherwise, and then with the SDK's text
-    and no audit event. Spec section 8 wants the policy's answer and the run to go on. The SDK offers no
-    per-tool hook for this, so the function that resolves a model response's tool calls
-    (``agents.run_internal.turn_resolution.process_model_response``) is wrapped: for calls whose names the
-    shown tools lack, ``unlisted(agent, names)`` returns the tools to add to this lookup only. Responses
-    that call only shown tools go through untouched. On an SDK without that function nothing is wrapped (a
-    warning is logged): hidden tools stay hidden, and a call to one ends the run as the SDK decides.
-    """
-    global _lookup_installed
-    if _lookup_installed:
-        return
-    _lookup_installed = True
-    try:
-        from agents.run_internal import turn_resolution
-
-        original = turn_resolution.process_model_response
-    except (ImportError, AttributeError):
-        log.warning("this openai-agents version has no tool lookup to extend; a call to a hidden tool ends the run")
-        return
-    if getattr(original, "_mcp_guard_original", None) is not None:
-        return
-
-    @functools.wraps(original)
-    def process_model_response(*args: Any, **kwargs: Any) -> Any:
-        try:
-            extra = _missing_tools(unlisted, kwargs.get("agent"), kwargs.get("all_tools"), kwargs.get("response"))
-        except Exception:  # never break the SDK's own path; the call is then unknown, as without a guard
-            log.exception("could not look up tools kept from the model")
-            extra = []
-        if extra:
-            kwargs["all_tools"] = [*kwargs["all_tools"], *extra]
-        return original(*args, **kwargs)
-
-    process_model_response._mcp_guard_original = original  # type: ignore[attr-defined]
-    turn_resolution.process_model_response = process_model_response
-
-
-def _missing_tools(unlisted: Callable[[Any, list[str]], list[Any]], agent: Any, shown: Any, response: Any) -> list[Any]:
-    calls = [o for o in getattr(response, "output", None) or () if getattr(o, "type", None) == "function_call"]
-    if not calls or agent is None:
-        return []
-    names = {getattr(t, "name", None) for t in shown or ()}
-    missing = [c.name for c in calls if c.name not in names and not getattr(c, "namespace", None)]
-    return unlisted(agent, list(dict.fromkeys(missing))) if missing else []

@@ -1,8 +1,10 @@
 """OpenAI Agents SDK adapter: a policy tool input guardrail, guarded function tools, guarded MCP servers.
 
->>> from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_tools, policy_guardrail
->>> server = guard_mcp_server(MCPServerStdio(params=..., name="exchange"), "policy.json")
->>> agent = Agent(name="a", tools=guard_tools([get_quote], "policy.json"), mcp_servers=[server])
+>>> from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_run_config, guard_tools
+>>> guard = Guard("policy.json")
+>>> server = guard_mcp_server(MCPServerStdio(params=..., name="exchange"), guard)
+>>> agent = Agent(name="a", tools=guard_tools([get_quote], guard), mcp_servers=[server])
+>>> result = await Runner.run(agent, "...", run_config=guard_run_config(guard))
 
 How the SDK's hooks are used (this module holds no policy logic; it translates to :class:`~mcp_guard.Guard`):
 
@@ -21,14 +23,19 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
   the model; our ``tool_filter`` / ``is_enabled`` read it there) and the model gets the ``approval_denied``
   JSON; :func:`reject` does the same at once.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
-  MCP servers; left out of the list for function tools). A call to one anyway is answered by the guard
-  (``hidden`` / ``denied``, audited) and the run goes on: see ``_agents_sdk.extend_tool_lookup``.
+  MCP servers; left out of the list for function tools).
+- **Calls of tools the model was not shown** (kept back, or no tool of that name): answered by a guard with the
+  policy JSON (``hidden`` / ``denied``, audited) and the run goes on (spec section 10). Public first:
+  :func:`guard_run_config` gives ``Runner.run`` a ``RunConfig`` whose ``tool_not_found_behavior`` and
+  ``tool_error_formatter`` do it. A run without it is served by a private fallback for agents tied to a guard
+  (``_agents_private.extend_tool_lookup``); see :mod:`mcp_guard.integrations._agents_unknown`.
 
 Known limits (the SDK decides these, not us): a tool wired to the SDK's approval flow whose arguments are
 not a JSON object is held for a human first (the SDK cannot hand such arguments to ``needs_approval``), and
 is refused with ``invalid_arguments`` after approval; a call our guardrail admitted that the SDK then never
 starts (its task cancelled) keeps its reserved quota until the window passes and writes no audit event.
-What this module reads of the SDK's internals lives in :mod:`mcp_guard.integrations._agents_sdk`.
+What this module reads of the SDK's internals lives in :mod:`mcp_guard.integrations._agents_sdk`; the private
+SDK functions it replaces, and why, are listed in :mod:`mcp_guard.integrations._agents_private`.
 
 Identity and session come from the run context (``Runner.run(..., context=...)``): a ``user_id`` /
 ``session_id`` key of a mapping or attribute of an object, unless ``identity=`` / ``session=`` is a string or
@@ -37,9 +44,10 @@ a callable taking that context.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mcp_guard._adapt import WhoLookup, parse_args
@@ -50,7 +58,7 @@ from mcp_guard._guard import PolicySource, ToolCall
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 
 # The private modules below ask for the extra the same way (their imports need the SDK).
-from mcp_guard.integrations import _agents_mcp, _agents_sdk  # noqa: E402
+from mcp_guard.integrations import _agents_mcp, _agents_private, _agents_unknown  # noqa: E402
 from mcp_guard.integrations._agents_binding import (  # noqa: E402
     _annotations_of,
     _Binding,
@@ -62,10 +70,10 @@ from mcp_guard.integrations._agents_binding import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from agents import FunctionTool, ToolInputGuardrail
+    from agents import FunctionTool, RunConfig, ToolInputGuardrail
     from agents.mcp import MCPServer
 
-__all__ = ["guard_mcp_server", "guard_tools", "policy_guardrail", "reject", "unguard_mcp_server"]
+__all__ = ["guard_mcp_server", "guard_run_config", "guard_tools", "policy_guardrail", "reject", "unguard_mcp_server"]
 
 
 # -- public API --------------------------------------------------------------------------------------------
@@ -93,6 +101,7 @@ def policy_guardrail(
     """
     guard = _build_guard(policy_or_guard, approver, guard_options)
     binding = _Binding(guard, server=server, identity=identity, session=session, wrapped=False)
+    _agents_private.extend_tool_lookup(_not_shown_tools)
     return _make_guardrail(binding, "mcp_guard_policy")
 
 
@@ -112,11 +121,13 @@ def guard_tools(
     that runs the admitted arguments and gives quota back when the tool fails. With no ``approver``, tools
     whose rule can require approval pause the run through the SDK (``needs_approval``). Tools of other
     kinds (hosted tools, computer, shell) are returned unchanged: the SDK offers no input guardrail for them.
+    Give the agent the returned list itself (or a copy): when every tool was kept back it is empty, and still
+    ties the agent to the guard, for calls the model makes to tools it was not shown (:func:`guard_run_config`).
     """
     guard = _build_guard(policy_or_guard, approver, guard_options)
     binding = _Binding(guard, server=server, identity=identity, session=session, wrapped=True)
     guardrail = _make_guardrail(binding, "mcp_guard_policy")
-    guarded: list[Any] = []
+    guarded = _GuardedTools((), binding)
     for tool in tools:
         if not isinstance(tool, _agents.FunctionTool):
             guarded.append(tool)
@@ -136,8 +147,25 @@ def guard_tools(
         else:
             # Kept from the model, but a call to it is answered by the guard (hidden / denied), not the SDK.
             binding.unlisted[tool.name] = wrapped
-    _agents_sdk.extend_tool_lookup(_unlisted_tools)
+    _agents_private.extend_tool_lookup(_not_shown_tools)
     return guarded
+
+
+class _GuardedTools(list[Any]):
+    """What :func:`guard_tools` returns: a plain list that also names its guard, so that an agent given it is tied
+    to the guard even when every tool was kept back (then nothing else on the agent is ours, and a call to an
+    unknown name could not be answered by the fallback: see ``_not_shown_tools``). Copies keep the tie; a new
+    list built from it (``[*tools, other]``) does not, which matters only when every tool was kept back."""
+
+    def __init__(self, items: Iterable[Any], binding: _Binding) -> None:
+        super().__init__(items)
+        self.mcp_guard_binding = binding
+
+    def __copy__(self) -> _GuardedTools:
+        return _GuardedTools(self, self.mcp_guard_binding)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _GuardedTools:
+        return _GuardedTools(copy.deepcopy(list(self), memo), self.mcp_guard_binding)  # the guard is shared
 
 
 def _guard_function_tool(
@@ -208,7 +236,7 @@ def guard_mcp_server(
     binding = _Binding(guard, server=server.name, identity=identity, session=session, wrapped=True)
     guardrail = _make_guardrail(binding, f"mcp_guard_policy[{server.name}]")
     _agents_mcp.install(server, binding, guardrail)
-    _agents_sdk.extend_tool_lookup(_unlisted_tools)
+    _agents_private.extend_tool_lookup(_not_shown_tools)
     return server
 
 
@@ -216,6 +244,48 @@ def unguard_mcp_server(server: MCPServer) -> MCPServer:
     """Undo :func:`guard_mcp_server` on ``server`` (a no-op for a server that is not guarded); returns it."""
     _agents_mcp.uninstall(server)
     return server
+
+
+def guard_run_config(
+    policy_or_guard: PolicySource,
+    run_config: RunConfig | None = None,
+    *,
+    identity: WhoLookup = None,
+    session: WhoLookup = None,
+    **guard_options: Any,
+) -> RunConfig:
+    """A ``RunConfig`` under which a model's call to a tool it was not shown gets the policy JSON, not a dead run.
+
+    ``Runner.run(agent, input, run_config=guard_run_config(guard))`` (also ``run_sync``, ``run_streamed``, and when
+    resuming from a ``RunState``). With ``run_config``, a copy of it (the original is untouched). It sets the SDK's
+    public hooks: ``tool_not_found_behavior="return_error_to_model"`` and a ``tool_error_formatter`` that answers
+    a call of a name no shown tool has, and writes that call's one audit event:
+
+    - a tool a guard keeps back (:func:`guard_tools`, :func:`guard_mcp_server`): that guard's decision (``hidden``
+      / ``denied``), for the server it was kept back for. Pass the same :class:`~mcp_guard.Guard` here as to the
+      adapters; a tool kept back by another guard is answered by that guard, into its audit;
+    - any other name: the policy's refusal if it refuses that name outright, else code ``hidden`` with the reason
+      "no tool named ... is available to this agent" (no rule: the tool does not exist).
+
+    The formatter's other kinds (``approval_rejected``, ``tool_exception``) go to the formatter ``run_config``
+    had, else to the SDK's text. The SDK tells the formatter the tool's name and call id but not the arguments,
+    so these events record none; and it cannot raise, so ``on_violation="raise"`` does not apply here.
+
+    Without this ``RunConfig`` the adapters still answer such calls, through a private fallback
+    (``_agents_private``) that needs a guard tied to the agent; with it, nothing private is involved.
+    """
+    guard = _build_guard(policy_or_guard, None, guard_options)
+    binding = _Binding(guard, server=None, identity=identity, session=session, wrapped=False)
+    base = run_config if run_config is not None else _agents.RunConfig()
+    delegate = base.tool_error_formatter
+    if isinstance(delegate, _agents_unknown.UnknownToolFormatter):  # guarded twice: the user's formatter, once
+        delegate = delegate.delegate
+    guarded: RunConfig = dataclasses.replace(
+        base,
+        tool_not_found_behavior="return_error_to_model",
+        tool_error_formatter=_agents_unknown.UnknownToolFormatter(binding, delegate),
+    )
+    return guarded
 
 
 def reject(state: Any, item: Any, reason: str | None = None, *, always: bool = False) -> None:
@@ -254,23 +324,37 @@ def _guarded(agent: Any) -> Iterator[tuple[_Binding, Any, Any]]:
         state = getattr(server, "__dict__", {}).get("_mcp_guard")
         if state is not None:
             yield state[0], server, None
-    for tool in getattr(agent, "tools", None) or ():
+    tools = getattr(agent, "tools", None)
+    tied = getattr(tools, "mcp_guard_binding", None)
+    if isinstance(tied, _Binding):  # guard_tools' list, perhaps with every tool kept back (so empty)
+        yield tied, None, None
+    for tool in tools or ():
         for guardrail in getattr(tool, "tool_input_guardrails", None) or ():
             owner = getattr(getattr(guardrail, "guardrail_function", None), "__self__", None)
             if isinstance(owner, _Binding):
                 yield owner, None, tool
 
 
-def _unlisted_tools(agent: Any, names: list[str]) -> list[Any]:
-    """Tools the agent's guards keep from the model, for the calls to ``names`` the SDK cannot find."""
-    owners = list({id(b): (b, s) for b, s, _ in _guarded(agent) if b.wrapped}.values())
+def _not_shown_tools(agent: Any, names: list[str]) -> list[Any]:
+    """Tools to resolve calls of ``names``, which the SDK found among no tool shown to ``agent`` (the fallback for
+    runs without :func:`guard_run_config`; see ``_agents_private.extend_tool_lookup``).
+
+    A tool one of the agent's guards keeps back is its guarded self (its guardrail refuses the call, or admits it
+    if a reload has since allowed it). Any other name gets a tool that only refuses: through a guard that keeps a
+    tool of that name back (one not tied to this agent, e.g. a guard_tools list rebuilt into another list), else
+    through the agent's first guard as an unknown tool. An agent no guard is tied to gets nothing for a name no
+    guard keeps back: the SDK decides, as it would without mcp-guard.
+    """
+    owners = list({id(b): (b, s) for b, s, _ in _guarded(agent)}.values())
+    prefer = owners[0][0].guard if owners else None
     extra: list[Any] = []
     for name in names:
-        for binding, server in owners:
-            tool = binding.unlisted_tool(name, server, agent)
-            if tool is not None:
-                extra.append(tool)
-                break
+        tool = next((t for b, s in owners if b.wrapped and (t := b.unlisted_tool(name, s, agent)) is not None), None)
+        if tool is None:
+            binding = _agents_unknown.keeper(name, prefer) or (owners[0][0] if owners else None)
+            tool = _agents_unknown.refusing_tool(binding, name) if binding is not None else None
+        if tool is not None:
+            extra.append(tool)
     return extra
 
 
