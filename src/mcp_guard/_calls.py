@@ -37,6 +37,10 @@ class ToolCall(NamedTuple):
     """The framework's id for this tool call (LangChain ``tool_call_id``, Agents SDK ``call_id``)."""
     run_id: str | None = None
     """The framework's run or thread id, where it has one."""
+    context: Any = None
+    """The framework's context object (LangChain runtime context, Agents SDK run context), for ``context.*``."""
+    claims: Mapping[str, Any] | None = None
+    """A verified token's claims (the proxy's JWT front), for ``claims.*``."""
 
     def with_args(self, args: Mapping[str, Any]) -> ToolCall:
         return self._replace(args=args)
@@ -52,6 +56,8 @@ class CallKeywords(TypedDict, total=False):
     tool_schema: Any
     call_id: str | None
     run_id: str | None
+    context: Any
+    claims: Mapping[str, Any] | None
 
 
 class AdmitKeywords(CallKeywords, total=False):
@@ -76,12 +82,26 @@ def new_call(
     tool_schema: Any = None,
     call_id: str | None = None,
     run_id: str | None = None,
+    context: Any = None,
+    claims: Mapping[str, Any] | None = None,
 ) -> ToolCall:
     """A :class:`ToolCall` from an entry point's arguments (an unknown keyword is a TypeError, as it was)."""
     # tuple.__new__ skips the named tuple's generated __new__ (argument parsing), 3x faster on this path.
     return tuple.__new__(
         ToolCall,
-        (tool, {} if args is None else args, server, identity, session, annotations, tool_schema, call_id, run_id),
+        (
+            tool,
+            {} if args is None else args,
+            server,
+            identity,
+            session,
+            annotations,
+            tool_schema,
+            call_id,
+            run_id,
+            context,
+            claims,
+        ),
     )
 
 

@@ -284,6 +284,8 @@ def _evaluate(
     call_args: Mapping[str, Any] | None,
     annotations: Mapping[str, Any] | None,
     view: Any = None,
+    context: Mapping[str, Any] | None = None,
+    claims: Mapping[str, Any] | None = None,
 ) -> Decision:
     """What a Guard decides at steps 1-3: NaN or Infinity anywhere in the arguments (``1e400`` reads as inf) is
     refused before any rule, as the Guard does; ``Policy.evaluate`` alone checks only where a rule reads them."""
@@ -304,6 +306,8 @@ def _evaluate(
         session=args.session,
         annotations=annotations,
         session_view=view,
+        context=context,
+        claims=claims,
     )
 
 
@@ -331,6 +335,8 @@ def _add_explain(subparsers: Any) -> argparse.ArgumentParser:
         help="the session so far (JSON or YAML list): {user: TEXT} items and earlier calls "
         "{tool, args, server, annotations, result}, replayed through the policy before this call",
     )
+    parser.add_argument("--context", metavar="JSON", help="the framework's context as JSON (context.* conditions)")
+    parser.add_argument("--claims", metavar="JSON", help="a token's claims as JSON (claims.* conditions)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     return parser
 
@@ -482,11 +488,12 @@ def _run_explain(args: argparse.Namespace) -> int:
     """
     call_args = _json_arg(args.args, "args")
     annotations = _json_arg(args.annotations, "annotations")
+    context, claims = _json_arg(args.context, "context"), _json_arg(args.claims, "claims")
     policy = _load(args.file)
     if isinstance(policy, int):
         return policy
     view = _session_view(policy, args.history, args.user) if args.history or args.user else None
-    decision = _evaluate(policy, args, call_args, annotations, view)
+    decision = _evaluate(policy, args, call_args, annotations, view, context, claims)
     info = explain_dict(policy, decision)
     if args.json:
         print(json.dumps(info, ensure_ascii=False, indent=2))

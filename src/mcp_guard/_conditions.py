@@ -11,6 +11,8 @@ number (``1`` and ``1.0`` are the same number).
 
 * A path that is simply absent makes every comparison false (so ``require`` fails and ``deny_if`` does not
   fire), except ``exists: false``, which holds.
+* A path that reads the caller (``identity``, ``claims.*``, ``context.*``) and finds nothing refuses the call
+  with code ``identity_required``, whatever the operator (see :mod:`mcp_guard._caller`).
 * A value whose JSON type does not fit the check (``gt`` against a string, ``eq: true`` against ``"true"``,
   ``in: [50, 100]`` against ``"100"``, NaN or Infinity against anything), or a path that runs through
   something that is not an object (``args.order.qty`` when ``order`` is a JSON string), resolves to the
@@ -35,6 +37,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Final, Literal
 
+from mcp_guard._caller import CallerMissing, caller_getter, check_caller_path, reads_caller, reads_caller_object
 from mcp_guard._matching import glob_matcher, parse_pattern, pointer_escape
 from mcp_guard._session import EMPTY_VIEW, SessionView, leaves, secret_in
 from mcp_guard._suggest import did_you_mean
@@ -276,9 +279,11 @@ def check_path(path: object, where: str = "call") -> str | None:
         return None
     if path.startswith("args.") and all(path[5:].split(".")):
         return None
+    if check_caller_path(path):
+        return None
     return (
         f"{path!r} is not a condition path; allowed: args.<name>[.<name>...], identity, session, server, tool, "
-        + ", ".join(SESSION_PATHS)
+        "claims.<name>[.<name>...], context.<name>[.<name>...], " + ", ".join(SESSION_PATHS)
     )
 
 
@@ -457,6 +462,10 @@ def _value_reader(path: str) -> Callable[[Mapping[str, Any], str | None, str | N
         return lambda a, i, s, v, t: MISSING if v is None else v
     if path == "tool":
         return lambda a, i, s, v, t: t
+    if reads_caller_object(path):
+        # Caller checks are given the caller view (``{"context": ..., "claims": ...}``) in place of the args.
+        read = caller_getter(path, MISSING, THROUGH)
+        return lambda a, i, s, v, t: read(a)
     read = args_getter(path)
     return lambda a, i, s, v, t: read(a)
 
@@ -587,15 +596,17 @@ def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
             absent = f"{path} is required but missing" if want else f"{path} must not be given"
         else:
             absent = f"{kind} {path} {'exists' if want else 'is missing'}"
+        # A refusal for a missing caller value says so (identity_required); an approve_if asks as written.
+        unknown = CallerMissing(absent) if reads_caller(path) and kind != "approve_if" else absent
 
         def exists(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
             value = get(a, i, s, v, t)
             if value is THROUGH:
                 return through
             holds = (value is not MISSING) is want
-            if kind == "require":
-                return None if holds else absent
-            return absent if holds else None
+            if holds is (kind == "require"):
+                return None
+            return unknown if value is MISSING else absent
 
         return exists
 
@@ -626,6 +637,13 @@ def compile_check(path: str, op: str, expected: object, kind: Kind) -> Check:
             ),
         )
         passes = False
+    if reads_caller(path):
+        # Without the caller's value no operator can decide, and an unknown caller is never waved through.
+        reasons.missing = CallerMissing(
+            f"{path} is missing (required: {sym} {exp})"
+            if kind == "require"
+            else f"{kind} {path} {sym} {exp} cannot be decided: {path} is missing"
+        )
 
     def check(a: Mapping[str, Any], i: str | None, s: str | None, v: str | None, t: str) -> str | None:
         value = get(a, i, s, v, t)

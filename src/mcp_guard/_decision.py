@@ -99,8 +99,9 @@ _HINTS: dict[str, str] = {
     "that value; use values the user gave, or ask the user.",
     "secret_egress": "The arguments hold a secret this session saw. Do not send it; leave it out or ask the user.",
     "result_withheld": "{tool} ran, but the policy withholds its result. Do not call it again for this; tell the user.",
-    "tool_changed": "{tool} changed since it was approved for use. Do not call it; tell the user.",
-    "identity_required": "This call needs to know who is calling, and that is missing. Do not retry; tell the user.",
+    "tool_changed": "{tool} is not the tool that was reviewed. Do not retry it; tell the user it needs review.",
+    "identity_required": "{tool} needs to know who is calling, and this call did not say. Do not retry it; tell "
+    "the user to sign in or run it with their identity.",
 }
 
 

@@ -189,7 +189,9 @@ class Guard(Pipeline):
         For a pre-flight look (e.g. before pausing for a human); it does not admit the call: a later
         :meth:`admit` may still be refused if other callers take the budget meanwhile. Every entry point
         takes the keywords ``server``, ``identity``, ``session``, ``annotations``, ``tool_schema``,
-        ``call_id`` (the framework's tool-call id) and ``run_id`` (its run or thread id).
+        ``call_id`` (the framework's tool-call id), ``run_id`` (its run or thread id), ``context`` (the
+        framework's context object, for ``context.*`` conditions) and ``claims`` (a verified token's claims,
+        for ``claims.*``).
         """
         return self._drive(self._check_steps(new_call(tool, args, **call)))
 

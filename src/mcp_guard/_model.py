@@ -389,7 +389,7 @@ ClassT = Annotated[RiskClass, _Checked(_v_class)]
 RedactT = Annotated[str, _Checked(_v_redact_path)]
 _COND_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "propertyNames": {"pattern": r"^(args\..+|identity|session|server|tool)$"},
+    "propertyNames": {"pattern": r"^(args\..+|identity|session|server|tool|claims\..+|context\..+)$"},
     "additionalProperties": {
         "type": "object",
         "propertyNames": {"enum": list(OPERATORS)},

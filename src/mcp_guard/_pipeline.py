@@ -207,6 +207,8 @@ class Pipeline:
                 session=call.session,
                 annotations=call.annotations,
                 session_view=view,
+                context=call.context,
+                claims=call.claims,
             )
             if decision.redact and decision.reason is not None:
                 # A reason may quote the argument that failed a check: never a redacted one (spec section 8).

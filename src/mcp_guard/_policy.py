@@ -19,9 +19,11 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from mcp_guard._argcheck import non_finite_path
+from mcp_guard._caller import CallerMissing, caller_view, reads_caller_object
 from mcp_guard._conditions import (
     MISSING,
     THROUGH,
@@ -57,6 +59,7 @@ from mcp_guard._model import (
 from mcp_guard._results import ResultRule, compile_result_rules
 from mcp_guard._session import EMPTY_VIEW, SessionView, Trust
 
+_NO_CALLER: Mapping[str, Any] = MappingProxyType({})  # the caller view of a plan without caller checks
 _STRICTNESS = {"allow": 0, "require_approval": 1, "deny": 2}
 _CACHE_MAX = 10_000  # resolutions memoised per policy; names are model-supplied, so the memo is bounded
 _CALLER_CACHE_MAX = 1_024  # per-rule decisions memoised per (identity, session)
@@ -171,6 +174,8 @@ class _Rule:
     results: Trust | None = None  # the rule's trust label for what its tools return
     result_rules: tuple[ResultRule, ...] = ()
     needs: frozenset[str] = frozenset()  # session memory parts its checks read: texts, calls, secrets
+    # Checks that read claims.* / context.*: given the caller view in place of the arguments.
+    caller: tuple[tuple[Kind, str, Check], ...] = ()
 
 
 def _window_s(window: float | str) -> float:
@@ -188,8 +193,9 @@ def _compile_rule(
 ) -> _Rule:
     redact = tuple(rule.redact)
 
-    def conds(block: Conditions, kind: Kind) -> tuple[tuple[str, Check], ...]:
-        return compile_conditions(block, kind, f"{ptr}/{kind}")
+    def conds(block: Conditions, kind: Kind, caller: bool = False) -> tuple[tuple[str, Check], ...]:
+        part = {p: ops for p, ops in block.items() if reads_caller_object(p) is caller}
+        return compile_conditions(part, kind, f"{ptr}/{kind}")
 
     limits: list[_LimitSpec] = []
     for i, lim in enumerate(rule.limits):
@@ -232,6 +238,9 @@ def _compile_rule(
         results=getattr(rule, "results", None),
         result_rules=compile_result_rules(rule.result, f"{ptr}/result") if rule.result is not None else (),
         needs=frozenset(needs),
+        caller=tuple(("require", p, c) for p, c in conds(rule.require, "require", caller=True))
+        + tuple(("deny_if", p, c) for p, c in conds(rule.deny_if, "deny_if", caller=True))
+        + tuple(("approve_if", p, c) for p, c in conds(rule.approve_if, "approve_if", caller=True)),
     )
 
 
@@ -296,6 +305,9 @@ class _Plan:
     vchecks: tuple[tuple[str, ViewCheck, Code, dict[str, Decision]], ...] = ()
     vapprove_if: tuple[tuple[str, ViewCheck, _Rule], ...] = ()
     result_rules: tuple[ResultRule, ...] = ()  # all_tools' and the matched rules' result blocks
+    # Checks that read claims.* / context.* (run with the caller view in place of the arguments), as above.
+    cchecks: tuple[tuple[str, Check, Code, dict[str, Decision]], ...] = ()
+    capprove_if: tuple[tuple[str, Check, _Rule], ...] = ()
 
 
 class Policy:
@@ -626,10 +638,21 @@ class Policy:
             + tuple((p, c, typing.cast(Code, code or "denied"), {}) for r in rules for p, c, code in r.vdeny_if),
             vapprove_if=tuple((p, c, r) for r in rules for p, c, _ in r.vapprove_if),
             result_rules=tuple(rr for r in rules for rr in r.result_rules),
+            cchecks=tuple((p, c, "requirement_failed", {}) for r in rules for k, p, c in r.caller if k == "require")
+            + tuple((p, c, "denied", {}) for r in rules for k, p, c in r.caller if k == "deny_if"),
+            capprove_if=tuple((p, c, r) for r in rules for k, p, c in r.caller if k == "approve_if"),
         )
         plan.reads_args = bool(plan.schemas) or per_args or any(r.reads_args for r in rules)
-        # A plan whose checks read the session takes the full path (never the memoised fast ones).
-        plan.checks_only = not (plan.schemas or plan.approve_if or plan.per_args or plan.vchecks or plan.vapprove_if)
+        # A plan whose checks read the session or the caller takes the full path (never the memoised fast ones).
+        plan.checks_only = not (
+            plan.schemas
+            or plan.approve_if
+            or plan.per_args
+            or plan.vchecks
+            or plan.vapprove_if
+            or plan.cchecks
+            or plan.capprove_if
+        )
         plan.constant = plan.checks_only and not (plan.checks or plan.per_caller)
         return plan
 
@@ -654,13 +677,17 @@ class Policy:
         session: str | None = None,
         annotations: Mapping[str, Any] | None = None,
         session_view: SessionView | None = None,
+        context: Any = None,
+        claims: Mapping[str, Any] | None = None,
     ) -> Decision:
         """The decision for one call: steps 1-3 of the spec, and the limits the call would be charged.
 
         Pure: no I/O, no clock, no callbacks; the same inputs always give the same decision. It does not
         check or count the limits (the :class:`~mcp_guard.Guard` does that with a store). ``session_view`` is
         what the session has seen and done (:class:`~mcp_guard.SessionView`), for provenance (``from``),
-        ``session.*`` paths and ``no_secrets``; without one the session has seen nothing.
+        ``session.*`` paths and ``no_secrets``; without one the session has seen nothing. ``context`` (the
+        framework's context object) and ``claims`` (a verified token's claims) are what ``context.*`` and
+        ``claims.*`` conditions read; they are read as data, never called.
         """
         rc = risk_class(annotations) if annotations else None
         plan = self._cache.get((server, tool, rc))
@@ -690,7 +717,9 @@ class Policy:
                 return mine
         if plan.kind != "run":
             return plan.decision  # hidden or denied, called with arguments that are not a dict
-        return self._run(plan, args, identity, session, EMPTY_VIEW if session_view is None else session_view)
+        return self._run(
+            plan, args, identity, session, EMPTY_VIEW if session_view is None else session_view, context, claims
+        )
 
     def _redact_for(
         self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None
@@ -709,10 +738,15 @@ class Policy:
         The rule that owns the check refuses the call, so its own ``reason`` (the text the model sees when this
         rule denies) leads, and the check follows in brackets: the author's words say what the rule is for, the
         check says which of its conditions this call broke. Built once per (check, reason); never on the hot path.
+        A check that reads the caller (``claims.*``, ``context.*``, ``identity``) who did not say refuses with
+        ``identity_required`` instead.
         """
-        owner = next((r for r in plan.rules if rule.startswith(r.pointer + "/")), None)
-        if owner is not None and owner.reason:
-            reason = f"{owner.reason} ({reason})"
+        if isinstance(reason, CallerMissing):  # the check reads the caller, who did not say (spec section 11)
+            code, reason = "identity_required", str(reason)
+        else:
+            owner = next((r for r in plan.rules if rule.startswith(r.pointer + "/")), None)
+            if owner is not None and owner.reason:
+                reason = f"{owner.reason} ({reason})"
         refusal = self._refusal(plan, code, rule, reason)
         if len(refusals) < _REFUSALS_MAX:
             refusals[reason] = refusal
@@ -749,7 +783,14 @@ class Policy:
         )
 
     def _run(
-        self, plan: _Plan, args: object, identity: str | None, session: str | None, view: SessionView = EMPTY_VIEW
+        self,
+        plan: _Plan,
+        args: object,
+        identity: str | None,
+        session: str | None,
+        view: SessionView = EMPTY_VIEW,
+        context: Any = None,
+        claims: Mapping[str, Any] | None = None,
     ) -> Decision:
         tool, server = plan.tool, plan.server
         if args is None:
@@ -778,6 +819,11 @@ class Policy:
             why = vcheck(args, identity, session, server, tool, view)
             if why is not None:
                 return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
+        caller = caller_view(context, claims) if plan.cchecks or plan.capprove_if else _NO_CALLER
+        for ptr, check, code, refusals in plan.cchecks:
+            why = check(caller, identity, session, server, tool)
+            if why is not None:
+                return refusals.get(why) or self._check_refusal(plan, ptr, code, refusals, why)
         decision = plan.decision
         main = plan.deciding_rule or self._default_rule
         if plan.per_args:
@@ -803,15 +849,21 @@ class Policy:
             for ptr, check, owner in plan.approve_if:
                 why = check(args, identity, session, server, tool)
                 if why is not None:
-                    return self._ask(decision, ptr, why, owner, main)
+                    return self._held(plan, decision, ptr, why, owner, main)
             for ptr, vcheck, owner in plan.vapprove_if:
                 why = vcheck(args, identity, session, server, tool, view)
                 if why is not None:
-                    return self._ask(decision, ptr, why, owner, main)
+                    return self._held(plan, decision, ptr, why, owner, main)
+            for ptr, check, owner in plan.capprove_if:
+                why = check(caller, identity, session, server, tool)
+                if why is not None:
+                    return self._held(plan, decision, ptr, why, owner, main)
         return decision
 
-    @staticmethod
-    def _ask(decision: Decision, rule: str, reason: str, owner: _Rule, main: _Rule) -> Decision:
+    def _held(self, plan: _Plan, decision: Decision, rule: str, reason: str, owner: _Rule, main: _Rule) -> Decision:
+        """An ``approve_if`` that fired: the call is held for a human, unless the caller is unknown."""
+        if isinstance(reason, CallerMissing):  # no human is asked on behalf of a caller who did not say who
+            return self._refusal(plan, "identity_required", rule, str(reason))
         return decision.replace(
             action="require_approval",
             rule=rule,
@@ -839,7 +891,10 @@ class Policy:
         rc = risk_class(annotations) if annotations else None
         plan = self._plan(tool, server, rc)
         return plan.kind == "run" and (
-            plan.decision.action == "require_approval" or bool(plan.approve_if) or bool(plan.vapprove_if)
+            plan.decision.action == "require_approval"
+            or bool(plan.approve_if)
+            or bool(plan.vapprove_if)
+            or bool(plan.capprove_if)
         )
 
     # -- the session (spec section 11) ----------------------------------------------------------------------

@@ -119,6 +119,8 @@ class Step(_Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="the call's arguments")
     identity: str | None = None
     session: str | None = None
+    context: dict[str, Any] | None = Field(None, description="the framework's context object, for context.*")
+    claims: dict[str, Any] | None = Field(None, description="a verified token's claims, for claims.*")
     annotations: dict[str, Any] | None = Field(None, description="MCP tool annotations (risk class)")
     repeat: int = Field(1, ge=1, le=100_000, description="make this many calls; expect is checked on the last")
     advance_s: float = Field(0, ge=0, le=MAX_ADVANCE_S, allow_inf_nan=False, description=_ADVANCE_HELP)
@@ -150,6 +152,8 @@ class Case(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     identity: str | None = None
     session: str | None = None
+    context: dict[str, Any] | None = None
+    claims: dict[str, Any] | None = None
     annotations: dict[str, Any] | None = None
     repeat: int = Field(1, ge=1, le=100_000)
     advance_s: float = Field(0, ge=0, le=MAX_ADVANCE_S, allow_inf_nan=False)
@@ -316,6 +320,8 @@ def run_case(policy: Policy, case: Case, file: str) -> list[Result]:
                 session=step.session,
                 annotations=step.annotations,
                 run_id=run_id,
+                context=step.context,
+                claims=step.claims,
             )
         event = sink.events[-1]
         got = {"action": event.get("decision"), "code": event.get("code"), "rule": event.get("rule")}

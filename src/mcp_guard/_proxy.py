@@ -45,6 +45,7 @@ from mcp_guard._cli_common import (
     load_policy,
 )
 from mcp_guard._errors import MissingExtraError, require_extra
+from mcp_guard._proxy_jwt import add_jwt_options, jwt_configured, verifier_from_args
 
 #: How long the HTTP front waits for its upstream to answer ``initialize`` before giving up (exit 2).
 UPSTREAM_START_TIMEOUT_S = 60.0
@@ -87,6 +88,7 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="seconds to wait for an approval before refusing (default 300)",
     )
     _add_identity_options(parser)
+    add_jwt_options(parser)
     parser.add_argument("--upstream", metavar="URL", help="a streamable-HTTP MCP server to forward to")
     parser.add_argument("--listen", metavar="HOST:PORT", help="serve streamable HTTP at http://HOST:PORT/mcp")
     _add_front_options(parser)
@@ -150,7 +152,12 @@ def _listen(text: str) -> tuple[str, int]:
 
 #: Each way to check a bearer token, as (flag, attribute of the parsed arguments). An identity read from a
 #: bearer token needs exactly one (section 10); JWT keys (section 11, ``--jwt-keys``) join this list.
-BEARER_CHECKS = (("--tokens", "tokens"), ("--trust-any-bearer", "trust_any_bearer"))
+BEARER_CHECKS = (
+    ("--tokens", "tokens"),
+    ("--trust-any-bearer", "trust_any_bearer"),
+    ("--jwt-keys", "jwt_keys"),
+    ("--jwt-secret", "jwt_secret"),
+)
 
 
 def _check_bearer_options(args: argparse.Namespace) -> None:
@@ -210,6 +217,7 @@ def run_proxy(args: argparse.Namespace) -> int:
         command = command[1:]
     if bool(command) == bool(args.upstream):
         raise SystemExit("mcp-guard proxy: give the upstream as either -- CMD ARGS... or --upstream URL")
+    args.jwt = verifier_from_args(args) if jwt_configured(args) else None  # keys read (and checked) up front
     per_request = args.identity_from is not None or args.identity_header is not None
     if per_request and not args.listen:
         raise SystemExit("mcp-guard proxy: --identity-from and --identity-header need --listen (HTTP)")
@@ -277,7 +285,12 @@ def run_proxy(args: argparse.Namespace) -> int:
 
     upstream = args.upstream or command
     identity_of, identity = _identity(args, tokens)
-    proxy = GuardProxy(guard, upstream, server_name=args.server_name, identity=identity)
+    gate = claims = None
+    if args.jwt is not None:  # identity and claims from each request's verified bearer JWT
+        from mcp_guard._proxy_jwt import JwtGate, caller_claims
+
+        gate, claims = JwtGate(args.jwt), caller_claims
+    proxy = GuardProxy(guard, upstream, server_name=args.server_name, identity=identity, claims=claims)
     # What the SDK logs while the upstream starts (a traceback per line of a server that is not JSON-RPC) is
     # held back and folded into the one line that says the upstream failed.
     starting = HeldLogs()
@@ -290,7 +303,7 @@ def run_proxy(args: argparse.Namespace) -> int:
                 anyio.run(_probe, proxy)
             from mcp_guard._proxy_http import serve_http
 
-            anyio.run(serve_http, proxy, sock, door, identity_of)
+            anyio.run(serve_http, proxy, sock, door, identity_of, gate)
     except Exception as exc:
         if not proxy.connected:
             guard.close()
@@ -321,6 +334,10 @@ def _can_relay() -> bool:
 
 def _identity(args: argparse.Namespace, tokens: Mapping[str, str] | None) -> tuple[Any, Any]:
     """(the HTTP front's identity reader or None, the proxy's identity: fixed, or read from each request)."""
+    if args.jwt is not None:  # checked by the JWT gate before the request reaches the SDK
+        from mcp_guard._proxy_jwt import caller_identity
+
+        return None, caller_identity
     if args.identity_from is None and args.identity_header is None:
         return None, args.identity
     from mcp_guard._proxy_http import identity_reader, request_identity

@@ -127,12 +127,18 @@ def request_identity(
     return of
 
 
-def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor) -> Starlette:
+def asgi_app(
+    proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor, gate: Any = None
+) -> Starlette:
     """The proxy as an ASGI application serving MCP at ``/mcp``, behind ``door``'s Host/Origin check.
 
+    ``gate`` wraps the endpoint, to refuse requests before the SDK sees them (the JWT front's ``JwtGate``).
     Call :meth:`GuardProxy.probe` first.
     """
     manager = StreamableHTTPSessionManager(app=proxy.server)
+    endpoint: Any = _Endpoint(manager, identity_of)
+    if gate is not None:
+        endpoint = gate(endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -140,7 +146,7 @@ def asgi_app(proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, 
             yield
 
     return Starlette(
-        routes=[Route("/mcp", endpoint=_Endpoint(manager, identity_of))],
+        routes=[Route("/mcp", endpoint=endpoint)],
         middleware=[Middleware(FrontDoorMiddleware, door=door)],
         lifespan=lifespan,
     )
@@ -179,7 +185,11 @@ def quiet_disconnects() -> None:
 
 
 async def serve_http(
-    proxy: GuardProxy, sock: socket.socket, door: FrontDoor, identity_of: IdentityFromHeaders | None = None
+    proxy: GuardProxy,
+    sock: socket.socket,
+    door: FrontDoor,
+    identity_of: IdentityFromHeaders | None = None,
+    gate: Any = None,
 ) -> None:
     """Connect to the upstream once (fail early if it is down), then serve on ``sock`` until SIGINT/SIGTERM.
 
@@ -190,7 +200,7 @@ async def serve_http(
         await proxy.probe()
         quiet_disconnects()
         config = uvicorn.Config(
-            asgi_app(proxy, identity_of, door=door),
+            asgi_app(proxy, identity_of, door=door, gate=gate),
             log_level="warning",
             log_config=None,  # uvicorn's records go to the CLI's one-line handler, not its own formatter
             lifespan="on",

@@ -29,7 +29,7 @@ import os
 import sys
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -134,7 +134,8 @@ class GuardProxy:
     ``upstream``: a command line (started over stdio, with this process's environment) or a streamable-HTTP
     URL. ``server_name``: the server name server-qualified rules see (default: the upstream's
     ``serverInfo.name``). ``identity``: a fixed caller identity, or a function of the request context (the
-    HTTP front reads a bearer token or a header with it).
+    HTTP front reads a bearer token or a header with it). ``claims``: a function of the request context giving
+    the claims of its verified token (the JWT front), for ``claims.*`` conditions.
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class GuardProxy:
         *,
         server_name: str | None = None,
         identity: str | IdentityOf | None = None,
+        claims: Callable[[RequestContext[ServerSession, Any, Any]], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.guard = guard
         self.upstream = upstream if isinstance(upstream, str) else list(upstream)
@@ -151,6 +153,7 @@ class GuardProxy:
             raise ValueError("the upstream command is empty")
         self.server_name = server_name
         self._identity = identity
+        self._claims = claims  # a verified token's claims, for claims.* conditions (the JWT front)
         self._fixed: _Link | None = None
         self._options: InitializationOptions | None = None
         self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
@@ -339,6 +342,7 @@ class GuardProxy:
             forward,
             server=server,
             identity=identity,
+            claims=self._claims(ctx) if self._claims is not None else None,
             session=link.id,
             annotations=tool_annotations(tool.annotations) if tool is not None else None,
             tool_schema=tool.inputSchema if tool is not None else None,

@@ -124,6 +124,7 @@ class _Binding:
             "tool_schema": self.schemas.get(tool),
             "call_id": call_id if call_id is not None else getattr(run_context, "tool_call_id", None),
             "run_id": run_id,
+            "context": user_context,  # Runner.run(..., context=...), for context.* conditions
         }
 
     async def observe_inputs(self, run_context: Any, who: Mapping[str, Any]) -> None:

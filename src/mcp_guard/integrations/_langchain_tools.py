@@ -34,8 +34,8 @@ _NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 def _who(identity: WhoOption, session: WhoOption, *, runtime: Any = None, config: Any = None) -> dict[str, Any]:
-    """:func:`resolve_caller` as the Guard's keyword arguments, plus the ids: LangGraph's ``thread_id`` as the
-    run id and the ToolRuntime's ``tool_call_id`` as the call id (None outside a graph)."""
+    """:func:`resolve_caller` as the Guard's keyword arguments, plus the ids (LangGraph's ``thread_id`` as the
+    run id, the ToolRuntime's ``tool_call_id`` as the call id; None outside a graph) and the runtime context."""
     if config is None:
         config = getattr(runtime, "config", None) if runtime is not None else None
         if config is None:
@@ -62,6 +62,9 @@ def _who(identity: WhoOption, session: WhoOption, *, runtime: Any = None, config
         "session": None if sess is None else str(sess),
         "run_id": None if thread is None else str(thread),
         "call_id": getattr(runtime, "tool_call_id", None),
+        # The agent's runtime context (create_agent's context_schema), for context.* conditions. Not
+        # ``configurable``: that is the run's configuration, not who is calling.
+        "context": context,
     }
 
 
