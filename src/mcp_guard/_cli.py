@@ -43,9 +43,9 @@ from mcp_guard._cli_common import (
     command,
     one_line_logging,
 )
+from mcp_guard._cli_inbox import add_inbox_parser
 from mcp_guard._decision import Decision
 from mcp_guard._errors import MissingExtraError, PolicyError
-from mcp_guard._inbox_web import add_inbox_parser
 from mcp_guard._locate import Locator, position_in_message
 from mcp_guard._matching import Pattern, parse_pattern, pointer
 from mcp_guard._model import MAX_POLICY_BYTES, PolicyInputError, parse_json, parse_yaml
@@ -596,7 +596,7 @@ def _add_pin(subparsers: Any) -> argparse.ArgumentParser:
 
 #: Every subcommand, in the order ``--help`` lists them. Each adds its parser and sets ``func``.
 SUBCOMMANDS: list[AddCommand] = [_add_validate, _add_explain, _add_schema, _add_init, _add_pin, _add_proxy]
-SUBCOMMANDS.append(add_inbox_parser)  # mcp-guard inbox (_inbox_web.py)
+SUBCOMMANDS.append(add_inbox_parser)  # mcp-guard inbox (_cli_inbox.py)
 SUBCOMMANDS += living.COMMANDS  # test, usage, audit (mcp_guard._cli_living)
 
 

@@ -21,13 +21,11 @@ browser's ``Sec-Fetch-Site`` / ``Origin`` headers; the cookie is ``HttpOnly`` an
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import hmac
 import json
 import logging
-import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -35,8 +33,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mcp_guard._cli_common import command, fail, listen_socket
-from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
+from mcp_guard._errors import require_extra
 from mcp_guard._inbox_stores import DecisionRefused
 
 if TYPE_CHECKING:
@@ -95,7 +92,7 @@ def _same_origin(headers: Mapping[str, str], by_bearer: bool) -> bool:
     return site is not None or by_bearer
 
 
-def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
+def create_app(inbox: Inbox, *, token: str, poll_s: float = 1.0) -> Any:
     """The inbox's ASGI app (Starlette). ``inbox``: an :class:`~mcp_guard.Inbox` or its store URL.
 
     ``token`` is required on every route. ``poll_s``: how often the page refreshes its list.
@@ -112,10 +109,9 @@ def create_app(inbox: Inbox | str, *, token: str, poll_s: float = 1.0) -> Any:
     from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
 
-    # Imported here: Inbox.app() imports this module, which therefore never imports _inbox at module level.
-    from mcp_guard._inbox import Inbox
-
-    box = inbox if isinstance(inbox, Inbox) else Inbox(inbox)
+    # The page takes an Inbox, never a URL: this module needs the class only for its type, so the inbox can
+    # offer Inbox.app() without the two importing each other.
+    box = inbox
     page = _static_text("index.html").replace("__POLL_MS__", str(round(poll_s * 1000)))
     static = {name: _static_text(name) for name in _STATIC}
 
@@ -300,61 +296,4 @@ class InboxServer:
         self.stop()
 
 
-# -- mcp-guard inbox -------------------------------------------------------------------------------------
-
-
-def add_inbox_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``mcp-guard inbox`` (one line in the CLI's SUBCOMMANDS)."""
-    parser = command(
-        subparsers,
-        "inbox",
-        run_inbox,
-        description="Serve a page listing the approval requests waiting in an inbox store, to approve, edit or "
-        f"reject them. A token is required: --token or ${TOKEN_ENV} (at least {MIN_TOKEN_CHARS} characters).",
-    )
-    parser.add_argument("--store", required=True, metavar="URL", help="the workers' inbox store: redis://host:port/db")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port (default 8765)")
-    parser.add_argument("--token", default=None, help=f"access token (default: ${TOKEN_ENV})")
-    parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="page refresh interval in seconds")
-    parser.add_argument("--prefix", default="mcpg:inbox", help="Redis key prefix the workers' Inbox uses")
-    return parser
-
-
-def run_inbox(args: argparse.Namespace) -> int:
-    """serve the approval inbox's web page (extra 'inbox')"""
-    token = args.token or os.environ.get(TOKEN_ENV)
-    if not token:
-        return fail(f"a token is required: --token or ${TOKEN_ENV}", subcommand="inbox")
-    if len(token) < MIN_TOKEN_CHARS:
-        return fail(
-            f"the token must be at least {MIN_TOKEN_CHARS} characters "
-            '(python -c "import secrets; print(secrets.token_urlsafe())")',
-            subcommand="inbox",
-        )
-    try:
-        uvicorn = require_extra("uvicorn", "inbox", "mcp-guard inbox")
-        from mcp_guard._inbox import Inbox
-
-        app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
-    except (MissingExtraError, ValueError, PolicyError) as exc:
-        return fail(str(exc), subcommand="inbox")
-    # Bound here, not by uvicorn: a port in use is one line naming it, exit 2 (uvicorn's own error exits 3).
-    sock = listen_socket(args.host, args.port, subcommand="inbox")
-    if urlsplit(args.store).scheme == "memory":
-        print("mcp-guard inbox: warning: a memory:// store is private to this process; workers cannot reach it")
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"mcp-guard inbox: open http://{host}:{args.port}/?token={token}", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print("mcp-guard inbox: warning: the token travels in clear over HTTP; put TLS in front of this server")
-    # No access log: the first visit's URL carries the token. log_config=None: uvicorn's records go to the
-    # CLI's one-line handler.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
-    return 0
-
-
-__all__ = ["COOKIE", "InboxServer", "add_inbox_parser", "cookie_value", "create_app", "run_inbox"]
+__all__ = ["COOKIE", "MIN_TOKEN_CHARS", "TOKEN_ENV", "InboxServer", "cookie_value", "create_app"]
