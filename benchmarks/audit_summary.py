@@ -81,7 +81,7 @@ def generate(path: str, lines: int, seed: int = 7) -> None:
 
 def run(path: str, plot: str | None) -> tuple[float, float, float]:
     """Wall seconds, the child's CPU seconds and its peak RSS in MiB."""
-    command = [sys.executable, "-m", "mcp_guard._cli", "audit", path, "--by", "tool"]
+    command = [sys.executable, "-m", "mcp_guard._cli.main", "audit", path, "--by", "tool"]
     if plot:
         command += ["--plot", plot]
     started = time.perf_counter()

@@ -30,9 +30,9 @@ from typing import Any
 from _report import add_flags, figures, size
 
 from mcp_guard import Guard, Policy, ResultSeen, SessionView
-from mcp_guard._memory import input_record, view_from
-from mcp_guard._results import judge_result
-from mcp_guard._session import fingerprint
+from mcp_guard._guard.memory import input_record, view_from
+from mcp_guard._policy.results import judge_result
+from mcp_guard._policy.session import fingerprint
 
 USER_IBAN = "DE89 3704 0044 0532 0130 00"
 PROSE = (

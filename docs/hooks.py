@@ -5,7 +5,7 @@ A page holds a marker line, ``<!-- generated: NAME -->``, and the build replaces
 * ``policy-fields``: one table per policy object (the document, a rule, ``all_tools``, a limit, ``approval``),
   read from the policy's JSON Schema, which pydantic builds from the model (``Policy.json_schema()``): every
   field, its type, its default and its description;
-* ``condition-ops``: the condition operators (``mcp_guard._conditions.OPERATORS``) and condition paths;
+* ``condition-ops``: the condition operators (``mcp_guard._policy.conditions.OPERATORS``) and condition paths;
 * ``codes``: the refusal codes (``mcp_guard.CODES``);
 * ``cli``: ``mcp-guard --help`` and every subcommand's ``--help``, as argparse prints them.
 
@@ -137,8 +137,8 @@ def _cell(text: str) -> str:
 
 
 def condition_ops() -> str:
-    from mcp_guard._conditions import CONTEXT_PATHS
-    from mcp_guard._conditions import OPERATORS as MODEL_OPERATORS
+    from mcp_guard._policy.conditions import CONTEXT_PATHS
+    from mcp_guard._policy.conditions import OPERATORS as MODEL_OPERATORS
 
     missing = set(MODEL_OPERATORS) - set(OPERATORS)
     if missing or set(OPERATORS) - set(MODEL_OPERATORS):
@@ -163,7 +163,7 @@ def codes() -> str:
 
 
 def cli() -> str:
-    from mcp_guard._cli import build_parser
+    from mcp_guard._cli.main import build_parser
 
     saved = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal; the page has one width

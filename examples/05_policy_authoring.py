@@ -39,7 +39,9 @@ WORK.mkdir()
 def mcp_guard(*args: str) -> subprocess.CompletedProcess:
     """Run `mcp-guard ARGS...` with this kernel's Python and show what it printed."""
     print("$ mcp-guard", " ".join("python" if a == sys.executable else a for a in args))
-    run = subprocess.run([sys.executable, "-m", "mcp_guard._cli", *args], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "mcp_guard._cli.main", *args], capture_output=True, text=True, timeout=60
+    )
     print(run.stdout + run.stderr)
     return run
 

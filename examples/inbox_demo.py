@@ -24,7 +24,7 @@ from typing import Any
 from _scripted import EXCHANGE_POLICY, exchange_stdio, langchain_model, tool_call
 
 from mcp_guard import Guard, Inbox, Policy
-from mcp_guard._inbox_web import InboxServer
+from mcp_guard._inbox.web import InboxServer
 
 IDENTITY = "alice"
 ADDRESS = "0x" + "5e" * 20

@@ -27,7 +27,7 @@ from mcp_guard import (
     auto_deny,
     console_approver,
 )
-from mcp_guard._approval import as_async_approver, coerce_decision
+from mcp_guard._calls.approval import as_async_approver, coerce_decision
 
 POLICY = {
     "version": "1",

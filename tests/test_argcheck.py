@@ -8,8 +8,8 @@ import pytest
 from pydantic import BaseModel
 
 from mcp_guard import Guard
-from mcp_guard._argcheck import non_finite_path, tool_schema_error
 from mcp_guard._compat import result_is_error
+from mcp_guard._policy.argcheck import non_finite_path, tool_schema_error
 
 SCHEMA = {
     "type": "object",

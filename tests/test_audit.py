@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mcp_guard import ApprovalDecision, Guard, JsonlSink, LoggingSink, MemorySink, OTelSink, Policy
-from mcp_guard._audit import REDACTED, audit_sinks, iso_time, scrub, summarize_args
+from mcp_guard._audit.events import REDACTED, audit_sinks, iso_time, scrub, summarize_args
 
 POLICY = Policy.from_dict(
     {

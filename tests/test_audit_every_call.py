@@ -20,9 +20,9 @@ import pytest
 from conftest import FakeClock
 
 from mcp_guard import ApprovalRequest, Guard, MCPGuardError, MemorySink, Policy
-from mcp_guard._audit import iso_time
-from mcp_guard._decision import LimitCharge
+from mcp_guard._audit.events import iso_time
 from mcp_guard._errors import ConfigurationError
+from mcp_guard._policy.decision import LimitCharge
 from mcp_guard._stores import Verdict
 from mcp_guard._stores.memory import MemoryStore
 

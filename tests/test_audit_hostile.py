@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from mcp_guard._auditsummary import MAX_BUCKETS, MAX_KEY_CHARS, MAX_KEYS, event_time, parse_since, summarise
-from mcp_guard._cli import main
+from mcp_guard._audit.summary import MAX_BUCKETS, MAX_KEY_CHARS, MAX_KEYS, event_time, parse_since, summarise
+from mcp_guard._cli.main import main
 
 T0 = 1_764_000_000.0
 

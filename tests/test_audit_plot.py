@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt
 import pytest
 from test_audit_summary import T0, event, write_log  # type: ignore[import-not-found]
 
-from mcp_guard._auditsummary import MAX_BUCKETS, PLOT_BARS, figure, plot_buckets, summarise
-from mcp_guard._cli import main
+from mcp_guard._audit.summary import MAX_BUCKETS, PLOT_BARS, figure, plot_buckets, summarise
+from mcp_guard._cli.main import main
 from mcp_guard._install import install_hint
 
 

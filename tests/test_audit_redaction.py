@@ -26,7 +26,7 @@ from mcp_guard import (
     Policy,
     PolicyViolation,
 )
-from mcp_guard._audit import REDACTED, scrub
+from mcp_guard._audit.events import REDACTED, scrub
 
 # Secrets whose every 4-character run holds letters no hash, UUID, ISO time or field name contains.
 LONG_KEY = "".join(f"Q{i % 10}X{(i * 7) % 10}Z" for i in range(33))[:164]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mcp_guard import ApprovalDecision, Guard, StoreError
-from mcp_guard._decision import LimitCharge
+from mcp_guard._policy.decision import LimitCharge
 from mcp_guard._stores import Verdict
 
 SECRET = "hunter2-QzXw-9817"  # 17 characters: its summary would read {"type": "string", "len": 17}

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from mcp_guard import Guard, MemorySink
-from mcp_guard._auditsummary import MAX_BUCKETS, event_time, parse_since, summarise
-from mcp_guard._cli import main
+from mcp_guard._audit.summary import MAX_BUCKETS, event_time, parse_since, summarise
+from mcp_guard._cli.main import main
 from mcp_guard._install import install_hint
 
 T0 = 1_764_000_000.0

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mcp_guard import Policy
-from mcp_guard._cli import SUBCOMMANDS, build_parser, main
+from mcp_guard._cli.main import SUBCOMMANDS, build_parser, main
 from mcp_guard._install import install_hint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,7 +292,7 @@ def test_cli_without_extras(tmp_path: Path) -> None:
         "        if name.split('.')[0] in ('yaml', 'mcp', 'langchain', 'agents', 'redis'):\n"
         "            raise ImportError('blocked')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from mcp_guard._cli import main\n"
+        "from mcp_guard._cli.main import main\n"
         f"assert main(['validate', {str(EXAMPLES / 'binance_us.json')!r}]) == 0\n"
         f"sys.exit(main(['validate', {path!r}]))\n"
     )

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from mcp_guard._cli import main
-from mcp_guard._decision import LimitCharge
+from mcp_guard._cli.main import main
+from mcp_guard._policy.decision import LimitCharge
 
 GOOD = {"version": "1", "default": "deny", "tools": {"read": {}, "pay": {"deny_if": {"args.amount": {"gt": 100}}}}}
 
@@ -230,7 +230,7 @@ def test_terminal_output_uses_tables_and_colour(
     # On a terminal, explain prints rich tables; names from the policy are never read as markup.
     from rich.console import Console
 
-    from mcp_guard import _cli
+    from mcp_guard._cli import main as _cli
 
     consoles: list[Console] = []
 

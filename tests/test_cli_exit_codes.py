@@ -27,7 +27,7 @@ import pytest
 from servers.proxy_support import free_port
 from servers.proxy_upstream_server import command as upstream_command
 
-CLI = [sys.executable, "-c", "import sys; from mcp_guard._cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from mcp_guard._cli.main import main; sys.exit(main())"]
 NOT_MCP = [sys.executable, "-c", "print('hello, I am not an MCP server')"]
 TOKEN = "t" * 40
 

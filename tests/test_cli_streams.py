@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from mcp_guard import Policy, PolicyError
-from mcp_guard._cli import main
-from mcp_guard._model import PolicyInputError
+from mcp_guard._cli.main import main
+from mcp_guard._policy.model import PolicyInputError
 
 HUGE = "9" * 5000
 POLICY = {"version": "1", "default": "allow", "tools": {"pay": {"deny_if": {"args.amount": {"gt": 100}}}}}

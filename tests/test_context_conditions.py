@@ -31,7 +31,7 @@ from langchain_helpers import RecordingSession, script, tool_messages, violation
 from pydantic import BaseModel, ConfigDict
 
 from mcp_guard import Guard, MemorySink, Policy, PolicyError
-from mcp_guard._cli import main
+from mcp_guard._cli.main import main
 from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware
 from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_tools, unguard_mcp_server
 

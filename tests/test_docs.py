@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel
 
 from mcp_guard import CODES
-from mcp_guard._conditions import CONTEXT_PATHS, OPERATORS
-from mcp_guard._model import PolicyDocument
+from mcp_guard._policy.conditions import CONTEXT_PATHS, OPERATORS
+from mcp_guard._policy.model import PolicyDocument
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -80,7 +80,7 @@ def test_the_generators_refuse_what_they_cannot_describe(monkeypatch: pytest.Mon
 
 
 def test_the_cli_reference_has_every_subcommand() -> None:
-    from mcp_guard._cli import build_parser
+    from mcp_guard._cli.main import build_parser
 
     page = hooks.render((DOCS / "reference" / "cli.md").read_text(encoding="utf-8"))
     names = [name for name, _ in hooks._subcommands(build_parser())]

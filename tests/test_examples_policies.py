@@ -37,7 +37,13 @@ def test_json_and_yaml_are_the_same_policy(policy: Policy) -> None:
 @pytest.mark.parametrize("path", [JSON_POLICY, YAML_POLICY], ids=["json", "yaml"])
 def test_cli_validate_accepts_the_example(path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from mcp_guard._cli import main; sys.exit(main())", "validate", str(path)],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from mcp_guard._cli.main import main; sys.exit(main())",
+            "validate",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

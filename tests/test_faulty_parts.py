@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from mcp_guard import Guard, MemorySink, Policy, Verdict
-from mcp_guard._decision import LimitCharge
+from mcp_guard._policy.decision import LimitCharge
 
 POLICY = Policy.from_dict(
     {

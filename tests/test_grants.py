@@ -21,7 +21,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink, Policy
-from mcp_guard._approval import coerce_decision
+from mcp_guard._calls.approval import coerce_decision
 from mcp_guard._errors import ApprovalError
 from mcp_guard.integrations.langchain import GuardMiddleware
 

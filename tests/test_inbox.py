@@ -19,7 +19,7 @@ import pytest
 from conftest import FakeClock
 
 from mcp_guard import ApprovalRequest, Guard, Inbox, PolicyError
-from mcp_guard._inbox import DecisionRefused, as_request, validate_decision, verify_signature
+from mcp_guard._inbox.inbox import DecisionRefused, as_request, validate_decision, verify_signature
 
 SECRET = "4111-1111-SECRET-0042"
 POLICY: dict[str, Any] = {

@@ -26,7 +26,7 @@ import pytest
 from servers.inbox_recording_server import read_record
 
 from mcp_guard import Inbox
-from mcp_guard._inbox_web import InboxServer
+from mcp_guard._inbox.web import InboxServer
 
 CHROMIUM = "/usr/bin/chromium"
 WORKER = Path(__file__).resolve().parent / "inbox_worker.py"

@@ -28,7 +28,7 @@ from test_inbox import POLICY, SECRET, Till, first_pending, inbox_url  # noqa: F
 from test_inbox_browser import Worker
 
 from mcp_guard import ApprovalRequest, Guard, Inbox
-from mcp_guard._inbox import DecisionRefused
+from mcp_guard._inbox.inbox import DecisionRefused
 
 TOKEN = "lease-test-token-" + "x" * 16
 BEARER = {"authorization": f"Bearer {TOKEN}"}

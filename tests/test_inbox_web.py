@@ -21,8 +21,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from mcp_guard import ApprovalRequest, Inbox
-from mcp_guard._cli import main
-from mcp_guard._inbox_web import COOKIE, cookie_value, create_app
+from mcp_guard._cli.main import main
+from mcp_guard._inbox.web import COOKIE, cookie_value, create_app
 from mcp_guard._install import install_hint
 
 TOKEN = "inbox-token-" + "x" * 20
@@ -284,7 +284,7 @@ def test_the_command_serves_a_redis_inbox(redis_url: str) -> None:
         [
             sys.executable,
             "-m",
-            "mcp_guard._cli",
+            "mcp_guard._cli.main",
             "inbox",
             "--store",
             redis_url,

@@ -18,8 +18,8 @@ import yaml
 from servers.counter_server import command as counter_command
 
 from mcp_guard import Policy
-from mcp_guard._cli import main
-from mcp_guard._scaffold import ServerInfo, ToolInfo, read_server, risk_class, starter_policy
+from mcp_guard._cli.init import ServerInfo, ToolInfo, read_server, risk_class, starter_policy
+from mcp_guard._cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ROOT / "examples" / "servers"
@@ -41,7 +41,7 @@ def cli(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def exchange_policy_text() -> str:
     # Once through the real console script, in a fresh process, as a user would run it.
-    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "mcp_guard._cli"]
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "mcp_guard._cli.main"]
     run = subprocess.run(
         [*command, "init", "--", sys.executable, str(SERVERS / "exchange_server.py")],
         capture_output=True,

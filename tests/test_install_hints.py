@@ -148,7 +148,7 @@ PROBE = textwrap.dedent(
 
     sys.meta_path.insert(0, Blocker())
 
-    from mcp_guard._cli import main
+    from mcp_guard._cli.main import main
 
     work = sys.argv[1]
     open(f"{{work}}/p.yaml", "w").write("version: 1\\ndefault: deny\\n")

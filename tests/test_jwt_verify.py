@@ -28,7 +28,7 @@ from jwt_helpers import (
     unsigned_token,
 )
 
-from mcp_guard._jwt import InvalidToken, JwtConfigError, JwtVerifier, hmac_key, load_keys
+from mcp_guard._proxy.jwt import InvalidToken, JwtConfigError, JwtVerifier, hmac_key, load_keys
 
 RSA, OTHER_RSA, EC, ED = rsa_key(), rsa_key(), ec_key(), ed_key()
 

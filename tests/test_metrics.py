@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from mcp_guard import Guard, MemorySink
-from mcp_guard._metrics import ATTRIBUTES, DECISIONS, DURATION, MetricsSink
+from mcp_guard._audit.metrics import ATTRIBUTES, DECISIONS, DURATION, MetricsSink
 from mcp_guard.integrations.langchain import wrap_tools
 
 POLICY: dict[str, Any] = {

@@ -24,11 +24,11 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from mcp_guard import Guard, Policy
-from mcp_guard._pins import Lock, canonical_tool, fingerprint
+from mcp_guard._guard.pins import Lock, canonical_tool, fingerprint
 from mcp_guard.integrations.langchain import GuardInterceptor, wrap_tools
 
 SERVER = Path(__file__).parent / "servers" / "rugpull_server.py"
-CLI = [sys.executable, "-c", "import sys; from mcp_guard._cli import main; sys.exit(main())"]
+CLI = [sys.executable, "-c", "import sys; from mcp_guard._cli.main import main; sys.exit(main())"]
 
 
 class Rug:

@@ -847,7 +847,7 @@ def test_operator_approve_if(op: str, expected: Any, value: Any, holds: Any) -> 
 @pytest.mark.parametrize(("op", "expected", "value", "holds"), OPERATOR_CASES)
 def test_operator_check_alone(op: str, expected: Any, value: Any, holds: Any) -> None:
     # The compiled check on its own (no NaN screen in front): a non-finite number is a type mismatch.
-    from mcp_guard._conditions import compile_check
+    from mcp_guard._policy.conditions import compile_check
 
     fires = compile_check("args.v", op, expected, "deny_if")({"v": value}, None, None, None, "t")
     assert (fires is None) is (holds is False), fires
@@ -982,7 +982,7 @@ def test_caller_specific_limits_are_not_shared_between_callers() -> None:
 
 
 def test_resolution_cache_is_bounded() -> None:
-    from mcp_guard import _policy
+    from mcp_guard._policy import policy as _policy
 
     policy = Policy.from_dict(doc(tools={"t_*": {}}))
     for i in range(_policy._CACHE_MAX + 50):

@@ -457,7 +457,7 @@ def test_integer_version_is_accepted() -> None:
 
 
 def test_identical_schemas_compile_once() -> None:
-    from mcp_guard._model import compile_schema
+    from mcp_guard._policy.model import compile_schema
 
     schema = {"type": "object", "properties": {"unique_for_this_test": {"type": "integer"}}}
     before = compile_schema.cache_info().misses

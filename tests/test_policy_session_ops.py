@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mcp_guard import Policy, PolicyError, ResultSeen, SessionView
-from mcp_guard._session import fingerprint, number_values, token_in
+from mcp_guard._policy.session import fingerprint, number_values, token_in
 
 KEY = b"k" * 32
 
@@ -46,7 +46,7 @@ def view(user: tuple[str, ...] = (), untrusted: tuple[tuple[str, str], ...] = ()
     ],
 )
 def test_a_value_is_a_whole_token(value: str, text: str, found: bool) -> None:
-    from mcp_guard._session import normalise
+    from mcp_guard._policy.session import normalise
 
     assert token_in(normalise(value), normalise(text)) is found
 
@@ -231,7 +231,7 @@ def test_no_secrets_refuses_a_remembered_secret_also_split_or_recased(body: str)
 
 
 def test_no_secrets_on_a_huge_argument_is_the_strict_side() -> None:
-    from mcp_guard._session import MAX_SECRET_SCAN
+    from mcp_guard._policy.session import MAX_SECRET_SCAN
 
     p = policy({"require": {"args.body": {"no_secrets": True}}})
     huge = "x" * (MAX_SECRET_SCAN + 1)

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from mcp_guard._cli import main
+from mcp_guard._cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 SUITE = EXAMPLES / "exchange.tests.yaml"
@@ -21,7 +21,7 @@ POLICY = EXAMPLES / "exchange.json"
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mcp_guard._cli", *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "mcp_guard._cli.main", *args], capture_output=True, text=True, timeout=120, check=False
     )
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_guard._cli import main
-from mcp_guard._policytest import MAX_ADVANCE_S
+from mcp_guard._cli.main import main
+from mcp_guard._cli.policytest import MAX_ADVANCE_S
 
 POLICY = {
     "version": "1",

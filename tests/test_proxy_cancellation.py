@@ -33,8 +33,8 @@ from servers.proxy_support import HttpProcess, alive, free_port, proxy_command, 
 from servers.raw_wire import INITIALIZED, Messages, SdkWire, call, cancel, initialize, line, spawn
 
 from mcp_guard import Guard, Inbox, Policy
-from mcp_guard._proxy_relay import Relay
-from mcp_guard._proxy_server import GuardProxy
+from mcp_guard._proxy.relay import Relay
+from mcp_guard._proxy.server import GuardProxy
 
 pytestmark = pytest.mark.redis
 

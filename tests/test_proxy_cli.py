@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_guard._cli import main
-from mcp_guard._proxy_http import identity_reader
+from mcp_guard._cli.main import main
+from mcp_guard._proxy.http import identity_reader
 
 GOOD = {"version": "1", "default": "allow"}
 

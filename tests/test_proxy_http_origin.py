@@ -28,8 +28,8 @@ from servers.proxy_support import free_port, http_processes, proxy_command, text
 from servers.proxy_upstream_server import command as upstream_command
 from servers.proxy_upstream_server import read_record
 
-from mcp_guard._proxy_http import identity_reader
-from mcp_guard._proxy_origin import FrontDoor, is_loopback
+from mcp_guard._proxy.http import identity_reader
+from mcp_guard._proxy.origin import FrontDoor, is_loopback
 
 ATTACKER = "rebind.attacker.example"
 WIDE_HOST = "mcp.internal.example"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcp_guard._proxy_json import (
+from mcp_guard._proxy.strict_json import (
     INVALID_REQUEST,
     PARSE_ERROR,
     SAFE_INTEGER,

@@ -36,7 +36,7 @@ from servers.proxy_support import free_port, http_processes, proxy_command, text
 from servers.proxy_upstream_server import command as proxy_upstream_server
 from servers.proxy_upstream_server import read_record
 
-from mcp_guard._cli import main
+from mcp_guard._cli.main import main
 
 ISSUER_KEY, OTHER_KEY, EC_KEY = rsa_key(), rsa_key(), ec_key()
 ECHO_MAX = 2

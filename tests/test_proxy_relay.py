@@ -22,7 +22,7 @@ from servers.proxy_upstream_server import command as proxy_upstream_server
 from servers.proxy_upstream_server import read_record
 
 from mcp_guard import Guard
-from mcp_guard._proxy_relay import ID_PREFIX, Relay
+from mcp_guard._proxy.relay import ID_PREFIX, Relay
 
 POLICY: dict[str, Any] = {
     "version": "1",

@@ -31,7 +31,7 @@ from servers import fixture_server, hostile_upstream
 from servers.proxy_support import proxy_command, write_policy
 from servers.raw_wire import INITIALIZED, call, initialize, line, spawn, typescript_server
 
-from mcp_guard._audit import describe_value
+from mcp_guard._audit.events import describe_value
 
 KEY = "smuggling-test-fingerprint-key"
 FORBIDDEN = 100  # transfer: deny_if args.amount > FORBIDDEN

@@ -39,7 +39,7 @@ from servers.proxy_upstream_server import command as proxy_upstream_server
 from servers.proxy_upstream_server import read_record
 
 from mcp_guard import Guard, Policy
-from mcp_guard._proxy_server import GuardProxy
+from mcp_guard._proxy.server import GuardProxy
 
 set_tracing_disabled(True)
 

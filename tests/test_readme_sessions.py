@@ -51,7 +51,11 @@ def test_the_session_cli_block_runs_as_written() -> None:
         words = shlex.split(line)
         assert words[0] == "mcp-guard"
         done = subprocess.run(
-            [sys.executable, "-m", "mcp_guard._cli", *words[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "mcp_guard._cli.main", *words[1:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         codes.append(done.returncode)
         assert done.returncode == 0, done.stdout + done.stderr

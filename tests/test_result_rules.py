@@ -10,8 +10,8 @@ from langchain_core.messages import ToolMessage
 from mcp.types import CallToolResult, TextContent
 
 from mcp_guard import Policy
-from mcp_guard._detectors import detect, iban_valid, luhn_valid
-from mcp_guard._results import REDACTED, judge_result, result_text
+from mcp_guard._policy.detectors import detect, iban_valid, luhn_valid
+from mcp_guard._policy.results import REDACTED, judge_result, result_text
 
 AWS = "AKIAIOSFODNN7EXAMPLE"
 GITHUB = "ghp_1234567890abcdefghijABCDEFGHIJ123456"
@@ -106,7 +106,7 @@ def test_pii() -> None:
 
 
 def test_an_oversized_result_is_the_strict_side() -> None:
-    from mcp_guard._detectors import MAX_SCAN_CHARS
+    from mcp_guard._policy.detectors import MAX_SCAN_CHARS
 
     big = "a " * (MAX_SCAN_CHARS // 2 + 10)
     verdict = judge_result(rules({"withhold": {"result.text": {"detect": ["secrets"]}}}), big)

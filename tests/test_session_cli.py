@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mcp_guard._cli import main
+from mcp_guard._cli.main import main
 
 POLICIES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 POLICY = POLICIES / "email_assistant.json"
@@ -22,7 +22,7 @@ USER = "Please pay my rent, 950 EUR, to DE89 3704 0044 0532 0130 00."
 
 def test_the_example_suite_passes_through_the_real_command() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mcp_guard._cli", "test", str(SUITE)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "mcp_guard._cli.main", "test", str(SUITE)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 checks: 5 passed, 0 failed" in done.stdout
@@ -101,7 +101,7 @@ def test_a_bad_history_is_one_line_exit_2(tmp_path: Path, content: str) -> None:
         [
             sys.executable,
             "-m",
-            "mcp_guard._cli",
+            "mcp_guard._cli.main",
             "explain",
             str(POLICY),
             "--tool",

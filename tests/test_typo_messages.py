@@ -14,8 +14,8 @@ import pytest
 from rich.console import Console
 
 from mcp_guard import Policy, PolicyError
-from mcp_guard._cli import main
-from mcp_guard._policytest import print_results, run_file
+from mcp_guard._cli.main import main
+from mcp_guard._cli.policytest import print_results, run_file
 
 POLICY = {"version": "1", "default": "deny", "tools": {"pay": {}}}
 BOX = set("┏┃┡│└━┳╇┴")
@@ -29,7 +29,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mcp_guard._cli", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+        [sys.executable, "-m", "mcp_guard._cli.main", *args], capture_output=True, text=True, timeout=120, cwd=cwd
     )
 
 

@@ -14,9 +14,9 @@ import pytest
 from conftest import FakeClock
 
 from mcp_guard import Guard
-from mcp_guard._cli import main
+from mcp_guard._cli.main import main
+from mcp_guard._guard.usage import usage_charges
 from mcp_guard._stores import Store, usage_by_check
-from mcp_guard._usage import usage_charges
 
 POLICY: dict[str, Any] = {
     "version": "1",

@@ -13,7 +13,8 @@ The framework adapters live in :mod:`mcp_guard.integrations.langchain` and
 :mod:`mcp_guard.integrations.openai_agents`; this package imports none of the frameworks.
 """
 
-from mcp_guard._approval import (
+from mcp_guard._audit.events import AuditSink, JsonlSink, LoggingSink, MemorySink, OTelSink
+from mcp_guard._calls.approval import (
     ApprovalDecision,
     ApprovalRequest,
     Approver,
@@ -21,8 +22,6 @@ from mcp_guard._approval import (
     auto_deny,
     console_approver,
 )
-from mcp_guard._audit import AuditSink, JsonlSink, LoggingSink, MemorySink, OTelSink
-from mcp_guard._decision import CODES, Action, Code, Decision, LimitCharge
 from mcp_guard._errors import (
     ApprovalError,
     ConfigurationError,
@@ -32,11 +31,13 @@ from mcp_guard._errors import (
     PolicyViolation,
     StoreError,
 )
-from mcp_guard._guard import Admission, Guard, GuardResult, ToolCall, as_guard
-from mcp_guard._inbox import Inbox
-from mcp_guard._policy import Policy, load_policy
-from mcp_guard._retry import RetryPolicy
-from mcp_guard._session import ResultSeen, SessionView
+from mcp_guard._guard.guard import Admission, Guard, GuardResult, ToolCall, as_guard
+from mcp_guard._guard.retry import RetryPolicy
+from mcp_guard._guard.usage import LimitUsage
+from mcp_guard._inbox.inbox import Inbox
+from mcp_guard._policy.decision import CODES, Action, Code, Decision, LimitCharge
+from mcp_guard._policy.policy import Policy, load_policy
+from mcp_guard._policy.session import ResultSeen, SessionView
 from mcp_guard._stores import (
     MemoryStore,
     RedisClusterStore,
@@ -47,7 +48,6 @@ from mcp_guard._stores import (
     Verdict,
     store_from_uri,
 )
-from mcp_guard._usage import LimitUsage
 from mcp_guard._version import __version__
 
 __all__ = [

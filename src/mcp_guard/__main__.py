@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from mcp_guard._cli import main
+from mcp_guard._cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcp_guard._decision import Decision
+    from mcp_guard._policy.decision import Decision
 
 
 class MCPGuardError(Exception):

@@ -24,7 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # The CLI without relying on the console script being on PATH.
-PROXY = [sys.executable, "-c", "import sys; from mcp_guard._cli import main; sys.exit(main())", "proxy"]
+PROXY = [sys.executable, "-c", "import sys; from mcp_guard._cli.main import main; sys.exit(main())", "proxy"]
 
 
 def proxy_command(policy: Path, *options: str, upstream: Sequence[str] = ()) -> list[str]:

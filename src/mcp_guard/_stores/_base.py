@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from mcp_guard._decision import LimitCharge
+from mcp_guard._policy.decision import LimitCharge
 
 Clock = Callable[[], float]
 

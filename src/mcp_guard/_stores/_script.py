@@ -25,8 +25,8 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import parse_qsl
 
-from mcp_guard._decision import LimitCharge, escape_key_part
 from mcp_guard._errors import StoreConfigurationError, StoreError, require_extra
+from mcp_guard._policy.decision import LimitCharge, escape_key_part
 from mcp_guard._stores._base import ADMIT, Clock, Group, Part, Store, Trimmed, Usage, Verdict, plan
 
 # KEYS: per budget, its ZSET then its HASH. ARGV: now, mode ("r" reserve, "c" check), token, then per budget

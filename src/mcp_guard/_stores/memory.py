@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
-from mcp_guard._decision import LimitCharge
+from mcp_guard._policy.decision import LimitCharge
 from mcp_guard._stores._base import ADMIT, Clock, Part, Store, Trimmed, Usage, Verdict, plan
 
 #: Sessions whose memory one memory store keeps at most; the least recently used go first.

@@ -15,13 +15,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from mcp_guard._adapt import Bounded, WhoLookup, is_violation, lookup, parse_args, without_required
-from mcp_guard._calls import Outcome
+from mcp_guard._calls.call import Outcome
 from mcp_guard._compat import tool_annotations, tool_input_schema
-from mcp_guard._decision import Decision
 from mcp_guard._errors import PolicyViolation, require_extra
-from mcp_guard._guard import Admission, Guard, PolicySource, ToolCall, as_guard
+from mcp_guard._guard.guard import Admission, Guard, PolicySource, ToolCall, as_guard
+from mcp_guard._policy.decision import Decision
 from mcp_guard.integrations import _agents_sdk as sdk
+from mcp_guard.integrations._adapt import Bounded, WhoLookup, is_violation, lookup, parse_args, without_required
 
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 

@@ -26,10 +26,10 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mcp_guard._adapt import parse_args
-from mcp_guard._decision import Decision
 from mcp_guard._errors import require_extra
-from mcp_guard._guard import Guard, ToolCall
+from mcp_guard._guard.guard import Guard, ToolCall
+from mcp_guard._policy.decision import Decision
+from mcp_guard.integrations._adapt import parse_args
 from mcp_guard.integrations._agents_binding import LIVE, _Binding, _maybe_await
 from mcp_guard.integrations._agents_private import ANSWERS_UNKNOWN_TOOLS
 

@@ -17,9 +17,9 @@ from typing import Any, TypeAlias
 from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
-from mcp_guard._adapt import Bounded, field
-from mcp_guard._decision import Decision
-from mcp_guard._guard import Guard, GuardResult
+from mcp_guard._guard.guard import Guard, GuardResult
+from mcp_guard._policy.decision import Decision
+from mcp_guard.integrations._adapt import Bounded, field
 
 log = logging.getLogger("mcp_guard")
 

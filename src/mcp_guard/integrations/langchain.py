@@ -22,11 +22,11 @@ import itertools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from mcp_guard._adapt import approval_request, response_schema, resume_answer
 from mcp_guard._compat import error_result
-from mcp_guard._decision import Decision
 from mcp_guard._errors import require_extra
-from mcp_guard._guard import Guard, GuardResult, PolicySource, as_guard
+from mcp_guard._guard.guard import Guard, GuardResult, PolicySource, as_guard
+from mcp_guard._policy.decision import Decision
+from mcp_guard.integrations._adapt import approval_request, response_schema, resume_answer
 
 _FEATURE = "mcp_guard.integrations.langchain"
 

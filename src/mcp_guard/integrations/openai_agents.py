@@ -50,10 +50,10 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mcp_guard._adapt import WhoLookup, parse_args
-from mcp_guard._decision import Decision
 from mcp_guard._errors import require_extra
-from mcp_guard._guard import PolicySource, ToolCall
+from mcp_guard._guard.guard import PolicySource, ToolCall
+from mcp_guard._policy.decision import Decision
+from mcp_guard.integrations._adapt import WhoLookup, parse_args
 
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
 

@@ -1,0 +1,108 @@
+"""Approval grants (spec section 11): a human's yes that covers later identical calls, held in the store.
+
+Every identical call asking again trains people to click yes without reading; a yes that covers more than the
+human saw is worse. A grant is therefore bound to what will run and who asks:
+
+- the tool and its server, the *canonical* arguments of the call that is admitted (after the strict schema
+  check, and after an edit: what will run, not what the model typed), unless the approver widened the grant
+  to any arguments explicitly (``args="any"``);
+- the caller's identity (never widened);
+- the rule that asked (its pointer and a hash of its text: a reload that changes the rule drops its grants,
+  since their keys no longer match), and for a pinned tool its listed hash;
+- ``scope="session"``: the call's session (a call with no session gets no session grant); ``ttl_s``: a time
+  to live. A session grant without a ``ttl_s`` lives :data:`SESSION_GRANT_TTL_S`.
+
+A key is a SHA-256 of that canonical description, kept under the identity (so a Redis Cluster keeps one
+caller's grants on one shard and looks them up in one round trip). The store keeps only the key and the grant's
+id: no arguments, no identity in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from mcp_guard._policy.decision import escape_key_part
+
+#: How long a session grant with no ``ttl_s`` lives: sessions have no end the guard is told of.
+SESSION_GRANT_TTL_S = 24 * 3600.0
+
+
+def grant_owner(identity: str | None) -> str:
+    """The store owner of an identity's grants (``-`` for calls with no identity)."""
+    return "-" if identity is None else "i" + escape_key_part(identity)
+
+
+def _rule_text(policy: Any, pointer: str | None) -> str:
+    """The text of the rule that asked: the first two pointer tokens (``/tools/x``, ``/classes/write``)."""
+    if not pointer:
+        return ""
+    head = "/".join(pointer.split("/")[:3])
+    try:
+        return json.dumps(policy.rule_at(head), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except (TypeError, ValueError):
+        return str(getattr(policy, "hash", ""))  # cannot say which rule: any policy change drops the grant
+
+
+def _digest(base: Mapping[str, Any], args: Any, where: str) -> str:
+    material = {**base, "args": args, "where": where}
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _base(tool: str, server: str | None, decision: Any, policy: Any) -> dict[str, Any]:
+    return {
+        "tool": tool,
+        "server": server,
+        "rule": decision.rule,
+        "rule_text": _rule_text(policy, decision.rule),
+        "pin": list(decision.pin) if getattr(decision, "pin", None) else None,
+    }
+
+
+def lookup_digests(
+    tool: str, server: str | None, args: Mapping[str, Any], session: str | None, decision: Any, policy: Any
+) -> list[str]:
+    """The keys a grant covering this call could have: these arguments or any, this session or any time."""
+    base = _base(tool, server, decision, policy)
+    try:
+        exact = dict(args)
+        json.dumps(exact, allow_nan=False)
+    except (TypeError, ValueError):
+        exact = None  # arguments that are not JSON never match an argument-bound grant
+    wheres = ["ttl"] + ([f"session:{session}"] if session is not None else [])
+    out = [_digest(base, "*", where) for where in wheres]
+    if exact is not None:
+        out = [_digest(base, exact, where) for where in wheres] + out
+    return out
+
+
+def grant_digest(
+    tool: str,
+    server: str | None,
+    args: Mapping[str, Any],
+    session: str | None,
+    decision: Any,
+    policy: Any,
+    *,
+    session_scope: bool,
+    any_args: bool,
+) -> str | None:
+    """The key of a new grant for this call, or None when it cannot have one (a session grant, no session)."""
+    if session_scope and session is None:
+        return None
+    where = f"session:{session}" if session_scope else "ttl"
+    return _digest(_base(tool, server, decision, policy), "*" if any_args else dict(args), where)
+
+
+def grant_ttl(session_scope: bool, ttl_s: float | None) -> float:
+    if ttl_s is not None:
+        return float(ttl_s)
+    return SESSION_GRANT_TTL_S if session_scope else 0.0
+
+
+def new_grant_id() -> str:
+    return "grant-" + uuid.uuid4().hex[:16]
