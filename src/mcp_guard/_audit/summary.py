@@ -203,17 +203,6 @@ def plot_buckets(s: Summary, bars: int = PLOT_BARS) -> tuple[float, dict[int, li
         width = wider
     return width, buckets
 
-    def key(self, table: Mapping[Any, Any], name: str, kind: str | None = None) -> Any:
-        """``name`` (``(kind, name)`` when ``kind`` is given) as a row of ``table``: cut to
-        :data:`MAX_KEY_CHARS` characters, or :data:`OTHERS` once the table holds :data:`MAX_KEYS` rows."""
-        if len(name) > MAX_KEY_CHARS:
-            name = name[:MAX_KEY_CHARS] + "…"
-        row = name if kind is None else (kind, name)
-        if row not in table and len(table) >= MAX_KEYS:
-            self.lumped += 1
-            return OTHERS if kind is None else (kind, OTHERS)
-        return row
-
 
 def _lines(stream: IO[bytes], max_line: int, progress: Any) -> Iterator[bytes | None]:
     """Each line of ``stream`` as bytes (newline kept), or ``None`` for a line over ``max_line`` bytes.
