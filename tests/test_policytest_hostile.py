@@ -40,12 +40,15 @@ FIRST = "{tool: pay, expect: {action: allow}}"
 BAD = {
     "advance_s .inf (the window stops counting)": (
         steps(FIRST, "{tool: pay, advance_s: .inf, expect: {action: allow}}"),
-        "step 2, /cases/0/steps/1/advance_s",
+        "/cases/0/steps/1/advance_s",
     ),
     "advance_s .nan": (steps(FIRST, "{tool: pay, advance_s: .nan, expect: {action: allow}}"), "steps/1/advance_s"),
     "advance_s -.inf": (steps("{tool: pay, advance_s: -.inf, expect: {action: allow}}"), "steps/0/advance_s"),
     "advance_s negative": (steps("{tool: pay, advance_s: -1, expect: {action: allow}}"), "steps/0/advance_s"),
-    "advance_s over 10 years": (steps(f"{{tool: pay, advance_s: {TEN_YEARS + 1}, expect: {{action: allow}}}}"), "(got"),
+    "advance_s over 10 years": (
+        steps(f"{{tool: pay, advance_s: {TEN_YEARS + 1}, expect: {{action: allow}}}}"),
+        "less than or equal to",
+    ),
     "advance_s 1e300": (steps("{tool: pay, advance_s: 1.0e+300, expect: {action: allow}}"), "steps/0/advance_s"),
     "steps that move the clock over 10 years in all": (
         steps(*[f"{{tool: pay, advance_s: {TEN_YEARS // 2}, expect: {{action: allow}}}}"] * 3),

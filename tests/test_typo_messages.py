@@ -53,7 +53,7 @@ def test_test_names_the_policy_typo_with_line_and_column(tmp_path: Path, capsys:
     assert capsys.readouterr().err.splitlines() == [
         f"{tmp_path / 'p.yaml'}:5:5: /tools/pay/deny_iff: unknown field 'deny_iff' (did you mean 'deny_if'?); "
         "allowed fields: action, reason, on_deny, limits, rate_limit, require, deny_if, approve_if, args_schema, "
-        "approval, redact, description, mode, retry"
+        "approval, redact, description, mode, result, retry, results"
     ]
 
 

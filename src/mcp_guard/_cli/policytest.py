@@ -254,7 +254,19 @@ def load_cases(path: str | os.PathLike[str]) -> CaseFile:
 
         # Parsed above, so the text is bounded and UTF-8: read again for the fields' lines and columns.
         where = describe(exc, CaseFile, str(p), text.decode("utf-8-sig", errors="replace"), kind)
-        raise CaseFileError(where) from None
+        raise CaseFileError(where + _case_named(exc, data)) from None
+
+
+def _case_named(exc: ValidationError, data: Any) -> str:
+    """`` (case 'NAME')`` for the case the first problem is in, so a long file's culprit is found by name."""
+    errors = exc.errors()
+    loc = errors[0]["loc"] if errors else ()
+    if len(loc) < 2 or loc[0] != "cases" or not isinstance(loc[1], int) or not isinstance(data, dict):
+        return ""
+    cases = data.get("cases")
+    case = cases[loc[1]] if isinstance(cases, list) and 0 <= loc[1] < len(cases) else None
+    name = case.get("name") if isinstance(case, dict) else None
+    return f" (case {name[:80]!r})" if isinstance(name, str) else ""
 
 
 def _problem(loc: tuple[int | str, ...], message: str, given: Any, data: Any) -> str:
