@@ -48,7 +48,47 @@ OPERATORS: dict[str, tuple[str, str]] = {
         "(a string) contains the substring, or (a list) contains the item",
         '{"args.path": {"contains": ".."}}',
     ),
-    "exists": ("is present (`true`) or absent (`false`)", '{"args.price": {"exists": false}}'),
+    "exists": (
+        "is present (`true`) or absent (`false`); an explicit `null` is absent",
+        '{"args.price": {"exists": false}}',
+    ),
+    "not_regex": (
+        "does not match the regular expression (a value of the wrong type still counts against the call)",
+        '{"args.branch": {"not_regex": "^release/"}}',
+    ),
+    "not_glob": (
+        "does not match the glob (a value of the wrong type still counts against the call)",
+        '{"args.url": {"not_glob": "https://example.com/*"}}',
+    ),
+    "not_contains": (
+        "(a string) does not contain the substring, or (a list) does not contain the item",
+        '{"args.path": {"not_contains": ".."}}',
+    ),
+    "any": (
+        "(a list) has an element that satisfies the inner condition",
+        '{"args.to": {"any": {"glob": "*@competitor.com"}}}',
+    ),
+    "all": (
+        "(a list) has only elements that satisfy the inner condition",
+        '{"args.to": {"all": {"glob": "*@example.com"}}}',
+    ),
+    "from": (
+        "came from the named sources of this session: `user`, `trusted`, `untrusted` or a tool pattern "
+        "([sessions guide](../guides/sessions.md#provenance-from-not_from))",
+        '{"args.iban": {"from": ["user", "trusted"]}}',
+    ),
+    "not_from": (
+        "did not come from the named sources of this session",
+        '{"args.url": {"not_from": ["untrusted"]}}',
+    ),
+    "detect": (
+        "(a string) holds something a built-in detector flags: `secrets`, `pii`",
+        '{"args.body": {"detect": ["pii"]}}',
+    ),
+    "no_secrets": (
+        "(in `require` only) holds no secret this session saw in a tool result",
+        '{"args.body": {"no_secrets": true}}',
+    ),
 }
 
 PATHS: dict[str, str] = {
@@ -57,6 +97,15 @@ PATHS: dict[str, str] = {
     "session": "the agent session or thread",
     "server": "the MCP server's name",
     "tool": "the tool's name",
+    "claims.<name>[.<name>...]": "the caller's verified token claims (the proxy's `--jwt-keys`, or `claims=` given to "
+    "the Guard; [identity guide](../guides/identity.md))",
+    "context.<name>[.<name>...]": "the framework's context object (LangChain's runtime context, the Agents SDK's run "
+    "context, or `context=` given to the Guard): mapping keys, pydantic and dataclass fields, an object's own "
+    "attributes; never a method or property",
+    "session.tools": "names of the tools that ran in this session, in order",
+    "session.classes": "the risk classes of the tools that ran in this session",
+    "session.untrusted": "`true` once an untrusted result was seen in this session",
+    "session.calls": "how many tool calls ran in this session",
 }
 
 CODES: dict[str, str] = {
@@ -70,6 +119,14 @@ CODES: dict[str, str] = {
     "approval_denied": "the approver declined, failed, or edited the call into one that is refused",
     "approval_timeout": "nobody decided within the approval timeout",
     "guard_unavailable": "the guard itself could not decide (store down, audit write failed in closed mode)",
+    "untrusted_argument": "an argument does not come from the sources a `from` / `not_from` check names "
+    "([sessions](../guides/sessions.md))",
+    "secret_egress": "an argument holds a secret this session saw (`no_secrets`)",
+    "result_withheld": "a result rule's `withhold` held what the tool returned back from the model (the tool ran)",
+    "tool_changed": "the tool's listing differs from the pinned lock, or the lock does not name it "
+    "([pinning](../guides/pinning.md))",
+    "identity_required": "a rule reads `identity`, `claims.*` or `context.*` and the call has no such value "
+    "([identity](../guides/identity.md))",
 }
 
 # The objects of a policy, in reading order: (title, JSON Schema name, how it is reached).
@@ -79,6 +136,8 @@ OBJECTS = (
     ("all_tools", "AllTools", "the value of `all_tools`: a rule's checks and limits, no `action` or `reason`"),
     ("Limit", "Limit", "an item of a rule's `limits`"),
     ("Approval", "Approval", "a rule's `approval`"),
+    ("Result rules", "ResultRules", "a rule's `result` (also on `all_tools`; [sessions](../guides/sessions.md))"),
+    ("Pins", "Pins", "the value of `pins` ([pinning](../guides/pinning.md))"),
 )
 
 

@@ -1,6 +1,6 @@
-"""The README's Sessions section (spec section 11) says what the code does: its policy loads and refuses what the
-text says it refuses, and its CLI block runs as written. Its blocks are marked ``<!-- check: NAME -->`` (the
-``test:`` markers belong to tests/test_readme.py, which pins its own set)."""
+"""The sessions guide (spec section 11; ``docs/guides/sessions.md``, once the README's Sessions section) says what the
+code does: its policy loads and refuses what the text says it refuses, and its CLI block runs as written. Its blocks
+are marked ``<!-- check: NAME -->`` (the README's ``test:`` markers belong to tests/test_readme.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,12 @@ from mcp_guard import Guard, Policy
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKED = re.compile(r"<!-- check: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.DOTALL)
-BLOCKS = {name: body for name, _, body in MARKED.findall((ROOT / "README.md").read_text(encoding="utf-8"))}
+PAGE = ROOT / "docs" / "guides" / "sessions.md"
+BLOCKS = {name: body for name, _, body in MARKED.findall(PAGE.read_text(encoding="utf-8"))}
+
+
+def test_the_page_marks_both_blocks() -> None:
+    assert set(BLOCKS) == {"session-policy", "session-test-cli"}
 
 
 def test_the_session_policy_does_what_the_section_says() -> None:
