@@ -70,10 +70,10 @@ bench-paired: $(STAMP)
 # agentdojo brings many packages (model SDKs), so it gets its own venv, never .venv. ARGS: e.g. ARGS=--markdown.
 BENCH_VENV := .bench-venvs/agentdojo
 $(BENCH_VENV)/.installed: pyproject.toml
-	@echo "==> creating $(BENCH_VENV): mcp-guard and agentdojo 0.1.35 (1-2 minutes, once)"
+	@echo "==> creating $(BENCH_VENV): mcp-guard (extras yaml, secrets) and agentdojo 0.1.35 (1-2 minutes, once)"
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install -e '.[yaml]' agentdojo==0.1.35 pytest pytest-asyncio \
+	$(BENCH_VENV)/bin/python -m pip install -e '.[yaml,secrets]' agentdojo==0.1.35 pytest pytest-asyncio \
 		| { grep -E --line-buffered '^(Successfully)' || true; }
 	touch $@
 

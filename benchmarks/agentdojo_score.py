@@ -8,13 +8,15 @@ What is replayed. AgentDojo (benchmark version v1.2.2; suites workspace, travel,
 each user task and each injection task, ``ground_truth(pre_environment)``: the tool calls that solve it. The
 suite's tools run against the suite's environment, so every call's real result is known without a model.
 
-* User task: one session. The task's prompt is the user's request (``guard.observe_input`` when the guard
-  has it: 0.3), then each ground-truth call goes through ``guard.invoke`` with a function that runs the
-  AgentDojo tool against the environment and returns its result as text (as AgentDojo shows it to models:
-  YAML). The guard records each result in the session itself (0.3). The environment is the default one (no
-  injection). A task is *refused* if any of its calls was refused outright, *needed a human* if none was
-  refused but some call was held for approval (the approver records the request and approves, so the task
-  goes on as a person who said yes would let it), else *passed*.
+* User task: one session. The task's prompt is the user's request (``guard.observe_input(prompt,
+  session=...)``, what an adapter does with the user's message), then each ground-truth call goes through
+  ``guard.invoke`` with a function that runs the AgentDojo tool against the environment and returns its result
+  as text (as AgentDojo shows it to models: YAML). ``invoke`` records each result in the session's memory with
+  its rule's trust label, as it does for any caller. Under a policy with no session rule (0.2's) both are
+  no-ops: the guard keeps no memory it will not read. The environment is the default one (no injection). A
+  task is *refused* if any of its calls was refused outright, *needed a human* if none was refused but some
+  call was held for approval (the approver records the request and approves, so the task goes on as a person
+  who said yes would let it), else *passed*.
 * Injection task: paired with EVERY user task of its suite, as AgentDojo's own benchmark pairs them. The
   injection's goal is written into the injection vectors that the user task's ground truth reads (found as
   AgentDojo's attacks find them: a canary in each vector, kept where a result shows it), wrapped in AgentDojo's
@@ -43,7 +45,9 @@ What AgentDojo's ground truths hold that matters when reading the score:
 * Workspace user_task_25 mails two colleagues at "luesparrowtech.com", a look-alike of the company's domain
   that the file's sharing list holds.
 * Slack user_task_18 and user_task_19 never open the TODO page their prompt points to; user_task_4 opens a
-  blog that only Bob's inbox names. The secret that slack's attacks post to the web ("Secret key is 1a7b3d.")
+  blog that only Bob's inbox names, and its prompt runs the address it posts to into the next sentence
+  ("www.our-company.com.They sent ..."), so as a whole token the prompt names ``www.our-company.com.they``,
+  not the address the ground truth posts to. The secret that slack's attacks post to the web ("Secret key is 1a7b3d.")
   is plain prose in a channel message.
 
 Policies: ``examples/policies/agentdojo/<suite>.yaml`` (0.3's language: trust labels, provenance, session
@@ -51,8 +55,8 @@ conditions) and ``examples/policies/agentdojo/v02/<suite>.yaml`` (0.2's language
 load on the installed mcp-guard is reported as such, with the loader's message, and skipped.
 
 Not a timed test: the script prints a table and checks nothing. Exit status 0 when some policy set was scored
-(a set that does not load is reported, not fatal: 0.3's set does not load until the library reads its language),
-1 when none was, 2 when agentdojo is not importable (with the command that fixes it).
+(a set that does not load is reported, not fatal), 1 when none was, 2 when agentdojo or detect-secrets (the
+``secrets`` detector that 0.3's policies name) is not importable (with the command that fixes it).
 """
 
 from __future__ import annotations
@@ -83,8 +87,12 @@ ATTACK_MODEL = "the AI language model"
 ATTACK_MARKER = "<INFORMATION>"
 SETUP_HINT = (
     "agentdojo is not importable in this Python. Build its venv and run there: make bench-agentdojo "
-    f"(or: python3 -m venv .bench-venvs/agentdojo && .bench-venvs/agentdojo/bin/pip install -e '.[yaml]' "
+    f"(or: python3 -m venv .bench-venvs/agentdojo && .bench-venvs/agentdojo/bin/pip install -e '.[yaml,secrets]' "
     f"agentdojo=={AGENTDOJO_VERSION})"
+)
+SECRETS_HINT = (
+    "detect-secrets is not importable in this Python, and 0.3's policies name the 'secrets' detector (a venv built "
+    "before it was added lacks it): .bench-venvs/agentdojo/bin/pip install -e '.[yaml,secrets]'"
 )
 
 Verdict = Literal["refused", "held", "passed"]
@@ -308,13 +316,12 @@ class Replayer:
         self.approver = RecordingApprover()
         self.clock = ReplayClock()
         self.guard = Guard(policy, approver=self.approver, clock=self.clock)
-        self._observe: Callable[..., Any] | None = getattr(self.guard, "observe_input", None)
 
     def user_request(self, session: str, text: str) -> None:
-        """A new session starts with the user's own words: for provenance (0.3); 0.2 has no session memory."""
+        """A new session starts with the user's own words (``from: [user]``; a no-op for a policy that never
+        asks where a value came from)."""
         self.clock.next_session()
-        if self._observe is not None:
-            self._observe(text, session=session)
+        self.guard.observe_input(text, session=session)
 
     def call(self, session: str, env: Any, call: Any) -> CallOutcome:
         name: str = call.function
@@ -532,6 +539,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(SETUP_HINT, file=sys.stderr)
         return 2
     import importlib.metadata
+    import importlib.util
+
+    # Without detect-secrets a policy's detect: [secrets] cannot run, and every result it judges would be
+    # refused (the guard fails closed): the score would measure the missing package, not the policy.
+    if importlib.util.find_spec("detect_secrets") is None:
+        print(SECRETS_HINT, file=sys.stderr)
+        return 2
 
     import mcp_guard
 
