@@ -279,7 +279,7 @@ _INIT_EXAMPLES = (
 
 
 def add_init_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``init`` on the CLI's subparsers (``build_parser`` in ``_cli.py`` calls this)."""
+    """Register ``init`` on the CLI's subparsers (``build_parser`` in ``_cli/main.py`` calls this)."""
     parser = command(
         subparsers, "init", run_init, epilog=_INIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -570,7 +570,7 @@ def _run_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- init (lives in _scaffold.py) ----------------------------------------------------------------------
+# -- init (lives in _cli/init.py) ----------------------------------------------------------------------
 
 
 def _add_init(subparsers: Any) -> argparse.ArgumentParser:
@@ -579,7 +579,7 @@ def _add_init(subparsers: Any) -> argparse.ArgumentParser:
     return add_init_parser(subparsers)
 
 
-# -- proxy (lives in _proxy.py) ------------------------------------------------------------------------
+# -- proxy (lives in _cli/proxy.py) ------------------------------------------------------------------------
 
 
 def _add_proxy(subparsers: Any) -> argparse.ArgumentParser:

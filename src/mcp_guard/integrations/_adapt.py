@@ -2,7 +2,7 @@
 recognising a violation JSON, LangChain-style approval answers, and a bounded map for per-call hand-offs.
 
 Nothing here imports a framework or decides anything: the Guard decides (its adapter contract, in
-``_guard.py``), the integrations translate, and this module holds what more than one of them would otherwise
+``_guard/guard.py``), the integrations translate, and this module holds what more than one of them would otherwise
 write twice.
 """
 
