@@ -24,7 +24,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # The CLI without relying on the console script being on PATH.
-PROXY = [sys.executable, "-c", "import sys; from mcp_guard._cli.main import main; sys.exit(main())", "proxy"]
+# python -m mcp_guard: the same command line for every version of src (benchmarks/paired.py runs old ones too).
+PROXY = [sys.executable, "-m", "mcp_guard", "proxy"]
 
 
 def proxy_command(policy: Path, *options: str, upstream: Sequence[str] = ()) -> list[str]:

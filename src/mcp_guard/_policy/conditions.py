@@ -229,8 +229,6 @@ def describe_type(value: object) -> str:
     return _KIND_TEXT["number" if kind == "integer" else kind]
 
 
-_type_name = describe_type  # the 0.1 name, for modules that still import it
-
 _KIND_TEXT = {
     "null": "null",
     "boolean": "a boolean",

@@ -44,7 +44,7 @@ from mcp.server.session import ServerSession
 from mcp.shared.context import RequestContext
 from mcp.shared.session import RequestResponder
 
-from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest, as_async_approver
+from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest
 from mcp_guard._calls.call import GuardResult, new_call
 from mcp_guard._compat import tool_annotations
 from mcp_guard._guard.guard import Guard
@@ -157,7 +157,6 @@ class GuardProxy:
         self._fixed: _Link | None = None
         self._options: InitializationOptions | None = None
         self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
-        self._ask_async = as_async_approver(self.ask_client)
         self._run_scope: anyio.CancelScope | None = None
         self.stopped = False
         self.connected = False  # an upstream session was opened once: later failures are not startup failures
