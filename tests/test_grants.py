@@ -92,8 +92,9 @@ def test_a_session_grant_covers_identical_calls_of_that_session_only() -> None:
 
 
 def test_a_ttl_grant_expires_on_the_clock(clock: FakeClock) -> None:
+    sink = MemorySink()
     human, tool = Human(ApprovalDecision.approve(ttl_s=60)), Tool()
-    guard = Guard(POLICY, approver=human, clock=clock)
+    guard = Guard(POLICY, approver=human, clock=clock, audit=sink)
     _pay(guard, tool, {"to": "bob", "amount": 5})
     clock.advance(59)
     _pay(guard, tool, {"to": "bob", "amount": 5}, session="elsewhere")  # a ttl grant is not bound to the session
@@ -101,6 +102,7 @@ def test_a_ttl_grant_expires_on_the_clock(clock: FakeClock) -> None:
     clock.advance(2)
     _pay(guard, tool, {"to": "bob", "amount": 5})
     assert len(human.asked) == 2
+    assert [e.get("grant_scope") for e in sink.events] == ["ttl", None, "ttl"]
 
 
 def test_widened_to_any_arguments_only_when_the_approver_says_so() -> None:

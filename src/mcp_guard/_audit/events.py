@@ -444,7 +444,9 @@ class CallEvent:
             if approval.grant is not None:  # a grant used (no human asked) or made by this yes
                 event["grant"] = approval.grant
                 if approval.grants:
-                    event["grant_scope"] = approval.scope if approval.ttl_s is None else f"{approval.scope}+ttl"
+                    # "session", "ttl" (any session, for ttl_s), or "session+ttl" (both bounds).
+                    scope = "ttl" if approval.scope == "once" else approval.scope
+                    event["grant_scope"] = scope if approval.ttl_s is None or scope == "ttl" else f"{scope}+ttl"
                 else:
                     event["approval"] = "grant"
         if fail_open:
