@@ -48,7 +48,7 @@ class ApprovalDecision:
 
     Build with :meth:`approve`, :meth:`deny` or :meth:`edit`.
 
-    A yes may be a *grant* (spec section 11) that also covers later calls, so identical calls do not ask again:
+    A yes may be a *grant* that also covers later calls, so identical calls do not ask again:
     ``scope="session"`` covers the rest of the call's session, ``ttl_s`` the next ``ttl_s`` seconds (both: the
     session, for at most ``ttl_s``). A grant covers the same tool, the same canonical arguments (the ones that
     will run, after an edit) and the same identity, under the same rule; ``any_args=True`` (``args="any"`` in

@@ -71,7 +71,7 @@ class Guard(Pipeline):
     ``store_timeout_s``: how long a third-party store may take before the call is refused.
     ``check_tool_schema``: when a call carries the tool's declared input schema (``tool_schema=``, passed
     by every adapter that knows it), the raw arguments must fit it with no type coercion, else the call is
-    refused as ``invalid_arguments`` before the policy runs (on by default; spec section 8).
+    refused as ``invalid_arguments`` before the policy runs (on by default).
 
     Every entry point also takes ``tool_schema``, ``call_id`` (the framework's tool-call id) and ``run_id``
     (its run or thread id), recorded in the audit event.
@@ -241,7 +241,7 @@ class Guard(Pipeline):
         ``"admitted"`` (handed on, result not known here) and ``"cancelled"`` (cancelled after it was handed
         on): nothing given back.
 
-        ``result``: what the tool returned, for adapters that call tools themselves (spec section 11). The
+        ``result``: what the tool returned, for adapters that call tools themselves. The
         policy's result rules judge it and session memory keeps it; the returned :class:`GuardResult` has the
         ``value`` to hand the model (the result, or a redacted copy) or, when a rule withheld it, the
         ``violation`` (``result_withheld``) to hand it instead. Without ``result``, returns None.
