@@ -323,3 +323,24 @@ def test_in_shadow_a_pulled_tool_stays_listed_and_its_call_is_audited_not_refuse
     (event,) = sink.events
     assert event["shadow"] is True
     assert event["code"] == "tool_changed"
+
+
+def test_a_listing_that_is_not_plain_json_never_raises_and_never_matches_a_pin(rug: Rug) -> None:
+    guard = rug.guard()
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(5000):
+        node["x"] = {}
+        node = node["x"]
+    ran: list[dict[str, Any]] = []
+
+    def send_note(**args: Any) -> None:
+        ran.append(args)
+
+    for schema in ({"type": "object", "default": float("nan")}, deep):
+        description = "Send a note to a colleague."
+        assert guard.listed("send_note", server="notes", description=description, input_schema=schema)
+        result = guard.run("send_note", {"to": "bob", "text": "hi"}, send_note, server="notes")
+        assert result.violation is not None
+        assert result.violation.code == "tool_changed"
+    assert ran == []

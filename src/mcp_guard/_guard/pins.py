@@ -64,8 +64,17 @@ def _canonical_json(value: Any) -> str:
 
 
 def fingerprint(tool: Mapping[str, Any]) -> str:
-    """``sha256:<hex>`` of a :func:`canonical_tool` form."""
-    return "sha256:" + hashlib.sha256(_canonical_json(tool).encode()).hexdigest()
+    """``sha256:<hex>`` of a :func:`canonical_tool` form.
+
+    A definition that is not plain JSON (NaN, a value JSON cannot hold, nesting past the recursion limit) gets
+    a hash of random bytes instead: it never matches a pin, so such a tool always reads as changed or new and
+    is refused (fail closed), and a listing that holds one never raises.
+    """
+    try:
+        text = _canonical_json(tool).encode()
+    except (TypeError, ValueError, RecursionError):
+        text = os.urandom(32)
+    return "sha256:" + hashlib.sha256(text).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
