@@ -230,3 +230,21 @@ async def test_a_session_scoped_resume_is_not_asked_again_in_that_thread(server:
     assert "__interrupt__" not in state  # the second identical transfer was covered by the grant
     assert [m.status for m in tool_messages(state["messages"])] == ["success", "success"]
     assert [r["args"]["amount"] for r in server.record() if r["tool"] == "transfer"] == [5000, 5000]
+
+
+def test_arguments_nested_past_the_recursion_limit_ask_the_human_and_make_no_grant() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(10_000):
+        node["x"] = {}
+        node = node["x"]
+    sink = MemorySink()
+    human, tool = Human(ApprovalDecision.approve(scope="session")), Tool()
+    guard = Guard(POLICY, approver=human, audit=sink)
+    for _ in range(2):
+        result = guard.run("pay", {"to": deep}, tool, identity="alice", session="s1")
+        assert result.violation is None
+    assert len(human.asked) == 2  # asked each time: such arguments can be neither granted nor matched
+    assert len(tool.ran) == 2
+    assert [e["outcome"] for e in sink.events] == ["ok", "ok"]
+    assert all("grant" not in e for e in sink.events)

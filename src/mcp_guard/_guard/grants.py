@@ -47,10 +47,26 @@ def _rule_text(policy: Any, pointer: str | None) -> str:
         return str(getattr(policy, "hash", ""))  # cannot say which rule: any policy change drops the grant
 
 
-def _digest(base: Mapping[str, Any], args: Any, where: str) -> str:
-    material = {**base, "args": args, "where": where}
-    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def _args_text(args: Mapping[str, Any]) -> str | None:
+    """The arguments' canonical JSON, or None for arguments that are not plain JSON (a non-JSON value, NaN,
+    nesting past the recursion limit): those never match, and never make, an argument-bound grant."""
+    try:
+        return _json(dict(args))
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+def _digest(base: Mapping[str, Any], args_text: str, where: str) -> str:
+    # The arguments go in as their canonical text (serialised once), the rest as canonical JSON around it.
+    text = _json({**base, "where": where}) + "\n" + args_text
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_ANY_ARGS = "*"  # not JSON text of any object: no call's arguments read the same
 
 
 def _base(tool: str, server: str | None, decision: Any, policy: Any) -> dict[str, Any]:
@@ -68,16 +84,10 @@ def lookup_digests(
 ) -> list[str]:
     """The keys a grant covering this call could have: these arguments or any, this session or any time."""
     base = _base(tool, server, decision, policy)
-    try:
-        exact = dict(args)
-        json.dumps(exact, allow_nan=False)
-    except (TypeError, ValueError):
-        exact = None  # arguments that are not JSON never match an argument-bound grant
     wheres = ["ttl"] + ([f"session:{session}"] if session is not None else [])
-    out = [_digest(base, "*", where) for where in wheres]
-    if exact is not None:
-        out = [_digest(base, exact, where) for where in wheres] + out
-    return out
+    exact = _args_text(args)
+    texts = ([exact] if exact is not None else []) + [_ANY_ARGS]
+    return [_digest(base, text, where) for text in texts for where in wheres]
 
 
 def grant_digest(
@@ -91,11 +101,15 @@ def grant_digest(
     session_scope: bool,
     any_args: bool,
 ) -> str | None:
-    """The key of a new grant for this call, or None when it cannot have one (a session grant, no session)."""
+    """The key of a new grant for this call, or None when it cannot have one (a session grant with no session,
+    or arguments that are not plain JSON bound into the grant)."""
     if session_scope and session is None:
         return None
+    text = _ANY_ARGS if any_args else _args_text(args)
+    if text is None:
+        return None
     where = f"session:{session}" if session_scope else "ttl"
-    return _digest(_base(tool, server, decision, policy), "*" if any_args else dict(args), where)
+    return _digest(_base(tool, server, decision, policy), text, where)
 
 
 def grant_ttl(session_scope: bool, ttl_s: float | None) -> float:
