@@ -20,11 +20,11 @@ id: no arguments, no identity in clear.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from mcp_guard._guard.pins import canonical_json
 from mcp_guard._policy.decision import escape_key_part
 
 #: How long a session grant with no ``ttl_s`` lives: sessions have no end the guard is told of.
@@ -42,27 +42,23 @@ def _rule_text(policy: Any, pointer: str | None) -> str:
         return ""
     head = "/".join(pointer.split("/")[:3])
     try:
-        return json.dumps(policy.rule_at(head), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return canonical_json(policy.rule_at(head))
     except (TypeError, ValueError):
         return str(getattr(policy, "hash", ""))  # cannot say which rule: any policy change drops the grant
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def _args_text(args: Mapping[str, Any]) -> str | None:
     """The arguments' canonical JSON, or None for arguments that are not plain JSON (a non-JSON value, NaN,
     nesting past the recursion limit): those never match, and never make, an argument-bound grant."""
     try:
-        return _json(dict(args))
+        return canonical_json(dict(args))
     except (TypeError, ValueError, RecursionError):
         return None
 
 
 def _digest(base: Mapping[str, Any], args_text: str, where: str) -> str:
     # The arguments go in as their canonical text (serialised once), the rest as canonical JSON around it.
-    text = _json({**base, "where": where}) + "\n" + args_text
+    text = canonical_json({**base, "where": where}) + "\n" + args_text
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -59,7 +59,8 @@ def canonical_tool(
     }
 
 
-def _canonical_json(value: Any) -> str:
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no insignificant space, ASCII escapes, no NaN: the text pins and grants hash."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
@@ -71,7 +72,7 @@ def fingerprint(tool: Mapping[str, Any]) -> str:
     is refused (fail closed), and a listing that holds one never raises.
     """
     try:
-        text = _canonical_json(tool).encode()
+        text = canonical_json(tool).encode()
     except (TypeError, ValueError, RecursionError):
         text = os.urandom(32)
     return "sha256:" + hashlib.sha256(text).hexdigest()
@@ -267,15 +268,23 @@ def _json_changes(before: Any, after: Any, path: str) -> list[str]:
         for key in sorted(before.keys() | after.keys()):
             sub = f"{path}/{key}"
             if key not in after:
-                out.append(f"- {sub}: {_canonical_json(before[key])}")
+                out.append(f"- {sub}: {_shown(before[key])}")
             elif key not in before:
-                out.append(f"+ {sub}: {_canonical_json(after[key])}")
+                out.append(f"+ {sub}: {_shown(after[key])}")
             else:
                 out.extend(_json_changes(before[key], after[key], sub))
         return out
     if before == after and type(before) is type(after):
         return []
-    return [f"~ {path or '/'}: {_canonical_json(before)} -> {_canonical_json(after)}"]
+    return [f"~ {path or '/'}: {_shown(before)} -> {_shown(after)}"]
+
+
+def _shown(value: Any) -> str:
+    """A value for a person reading the diff: its canonical JSON, or its repr when it is not plain JSON."""
+    try:
+        return canonical_json(value)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)[:200]
 
 
 # -- at run time: what the guard has seen listed -----------------------------------------------------------
