@@ -451,12 +451,6 @@ class Inbox:
         """:meth:`decide` for sync code."""
         return _run_sync(lambda: self.decide(request_id, decision))
 
-    def app(self, *, token: str, poll_s: float = 1.0) -> Any:
-        """The web page and JSON API as an ASGI app (extra ``inbox``); see :func:`mcp_guard._inbox.web.create_app`."""
-        from mcp_guard._inbox.web import create_app
-
-        return create_app(self, token=token, poll_s=poll_s)
-
     # -- internals ---------------------------------------------------------------------------------------------
 
     def _redact_paths(self, call: ApprovalRequest) -> tuple[str, ...] | None:
