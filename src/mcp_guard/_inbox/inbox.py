@@ -57,12 +57,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from mcp_guard._audit.events import REDACTED, _redacted_paths, scrub
 from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest
-from mcp_guard._errors import ApprovalError, PolicyError
-from mcp_guard._inbox.stores import GRACE_S, Backend, Conn, DecisionRefused, RedisBackend, dumps, memory_backend
+from mcp_guard._errors import ApprovalError, ConfigurationError
+from mcp_guard._inbox.stores import (
+    GRACE_S,
+    Backend,
+    Conn,
+    DecisionRefused,
+    StoreOptions,
+    backend_from_url,
+    dumps,
+)
+from mcp_guard._inbox.urls import scheme_of, shown_url
 from mcp_guard._policy.policy import Policy, load_policy
 
 log = logging.getLogger("mcp_guard.inbox")
@@ -253,15 +261,16 @@ class Inbox:
         lease_renew_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # ConfigurationError is a ValueError, what these raised before 0.3.
         if not ttl_s > 0 or not history_ttl_s > 0 or not timeout_s > 0 or history < 1:
-            raise ValueError("ttl_s, history_ttl_s and timeout_s must be > 0, history >= 1")
+            raise ConfigurationError("ttl_s, history_ttl_s and timeout_s must be > 0, history >= 1")
         if not 0 < lease_renew_s < lease_s < math.inf:
-            raise ValueError("the lease needs 0 < lease_renew_s < lease_s: it is renewed before it runs out")
+            raise ConfigurationError("the lease needs 0 < lease_renew_s < lease_s: it is renewed before it runs out")
         if webhook is not None:
-            if urlsplit(webhook).scheme not in ("http", "https"):
-                raise ValueError(f"webhook must be an http(s) URL, not {webhook!r}")
+            if scheme_of(webhook) not in ("http", "https"):
+                raise ConfigurationError(f"webhook must be an http(s) URL, not {shown_url(webhook)!r}")
             if not webhook_secret:
-                raise ValueError("a webhook needs webhook_secret: receivers verify the HMAC signature with it")
+                raise ConfigurationError("a webhook needs webhook_secret: receivers verify the HMAC signature with it")
         self.url = url
         self.ttl_s = float(ttl_s)
         self.lease_s = float(lease_s)
@@ -273,17 +282,10 @@ class Inbox:
         # A Guard is read at each request, so a policy it reloads is the one whose redact paths apply.
         self._guard: Any = policy if policy is not None and hasattr(policy, "policy") else None
         self._policy: Policy | None = load_policy(policy) if policy is not None else None
-        scheme = urlsplit(url).scheme
-        self._backend: Backend
-        if scheme == "memory":
-            name = url.split("://", 1)[1] if "://" in url else ""
-            self._backend = memory_backend(name, history, history_ttl_s, clock)
-        elif scheme in ("redis", "rediss", "unix"):
-            self._backend = RedisBackend(
-                url, prefix=prefix, timeout_s=timeout_s, history=history, history_ttl_s=history_ttl_s, clock=clock
-            )
-        else:
-            raise PolicyError(f"unknown inbox store {url!r}: use memory:// or redis://host:port/db")
+        options = StoreOptions(
+            prefix=prefix, timeout_s=timeout_s, history=history, history_ttl_s=history_ttl_s, clock=clock
+        )
+        self._backend: Backend = backend_from_url(url, options)
         self._originals: dict[str, _Original] = {}
         self._originals_lock = threading.Lock()
         self._held: tuple[asyncio.AbstractEventLoop, Conn] | None = None
@@ -295,8 +297,7 @@ class Inbox:
         return self._guard.policy if self._guard is not None else self._policy
 
     def __repr__(self) -> str:
-        where = urlsplit(self.url)
-        return f"Inbox({where.scheme}://{where.hostname or ''}{where.path})"  # never the password
+        return f"Inbox({shown_url(self.url)})"  # never the password
 
     # -- connections ---------------------------------------------------------------------------------------
 
