@@ -42,7 +42,6 @@ lease: it stays decidable until its deadline, whoever waits or stops waiting for
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -59,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from mcp_guard._audit.events import REDACTED, _redacted_paths, scrub
-from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest
+from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest, background_loop
 from mcp_guard._errors import ApprovalError, ConfigurationError
 from mcp_guard._inbox.stores import (
     GRACE_S,
@@ -307,8 +306,8 @@ class Inbox:
         if held is not None and held[0] is asyncio.get_running_loop():
             yield held[1]
             return
-        # One connection per operation otherwise: approvals are human-paced, and a connection must not
-        # outlive the event loop it was made on (the guard runs sync approvers on short-lived loops).
+        # One connection per operation otherwise: approvals are human-paced, and a connection is bound to the
+        # event loop it was made on (callers await on their own loops; sync calls run on the background loop).
         conn = await self._backend.connect()
         try:
             yield conn
@@ -693,13 +692,32 @@ def as_request(
 
 
 def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine from sync code: here when no loop runs in this thread, else on a private loop in a thread."""
+    """Run a coroutine from sync code on the shared background loop (the one sync callers of async approvers use):
+    no thread and no event loop made per call, and the store's connections live on a loop that outlives the call.
+
+    From the background loop's own thread this would wait for itself for ever: a :class:`RuntimeError` says so
+    instead (code running there is async; it awaits the async method). If the caller is interrupted, the
+    coroutine is cancelled, as an awaiting caller's would be (a waiting approval request is withdrawn).
+    """
+    loop = background_loop()
+    if _running_loop() is loop:
+        raise RuntimeError(
+            "an Inbox *_sync method was called on mcp-guard's background event loop, which it would wait on for "
+            "ever; await the async method (submit, wait, listing, decide) there instead"
+        )
+    future = asyncio.run_coroutine_threadsafe(make(), loop)
     try:
-        asyncio.get_running_loop()
+        return future.result()
+    except BaseException:
+        future.cancel()  # KeyboardInterrupt, or a timeout of the caller's own: the coroutine must not live on
+        raise
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcp-guard-inbox") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
+        return None
 
 
 __all__ = ["DecisionRefused", "Inbox", "as_request", "shown_args", "sign", "validate_decision", "verify_signature"]
