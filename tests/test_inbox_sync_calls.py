@@ -9,8 +9,11 @@ tests read the decisions back from the real server.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -121,3 +124,28 @@ def test_a_sync_call_on_the_background_loops_own_thread_fails_at_once() -> None:
     assert inbox.listing_sync()[0] == []  # nothing was recorded
     # The loop is not harmed: the next sync call from an ordinary thread works.
     assert _round_trip(inbox, 1) == {"type": "reject", "message": "no 1"}
+
+
+@pytest.mark.redis
+def test_an_interrupted_sync_wait_stops_waiting_on_the_store(redis_url: str) -> None:
+    inbox = Inbox(redis_url)
+    rid = inbox.submit_sync(ApprovalRequest("note", {"text": "hi"}))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+
+    def blocked_in_blpop() -> bool:
+        return any(c.get("cmd") == "blpop" for c in client.client_list())
+
+    def interrupt_once_blocked() -> None:
+        deadline = time.monotonic() + 10
+        while not blocked_in_blpop() and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the server to show the pop, not for a window
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: Python raises KeyboardInterrupt in the waiting main thread
+
+    threading.Thread(target=interrupt_once_blocked, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        inbox.wait_sync(rid, 30)
+    deadline = time.monotonic() + 10
+    while blocked_in_blpop() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not blocked_in_blpop()  # the server saw the waiting pop go: nothing waits on in the background
+    client.close()

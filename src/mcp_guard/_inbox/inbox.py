@@ -696,8 +696,8 @@ def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     no thread and no event loop made per call, and the store's connections live on a loop that outlives the call.
 
     From the background loop's own thread this would wait for itself for ever: a :class:`RuntimeError` says so
-    instead (code running there is async; it awaits the async method). If the caller is interrupted, the
-    coroutine is cancelled, as an awaiting caller's would be (a waiting approval request is withdrawn).
+    instead (code running there is async; it awaits the async method). If the caller is interrupted (Ctrl-C), the
+    coroutine is cancelled, as an awaiting caller's would be, so that it does not wait on with nobody to answer.
     """
     loop = background_loop()
     if _running_loop() is loop:
