@@ -24,7 +24,7 @@ from typing import Any
 from _scripted import EXCHANGE_POLICY, exchange_stdio, langchain_model, tool_call
 
 from mcp_guard import Guard, Inbox, Policy
-from mcp_guard._inbox.web import InboxServer
+from mcp_guard._inbox.web import InboxServer, create_app
 
 IDENTITY = "alice"
 ADDRESS = "0x" + "5e" * 20
@@ -98,7 +98,7 @@ def main() -> int:
     inbox = Inbox("memory://demo", policy=policy)
     guard = Guard(policy, approver=inbox)
     token = secrets.token_urlsafe(24)
-    with InboxServer(inbox.app(token=token), port=args.port) as server:
+    with InboxServer(create_app(inbox, token=token), port=args.port) as server:
         print(f"approval inbox: {server.url}/?token={token}", flush=True)
         if args.auto:
             stop = threading.Event()

@@ -26,7 +26,7 @@ import pytest
 from servers.inbox_recording_server import read_record
 
 from mcp_guard import Inbox
-from mcp_guard._inbox.web import InboxServer
+from mcp_guard._inbox.web import InboxServer, create_app
 
 CHROMIUM = "/usr/bin/chromium"
 WORKER = Path(__file__).resolve().parent / "inbox_worker.py"
@@ -132,7 +132,7 @@ def test_two_workers_decided_on_the_page(browser: Any, redis_url: str, tmp_path:
     order_b = {"symbol": "ETHUSD", "amount": 40, "account": SECRET_ACCOUNT, "note": SCRIPT_NOTE}
     workers = [Worker(redis_url, record, "alice", order_a), Worker(redis_url, record, "bob", order_b)]
     try:
-        with InboxServer(Inbox(redis_url).app(token=token, poll_s=0.25)) as server:
+        with InboxServer(create_app(Inbox(redis_url), token=token, poll_s=0.25)) as server:
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
             page.goto(f"{server.url}/?token={token}")
             assert page.url == f"{server.url}/", "the token is taken out of the address bar"
@@ -207,7 +207,7 @@ def test_a_caller_who_left_is_greyed_and_cannot_be_approved(browser: Any, redis_
     token = secrets.token_urlsafe(24)
     order = {"symbol": "BTCUSD", "amount": 10, "account": SECRET_ACCOUNT, "note": "n"}
     workers = [Worker(redis_url, record, who, order, SHORT_LEASE) for who in ("alice", "bob")]
-    server = InboxServer(Inbox(redis_url).app(token=token, poll_s=0.25)).start()
+    server = InboxServer(create_app(Inbox(redis_url), token=token, poll_s=0.25)).start()
     try:
         page = browser.new_page(viewport={"width": 1100, "height": 1200})
         page.goto(f"{server.url}/?token={token}")

@@ -29,6 +29,7 @@ from test_inbox_browser import Worker
 
 from mcp_guard import ApprovalRequest, Guard, Inbox
 from mcp_guard._inbox.inbox import DecisionRefused
+from mcp_guard._inbox.web import create_app
 
 TOKEN = "lease-test-token-" + "x" * 16
 BEARER = {"authorization": f"Bearer {TOKEN}"}
@@ -60,7 +61,7 @@ async def apoll(what: Callable[[], Any], timeout_s: float = 5.0) -> Any:
 
 def page_client(url: str, clock: Callable[[], float] = time.time) -> TestClient:
     """The inbox's web app on ``url`` (what ``mcp-guard inbox`` serves), as the page and a bot talk to it."""
-    return TestClient(Inbox(url, clock=clock).app(token=TOKEN))
+    return TestClient(create_app(Inbox(url, clock=clock), token=TOKEN))
 
 
 def post_decision(client: TestClient, rid: str, decision: dict[str, Any]) -> Any:

@@ -43,7 +43,7 @@ def inbox() -> Inbox:
 
 @pytest.fixture
 def client(inbox: Inbox) -> Iterator[TestClient]:
-    with TestClient(inbox.app(token=TOKEN), follow_redirects=False) as made:
+    with TestClient(create_app(inbox, token=TOKEN), follow_redirects=False) as made:
         yield made
 
 
@@ -238,7 +238,7 @@ def test_a_redacted_value_is_in_no_answer(client: TestClient, inbox: Inbox, rid:
 @pytest.mark.redis
 def test_a_store_that_is_down_answers_503(redis_factory: Any) -> None:
     server = redis_factory()
-    with TestClient(Inbox(server.url).app(token=TOKEN)) as client:
+    with TestClient(create_app(Inbox(server.url), token=TOKEN)) as client:
         assert client.get("/api/requests", headers=COOKIE_HEADER).status_code == 200
         server.stop()
         response = client.get("/api/requests", headers=COOKIE_HEADER)
@@ -335,8 +335,9 @@ def test_the_web_app_needs_the_inbox_extra() -> None:
         "sys.meta_path.insert(0, Blocker())\n"
         "from mcp_guard import Inbox\n"
         "from mcp_guard._errors import MissingExtraError\n"
+        "from mcp_guard._inbox.web import create_app\n"
         "try:\n"
-        "    Inbox('memory://').app(token='t' * 20)\n"
+        "    create_app(Inbox('memory://'), token='t' * 20)\n"
         "except MissingExtraError as exc:\n"
         "    print(exc)\n"
     )

@@ -178,7 +178,8 @@ PROBE = textwrap.dedent(
     library("openai-agents", lambda: __import__("mcp_guard.integrations.openai_agents"))
     library("reload", lambda: Guard(f"{{work}}/p.json", reload=True))
     library("otel", lambda: Guard(f"{{work}}/p.json", metrics=True))
-    library("inbox", lambda: Inbox("memory://").app(token="t" * 20))
+    from mcp_guard._inbox.web import create_app
+    library("inbox", lambda: create_app(Inbox("memory://"), token="t" * 20))
     print(json.dumps(said))
     """
 )

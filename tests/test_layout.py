@@ -134,3 +134,16 @@ def test_the_checks_find_a_circle_and_read_imports_as_python_runs_them() -> None
     assert _imports(ast.parse(source), type_only=False) == {"mcp_guard._compat", "mcp_guard._policy.policy"}
     assert _imports(ast.parse(source), type_only=True) == {"mcp_guard._errors"}
     assert _layer("mcp_guard._cli.main") > _layer("mcp_guard._guard.guard") > _layer("mcp_guard._policy.policy")
+
+
+def test_the_inbox_and_its_page_import_one_way() -> None:
+    # Within the inbox, type-only imports count too: the page (web) knows the inbox, the inbox never the page.
+    run, typed = _graph(), _graph(type_only=True)
+    inbox = {
+        module: {dep for dep in run[module] | typed[module] if dep.startswith("mcp_guard._inbox.")}
+        for module in run
+        if module.startswith("mcp_guard._inbox.")
+    }
+    assert {"mcp_guard._inbox.inbox", "mcp_guard._inbox.web", "mcp_guard._inbox.stores"} <= set(inbox)
+    assert _circles(inbox) == []
+    assert [m for m, deps in sorted(inbox.items()) if "mcp_guard._inbox.web" in deps] == []

@@ -7,7 +7,7 @@ One root, so ``except MCPGuardError`` catches everything the library raises on p
     ├── ConfigurationError     the guard was set up with something it cannot use (an audit path that is a
     │   │                      directory, whose folder is missing, or that cannot be written); also a ValueError
     │   └── StoreConfigurationError  a store URI or store option it cannot use (unknown scheme, malformed
-    │                          URL, bad option); also a PolicyError, what 0.1 raised there
+    │                          URL, bad option; rate-limit or inbox store); also a PolicyError, what 0.1 raised
     ├── PolicyViolation        a call was refused and the guard was asked to raise (on_violation="raise")
     ├── StoreError             the rate-limit store failed or could not be reached
     ├── ApprovalError          an approver raised, hung, or returned something that is not a decision
@@ -44,10 +44,11 @@ class ConfigurationError(MCPGuardError, ValueError):
 
 
 class StoreConfigurationError(ConfigurationError, PolicyError):
-    """A rate-limit store URI or option cannot be used: an unknown scheme, a malformed URL, a bad option.
+    """A store URI or option cannot be used (a rate-limit store's, or an :class:`~mcp_guard.Inbox`'s): an unknown
+    scheme, a malformed URL, a bad option.
 
-    Catch it as :class:`ConfigurationError`; it is a :class:`PolicyError` too only because 0.1 raised that for a
-    bad store URI, so ``except PolicyError`` written then still catches it.
+    Catch it as :class:`ConfigurationError`; it is a :class:`PolicyError` too only because 0.1 and 0.2 raised that
+    for a bad store URI, so ``except PolicyError`` written then still catches it.
     """
 
 

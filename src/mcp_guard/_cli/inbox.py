@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mcp_guard._cli.common import command, fail, listen_socket
-from mcp_guard._errors import MissingExtraError, PolicyError, require_extra
+from mcp_guard._errors import MissingExtraError, require_extra
 from mcp_guard._inbox.inbox import Inbox
 from mcp_guard._inbox.web import MIN_TOKEN_CHARS, TOKEN_ENV, create_app
 
@@ -47,7 +47,7 @@ def run_inbox(args: argparse.Namespace) -> int:
     try:
         uvicorn = require_extra("uvicorn", "inbox", "mcp-guard inbox")
         app = create_app(Inbox(args.store, prefix=args.prefix), token=token, poll_s=args.poll)
-    except (MissingExtraError, ValueError, PolicyError) as exc:
+    except (MissingExtraError, ValueError) as exc:  # a bad --store is a ConfigurationError, a ValueError
         return fail(str(exc), subcommand="inbox")
     # Bound here, not by uvicorn: a port in use is one line naming it, exit 2 (uvicorn's own error exits 3).
     sock = listen_socket(args.host, args.port, subcommand="inbox")

@@ -42,7 +42,6 @@ lease: it stays decidable until its deadline, whoever waits or stops waiting for
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -57,12 +56,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from mcp_guard._audit.events import REDACTED, _redacted_paths, scrub
-from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest
-from mcp_guard._errors import ApprovalError, PolicyError
-from mcp_guard._inbox.stores import GRACE_S, Backend, Conn, DecisionRefused, RedisBackend, dumps, memory_backend
+from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest, background_loop
+from mcp_guard._errors import ApprovalError, ConfigurationError
+from mcp_guard._inbox.stores import (
+    GRACE_S,
+    Backend,
+    Conn,
+    DecisionRefused,
+    StoreOptions,
+    backend_from_url,
+    dumps,
+)
+from mcp_guard._inbox.urls import scheme_of, shown_url
 from mcp_guard._policy.policy import Policy, load_policy
 
 log = logging.getLogger("mcp_guard.inbox")
@@ -253,15 +260,16 @@ class Inbox:
         lease_renew_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        # ConfigurationError is a ValueError, what these raised before 0.3.
         if not ttl_s > 0 or not history_ttl_s > 0 or not timeout_s > 0 or history < 1:
-            raise ValueError("ttl_s, history_ttl_s and timeout_s must be > 0, history >= 1")
+            raise ConfigurationError("ttl_s, history_ttl_s and timeout_s must be > 0, history >= 1")
         if not 0 < lease_renew_s < lease_s < math.inf:
-            raise ValueError("the lease needs 0 < lease_renew_s < lease_s: it is renewed before it runs out")
+            raise ConfigurationError("the lease needs 0 < lease_renew_s < lease_s: it is renewed before it runs out")
         if webhook is not None:
-            if urlsplit(webhook).scheme not in ("http", "https"):
-                raise ValueError(f"webhook must be an http(s) URL, not {webhook!r}")
+            if scheme_of(webhook) not in ("http", "https"):
+                raise ConfigurationError(f"webhook must be an http(s) URL, not {shown_url(webhook)!r}")
             if not webhook_secret:
-                raise ValueError("a webhook needs webhook_secret: receivers verify the HMAC signature with it")
+                raise ConfigurationError("a webhook needs webhook_secret: receivers verify the HMAC signature with it")
         self.url = url
         self.ttl_s = float(ttl_s)
         self.lease_s = float(lease_s)
@@ -273,17 +281,10 @@ class Inbox:
         # A Guard is read at each request, so a policy it reloads is the one whose redact paths apply.
         self._guard: Any = policy if policy is not None and hasattr(policy, "policy") else None
         self._policy: Policy | None = load_policy(policy) if policy is not None else None
-        scheme = urlsplit(url).scheme
-        self._backend: Backend
-        if scheme == "memory":
-            name = url.split("://", 1)[1] if "://" in url else ""
-            self._backend = memory_backend(name, history, history_ttl_s, clock)
-        elif scheme in ("redis", "rediss", "unix"):
-            self._backend = RedisBackend(
-                url, prefix=prefix, timeout_s=timeout_s, history=history, history_ttl_s=history_ttl_s, clock=clock
-            )
-        else:
-            raise PolicyError(f"unknown inbox store {url!r}: use memory:// or redis://host:port/db")
+        options = StoreOptions(
+            prefix=prefix, timeout_s=timeout_s, history=history, history_ttl_s=history_ttl_s, clock=clock
+        )
+        self._backend: Backend = backend_from_url(url, options)
         self._originals: dict[str, _Original] = {}
         self._originals_lock = threading.Lock()
         self._held: tuple[asyncio.AbstractEventLoop, Conn] | None = None
@@ -295,8 +296,7 @@ class Inbox:
         return self._guard.policy if self._guard is not None else self._policy
 
     def __repr__(self) -> str:
-        where = urlsplit(self.url)
-        return f"Inbox({where.scheme}://{where.hostname or ''}{where.path})"  # never the password
+        return f"Inbox({shown_url(self.url)})"  # never the password
 
     # -- connections ---------------------------------------------------------------------------------------
 
@@ -306,8 +306,8 @@ class Inbox:
         if held is not None and held[0] is asyncio.get_running_loop():
             yield held[1]
             return
-        # One connection per operation otherwise: approvals are human-paced, and a connection must not
-        # outlive the event loop it was made on (the guard runs sync approvers on short-lived loops).
+        # One connection per operation otherwise: approvals are human-paced, and a connection is bound to the
+        # event loop it was made on (callers await on their own loops; sync calls run on the background loop).
         conn = await self._backend.connect()
         try:
             yield conn
@@ -450,12 +450,6 @@ class Inbox:
     def decide_sync(self, request_id: str, decision: Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`decide` for sync code."""
         return _run_sync(lambda: self.decide(request_id, decision))
-
-    def app(self, *, token: str, poll_s: float = 1.0) -> Any:
-        """The web page and JSON API as an ASGI app (extra ``inbox``); see :func:`mcp_guard._inbox.web.create_app`."""
-        from mcp_guard._inbox.web import create_app
-
-        return create_app(self, token=token, poll_s=poll_s)
 
     # -- internals ---------------------------------------------------------------------------------------------
 
@@ -698,13 +692,32 @@ def as_request(
 
 
 def _run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine from sync code: here when no loop runs in this thread, else on a private loop in a thread."""
+    """Run a coroutine from sync code on the shared background loop (the one sync callers of async approvers use):
+    no thread and no event loop made per call, and the store's connections live on a loop that outlives the call.
+
+    From the background loop's own thread this would wait for itself for ever: a :class:`RuntimeError` says so
+    instead (code running there is async; it awaits the async method). If the caller is interrupted (Ctrl-C), the
+    coroutine is cancelled, as an awaiting caller's would be, so that it does not wait on with nobody to answer.
+    """
+    loop = background_loop()
+    if _running_loop() is loop:
+        raise RuntimeError(
+            "an Inbox *_sync method was called on mcp-guard's background event loop, which it would wait on for "
+            "ever; await the async method (submit, wait, listing, decide) there instead"
+        )
+    future = asyncio.run_coroutine_threadsafe(make(), loop)
     try:
-        asyncio.get_running_loop()
+        return future.result()
+    except BaseException:
+        future.cancel()  # KeyboardInterrupt, or a timeout of the caller's own: the coroutine must not live on
+        raise
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mcp-guard-inbox") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
+        return None
 
 
 __all__ = ["DecisionRefused", "Inbox", "as_request", "shown_args", "sign", "validate_decision", "verify_signature"]

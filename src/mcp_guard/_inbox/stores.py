@@ -5,6 +5,9 @@ event loops, resolved thread-safely. ``redis://``: hashes with a TTL, a sorted s
 and one list per request that the decision is pushed onto and the worker ``BLPOP``\\s (layout in
 :mod:`mcp_guard._inbox.inbox`). Deciding is atomic in both: a lock, or one Lua script. Used through
 :class:`~mcp_guard.Inbox`, not directly.
+
+Each store registers its URL schemes on :class:`Backend` as it is defined (as the rate-limit stores do on
+``Store``); :func:`backend_from_url` builds one by scheme and names the schemes there are when it knows none.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
-from mcp_guard._errors import ApprovalError, PolicyError, require_extra
+from mcp_guard._errors import ApprovalError, StoreConfigurationError, require_extra
+from mcp_guard._inbox.urls import hide_secrets, scheme_of, shown_url
 
 # A decision's type -> the status its request has afterwards. "expire": the worker gave up at the deadline;
 # "withdraw": the worker's waiting task was cancelled (its caller left); "abandon": the worker stopped renewing
@@ -111,9 +116,51 @@ class Conn(ABC):
         """Release the connection."""
 
 
+@dataclass(frozen=True)
+class StoreOptions:
+    """What an :class:`~mcp_guard.Inbox` tells its store; each store uses the fields it needs."""
+
+    prefix: str
+    timeout_s: float
+    history: int
+    history_ttl_s: float
+    clock: Callable[[], float]
+
+
 class Backend(ABC):
+    """An inbox store. Subclasses set ``schemes`` to be built by :func:`backend_from_url` for URLs of those
+    schemes (the registry is filled here, as each subclass is defined, like the rate-limit stores')."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    _registry: ClassVar[dict[str, type[Backend]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for scheme in cls.schemes:
+            Backend._registry[scheme] = cls
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str, options: StoreOptions) -> Backend:
+        """The store for ``url``; :class:`~mcp_guard.ConfigurationError` when it cannot be used."""
+
     @abstractmethod
     async def connect(self) -> Conn: ...
+
+
+def backend_from_url(url: str, options: StoreOptions) -> Backend:
+    """The inbox store for ``url``, by its scheme. An unknown scheme or a malformed URL raises
+    :class:`~mcp_guard.ConfigurationError` naming the URL (its password hidden) and the schemes there are (a
+    ``StoreConfigurationError``: a :class:`~mcp_guard.PolicyError` too, what 0.2 raised here)."""
+    scheme = scheme_of(url)
+    cls = Backend._registry.get(scheme) if scheme is not None else None
+    if cls is None:
+        known = ", ".join(f"{s}://" for s in sorted(Backend._registry))
+        what = f"the scheme {scheme!r} is" if scheme else "it has no scheme that is"
+        raise StoreConfigurationError(
+            f"unknown inbox store {shown_url(url)!r}: {what} not one of {known} (use memory:// or redis://host:port/db)"
+        )
+    return cls.from_url(url, options)
 
 
 # -- memory ------------------------------------------------------------------------------------------------
@@ -126,6 +173,14 @@ _Wake = tuple[asyncio.AbstractEventLoop, "asyncio.Future[dict[str, Any]]", dict[
 
 class _MemoryInbox(Backend, Conn):
     """The in-process store: a dict under a lock; waiting workers hold futures on their own event loops."""
+
+    schemes = ("memory",)
+
+    @classmethod
+    def from_url(cls, url: str, options: StoreOptions) -> Backend:
+        # memory://NAME: the first Inbox built for a name sets its history and clock.
+        name = url.split("://", 1)[1] if "://" in url else ""
+        return memory_backend(name, options.history, options.history_ttl_s, options.clock)
 
     def __init__(self, history: int, history_ttl_s: float, clock: Callable[[], float]) -> None:
         self._lock = threading.Lock()
@@ -331,6 +386,19 @@ return 'ok'
 
 
 class RedisBackend(Backend):
+    schemes = ("redis", "rediss", "unix")
+
+    @classmethod
+    def from_url(cls, url: str, options: StoreOptions) -> Backend:
+        return cls(
+            url,
+            prefix=options.prefix,
+            timeout_s=options.timeout_s,
+            history=options.history,
+            history_ttl_s=options.history_ttl_s,
+            clock=options.clock,
+        )
+
     def __init__(
         self,
         url: str,
@@ -345,7 +413,10 @@ class RedisBackend(Backend):
         try:
             self._aioredis.connection.parse_url(url)  # a malformed URL is found when the Inbox is built
         except ValueError as exc:
-            raise PolicyError(f"invalid Redis inbox URL: {exc}") from exc
+            # Not chained: a driver's message about a URL may quote its secrets in a traceback. What it said is
+            # kept here, with them taken out.
+            why = hide_secrets(str(exc), url)
+            raise StoreConfigurationError(f"invalid Redis inbox URL {shown_url(url)!r}: {why}") from None
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s

@@ -1,4 +1,4 @@
-"""The approval inbox's web page and JSON API (extra ``inbox``: Starlette and uvicorn), and ``mcp-guard inbox``.
+"""The approval inbox's web page and JSON API (extra ``inbox``: Starlette and uvicorn); ``mcp-guard inbox`` serves it.
 
 Routes (every one needs the token: a cookie set by opening ``/?token=T`` once, or ``Authorization: Bearer T``;
 anything else is answered 401):
@@ -30,14 +30,12 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from mcp_guard._errors import require_extra
+from mcp_guard._inbox.inbox import Inbox  # one way: the page knows the inbox, the inbox never the page
 from mcp_guard._inbox.stores import DecisionRefused
-
-if TYPE_CHECKING:
-    from mcp_guard._inbox.inbox import Inbox
 
 log = logging.getLogger("mcp_guard.inbox")
 
@@ -93,10 +91,12 @@ def _same_origin(headers: Mapping[str, str], by_bearer: bool) -> bool:
 
 
 def create_app(inbox: Inbox, *, token: str, poll_s: float = 1.0) -> Any:
-    """The inbox's ASGI app (Starlette). ``inbox``: an :class:`~mcp_guard.Inbox` or its store URL.
+    """The inbox's ASGI app (Starlette) for ``inbox``, an :class:`~mcp_guard.Inbox` (``Inbox(url)`` for a store).
 
     ``token`` is required on every route. ``poll_s``: how often the page refreshes its list.
     """
+    if not isinstance(inbox, Inbox):
+        raise TypeError(f"create_app takes an Inbox (Inbox(url) for a store URL), not {type(inbox).__name__}")
     if not token or len(token) < MIN_TOKEN_CHARS:
         raise ValueError(f"the inbox token must be at least {MIN_TOKEN_CHARS} characters")
     if not poll_s > 0:
@@ -109,8 +109,6 @@ def create_app(inbox: Inbox, *, token: str, poll_s: float = 1.0) -> Any:
     from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Route
 
-    # The page takes an Inbox, never a URL: this module needs the class only for its type, so the inbox can
-    # offer Inbox.app() without the two importing each other.
     box = inbox
     page = _static_text("index.html").replace("__POLL_MS__", str(round(poll_s * 1000)))
     static = {name: _static_text(name) for name in _STATIC}
@@ -239,7 +237,7 @@ def create_app(inbox: Inbox, *, token: str, poll_s: float = 1.0) -> Any:
 class InboxServer:
     """Serve an inbox app with uvicorn in a thread of its own (demos and tests); ``url`` once started.
 
-    >>> with InboxServer(inbox.app(token=t)) as server:
+    >>> with InboxServer(create_app(inbox, token=t)) as server:
     ...     print(server.url)
     """
 
