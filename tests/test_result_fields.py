@@ -164,7 +164,8 @@ def test_what_the_store_keeps() -> None:
     records = [json.loads(r) for r in store.session_read(session, ["texts"])["texts"][0]]
     user, whole, fields = records
     assert user["s"] == "u"
-    assert (whole["tool"], whole["tr"]) == ("get_events", "u") and ATTACKER in whole["t"]
+    assert (whole["tool"], whole["tr"]) == ("get_events", "u")
+    assert ATTACKER in whole["t"]
     assert (fields["tool"], fields["tr"]) == ("get_events", "t")
     assert sorted(fields["t"].split("\x00")) == sorted([ORGANISER, COLLEAGUE])  # the participants, nothing else
 
@@ -216,7 +217,8 @@ def test_the_longest_path_decides_and_a_tie_is_untrusted() -> None:
     trusted, untrusted = split({"a": {"id": 7, "note": "evil", "x": "tie"}}, "untrusted", fields)
     # "a" is a key of the (untrusted) whole; "id", "note", "x" are keys of the trusted "a"; 7 is trusted
     # through "*", "evil" is under the longer "*.note", and "tie" is tied between "a.x" and "*.x".
-    assert sorted(trusted) == ["7", "id", "note", "x"] and untrusted
+    assert sorted(trusted) == ["7", "id", "note", "x"]
+    assert untrusted
 
 
 def test_a_result_that_cannot_be_split() -> None:

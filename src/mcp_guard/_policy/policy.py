@@ -37,6 +37,7 @@ from mcp_guard._policy.conditions import (
     describe_type,
 )
 from mcp_guard._policy.decision import Action, Code, Decision, LimitCharge, Scope
+from mcp_guard._policy.fields import FieldLabel, compile_results
 from mcp_guard._policy.matching import GlobIndex, Pattern, parse_pattern, pointer
 from mcp_guard._policy.model import (
     MAX_POLICY_BYTES,
@@ -56,7 +57,6 @@ from mcp_guard._policy.model import (
     policy_error,
     validate_document,
 )
-from mcp_guard._policy.fields import FieldLabel, compile_results
 from mcp_guard._policy.results import ResultRule, compile_result_rules
 from mcp_guard._policy.session import EMPTY_VIEW, SessionView, Trust
 
