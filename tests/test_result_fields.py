@@ -277,3 +277,24 @@ def test_a_map_without_result_keeps_the_default_label() -> None:
     assert policy.trust_of("t") == "trusted"
     assert policy.trust_of("t", annotations={"openWorldHint": True}) == "untrusted"
     assert Policy.from_dict({**doc, "default_results": "untrusted"}).result_trust("t")[0] == "untrusted"
+
+
+def test_the_guides_example_loads_and_labels_as_it_says() -> None:
+    """The ``field-trust`` block of docs/guides/sessions.md."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "guides" / "sessions.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- check: field-trust -->\n```yaml\n(.*?)\n```", page, re.DOTALL)
+    assert found is not None
+    policy = Policy.from_dict({"version": "1", "default": "allow", **yaml.safe_load(found.group(1))})
+    whole, fields = policy.result_trust("get_day_calendar_events")
+    assert whole == "untrusted"
+    assert [(f.path, f.label) for f in fields] == [
+        ("result.json.*.participants", "trusted"),
+        ("result.json.*.id_", "trusted"),
+    ]
+    whole, fields = policy.result_trust("get_contacts")
+    assert (whole, [(f.path, f.label) for f in fields]) == ("trusted", [("result.json.*.notes", "untrusted")])
