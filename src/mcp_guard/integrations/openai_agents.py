@@ -105,7 +105,7 @@ def policy_guardrail(
     warning when the guardrail is built (``mcp-guard validate --agents-guardrail`` lists them too).
     """
     guard = _build_guard(policy_or_guard, approver, guard_options)
-    from mcp_guard._cli.session_lint import guardrail_warnings
+    from mcp_guard._policy.lint import guardrail_warnings
 
     # Alone, the guardrail never sees a tool's output: say which of the policy's session checks cannot work.
     for warning in guardrail_warnings(guard.policy.document):
