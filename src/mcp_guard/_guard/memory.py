@@ -5,7 +5,9 @@ A session's memory has four parts (the store keeps each as a bounded log of text
 
 - ``texts``: the user's requests (``{"s": "u", "t": text}``) and the tools' results
   (``{"s": "r", "tool": ..., "srv": ..., "tr": "t" | "u", "t": text}``), kept normalised for provenance; bounded by
-  ``Guard(session_memory_bytes=...)``;
+  ``Guard(session_memory_bytes=...)``. A result whose rule labels fields (``results`` as a map) adds a second
+  record of the same tool, ``"tr": "t"``, holding the values of its trusted fields separated by NUL (no token
+  spans two of them);
 - ``calls``: one record per call that ran (``[tool, server, class, trust]``): ``session.tools`` /
   ``session.classes`` read the records kept, ``session.calls`` the count of every one ever appended;
 - ``untrusted``: one record per untrusted result seen; ``session.untrusted`` is whether any was ever appended,
