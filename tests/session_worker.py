@@ -1,11 +1,11 @@
 """A worker process for the shared-session test: one Guard on Redis in front of the real ``mailbox`` MCP server.
 
-``python session_worker.py REDIS_URL RECORD_FILE SESSION STEPS_JSON``: starts the ``mailbox`` test server (stdio,
+``python session_worker.py REDIS_URL RECORD_FILE STEPS_JSON``: starts the ``mailbox`` test server (stdio,
 recording into RECORD_FILE), builds a Guard with the session tests' policy on the Redis store, and runs the
-steps in order: ``["observe", text]`` hands the user's words to session memory; ``["call", tool, args]`` calls
-the tool through ``guard.arun`` (with the annotations the server lists). Prints one JSON line per call: the
-tool and the refusal code, or null when the server ran it. Everything this process knows of the session is
-what the store holds: another process wrote it.
+steps in order: ``["observe", session, text]`` hands the user's words to session memory; ``["call", session,
+tool, args]`` calls the tool through ``guard.arun`` (with the annotations the server lists). Prints one JSON line
+per call: the session, the tool and the refusal code, or null when the server ran it. Everything this process
+knows of a session is what the store holds: another process wrote it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ POLICY: dict[str, Any] = {
 }
 
 
-async def main(redis_url: str, record_file: str, session: str, steps: list[list[Any]]) -> None:
+async def main(redis_url: str, record_file: str, steps: list[list[Any]]) -> None:
     params = fixture_server.server_params("mailbox", record_file)
     server = StdioServerParameters(command=params["command"], args=params["args"], env=params["env"])
     guard = Guard(POLICY, store=redis_url)
@@ -43,9 +43,9 @@ async def main(redis_url: str, record_file: str, session: str, steps: list[list[
             listed = {t.name: t for t in (await mcp.list_tools()).tools}
             for step in steps:
                 if step[0] == "observe":
-                    await guard.aobserve_input(step[1], session=session)
+                    await guard.aobserve_input(step[2], session=step[1])
                     continue
-                _, tool, args = step
+                _, session, tool, args = step
 
                 async def call(tool: str = tool, **kwargs: Any) -> Any:
                     return await mcp.call_tool(tool, kwargs)
@@ -60,10 +60,10 @@ async def main(redis_url: str, record_file: str, session: str, steps: list[list[
                     annotations=annotations.model_dump(exclude_none=True) if annotations else None,
                 )
                 code = None if result.violation is None else result.violation.code
-                print(json.dumps({"tool": tool, "code": code}), flush=True)
+                print(json.dumps({"session": session, "tool": tool, "code": code}), flush=True)
     finally:
         guard.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
