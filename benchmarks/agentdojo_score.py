@@ -11,8 +11,11 @@ suite's tools run against the suite's environment, so every call's real result i
 * User task: one session. The task's prompt is the user's request (``guard.observe_input(prompt,
   session=...)``, what an adapter does with the user's message), then each ground-truth call goes through
   ``guard.invoke`` with a function that runs the AgentDojo tool against the environment and returns its result
-  as text (as AgentDojo shows it to models: YAML). ``invoke`` records each result in the session's memory with
-  its rule's trust label, as it does for any caller. Under a policy with no session rule (0.2's) both are
+  as an MCP server would: the text AgentDojo shows models (YAML) and, for a tool that returns records (an
+  e-mail, an event, a file, a transaction, a message, or a list of them), the records' JSON as
+  ``structuredContent``. ``invoke`` records each result in the session's memory with its rule's trust label,
+  and the values of the fields the rule labels trusted (``results`` as a map) as trusted, as it does for any
+  caller. Under a policy with no session rule (0.2's) both are
   no-ops: the guard keeps no memory it will not read. The environment is the default one (no injection). A
   task is *refused* if any of its calls was refused outright, *needed a human* if none was refused but some
   call was held for approval (the approver records the request and approves, so the task goes on as a person
@@ -268,22 +271,31 @@ class SuiteReplay:
             self._environments[key] = env
         return env.model_copy(deep=True)
 
-    def tool(self, env: Any, name: str) -> Callable[..., str]:
-        """``fn(**args)``: run the AgentDojo tool ``name`` against ``env``; its result as the agent sees it.
+    def tool(self, env: Any, name: str) -> Callable[..., Any]:
+        """``fn(**args)``: run the AgentDojo tool ``name`` against ``env``; its result as an MCP server returns it.
 
-        A tool error comes back as its text, as AgentDojo's tool executor hands it to the model.
+        The text is what AgentDojo shows the model (YAML); a tool that returns records (a model, a list of them)
+        also gives them as ``structuredContent`` (their JSON dump), as an MCP server with an output schema does,
+        so a policy can label fields of them. A plain string result, and a tool error (as AgentDojo's tool
+        executor hands it to the model), is text alone.
         """
 
-        def run(**args: Any) -> str:
+        def run(**args: Any) -> Any:
             result, error = self.runtime.run_function(env, name, args)
-            return error if error is not None else self.to_text(result)
+            if error is not None:
+                return error
+            text = self.to_text(result)
+            doc = structured(result)
+            if doc is None:
+                return text
+            return {"content": [{"type": "text", "text": text}], "structuredContent": doc}
 
         run.__name__ = name
         return run
 
     def raw_results(self, env: Any, calls: Sequence[Any]) -> list[str]:
         """Each call's result text with no guard in the way (to find which vectors a task reads)."""
-        return [self.tool(env, c.function)(**dict(c.args)) for c in calls]
+        return [text_of(self.tool(env, c.function)(**dict(c.args))) for c in calls]
 
     @functools.cache  # noqa: B019  (one SuiteReplay per suite and run: the cache lives as long as the run)
     def vectors_read_by(self, task_id: str) -> tuple[str, ...]:
@@ -301,6 +313,37 @@ class SuiteReplay:
 
     def attack_text(self, goal: str) -> str:
         return self.attack_template.format(goal=goal, user=ATTACK_USER, model=ATTACK_MODEL, task="")
+
+
+def structured(result: Any) -> Any:
+    """The JSON form of a tool's records (a pydantic model, a list or dict holding some), else None."""
+    from pydantic import BaseModel
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    if isinstance(result, BaseModel) or (
+        isinstance(result, (list, tuple, dict)) and any(isinstance(v, BaseModel) for v in _items(result))
+    ):
+        return plain(result)
+    return None
+
+
+def _items(value: Any) -> Iterable[Any]:
+    return value.values() if isinstance(value, dict) else value
+
+
+def text_of(value: Any) -> str:
+    """The text the agent reads of a tool's (or the guard's) answer."""
+    if isinstance(value, Mapping) and isinstance(value.get("content"), list):
+        return "\n".join(str(block.get("text", "")) for block in value["content"] if isinstance(block, Mapping))
+    return str(value)
 
 
 # -- the replay ---------------------------------------------------------------------------------------------
@@ -340,8 +383,8 @@ class Replayer:
             return CallOutcome(name, "refused", out.get("code"), out.get("rule"), out.get("reason"), str(out))
         if held:
             asked = self.approver.last(session)
-            return CallOutcome(name, "held", "approval", asked.rule, asked.reason, str(out))
-        return CallOutcome(name, "passed", delivered=str(out))
+            return CallOutcome(name, "held", "approval", asked.rule, asked.reason, text_of(out))
+        return CallOutcome(name, "passed", delivered=text_of(out))
 
     def user_task(self, task_id: str) -> UserTaskResult:
         task = self.replay.suite.user_tasks[task_id]

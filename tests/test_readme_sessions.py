@@ -20,7 +20,7 @@ BLOCKS = {name: body for name, _, body in MARKED.findall(PAGE.read_text(encoding
 
 
 def test_the_page_marks_both_blocks() -> None:
-    assert set(BLOCKS) == {"session-policy", "session-test-cli"}
+    assert set(BLOCKS) == {"session-policy", "session-test-cli", "field-trust"}
 
 
 def test_the_session_policy_does_what_the_section_says() -> None:

@@ -67,10 +67,11 @@ def _shadows(hide: Pattern, rule: Pattern) -> bool:
     return hide.name == "*" or hide.name == rule.name
 
 
-def policy_warnings(policy: Policy, *, proxy: bool = False) -> list[str]:
+def policy_warnings(policy: Policy, *, proxy: bool = False, guardrail: bool = False) -> list[str]:
     """Rules that can never apply, and other things that are valid but almost certainly not meant.
 
     ``proxy``: the policy is for ``mcp-guard proxy``, where no user text is seen (``from: [user]`` never holds).
+    ``guardrail``: the policy is for an Agents SDK ``policy_guardrail`` used alone, which sees no tool output.
     """
     doc = policy.document
     out: list[str] = []
@@ -98,7 +99,7 @@ def policy_warnings(policy: Policy, *, proxy: bool = False) -> list[str]:
         for n, lim in enumerate(doc.all_tools.limits):
             if lim.max == 0:
                 out.append(f"/all_tools/limits/{n}/max: max is 0, so every call in the policy is refused")
-    out.extend(session_warnings(doc, proxy=proxy))
+    out.extend(session_warnings(doc, proxy=proxy, guardrail=guardrail))
     return out
 
 
@@ -123,6 +124,12 @@ def _add_validate(subparsers: Any) -> argparse.ArgumentParser:
         "--proxy",
         action="store_true",
         help="the policy is for mcp-guard proxy: also warn about checks that cannot work there (from: [user])",
+    )
+    parser.add_argument(
+        "--agents-guardrail",
+        action="store_true",
+        help="the policy is for the Agents SDK's policy_guardrail used alone: also warn about checks that need "
+        "tool outputs, which it never sees (result rules, no_secrets, from: [trusted | untrusted | tool])",
     )
     return parser
 
@@ -187,10 +194,10 @@ class _Loaded:
                 }
             )
 
-    def warn(self, proxy: bool = False) -> None:
+    def warn(self, proxy: bool = False, guardrail: bool = False) -> None:
         if self.policy is None:
             return
-        for warning in policy_warnings(self.policy, proxy=proxy):
+        for warning in policy_warnings(self.policy, proxy=proxy, guardrail=guardrail):
             path, _, message = warning.partition(": ")
             self._add([{"path": path, "message": message}], "warning")
 
@@ -209,7 +216,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     """
     results = [_Loaded(f, args.max_bytes) for f in args.files]
     for r in results:
-        r.warn(args.proxy)
+        r.warn(args.proxy, args.agents_guardrail)
     if args.format == "json":
         print(json.dumps([p for r in results for p in r.problems], ensure_ascii=False, indent=2))
     else:

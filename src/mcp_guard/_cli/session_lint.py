@@ -1,4 +1,5 @@
-"""Session rules that validate but can never work (spec section 11), for ``mcp-guard validate`` and the proxy.
+"""Session rules that validate but can never work (spec section 11), for ``mcp-guard validate``, the proxy and
+the Agents SDK's bare ``policy_guardrail``.
 
 Warnings, not errors: the policy is valid, it just cannot do what it says where it runs.
 """
@@ -7,21 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcp_guard._policy.matching import pointer
+from mcp_guard._policy.lint import guardrail_warnings, rules_of, sources_of
 
 
-def _rules_of(doc: Any) -> list[tuple[str, Any]]:
-    rules = [(pointer("tools", text), rule) for text, rule in doc.tools.items()]
-    rules += [(pointer("classes", name), rule) for name, rule in doc.classes.items()]
-    if doc.all_tools is not None:
-        rules.append(("/all_tools", doc.all_tools))
-    return rules
-
-
-def session_warnings(doc: Any, *, proxy: bool = False) -> list[str]:
-    """Session rules that can never work: ``no_secrets`` with nothing to remember, ``from: [user]`` in a proxy."""
+def session_warnings(doc: Any, *, proxy: bool = False, guardrail: bool = False) -> list[str]:
+    """Session rules that can never work: ``no_secrets`` with nothing to remember, ``from: [user]`` in a proxy,
+    and, for a bare Agents SDK ``policy_guardrail`` (``guardrail``), anything that needs a tool's output."""
     out: list[str] = []
-    rules = _rules_of(doc)
+    if guardrail:
+        out.extend(guardrail_warnings(doc))
+    rules = rules_of(doc)
     remembers = any(
         rule.result is not None
         and (
@@ -42,7 +38,7 @@ def session_warnings(doc: Any, *, proxy: bool = False) -> list[str]:
             continue
         for kind in ("require", "deny_if", "approve_if"):
             for path, ops in getattr(rule, kind).items():
-                if "user" in _sources(ops):
+                if "user" in sources_of(ops):
                     out.append(
                         f"{where}/{kind}/{path}: 'user' is unavailable behind mcp-guard proxy (no user text "
                         "reaches it): from [user] never holds there, so this check fails closed"
@@ -50,16 +46,4 @@ def session_warnings(doc: Any, *, proxy: bool = False) -> list[str]:
     return out
 
 
-def _sources(ops: Any) -> list[str]:
-    """Every source a condition's ``from`` / ``not_from`` names, inside ``any`` / ``all`` too."""
-    found: list[str] = []
-    if isinstance(ops, dict):
-        for op, value in ops.items():
-            if op in ("from", "not_from") and isinstance(value, list):
-                found.extend(str(v) for v in value)
-            elif op in ("any", "all"):
-                found.extend(_sources(value))
-    return found
-
-
-__all__ = ["session_warnings"]
+__all__ = ["guardrail_warnings", "session_warnings"]

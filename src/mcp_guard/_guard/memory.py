@@ -5,7 +5,9 @@ A session's memory has four parts (the store keeps each as a bounded log of text
 
 - ``texts``: the user's requests (``{"s": "u", "t": text}``) and the tools' results
   (``{"s": "r", "tool": ..., "srv": ..., "tr": "t" | "u", "t": text}``), kept normalised for provenance; bounded by
-  ``Guard(session_memory_bytes=...)``;
+  ``Guard(session_memory_bytes=...)``. A result whose rule labels fields (``results`` as a map) adds a second
+  record of the same tool, ``"tr": "t"``, holding the values of its trusted fields separated by NUL (no token
+  spans two of them);
 - ``calls``: one record per call that ran (``[tool, server, class, trust]``): ``session.tools`` /
   ``session.classes`` read the records kept, ``session.calls`` the count of every one ever appended;
 - ``untrusted``: one record per untrusted result seen; ``session.untrusted`` is whether any was ever appended,
@@ -21,10 +23,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from mcp_guard._policy.fields import labelled
+from mcp_guard._policy.results import ResultVerdict, result_json
 from mcp_guard._policy.session import MIN_SECRET_CHARS, ResultSeen, SessionView, Trust, fingerprint, normalise
 from mcp_guard._stores._base import Part
+
+if TYPE_CHECKING:
+    from mcp_guard._calls.call import ToolCall
+    from mcp_guard._policy.policy import Policy
 
 #: The store parts each kind of check needs.
 PARTS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -53,6 +61,26 @@ def input_record(text: str) -> str:
     return json.dumps({"s": "u", "t": normalise(text)}, ensure_ascii=False)
 
 
+def result_trust(policy: Policy, call: ToolCall, verdict: ResultVerdict | None) -> tuple[Trust, list[str]]:
+    """(the label session memory gives a result's text, the values of its trusted fields to keep as well).
+
+    A result a ``taint`` rule held is untrusted whole. A rule whose ``results`` labels fields of a structured
+    result has them split (:mod:`mcp_guard._policy.fields`), on the result as the model gets it (redacted).
+    """
+    if verdict is not None and verdict.tainted:
+        return "untrusted", []
+    whole, fields = policy.result_trust(call.tool, server=call.server, annotations=call.annotations)
+    if not fields:
+        return whole, []
+    doc = None if verdict is None or verdict.withheld is not None else result_json(verdict.value, verdict.text)
+    return labelled(whole, fields, doc)
+
+
+#: Separates the values of one trusted-fields record: not white space (normalising keeps it) and never part of
+#: a token, so no value matches across two of them.
+_VALUES_SEP: Final = "\x00"
+
+
 def result_records(
     reads: frozenset[str],
     tool: str,
@@ -62,16 +90,26 @@ def result_records(
     text: str | None,
     flagged: Iterable[str],
     key: bytes | None,
+    trusted_values: Iterable[str] = (),
 ) -> dict[str, list[str]]:
-    """What one call that ran adds to session memory, for the parts the policy reads."""
+    """What one call that ran adds to session memory, for the parts the policy reads.
+
+    ``trusted_values``: the values of a result's trusted fields (``results`` as a map), kept as a trusted
+    result of the tool beside its ``trust``-labelled text.
+    """
     records: dict[str, list[str]] = {}
     if "calls" in reads:
         records["calls"] = [json.dumps([tool, server, risk_class, trust], ensure_ascii=False)]
         if trust == "untrusted":
             records["untrusted"] = ["1"]
-    if "texts" in reads and text:
+    if "texts" in reads:
         record = {"s": "r", "tool": tool, "srv": server, "tr": "u" if trust == "untrusted" else "t"}
-        records["texts"] = [json.dumps({**record, "t": normalise(text)}, ensure_ascii=False)]
+        texts = [json.dumps({**record, "t": normalise(text)}, ensure_ascii=False)] if text else []
+        values = _VALUES_SEP.join(v for v in (normalise(v) for v in trusted_values) if v)
+        if values:
+            texts.append(json.dumps({**record, "tr": "t", "t": values}, ensure_ascii=False))
+        if texts:
+            records["texts"] = texts
     if "secrets" in reads and key is not None:
         prints = sorted({fingerprint(v, key) for v in flagged if len(v.strip()) >= MIN_SECRET_CHARS})
         if prints:
@@ -123,4 +161,13 @@ def _load(record: str) -> Any:
         return None
 
 
-__all__ = ["DEFAULT_CAPS", "PARTS", "caps", "input_record", "parts_to_read", "result_records", "view_from"]
+__all__ = [
+    "DEFAULT_CAPS",
+    "PARTS",
+    "caps",
+    "input_record",
+    "parts_to_read",
+    "result_records",
+    "result_trust",
+    "view_from",
+]

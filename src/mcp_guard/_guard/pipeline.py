@@ -57,7 +57,7 @@ from mcp_guard._compat import result_is_error
 from mcp_guard._errors import ApprovalError, StoreError
 from mcp_guard._guard.grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
 from mcp_guard._guard.memory import caps as memory_caps
-from mcp_guard._guard.memory import input_record, parts_to_read, result_records, view_from
+from mcp_guard._guard.memory import input_record, parts_to_read, result_records, result_trust, view_from
 from mcp_guard._guard.pins import PinWatch, pinned_decision
 from mcp_guard._guard.retry import RetryPolicy, next_sleep
 from mcp_guard._guard.retry import not_sent as _not_sent
@@ -427,11 +427,7 @@ class Pipeline:
         session = call.session if call.session is not None else call.run_id
         reads = policy.session_reads
         if session is not None and reads:
-            trust = (
-                "untrusted"
-                if verdict is not None and verdict.tainted
-                else policy.trust_of(call.tool, server=call.server, annotations=call.annotations)
-            )
+            trust, trusted_values = result_trust(policy, call, verdict)
             flagged = verdict.flagged if verdict is not None else ()
             try:
                 key = (yield from self._key_steps()) if "secrets" in reads and flagged else None
@@ -444,6 +440,7 @@ class Pipeline:
                     None if verdict is None or verdict.withheld is not None else verdict.text,
                     flagged,
                     key,
+                    trusted_values,
                 )
                 if records:
                     limits = memory_caps(self.session_memory_bytes)

@@ -406,6 +406,31 @@ Trust = Literal["trusted", "untrusted"]
 TRUSTS: tuple[Trust, ...] = get_args(Trust)
 _TRUST = _Checked(_one_of("a trust label", TRUSTS), {"enum": list(TRUSTS)})
 OptTrustT = Annotated[Trust | None, _TRUST]
+
+
+def _v_results(v: object) -> Trust | Mapping[str, Trust] | None:
+    from mcp_guard._policy.fields import check_results
+
+    if v is None:
+        return None
+    problems = check_results(v)
+    if problems:
+        raise _Problems(problems)
+    return typing.cast("Trust | Mapping[str, Trust]", v)
+
+
+_RESULTS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"enum": list(TRUSTS)},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": r"^(result|result\.json\..+)$"},
+            "additionalProperties": {"enum": list(TRUSTS)},
+            "minProperties": 1,
+        },
+    ]
+}
+ResultsT = Annotated[Trust | Mapping[str, Trust] | None, _Checked(_v_results, _RESULTS_SCHEMA)]
 SchemaT = Annotated[
     ArgsSchema | None,
     _Checked(_v_schema, {"type": ["object", "boolean"], "description": "a JSON Schema for the arguments"}),
@@ -488,10 +513,11 @@ class Rule(_RuleBase):
         description="true: retry transient upstream failures; false: never; unset: only tools annotated "
         "readOnlyHint or idempotentHint",
     )
-    results: OptTrustT = Field(
+    results: ResultsT = Field(
         None,
         description="trusted or untrusted: whether what the tool returns may steer later calls (default: "
-        "default_results, else untrusted for open-world tools)",
+        "default_results, else untrusted for open-world tools); or a map labelling parts of a structured result: "
+        "'result' (the whole) and 'result.json.<path>' ('*' for any key or list element) to trusted or untrusted",
     )
 
     @model_validator(mode="before")

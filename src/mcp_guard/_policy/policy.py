@@ -37,6 +37,7 @@ from mcp_guard._policy.conditions import (
     describe_type,
 )
 from mcp_guard._policy.decision import Action, Code, Decision, LimitCharge, Scope
+from mcp_guard._policy.fields import FieldLabel, compile_results
 from mcp_guard._policy.matching import GlobIndex, Pattern, parse_pattern, pointer
 from mcp_guard._policy.model import (
     MAX_POLICY_BYTES,
@@ -172,6 +173,7 @@ class _Rule:
     vdeny_if: tuple[tuple[str, ViewCheck, str | None], ...] = ()
     vapprove_if: tuple[tuple[str, ViewCheck, str | None], ...] = ()
     results: Trust | None = None  # the rule's trust label for what its tools return
+    result_fields: tuple[FieldLabel, ...] = ()  # labels of parts of a structured result (``results`` as a map)
     result_rules: tuple[ResultRule, ...] = ()
     needs: frozenset[str] = frozenset()  # session memory parts its checks read: texts, calls, secrets
     # Checks that read claims.* / context.*: given the caller view in place of the arguments.
@@ -215,6 +217,7 @@ def _compile_rule(
     needs: set[str] = set()
     for block in (rule.require, rule.deny_if, rule.approve_if):
         needs.update(_session_needs(block))
+    results, result_fields = compile_results(getattr(rule, "results", None))
     return _Rule(
         pointer=ptr,
         action=action,
@@ -235,7 +238,8 @@ def _compile_rule(
         vrequire=vconds["require"],
         vdeny_if=vconds["deny_if"],
         vapprove_if=vconds["approve_if"],
-        results=getattr(rule, "results", None),
+        results=results,
+        result_fields=result_fields,
         result_rules=compile_result_rules(rule.result, f"{ptr}/result") if rule.result is not None else (),
         needs=frozenset(needs),
         caller=tuple(("require", p, c) for p, c in conds(rule.require, "require", caller=True))
@@ -902,11 +906,26 @@ class Policy:
     def trust_of(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> Trust:
         """The trust label of what ``tool`` returns: its rule's ``results``, else ``default_results``, else
         ``untrusted`` for a tool annotated ``openWorldHint: true`` or in class ``open_world``, ``trusted`` otherwise."""
+        return self.result_trust(tool, server=server, annotations=annotations)[0]
+
+    def result_trust(
+        self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None
+    ) -> tuple[Trust, tuple[FieldLabel, ...]]:
+        """(the trust label of ``tool``'s whole result, the labels its rule gives parts of a structured result).
+
+        The first rule (the deciding one, then the others that apply) that writes ``results`` decides both; a
+        map without a ``result`` key leaves the whole result's label to ``default_results`` and the annotations.
+        """
         rc = risk_class(annotations) if annotations else None
         plan = self._plan(tool, server, rc)
         for rule in (plan.deciding_rule, *plan.rules):
-            if rule is not None and rule.results is not None:
-                return rule.results
+            if rule is not None and (rule.results is not None or rule.result_fields):
+                if rule.results is not None:
+                    return rule.results, rule.result_fields
+                return self._default_trust(rc, annotations), rule.result_fields
+        return self._default_trust(rc, annotations), ()
+
+    def _default_trust(self, rc: str | None, annotations: Mapping[str, Any] | None) -> Trust:
         if self.default_results is not None:
             return self.default_results
         if rc == "open_world" or (isinstance(annotations, Mapping) and annotations.get("openWorldHint") is True):

@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ from mcp_guard._policy.decision import Decision
 from mcp_guard.integrations._adapt import WhoLookup, parse_args
 
 _agents = require_extra("agents", "openai-agents", "mcp_guard.integrations.openai_agents")
+log = logging.getLogger(__name__)
 
 # The private modules below ask for the extra the same way (their imports need the SDK).
 from mcp_guard.integrations import _agents_mcp, _agents_private, _agents_unknown  # noqa: E402
@@ -97,9 +99,17 @@ def policy_guardrail(
     When not to use it alone: a bare guardrail never sees the tool run, so a call that then fails keeps its
     rate-limit quota, an approver's edited arguments cannot be applied (the call is refused), and a
     ``require_approval`` rule with no ``approver`` is refused with ``approval_required`` instead of pausing
-    the run. :func:`guard_tools` and :func:`guard_mcp_server` do all three properly.
+    the run. :func:`guard_tools` and :func:`guard_mcp_server` do all three properly. Nor does it see what a
+    tool returns: result rules never run, ``no_secrets`` has no secret to refuse, and ``from`` / ``not_from``
+    find no value of a tool's output (only the run input, as ``user``); each such check is logged as a
+    warning when the guardrail is built (``mcp-guard validate --agents-guardrail`` lists them too).
     """
     guard = _build_guard(policy_or_guard, approver, guard_options)
+    from mcp_guard._policy.lint import guardrail_warnings
+
+    # Alone, the guardrail never sees a tool's output: say which of the policy's session checks cannot work.
+    for warning in guardrail_warnings(guard.policy.document):
+        log.warning("policy_guardrail: %s", warning)
     binding = _Binding(guard, server=server, identity=identity, session=session, wrapped=False)
     _agents_private.extend_tool_lookup(_not_shown_tools)
     return _make_guardrail(binding, "mcp_guard_policy")
