@@ -21,7 +21,9 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
   before the human answers, and none for a rejected call. A plain ``state.reject(item)`` is audited when the
   run resumes (the SDK lists the agent's tools with the run context holding the rejection before it answers
   the model; our ``tool_filter`` / ``is_enabled`` read it there) and the model gets the ``approval_denied``
-  JSON; :func:`reject` does the same at once.
+  JSON; :func:`reject` does the same at once. ``state.approve(item, always_approve=True)`` (the SDK's "any
+  arguments, rest of the run") becomes a ``session`` grant for any arguments in the guard's store, so later runs
+  of the session are not held either; each call it covers is audited with the grant's id.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
   MCP servers; left out of the list for function tools).
 - **Calls of tools the model was not shown** (kept back, or no tool of that name): answered by a guard with the
