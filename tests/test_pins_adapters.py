@@ -232,3 +232,36 @@ async def test_proxy_refuses_or_hides_a_shadowing_tool(rug: Rug, relay: bool, on
     assert json.loads(shadow.content[0].text)["code"] == "tool_changed"  # type: ignore[union-attr]
     assert not sent.isError
     assert rug.ran() == ["send_note"]
+
+
+async def test_a_bare_policy_guardrail_refuses_a_pulled_tool_the_agent_holds(rug: Rug) -> None:
+    """``policy_guardrail`` alone sees no listing, but it sees the agent's FunctionTool at each call: built from
+    the server's listing after a rug pull (``MCPUtil.to_function_tool``), it is compared with the pins."""
+    import dataclasses
+
+    from agents import Agent, Runner, set_tracing_disabled
+    from agents.mcp import MCPServerStdio, MCPUtil
+    from agents_helpers import call as agents_call
+    from agents_helpers import script as agents_script
+    from agents_helpers import tool_outputs, violation
+
+    from mcp_guard.integrations.openai_agents import policy_guardrail
+
+    set_tracing_disabled(True)
+    guardrail = policy_guardrail(rug.guard(), server="notes")
+    async with MCPServerStdio(params=_agents_params(rug), name="notes", client_session_timeout_seconds=30) as server:
+        rug.pull("description")
+        listed = await server.list_tools()
+        tools = [
+            dataclasses.replace(
+                MCPUtil.to_function_tool(t, server, False, Agent(name="a")), tool_input_guardrails=[guardrail]
+            )
+            for t in listed
+        ]
+        model = agents_script([agents_call("send_note", NOTE, "c1"), agents_call("read_notes", {}, "c2")])
+        await Runner.run(Agent(name="a", model=model, tools=tools), "go")
+    outputs = tool_outputs(model)
+    assert (violation(outputs["c1"]) or {}).get("code") == "tool_changed"
+    assert violation(outputs["c2"]) is None
+    assert rug.ran() == ["read_notes"]
+    assert _refusals(rug) == [("send_note", "/pins/on_change", _pinned_hash(rug, "send_note"))]

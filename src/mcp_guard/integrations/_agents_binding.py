@@ -235,6 +235,8 @@ class _Binding:
         tool = self.raw_names.get(public, public)
         if tool not in self.schemas:
             await self._learn_schema(data, public, tool)
+        elif not self.wrapped and self.guard.pinning:
+            self._compare_function_tool(data, public, tool)
         guard, who = self.guard, self.who(ctx, tool)
         await self.observe_inputs(ctx, who)
         args, problem = parse_args(ctx.tool_arguments)
@@ -322,10 +324,9 @@ class _Binding:
         """
         agent = getattr(data, "agent", None)
         schema: Any = None
-        for candidate in getattr(agent, "tools", None) or ():
-            if getattr(candidate, "name", None) == public and isinstance(candidate, _agents.FunctionTool):
-                schema = _function_tool_schema(candidate)
-                break
+        candidate = self._compare_function_tool(data, public, tool)
+        if candidate is not None:
+            schema = _function_tool_schema(candidate)
         else:
             for server in getattr(agent, "mcp_servers", None) or ():
                 if self.server is None or getattr(server, "name", None) != self.server:
@@ -336,9 +337,36 @@ class _Binding:
                     log.warning("could not list the tools of MCP server %s for their input schemas", self.server)
                     break
                 for mcp_tool in listed:
-                    self.schemas.setdefault(mcp_tool.name, tool_input_schema(mcp_tool))
+                    found = tool_input_schema(mcp_tool)
+                    self.schemas.setdefault(mcp_tool.name, found)
+                    if self.guard.pinning:  # a listing this guardrail saw: compared with the pins
+                        self.guard.listed(
+                            mcp_tool.name,
+                            server=self.server,
+                            annotations=_annotations_of(mcp_tool),
+                            description=getattr(mcp_tool, "description", None),
+                            input_schema=found if isinstance(found, Mapping) else None,
+                        )
                 break
         self.schemas.setdefault(tool, schema)
+
+    def _compare_function_tool(self, data: Any, public: str, tool: str) -> Any:
+        """The agent's FunctionTool called ``public`` (None if it has none); when the guard pins, compared with the
+        pins as a listing at each call, so a bare policy_guardrail refuses a tool that drifted (``tool_changed``)
+        when the agent holds it as the server listed it (e.g. ``MCPUtil.to_function_tool`` of a fresh listing)."""
+        for candidate in getattr(getattr(data, "agent", None), "tools", None) or ():
+            if getattr(candidate, "name", None) == public and isinstance(candidate, _agents.FunctionTool):
+                if self.guard.pinning:
+                    schema = getattr(candidate, "params_json_schema", None)
+                    self.guard.listed(
+                        tool,
+                        server=self.server,
+                        annotations=_annotations_of(candidate),
+                        description=getattr(candidate, "description", None),
+                        input_schema=schema if isinstance(schema, Mapping) else None,
+                    )
+                return candidate
+        return None
 
     async def _refuse(self, call: ToolCall, decision: Decision) -> ToolGuardrailFunctionOutput:
         await self.guard.arefuse(call, decision, deliver=False)  # on_violation is applied in the SDK's terms below
