@@ -99,7 +99,10 @@ def policy_guardrail(
     When not to use it alone: a bare guardrail never sees the tool run, so a call that then fails keeps its
     rate-limit quota, an approver's edited arguments cannot be applied (the call is refused), and a
     ``require_approval`` rule with no ``approver`` is refused with ``approval_required`` instead of pausing
-    the run. :func:`guard_tools` and :func:`guard_mcp_server` do all three properly.
+    the run. :func:`guard_tools` and :func:`guard_mcp_server` do all three properly. It sees no tool listing of
+    its own: with a policy that pins tools, it compares the agent's FunctionTool of the called name at each call
+    (and an MCP server's listing the first time it needs a schema), so a tool it never sees as listed is pinned
+    only through a guard that saw its listing elsewhere.
     """
     guard = _build_guard(policy_or_guard, approver, guard_options)
     binding = _Binding(guard, server=server, identity=identity, session=session, wrapped=False)
