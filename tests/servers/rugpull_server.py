@@ -1,6 +1,7 @@
 """An MCP server that changes its tools after they were reviewed: the rug pull and the shadowing tool.
 
-``python rugpull_server.py`` serves stdio with the low-level MCP server (mcp 1.x). Its tools are read from the
+``python rugpull_server.py`` serves stdio with the low-level MCP server (mcp 1.x); ``python rugpull_server.py --http
+PORT`` serves streamable HTTP on 127.0.0.1:PORT at ``/mcp``. Its tools are read from the
 file named by ``PULL_FILE`` at every ``tools/list``, so a test changes them between two listings of one session:
 
 - ``read_notes`` (read-only) and ``send_note(to, text)``, as reviewed;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +87,41 @@ def main() -> None:
         _record(name, arguments)
         return [types.TextContent(type="text", text=f"{name} done")]
 
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        serve_http(server, int(sys.argv[2]))
+        return
+
     async def serve() -> None:
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
     anyio.run(serve)
+
+
+def serve_http(server: Server[Any, Any], port: int) -> None:
+    """The same server over streamable HTTP (the low-level server's session manager under uvicorn)."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    import uvicorn
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    from starlette.types import Receive, Scope, Send
+
+    manager = StreamableHTTPSessionManager(app=server)
+
+    class Endpoint:  # an ASGI app (not a function), so Starlette hands it the raw request
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await manager.handle_request(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with manager.run():
+            yield
+
+    app = Starlette(routes=[Route("/mcp", endpoint=Endpoint())], lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":

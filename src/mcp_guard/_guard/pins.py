@@ -395,3 +395,19 @@ def pinned_decision(pins: PinWatch, decision: Any, tool: str, server: str | None
     if pins.action_for(verdict) == "require_approval":
         return decision.replace(action="require_approval", rule=pointer, reason=why, pin=hashes)
     return decision.violation("tool_changed", reason=why, rule=pointer).replace(pin=hashes)
+
+
+def drifted_refusal(guard: Any, tool: str, server: str | None) -> Any:
+    """The refusal of a call to ``tool`` that an adapter kept from the model because its listing drifted from
+    the lock (``hide``), for paths that answer such a call without the pipeline (the Agents SDK's answer to a
+    tool it was not shown): ``tool_changed`` with both hashes, as the pipeline would refuse it. None when the
+    guard does not pin, or the tool has not drifted, or the policy says ``require_approval`` for it.
+    """
+    from mcp_guard._policy.decision import Decision
+
+    pins = getattr(guard, "_pins", None)
+    if pins is None:
+        return None
+    base = Decision.allow(tool, server=server, policy=guard.policy.hash)
+    decided = pinned_decision(pins, base, tool, server)
+    return decided if decided.denied else None

@@ -6,7 +6,6 @@ audit event comes from the Guard's adapter contract (``aadmit``/``afinish``, ``a
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import itertools
 import json
@@ -15,6 +14,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mcp_guard._calls.approval import ApprovalDecision
 from mcp_guard._calls.call import Outcome
 from mcp_guard._compat import tool_annotations, tool_input_schema
 from mcp_guard._errors import PolicyViolation, require_extra
@@ -94,6 +94,11 @@ class _Binding:
         self.held: Bounded[str, Mapping[str, Any]] = Bounded()
         # The run inputs already handed to session memory, by (session, item): each once.
         self.seen_inputs: Bounded[tuple[str, str], None] = Bounded(50_000)
+        # The grants made for the SDK's standing approvals (``always_approve``), by the SDK's record of that yes
+        # (one per run: gone with the run), then by (identity, session): (policy hash, grant id). See _sdk_yes.
+        self.standing: weakref.WeakKeyDictionary[Any, dict[tuple[Any, Any], tuple[str, str]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def saw_mcp_tool(self, tool: Any) -> dict[str, Any] | None:
         """Remember an MCP tool's annotations and the public names the SDK may give it; return the annotations."""
@@ -202,8 +207,7 @@ class _Binding:
                     continue  # not a tool of this binding, or already told
                 call = ToolCall(tool, self.held.pop(call_id, {}), **self.who(run_context, tool, call_id))
                 refused = self.guard.rejected(call, message or "a human declined this call")
-                with contextlib.suppress(PolicyViolation):  # recorded after the fact: nobody to raise to
-                    await self.guard.arefuse(call, refused)
+                await self.guard.arefuse(call, refused, deliver=False)  # recorded after the fact: nobody to raise to
                 messages[call_id] = refused.to_json()
         except Exception:  # never end a run over an audit of a rejection; the SDK's own message stands
             log.exception("could not audit a rejected tool call")
@@ -231,6 +235,8 @@ class _Binding:
         tool = self.raw_names.get(public, public)
         if tool not in self.schemas:
             await self._learn_schema(data, public, tool)
+        elif not self.wrapped and self.guard.pinning:
+            self._compare_function_tool(data, public, tool)
         guard, who = self.guard, self.who(ctx, tool)
         await self.observe_inputs(ctx, who)
         args, problem = parse_args(ctx.tool_arguments)
@@ -249,7 +255,10 @@ class _Binding:
                 return await self._refuse(ToolCall(tool, args, **who), checked)
             return _out().allow(output_info=_AWAITING)
 
-        admission = await guard.aadmit(tool, args, approval=True if status else None, **who)
+        approval = self._sdk_yes(ctx, public, call_id, who) if status else None
+        admission = await guard.aadmit(tool, args, approval=approval, **who)
+        if isinstance(approval, ApprovalDecision) and approval.grants:
+            self._minted(ctx, public, call_id, who, admission)
         if not admission.admitted:
             await guard.afinish(admission, "denied")
             return self._verdict(admission.decision)
@@ -270,6 +279,43 @@ class _Binding:
         await guard.afinish(admission, "admitted")
         return _out().allow(output_info=_ADMITTED)
 
+    def _sdk_yes(self, ctx: Any, public: str, call_id: str, who: Mapping[str, Any]) -> bool | ApprovalDecision:
+        """What the SDK's yes for this call is to the guard: a yes for this call, or a standing one.
+
+        ``state.approve(item, always_approve=True)`` is the SDK's standing yes: any arguments, that tool, the rest
+        of that run (the SDK's key is the tool, not the call). The guard keeps it as a ``session`` grant for any
+        arguments (the SDK's meaning, widened by the human's own "always"), bound to the tool, server, identity
+        and rule, so later runs of the session, on every worker, are not held either, and every call it covers
+        is audited with the grant's id. The first call made under it makes the grant; the SDK's later calls in
+        that run name it. A call with no session gets no grant (the SDK's yes covers its own run only); after a
+        reload, a call of that run still goes through on the SDK's yes (it does not pause again), but no new
+        grant is made for a rule the human did not see.
+        """
+        record = sdk.standing_approval(ctx, public, call_id)
+        if record is None:
+            return True
+        try:
+            made = self.standing.setdefault(record, {})
+        except TypeError:  # an SDK whose records cannot be weakly referenced: a yes for this call only
+            return True
+        grant = made.get((who["identity"], who["session"]))
+        if grant is None:
+            return ApprovalDecision.approve(scope="session", args="any")
+        policy_hash, grant_id = grant
+        if policy_hash != self.guard.policy.hash:
+            return True
+        return ApprovalDecision("approve", grant=grant_id)
+
+    def _minted(self, ctx: Any, public: str, call_id: str, who: Mapping[str, Any], admission: Admission) -> None:
+        """Remember the grant a standing SDK yes made, for the SDK's later calls in that run (see ``_sdk_yes``)."""
+        grant_id = admission.approval.grant if admission.approval is not None else None
+        record = sdk.standing_approval(ctx, public, call_id)
+        if grant_id is not None and record is not None:
+            self.standing.setdefault(record, {})[(who["identity"], who["session"])] = (
+                self.guard.policy.hash,
+                grant_id,
+            )
+
     async def _learn_schema(self, data: Any, public: str, tool: str) -> None:
         """Find the input schema of a tool this guardrail meets for the first time (a bare policy_guardrail).
 
@@ -278,10 +324,9 @@ class _Binding:
         """
         agent = getattr(data, "agent", None)
         schema: Any = None
-        for candidate in getattr(agent, "tools", None) or ():
-            if getattr(candidate, "name", None) == public and isinstance(candidate, _agents.FunctionTool):
-                schema = _function_tool_schema(candidate)
-                break
+        candidate = self._compare_function_tool(data, public, tool)
+        if candidate is not None:
+            schema = _function_tool_schema(candidate)
         else:
             for server in getattr(agent, "mcp_servers", None) or ():
                 if self.server is None or getattr(server, "name", None) != self.server:
@@ -292,13 +337,39 @@ class _Binding:
                     log.warning("could not list the tools of MCP server %s for their input schemas", self.server)
                     break
                 for mcp_tool in listed:
-                    self.schemas.setdefault(mcp_tool.name, tool_input_schema(mcp_tool))
+                    found = tool_input_schema(mcp_tool)
+                    self.schemas.setdefault(mcp_tool.name, found)
+                    if self.guard.pinning:  # a listing this guardrail saw: compared with the pins
+                        self.guard.listed(
+                            mcp_tool.name,
+                            server=self.server,
+                            annotations=_annotations_of(mcp_tool),
+                            description=getattr(mcp_tool, "description", None),
+                            input_schema=found if isinstance(found, Mapping) else None,
+                        )
                 break
         self.schemas.setdefault(tool, schema)
 
+    def _compare_function_tool(self, data: Any, public: str, tool: str) -> Any:
+        """The agent's FunctionTool called ``public`` (None if it has none); when the guard pins, compared with the
+        pins as a listing at each call, so a bare policy_guardrail refuses a tool that drifted (``tool_changed``)
+        when the agent holds it as the server listed it (e.g. ``MCPUtil.to_function_tool`` of a fresh listing)."""
+        for candidate in getattr(getattr(data, "agent", None), "tools", None) or ():
+            if getattr(candidate, "name", None) == public and isinstance(candidate, _agents.FunctionTool):
+                if self.guard.pinning:
+                    schema = getattr(candidate, "params_json_schema", None)
+                    self.guard.listed(
+                        tool,
+                        server=self.server,
+                        annotations=_annotations_of(candidate),
+                        description=getattr(candidate, "description", None),
+                        input_schema=schema if isinstance(schema, Mapping) else None,
+                    )
+                return candidate
+        return None
+
     async def _refuse(self, call: ToolCall, decision: Decision) -> ToolGuardrailFunctionOutput:
-        with contextlib.suppress(PolicyViolation):  # the SDK's own way to raise: see _verdict
-            await self.guard.arefuse(call, decision)
+        await self.guard.arefuse(call, decision, deliver=False)  # on_violation is applied in the SDK's terms below
         return self._verdict(decision)
 
     def _verdict(self, decision: Decision) -> ToolGuardrailFunctionOutput:

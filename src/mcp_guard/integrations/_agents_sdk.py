@@ -70,6 +70,26 @@ def approval_status(ctx: Any, tool: str, call_id: str) -> bool | None:
     return status if isinstance(status, bool) else None
 
 
+def standing_approval(ctx: Any, tool: str, call_id: str) -> Any:
+    """The SDK's record of a standing yes for ``tool`` (``state.approve(item, always_approve=True)``) that answers
+    this call, or None when the yes is for this call alone (or there is none).
+
+    The SDK keeps a standing yes as a record whose ``approved`` is ``True`` rather than a list of call ids; it
+    covers later calls of that tool by that agent in that run, whatever their arguments (its key is the tool,
+    not the call). A yes given to this very call id wins over a standing one, as in the SDK's own lookup.
+    """
+    standing: Any = None
+    for key, record in list((getattr(ctx, "_approvals", None) or {}).items()):
+        if not isinstance(key, str) or _approval_tool_name(key) != tool:
+            continue
+        approved = getattr(record, "approved", None)
+        if isinstance(approved, list) and call_id in approved:
+            return None
+        if approved is True and standing is None:
+            standing = record
+    return standing
+
+
 def rejections(run_context: Any) -> list[tuple[str, str, dict[str, str]]]:
     """The calls a human rejected with ``state.reject()`` in this run: (public tool name, call id, the record's
     rejection messages by call id, which the SDK then shows the model)."""

@@ -5,7 +5,7 @@ or denied outright), or no tool has that name. Either way the model gets the pol
 and the answering guard writes the call's one audit event:
 
 - kept back: the keeping guard's decision for it (``hidden`` / ``denied`` / ``default_deny``, with its rule,
-  for the server it was kept back for);
+  for the server it was kept back for; ``tool_changed`` for a tool hidden because it drifted from its pin);
 - unknown: the policy's refusal when the policy refuses that name outright, else code ``hidden`` with the
   reason "no tool named X is available to this agent" and no rule (no rule refused it: the tool does not
   exist, and ``hidden``'s hint, "do not call it again", is what the model should do).
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcp_guard._errors import require_extra
 from mcp_guard._guard.guard import Guard, ToolCall
+from mcp_guard._guard.pins import drifted_refusal
 from mcp_guard._policy.decision import Decision
 from mcp_guard.integrations._adapt import parse_args
 from mcp_guard.integrations._agents_binding import LIVE, _Binding, _maybe_await
@@ -69,6 +70,10 @@ async def refuse(
 
 def _decision(guard: Guard, tool: str, who: Mapping[str, Any]) -> Decision:
     server, annotations = who["server"], who["annotations"]
+    # Kept back because its listing drifted from the pinned lock (pins: hide): tool_changed, as elsewhere.
+    drifted: Decision | None = drifted_refusal(guard, tool, server)
+    if drifted is not None:
+        return drifted
     # A tool not exposed is refused by name alone (hidden or denied outright), so no arguments are needed.
     if not guard.exposes(tool, server=server, annotations=annotations):
         where = {"server": server, "identity": who["identity"], "session": who["session"], "annotations": annotations}

@@ -21,7 +21,9 @@ How the SDK's hooks are used (this module holds no policy logic; it translates t
   before the human answers, and none for a rejected call. A plain ``state.reject(item)`` is audited when the
   run resumes (the SDK lists the agent's tools with the run context holding the rejection before it answers
   the model; our ``tool_filter`` / ``is_enabled`` read it there) and the model gets the ``approval_denied``
-  JSON; :func:`reject` does the same at once.
+  JSON; :func:`reject` does the same at once. ``state.approve(item, always_approve=True)`` (the SDK's "any
+  arguments, rest of the run") becomes a ``session`` grant for any arguments in the guard's store, so later runs
+  of the session are not held either; each call it covers is audited with the grant's id.
 - **Tool list**: hidden and outright-denied tools are left out of what the model is shown (``tool_filter`` for
   MCP servers; left out of the list for function tools).
 - **Calls of tools the model was not shown** (kept back, or no tool of that name): answered by a guard with the
@@ -102,7 +104,10 @@ def policy_guardrail(
     the run. :func:`guard_tools` and :func:`guard_mcp_server` do all three properly. Nor does it see what a
     tool returns: result rules never run, ``no_secrets`` has no secret to refuse, and ``from`` / ``not_from``
     find no value of a tool's output (only the run input, as ``user``); each such check is logged as a
-    warning when the guardrail is built (``mcp-guard validate --agents-guardrail`` lists them too).
+    warning when the guardrail is built (``mcp-guard validate --agents-guardrail`` lists them too). It sees no
+    tool listing of its own: with a policy that pins tools, it compares the agent's FunctionTool of the called
+    name at each call (and an MCP server's listing the first time it needs a schema), so a tool it never sees
+    as listed is pinned only through a guard that saw its listing elsewhere.
     """
     guard = _build_guard(policy_or_guard, approver, guard_options)
     from mcp_guard._policy.lint import guardrail_warnings
