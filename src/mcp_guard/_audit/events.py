@@ -158,7 +158,7 @@ def describe_value(value: Any, key: bytes | None = None) -> dict[str, Any]:
         return {"type": "unknown"}
 
 
-def _redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
+def redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
     # Rule paths are written "args.a.b"; the top-level argument key is what we blank out, and nested
     # paths redact their top-level container too, so no part of a secret is described in the log.
     keys: set[str] = set()
@@ -182,7 +182,7 @@ def summarize_args(
     Never raises: arguments that cannot be read at all are summarised as ``"[unreadable]"``.
     """
     try:
-        hidden = _redacted_paths(args, redact) if redact else set()
+        hidden = redacted_paths(args, redact) if redact else set()
         out: dict[str, Any] = {}
         for n, (k, v) in enumerate(args.items()):
             if n >= _MAX_NODES:
@@ -200,7 +200,7 @@ def summarize_args(
 
 def _secret_leaves(args: Mapping[str, Any], redact: Sequence[str]) -> list[str] | None:
     """The text forms of every scalar under a redacted key; ``None`` when there is too much to scan."""
-    stack: list[Any] = [args[k] for k in _redacted_paths(args, redact) if k in args]
+    stack: list[Any] = [args[k] for k in redacted_paths(args, redact) if k in args]
     leaves: list[str] = []
     nodes, chars = 0, 0
     while stack:
