@@ -45,7 +45,7 @@ def reload_policy(guard: Guard, source: Any = None) -> bool:
         old = guard.policy
         try:
             new = load_policy(where)
-            pins = PinWatch.for_policy(new, guard._pins)  # a pins block whose lock cannot be read fails here
+            pins = PinWatch.for_policy(new, guard._pipeline.pins)  # a pins block whose lock cannot be read fails here
         except (MCPGuardError, OSError, TypeError, ValueError) as exc:
             log.error("policy reload from %s failed; keeping %s: %s", label, old.hash, exc)
             _audit(guard, {"ok": False, "error": str(exc), "policy": old.hash, "source": label})
