@@ -155,10 +155,9 @@ class Pipeline:
                 # where the rule redacts (for an approver's or a store's words): so here, for the same text.
                 if decision.redact and decision.reason is not None:
                     decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
-                refused = QuickRun(Admission.done(call, decision, started), None, self._record)
-                self._record(refused.admission, "denied", None)
-                refused.refused = GuardResult(None, decision, refused.admission)
-                return refused
+                admission = Admission.done(call, decision, started)
+                self._record(admission, "denied", None)
+                return QuickRun(admission, None, None, GuardResult(None, decision, admission))
             if decision.action == "allow" and not decision.limits and self._retry_for(call, decision) is None:
                 if not config.audit_sinks:  # nothing to write either
                     return QuickRun(Admission.done(call, decision, 0.0), is_error, None)
@@ -1013,11 +1012,12 @@ class QuickRun:
         admission: Admission,
         is_error: Callable[[Any], bool] | None,
         record: Callable[[Admission, Outcome, BaseException | None], object] | None,
+        refused: GuardResult | None = None,
     ) -> None:
         self.admission = admission
         self.is_error = is_error
         self.record = record
-        self.refused: GuardResult | None = None
+        self.refused = refused
 
     def call(self, fn: Callable[..., Any]) -> GuardResult:
         if self.refused is not None:
