@@ -7,6 +7,10 @@ once, driven by a sync and an async driver); what it works on is :mod:`mcp_guard
 is :mod:`mcp_guard._audit.events`'s. This module holds what a caller sees: the options, ``check``/``admit``/
 ``finish``/``run``/``invoke`` and their async twins (a line or two each), the adapter contract, and living
 with a policy (shadow mode, reload, usage).
+
+A Guard *holds* its pipeline (``self._pipeline``, a :class:`~mcp_guard._guard.pipeline.Pipeline` built from the
+options frozen in a :class:`~mcp_guard._guard.config.PipelineConfig`): every entry point is one call into it,
+so ``Guard.run`` leads straight to ``Pipeline.run``.
 """
 
 from __future__ import annotations
@@ -485,10 +489,6 @@ class Guard:
                 closer()
 
     # -- living with a policy: shadow mode, reload, usage (spec section 9) ------------------------------
-
-    def _set_policy(self, policy: Policy, pins: PinWatch | None = None) -> None:
-        """Put a reloaded policy in force (:func:`~mcp_guard._guard.reload.reload_policy` calls it)."""
-        self._pipeline.use_policy(policy, pins)
 
     def exposes(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> bool:
         """Whether adapters should show ``tool`` to the model: :meth:`Policy.exposes`, except that a tool hidden or

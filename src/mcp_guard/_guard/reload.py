@@ -52,7 +52,7 @@ def reload_policy(guard: Guard, source: Any = None) -> bool:
             return False
         if new.hash == old.hash:
             return False
-        guard._set_policy(new, pins)
+        guard._pipeline.use_policy(new, pins)  # one write: calls already started keep theirs
         log.info("policy reloaded from %s: %s (was %s)", label, new.hash, old.hash)
         _audit(guard, {"ok": True, "policy": new.hash, "previous": old.hash, "source": label})
     for listener in list(guard._reload_listeners):
