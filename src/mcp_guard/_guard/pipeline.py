@@ -30,9 +30,6 @@ from mcp_guard._audit.events import AuditSink, CallEvent, emit, iso_time, scrub
 from mcp_guard._calls.approval import (
     ApprovalDecision,
     ApprovalRequest,
-    Asked,
-    NoAnswer,
-    Workers,
     coerce_decision,
     within,
 )
@@ -61,6 +58,15 @@ from mcp_guard._guard.config import PipelineConfig
 from mcp_guard._guard.grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
 from mcp_guard._guard.memory import caps as memory_caps
 from mcp_guard._guard.memory import input_record, parts_to_read, result_records, view_from
+from mcp_guard._guard.perform import (
+    STORE_WORKERS,
+    answer_of,
+    as_store_error,
+    astore_op,
+    checked_verdict,
+    store_op,
+    verdict_of,
+)
 from mcp_guard._guard.pins import PinWatch, pinned_decision
 from mcp_guard._guard.retry import RetryPolicy, next_sleep
 from mcp_guard._guard.retry import not_sent as _not_sent
@@ -71,7 +77,7 @@ from mcp_guard._policy.decision import Decision, LimitCharge
 from mcp_guard._policy.policy import Policy
 from mcp_guard._policy.results import ResultVerdict, judge_result
 from mcp_guard._policy.session import EMPTY_VIEW, SessionView
-from mcp_guard._stores import Store, StoreProtocol, Verdict
+from mcp_guard._stores import Verdict
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -970,30 +976,30 @@ class Pipeline:
 
     def _store_sync(self, op: StoreOp) -> Any:
         if self.config.store_bounded:  # a third-party store: a hung call is abandoned and the call refused
-            return _verdict_of(op, *_STORE_WORKERS.call(self.config.store_timeout_s, _store_op, self.config.store, op))
+            return verdict_of(op, *STORE_WORKERS.call(self.config.store_timeout_s, store_op, self.config.store, op))
         try:
-            value = _store_op(self.config.store, op)
+            value = store_op(self.config.store, op)
         except Exception as exc:  # built-in stores raise StoreError; anything else fails closed too
-            raise _as_store_error(exc) from exc
-        return _checked_verdict(op, value)
+            raise as_store_error(exc) from exc
+        return checked_verdict(op, value)
 
     async def _store_async(self, op: StoreOp) -> Any:
         if self.config.store_bounded:
-            return _verdict_of(op, *await within(_astore_op(self.config.store, op), self.config.store_timeout_s))
+            return verdict_of(op, *await within(astore_op(self.config.store, op), self.config.store_timeout_s))
         try:
-            value = await _astore_op(self.config.store, op)
+            value = await astore_op(self.config.store, op)
         except Exception as exc:
-            raise _as_store_error(exc) from exc
-        return _checked_verdict(op, value)
+            raise as_store_error(exc) from exc
+        return checked_verdict(op, value)
 
     def _ask_sync(self, op: Ask) -> Answer:
         # The sync caller may itself be inside a running event loop, so nothing here runs a loop in this thread.
         assert self.config.asker is not None  # the steps ask only when there is an approver
-        return _answer_of(op, self.config.asker.ask(op.request, op.timeout_s))
+        return answer_of(op, self.config.asker.ask(op.request, op.timeout_s))
 
     async def _ask_async(self, op: Ask) -> Answer:
         assert self.config.asker is not None
-        return _answer_of(op, await self.config.asker.aask(op.request, op.timeout_s))
+        return answer_of(op, await self.config.asker.aask(op.request, op.timeout_s))
 
 
 class QuickRun:
@@ -1129,87 +1135,6 @@ def redact_for(policy: Any, call: ToolCall) -> tuple[str, ...]:
     return paths
 
 
-# -- the store and the approver, as the drivers call them -------------------------------------------------
-
-_STORE_WORKERS = Workers("mcp-guard-store")
-
-
-def _store_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
-    if isinstance(op, Recall):
-        return _session_store(store).session_read(op.session, op.parts)
-    if isinstance(op, Remember):
-        return _session_store(store).session_append(op.session, op.records, op.caps, op.ttl_s)
-    if isinstance(op, SessionKey):
-        return _session_store(store).session_key()
-    if isinstance(op, Check):
-        return store.check(op.charges)
-    if isinstance(op, Reserve):
-        return store.reserve(op.charges)
-    if isinstance(op, FindGrant):
-        return cast(Store, store).find_grant(op.owner, op.digests)
-    if isinstance(op, SaveGrant):
-        return cast(Store, store).save_grant(op.owner, op.digest, op.grant_id, op.ttl_s)
-    return store.release(op.charges, op.token)
-
-
-def _session_store(store: Any) -> Any:
-    if not callable(getattr(store, "session_read", None)):
-        raise StoreError(f"the store {type(store).__name__} keeps no session memory (a policy here needs it)")
-    return store
-
-
-async def _astore_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
-    if isinstance(op, Recall):
-        return await _session_store(store).asession_read(op.session, op.parts)
-    if isinstance(op, Remember):
-        return await _session_store(store).asession_append(op.session, op.records, op.caps, op.ttl_s)
-    if isinstance(op, SessionKey):
-        return await _session_store(store).asession_key()
-    if isinstance(op, Check):
-        return await store.acheck(op.charges)
-    if isinstance(op, Reserve):
-        return await store.areserve(op.charges)
-    if isinstance(op, FindGrant):
-        return await cast(Store, store).afind_grant(op.owner, op.digests)
-    if isinstance(op, SaveGrant):
-        return await cast(Store, store).asave_grant(op.owner, op.digest, op.grant_id, op.ttl_s)
-    return await store.arelease(op.charges, op.token)
-
-
-def _verdict_of(op: StoreOp, value: Any, error: BaseException | None) -> Any:
-    if error is not None:
-        raise _as_store_error(error) from error
-    return _checked_verdict(op, value)
-
-
-def _checked_verdict(op: StoreOp, value: Any) -> Any:
-    """A store's answer, or StoreError when it is not a Verdict the guard can act on (fail closed)."""
-    if isinstance(op, (Release, SaveGrant)):
-        return None
-    if isinstance(op, FindGrant):
-        if value is not None and not isinstance(value, str):
-            raise StoreError(f"the store returned a grant id of type {type(value).__name__}")
-        return value
-    if isinstance(op, (Recall, Remember, SessionKey)):
-        return _checked_memory(op, value)
-    if not isinstance(value, Verdict) or type(value.ok) is not bool:
-        raise StoreError(f"the store returned {type(value).__name__}, not a Verdict")
-    if isinstance(op, Reserve) and value.ok and value.token is not None and not isinstance(value.token, str):
-        raise StoreError(f"the store returned a reservation token of type {type(value.token).__name__}")
-    return value
-
-
-def _checked_memory(op: Recall | Remember | SessionKey, value: Any) -> Any:
-    """A store's answer to a session-memory op, or StoreError when it has the wrong shape (fail closed)."""
-    if isinstance(op, SessionKey):
-        if not isinstance(value, bytes) or not value:
-            raise StoreError("the store returned no session key")
-        return value
-    if not isinstance(value, dict):
-        raise StoreError(f"the store returned {type(value).__name__} for session memory, not a dict")
-    return value
-
-
 def _memory_down(call: ToolCall, policy: Policy) -> Decision:
     reason = "the session memory could not be read"
     return Decision.unavailable(call.tool, reason, server=call.server, rule="/store", policy=policy.hash)
@@ -1222,32 +1147,6 @@ class _NoResult:
 
 
 _NO_RESULT: Any = _NoResult()
-
-
-def _as_store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    error = StoreError(f"{type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _answer_of(op: Ask, outcome: Asked) -> Answer:
-    """What the approver's outcome means for the call: an answer, or the code of why there is none."""
-    raw, error = outcome
-    if isinstance(error, NoAnswer):
-        return Answer(code="approval_timeout", reason=f"no approval within {op.timeout_s:g} s")
-    if error is not None:
-        # The model is told a human did not approve; the details go to the log, with any redacted argument
-        # the approver's message quotes blanked.
-        detail = scrub(str(error), op.request.args, op.redact)
-        log.error("approver failed for %s: %s: %s", op.request.tool, type(error).__name__, detail)
-        return Answer(code="approval_denied", reason="the approval could not be obtained")
-    try:
-        return Answer(decision=coerce_decision(raw))
-    except ApprovalError:
-        log.error("approver for %s returned an invalid answer (%s)", op.request.tool, type(raw).__name__)
-        return Answer(code="approval_denied", reason="the approver gave no valid answer")
 
 
 __all__ = ["NO_RESULT", "Pipeline", "QuickRun", "fault_decision", "sync_result"]
