@@ -10,7 +10,7 @@ with a policy (shadow mode, reload, usage).
 
 A Guard *holds* its pipeline (``self._pipeline``, a :class:`~mcp_guard._guard.pipeline.Pipeline` built from the
 options frozen in a :class:`~mcp_guard._guard.config.PipelineConfig`): every entry point is one call into it,
-so ``Guard.run`` leads straight to ``Pipeline.run``.
+so ``Guard.run`` leads straight to ``Pipeline.run_plan`` and ``Pipeline.drive``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from mcp_guard._compat import result_is_error
 from mcp_guard._errors import ConfigurationError, PolicyViolation
 from mcp_guard._guard.config import PipelineConfig
 from mcp_guard._guard.pins import PinWatch, canonical_tool
-from mcp_guard._guard.pipeline import NO_RESULT, Pipeline, fault_decision
+from mcp_guard._guard.pipeline import NO_RESULT, Pipeline, QuickRun, fault_decision
 from mcp_guard._guard.retry import RetryPolicy
 from mcp_guard._guard.shadow import Mode, check_mode
 from mcp_guard._policy.decision import Decision, round_up
@@ -390,13 +390,19 @@ class Guard:
         own faults refuse the call (``guard_unavailable``). ``is_error`` tells whether a returned value is a
         failed call (default: :meth:`is_error_result`). Takes :meth:`admit`'s keywords too.
         """
-        return self._pipeline.run(tool, args, fn, call)
+        plan = self._pipeline.run_plan(tool, args, fn, call)
+        if isinstance(plan, QuickRun):  # decided at once: refused, or a plain call with nothing to count, ask or retry
+            return plan.call(fn)
+        return self._pipeline.drive(plan)  # the steps, driven as tenacity drives a call: what next, then do it
 
     async def arun(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]
     ) -> GuardResult:
         """:meth:`run` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
-        return await self._pipeline.arun(tool, args, fn, call)
+        plan = self._pipeline.run_plan(tool, args, fn, call)
+        if isinstance(plan, QuickRun):
+            return await plan.acall(fn)
+        return await self._pipeline.adrive(plan)
 
     def invoke(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]

@@ -6,7 +6,7 @@ for sync callers and :meth:`Pipeline.adrive` for async ones (tenacity's design: 
 and doing it). So the logic of a call, waits and retries included, exists once, and ``run``/``arun`` cannot
 drift apart.
 
-Read in this order: :meth:`~Pipeline.run` (what ``Guard.run`` calls), :meth:`~Pipeline.run_plan`,
+Read in this order: :meth:`~Pipeline.run_plan` (what ``Guard.run`` starts),
 :meth:`~Pipeline._run_steps` (the whole call), :meth:`~Pipeline._admission_steps` (steps 1-6 with rate-limit
 waits), :meth:`~Pipeline._core_admit_steps` (decide, ask, reserve), :meth:`~Pipeline._finish_steps` (give
 quota back, write the event), then the drivers.
@@ -124,24 +124,6 @@ class Pipeline:
 
     # -- what the entry points start: steps to drive, or the answer when it needs no I/O -------------
 
-    def run(
-        self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], keywords: RunKeywords
-    ) -> GuardResult:
-        """``Guard.run``: the whole call around ``fn(**args)`` (the sync driver)."""
-        plan = self.run_plan(tool, args, fn, keywords)
-        if isinstance(plan, QuickRun):  # decided at once: refused, or a plain call with nothing to count, ask or retry
-            return plan.call(fn)
-        return self.drive(plan)
-
-    async def arun(
-        self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], keywords: RunKeywords
-    ) -> GuardResult:
-        """``Guard.arun``: :meth:`run` for async tools (the async driver)."""
-        plan = self.run_plan(tool, args, fn, keywords)
-        if isinstance(plan, QuickRun):
-            return await plan.acall(fn)
-        return await self.adrive(plan)
-
     def run_plan(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], keywords: RunKeywords
     ) -> Steps[GuardResult] | QuickRun:
@@ -209,13 +191,18 @@ class Pipeline:
         """``Guard.finish``: judge and remember the result (when handed over and the policy reads results), give
         quota back where due, write the event; without steps when no quota can come back."""
         policy = self.policy
-        if result is NO_RESULT and policy.session_free:  # 0.2's path, exactly
-            return self._settle_plan(admission, outcome, error)
         if policy.session_free or admission.finished or not admission.admitted or outcome not in ("ok", "error"):
-            steps = self._settle_plan(admission, outcome, error)
-            if steps is not None:
-                return self._then(steps, None if result is NO_RESULT else GuardResult(result, None, admission))
-            return None if result is NO_RESULT else GuardResult(result, None, admission)
+            # Nothing to judge or remember: settled here, with steps only when quota can come back (a call that
+            # did not run, or failed: see _finish_steps); any other outcome keeps its reservation.
+            answer = None if result is NO_RESULT else GuardResult(result, None, admission)
+            if admission.token is not None and (outcome == "denied" or outcome == "error"):
+                steps = self._finish_steps(admission, outcome, error)
+                return steps if answer is None else self._then(steps, answer)
+            if not admission.finished:
+                admission.finished = True
+                admission.token = None
+                self._record(admission, outcome, error)
+            return answer
         return self._after_then_settle_steps(admission, outcome, error, policy, result)
 
     def _after_then_settle_steps(
@@ -229,20 +216,6 @@ class Pipeline:
     def _then(steps: Steps[None], answer: T) -> Steps[T]:
         yield from steps
         return answer
-
-    def _settle_plan(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> Steps[None] | None:
-        """Give quota back and write the event: the steps; or, with no quota to give back, None (event written).
-
-        Only a call that did not run, or failed, can give quota back (see :meth:`_finish_steps`): any other
-        outcome settles here, its reservation kept, without the steps and their driver.
-        """
-        if admission.token is not None and (outcome == "denied" or outcome == "error"):
-            return self._finish_steps(admission, outcome, error)
-        if not admission.finished:
-            admission.finished = True
-            admission.token = None
-            self._record(admission, outcome, error)
-        return None
 
     def observe_plan(self, text: str, session: str | None) -> Steps[None] | None:
         """``Guard.observe_input``: remember the user's words, when a check of the policy reads them."""
@@ -1033,7 +1006,9 @@ class QuickRun:
         except BaseException as exc:
             self._failed(exc)
             raise
-        return self._returned(value)
+        if self.record is not None:
+            self.record(self.admission, "error" if _failed(value, self.is_error) else "ok", None)
+        return GuardResult(value, None, self.admission)
 
     async def acall(self, fn: Callable[..., Any]) -> GuardResult:
         if self.refused is not None:
@@ -1045,18 +1020,15 @@ class QuickRun:
         except BaseException as exc:
             self._failed(exc)
             raise
-        return self._returned(value)
+        if self.record is not None:
+            self.record(self.admission, "error" if _failed(value, self.is_error) else "ok", None)
+        return GuardResult(value, None, self.admission)
 
     def _failed(self, exc: BaseException) -> None:
         # As the steps would: an exception is the tool's error; anything else (cancelled, interrupted) is a
         # cancellation; GeneratorExit is passed on unrecorded.
         if self.record is not None and not isinstance(exc, GeneratorExit):
             self.record(self.admission, "error" if isinstance(exc, Exception) else "cancelled", exc)
-
-    def _returned(self, value: Any) -> GuardResult:
-        if self.record is not None:
-            self.record(self.admission, "error" if _failed(value, self.is_error) else "ok", None)
-        return GuardResult(value, None, self.admission)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
