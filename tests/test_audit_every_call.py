@@ -22,6 +22,7 @@ from conftest import FakeClock
 from mcp_guard import ApprovalRequest, Guard, MCPGuardError, MemorySink, Policy
 from mcp_guard._audit.events import iso_time
 from mcp_guard._errors import ConfigurationError
+from mcp_guard._guard.pipeline import Pipeline
 from mcp_guard._policy.decision import LimitCharge
 from mcp_guard._stores import Verdict
 from mcp_guard._stores.memory import MemoryStore
@@ -250,7 +251,9 @@ def test_a_keyboard_interrupt_in_the_tool_writes_one_cancelled_event() -> None:
     assert [e["outcome"] for e in sink.events] == ["cancelled"]
 
 
-def test_a_keyboard_interrupt_while_waiting_for_a_human_writes_one_cancelled_event() -> None:
+def test_a_keyboard_interrupt_while_waiting_for_a_human_writes_one_cancelled_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The sync approval wait is interrupted in the calling thread (as Ctrl-C would): one event, no run.
     sink = MemorySink()
     release = threading.Event()
@@ -260,15 +263,14 @@ def test_a_keyboard_interrupt_while_waiting_for_a_human_writes_one_cancelled_eve
         return True
 
     guard = Guard(POLICY, audit=sink, approver=approver)
-    original = guard._ask_sync
 
-    def interrupted(op: Any) -> Any:
+    def interrupted(self: Any, op: Any) -> Any:
         raise KeyboardInterrupt
 
-    guard._ask_sync = interrupted  # type: ignore[method-assign]
-    with pytest.raises(KeyboardInterrupt):
-        guard.invoke("held", {}, lambda **_: pytest.fail("the tool must not run"))
-    guard._ask_sync = original  # type: ignore[method-assign]
+    with monkeypatch.context() as patch:
+        patch.setattr(Pipeline, "_ask_sync", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            guard.invoke("held", {}, lambda **_: pytest.fail("the tool must not run"))
     release.set()
     assert [e["outcome"] for e in sink.events] == ["cancelled"]
 

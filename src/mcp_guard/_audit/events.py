@@ -158,7 +158,7 @@ def describe_value(value: Any, key: bytes | None = None) -> dict[str, Any]:
         return {"type": "unknown"}
 
 
-def _redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
+def redacted_paths(args: Mapping[str, Any], redact: Iterable[str]) -> set[str]:
     # Rule paths are written "args.a.b"; the top-level argument key is what we blank out, and nested
     # paths redact their top-level container too, so no part of a secret is described in the log.
     keys: set[str] = set()
@@ -182,7 +182,7 @@ def summarize_args(
     Never raises: arguments that cannot be read at all are summarised as ``"[unreadable]"``.
     """
     try:
-        hidden = _redacted_paths(args, redact) if redact else set()
+        hidden = redacted_paths(args, redact) if redact else set()
         out: dict[str, Any] = {}
         for n, (k, v) in enumerate(args.items()):
             if n >= _MAX_NODES:
@@ -200,7 +200,7 @@ def summarize_args(
 
 def _secret_leaves(args: Mapping[str, Any], redact: Sequence[str]) -> list[str] | None:
     """The text forms of every scalar under a redacted key; ``None`` when there is too much to scan."""
-    stack: list[Any] = [args[k] for k in _redacted_paths(args, redact) if k in args]
+    stack: list[Any] = [args[k] for k in redacted_paths(args, redact) if k in args]
     leaves: list[str] = []
     nodes, chars = 0, 0
     while stack:
@@ -373,7 +373,25 @@ class CallEvent:
     :class:`MemorySink` asks when its events are read, so a call recorded in memory pays only for the note.
     """
 
-    __slots__ = ("_data", "_note")
+    # What the event says, copied out of the admission when the call is recorded (the admission changes later:
+    # a closed-mode "admitted" event is written before the tool runs and the attempts are counted).
+    __slots__ = (
+        "_data",
+        "approval",
+        "attempts",
+        "call",
+        "decision",
+        "error_name",
+        "fail_open",
+        "key",
+        "latency",
+        "now",
+        "outcome",
+        "policy_hash",
+        "result_note",
+        "shadow",
+        "trace_ids",
+    )
 
     def __init__(
         self,
@@ -384,24 +402,20 @@ class CallEvent:
         policy_hash: str | None,
         key: bytes | None,
     ) -> None:
-        latency = time.perf_counter() - admission.started
-        error_name = type(error).__name__ if error is not None else None
-        self._note = (
-            admission.call,
-            admission.decision,
-            outcome,
-            error_name,
-            now,
-            latency,
-            policy_hash,
-            key,
-            admission.approval,
-            admission.fail_open,
-            admission.attempts,
-            admission.shadow,
-            trace_ids(),
-            admission.result_note,
-        )
+        self.latency = time.perf_counter() - admission.started
+        self.call = admission.call
+        self.decision = admission.decision
+        self.outcome = outcome
+        self.error_name = type(error).__name__ if error is not None else None
+        self.now = now
+        self.policy_hash = policy_hash
+        self.key = key
+        self.approval = admission.approval
+        self.fail_open = admission.fail_open
+        self.attempts = admission.attempts
+        self.shadow = admission.shadow
+        self.trace_ids = trace_ids()
+        self.result_note = admission.result_note
         self._data: dict[str, Any] | None = None
 
     def data(self) -> dict[str, Any]:
@@ -410,17 +424,15 @@ class CallEvent:
             try:
                 self._data = self._build()
             except Exception as exc:  # auditing must never break the call it records; the event is cut down
-                call, outcome, now = self._note[0], self._note[2], self._note[4]
-                log.error("could not build the audit event for %s (%s)", call.tool, type(exc).__name__)
-                self._data = {"time": iso_time(now), "tool": str(call.tool), "outcome": outcome}
+                log.error("could not build the audit event for %s (%s)", self.call.tool, type(exc).__name__)
+                self._data = {"time": iso_time(self.now), "tool": str(self.call.tool), "outcome": self.outcome}
         return self._data
 
     def _build(self) -> dict[str, Any]:
-        (call, decision, outcome, error_name, now, latency, policy_hash, key, approval, fail_open, attempts,
-         shadow, ids, result_note) = self._note  # fmt: skip
+        call, decision, approval = self.call, self.decision, self.approval
         args = call.args if isinstance(call.args, Mapping) else {}
         event: dict[str, Any] = {
-            "time": iso_time(now),
+            "time": iso_time(self.now),
             "call_id": call.call_id if call.call_id is not None else new_call_id(),
             "tool": call.tool,
             "server": call.server,
@@ -430,15 +442,15 @@ class CallEvent:
             "code": decision.code,
             "rule": decision.rule,
             "reason": scrub(decision.reason, args, decision.redact),
-            "policy": decision.policy or policy_hash,  # the policy that decided, even across a reload
-            "args": summarize_args(args, decision.redact, key),
-            "outcome": outcome,
-            "latency_ms": round(latency * 1000.0, 3),
+            "policy": decision.policy or self.policy_hash,  # the policy that decided, even across a reload
+            "args": summarize_args(args, decision.redact, self.key),
+            "outcome": self.outcome,
+            "latency_ms": round(self.latency * 1000.0, 3),
         }
         if call.run_id is not None:
             event["run_id"] = call.run_id
-        if ids is not None:
-            event["trace_id"], event["span_id"] = ids
+        if self.trace_ids is not None:
+            event["trace_id"], event["span_id"] = self.trace_ids
         if approval is not None:
             event["approval"] = approval.kind
             if approval.grant is not None:  # a grant used (no human asked) or made by this yes
@@ -449,20 +461,20 @@ class CallEvent:
                     event["grant_scope"] = scope if approval.ttl_s is None or scope == "ttl" else f"{scope}+ttl"
                 else:
                     event["approval"] = "grant"
-        if fail_open:
+        if self.fail_open:
             event["fail_open"] = True
-        if attempts > 1:
-            event["attempts"] = attempts
+        if self.attempts > 1:
+            event["attempts"] = self.attempts
         if decision.retry_after_s is not None:
             event["retry_after_s"] = decision.retry_after_s
-        if error_name is not None:
-            event["error"] = error_name
+        if self.error_name is not None:
+            event["error"] = self.error_name
         if decision.pin is not None:  # a tool that is not the one reviewed: the hashes, for the reviewer
             event["pin"] = {"pinned": decision.pin[0], "listed": decision.pin[1]}
-        if shadow is not None:
-            add_shadow_fields(event, shadow, args)
-        if result_note is not None:
-            event["result"] = result_note
+        if self.shadow is not None:
+            add_shadow_fields(event, self.shadow, args)
+        if self.result_note is not None:
+            event["result"] = self.result_note
         return event
 
 

@@ -133,6 +133,11 @@ class Admission:
     result_note: dict[str, Any] | None = None
     """What the policy's result rules did to the tool's result (audited as ``result``; never a value)."""
 
+    @classmethod
+    def done(cls, call: ToolCall, decision: Decision, started: float = 0.0) -> Admission:
+        """An admission settled as it is made: a refusal, or a call with nothing to give back (no token)."""
+        return cls(call, decision, None, started, None, False, True)  # positional: keywords cost ~0.2 µs
+
     @property
     def admitted(self) -> bool:
         return self.decision.allowed

@@ -109,6 +109,10 @@ class Expect(_Strict):
         return self
 
 
+#: The fields of a step that describe the call to the guard (each a keyword of ``Guard.run``).
+_WHO = ("server", "identity", "session", "annotations", "context", "claims")
+
+
 class Step(_Strict):
     """One call (or ``repeat`` identical calls) and what it must get; or, with ``user``, the user's request."""
 
@@ -323,18 +327,7 @@ def run_case(policy: Policy, case: Case, file: str) -> list[Result]:
             continue
         tool = _returning(step.result)
         for _ in range(step.repeat):
-            guard.run(
-                step.tool,
-                step.args,
-                tool,
-                server=step.server,
-                identity=step.identity,
-                session=step.session,
-                annotations=step.annotations,
-                run_id=run_id,
-                context=step.context,
-                claims=step.claims,
-            )
+            guard.run(step.tool, step.args, tool, run_id=run_id, **{name: getattr(step, name) for name in _WHO})
         event = sink.events[-1]
         got = {"action": event.get("decision"), "code": event.get("code"), "rule": event.get("rule")}
         if event.get("shadow"):

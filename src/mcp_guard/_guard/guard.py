@@ -7,30 +7,35 @@ once, driven by a sync and an async driver); what it works on is :mod:`mcp_guard
 is :mod:`mcp_guard._audit.events`'s. This module holds what a caller sees: the options, ``check``/``admit``/
 ``finish``/``run``/``invoke`` and their async twins (a line or two each), the adapter contract, and living
 with a policy (shadow mode, reload, usage).
+
+A Guard *holds* its pipeline (``self._pipeline``, a :class:`~mcp_guard._guard.pipeline.Pipeline` built from the
+options frozen in a :class:`~mcp_guard._guard.config.PipelineConfig`): every entry point is one call into it,
+so ``Guard.run`` leads straight to ``Pipeline.run_plan`` and ``Pipeline.drive``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import inspect
+import dataclasses
 import logging
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Union, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Union, overload
 
 from mcp_guard._audit.events import AuditSink, audit_sinks
 from mcp_guard._audit.events import audit_key as audit_key_of
 from mcp_guard._calls.approval import Approver, Asker
-from mcp_guard._calls.call import Admission, GuardResult, Outcome, ToolCall, new_call
+from mcp_guard._calls.call import Admission, GuardResult, Outcome, ToolCall
 from mcp_guard._compat import result_is_error
-from mcp_guard._errors import ConfigurationError, PolicyViolation, StoreError
+from mcp_guard._errors import ConfigurationError, PolicyViolation
+from mcp_guard._guard.config import PipelineConfig
 from mcp_guard._guard.pins import PinWatch, canonical_tool
-from mcp_guard._guard.pipeline import NO_RESULT, Pipeline, PlainCall, sync_result, unavailable
+from mcp_guard._guard.pipeline import NO_RESULT, Pipeline, QuickRun, fault_decision
 from mcp_guard._guard.retry import RetryPolicy
-from mcp_guard._guard.shadow import Mode, Shadow, check_mode
+from mcp_guard._guard.shadow import Mode, check_mode
 from mcp_guard._policy.decision import Decision, round_up
 from mcp_guard._policy.policy import Policy, load_policy
 from mcp_guard._policy.session import SessionView
@@ -46,8 +51,37 @@ log = logging.getLogger("mcp_guard")
 
 PolicySource = Union[Policy, "Guard", Mapping[str, Any], str, "os.PathLike[str]"]
 
+T = TypeVar("T")
 
-class Guard(Pipeline):
+
+class _Option(Generic[T]):
+    """A :class:`Guard` option, kept in its pipeline's frozen config: read from there; set after the Guard was
+    built, a new config is swapped in (one attribute write, so a call in flight reads one config throughout)."""
+
+    name: str
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, guard: None, owner: type) -> _Option[T]: ...
+
+    @overload
+    def __get__(self, guard: Guard, owner: type) -> T: ...
+
+    def __get__(self, guard: Guard | None, owner: type) -> T | _Option[T]:
+        if guard is None:
+            return self
+        value: T = getattr(guard._pipeline.config, self.name)
+        return value
+
+    def __set__(self, guard: Guard, value: T) -> None:
+        pipeline = guard._pipeline
+        change: dict[str, Any] = {self.name: value}
+        pipeline.config = dataclasses.replace(pipeline.config, **change)
+
+
+class Guard:
     """Enforces a policy around tool calls: rate limits, approvals, retries, audit.
 
     >>> guard = Guard(Policy.load("policy.json"), store="memory://", approver=my_approver, audit="audit.jsonl")
@@ -131,40 +165,95 @@ class Guard(Pipeline):
             raise ConfigurationError(f"session_ttl_s must be a positive number of seconds, not {session_ttl_s!r}")
         if not 0 < store_timeout_s < float("inf"):
             raise ConfigurationError(f"store_timeout_s must be a positive number of seconds, not {store_timeout_s!r}")
-        self.policy: Policy = policy.policy if isinstance(policy, Guard) else load_policy(policy)
-        self._policy_hash: str | None = getattr(self.policy, "hash", None)
+        if reload not in (False, True, "poll"):
+            raise ValueError(f"reload must be True, False or 'poll', not {reload!r}")
+        loaded = policy.policy if isinstance(policy, Guard) else load_policy(policy)
         # The memory store keeps its own monotonic clock unless a clock is injected (tests move a FakeClock).
         store_options: dict[str, Any] = {} if clock is None else {"clock": clock}
-        self.store: Store | StoreProtocol = store_from_uri(store, **store_options) if isinstance(store, str) else store
-        self.store_timeout_s = float(store_timeout_s)
-        # Built-in stores bound their own I/O; a third-party one is bounded by store_timeout_s (a hung call
-        # is abandoned and the call refused as guard_unavailable).
-        self._store_bounded = not isinstance(self.store, Store)
-        # Approval grants need a store that keeps them (the built-ins do); without, every approval asks again.
-        self._grants = bool(getattr(self.store, "supports_grants", False)) and hasattr(self.store, "find_grant")
-        self.approver: Approver | None = approver
-        self._asker = Asker.of(approver)  # normalised once: sync or async, asked from sync or async code
-        self.audit_sinks: tuple[AuditSink, ...] = audit_sinks(audit)
-        self.audit_failure = audit_failure
-        self.audit_failures = 0
-        """Audit writes that failed (one per sink per event), counted in both modes."""
-        self._audit_lock = threading.Lock()
-        self._audit_key = audit_key_of(audit_key)
-        self.on_rate_limit = on_rate_limit
-        self.max_wait_s = float(max_wait_s)
-        self.on_violation = on_violation
-        self.fail_mode = fail_mode
-        self.approval_timeout_s = float(approval_timeout_s)
+        sinks = audit_sinks(audit)
+        if metrics:
+            from mcp_guard._audit.metrics import metrics_sink
+
+            sinks = (*sinks, metrics_sink(metrics))
         if retry is None or retry is True:
             retry = RetryPolicy()
-        self.retry: RetryPolicy | None = retry or None
-        self.clock: Callable[[], float] = clock if clock is not None else time.time
-        self.sleep = sleep
-        self.asleep = asleep
-        self.check_tool_schema = bool(check_tool_schema)
-        self.session_memory_bytes = session_memory_bytes
-        self.session_ttl_s = float(session_ttl_s)
-        self._init_living(policy, check_mode(mode), reload, metrics)
+        config = PipelineConfig(
+            store=store_from_uri(store, **store_options) if isinstance(store, str) else store,
+            store_timeout_s=float(store_timeout_s),
+            asker=Asker.of(approver),  # normalised once: sync or async, asked from sync or async code
+            audit_sinks=sinks,
+            audit_failure=audit_failure,
+            audit_key=audit_key_of(audit_key),
+            on_rate_limit=on_rate_limit,
+            max_wait_s=float(max_wait_s),
+            fail_mode=fail_mode,
+            approval_timeout_s=float(approval_timeout_s),
+            retry=retry or None,
+            clock=clock if clock is not None else time.time,
+            sleep=sleep,
+            asleep=asleep,
+            check_tool_schema=bool(check_tool_schema),
+            session_memory_bytes=session_memory_bytes,
+            session_ttl_s=float(session_ttl_s),
+            mode=check_mode(mode),
+        )
+        self._pipeline = Pipeline(config, loaded, PinWatch.for_policy(loaded))
+        self._approver = approver
+        self.on_violation = on_violation
+        # Living with a policy (spec section 9): each costs nothing per call unless asked for.
+        self._reload_lock = threading.Lock()
+        self._reload_listeners: list[Callable[[Policy], None]] = []
+        self._policy_path: str | os.PathLike[str] | None = policy if isinstance(policy, (str, os.PathLike)) else None
+        self._pin_warned: set[str] = set()  # listed hashes already warned about (once each, not per listing)
+        self._watcher: Any = None
+        if reload:
+            if self._policy_path is None:
+                raise ValueError("reload=True needs a policy file path to watch")
+            from mcp_guard._guard.reload import PolicyWatcher
+
+            self._watcher = PolicyWatcher(self, self._policy_path, poll=reload == "poll").start()
+
+    # -- the options, kept in the pipeline's frozen config (see the class docstring for each) --------------
+
+    store = _Option[Store | StoreProtocol]()
+    store_timeout_s = _Option[float]()
+    audit_sinks = _Option[tuple[AuditSink, ...]]()
+    audit_failure = _Option[Literal["open", "closed"]]()
+    on_rate_limit = _Option[Literal["error", "wait"]]()
+    max_wait_s = _Option[float]()
+    fail_mode = _Option[Literal["closed", "open"]]()
+    approval_timeout_s = _Option[float]()
+    retry = _Option[RetryPolicy | None]()
+    clock = _Option[Callable[[], float]]()
+    sleep = _Option[Callable[[float], None]]()
+    asleep = _Option[Callable[[float], Awaitable[None]]]()
+    check_tool_schema = _Option[bool]()
+    session_memory_bytes = _Option[int]()
+    session_ttl_s = _Option[float]()
+    mode = _Option[Mode | None]()
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (a reload swaps it; a call already started keeps the one it started with)."""
+        return self._pipeline.policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._pipeline.use_policy(policy, self._pipeline.pins)
+
+    @property
+    def approver(self) -> Approver | None:
+        return self._approver
+
+    @approver.setter
+    def approver(self, approver: Approver | None) -> None:
+        self._approver = approver
+        self._pipeline.config = dataclasses.replace(self._pipeline.config, asker=Asker.of(approver))
+
+    @property
+    def audit_failures(self) -> int:
+        """Audit writes that failed (one per sink per event), counted in both modes."""
+        return self._pipeline.audit_failures
 
     def with_approver(self, approver: Approver | None) -> Guard:
         """A view of this guard that asks ``approver`` instead: same policy, store, audit sinks and options.
@@ -174,8 +263,8 @@ class Guard(Pipeline):
         only if it lives in a shared object, so make views per call rather than keeping them.
         """
         view = copy.copy(self)
+        view._pipeline = self._pipeline.copy()
         view.approver = approver
-        view._asker = Asker.of(approver)
         return view
 
     def __repr__(self) -> str:
@@ -193,11 +282,11 @@ class Guard(Pipeline):
         framework's context object, for ``context.*`` conditions) and ``claims`` (a verified token's claims,
         for ``claims.*``).
         """
-        return self._drive(self._check_steps(new_call(tool, args, **call)))
+        return self._pipeline.drive(self._pipeline.check_plan(tool, args, call))
 
     async def acheck(self, tool: str, args: Mapping[str, Any] | None = None, **call: Unpack[CallKeywords]) -> Decision:
         """:meth:`check` for async callers (the store is asked without blocking the event loop)."""
-        return await self._adrive(self._check_steps(new_call(tool, args, **call)))
+        return await self._pipeline.adrive(self._pipeline.check_plan(tool, args, call))
 
     def admit(self, tool: str, args: Mapping[str, Any] | None = None, **call: Unpack[AdmitKeywords]) -> Admission:
         """Steps 1-6: decide, ask for approval (unless ``approval`` is given), reserve. Nothing is called.
@@ -206,15 +295,13 @@ class Guard(Pipeline):
         until its window passes. ``approval`` is an answer obtained elsewhere (a LangGraph resume value,
         an Agents SDK approval): ``True``/``False``, an :class:`ApprovalDecision` or a resume dict.
         """
-        plan = self._admit_plan(tool, args, call)
-        return plan if isinstance(plan, Admission) else self._drive(plan)
+        return self._pipeline.drive(self._pipeline.admit_plan(tool, args, call))
 
     async def aadmit(
         self, tool: str, args: Mapping[str, Any] | None = None, **call: Unpack[AdmitKeywords]
     ) -> Admission:
         """:meth:`admit` for async callers; always follow with :meth:`afinish`."""
-        plan = self._admit_plan(tool, args, call)
-        return plan if isinstance(plan, Admission) else await self._adrive(plan)
+        return await self._pipeline.adrive(self._pipeline.admit_plan(tool, args, call))
 
     @overload
     def finish(self, admission: Admission, outcome: Outcome = "ok", *, error: BaseException | None = None) -> None: ...
@@ -246,19 +333,7 @@ class Guard(Pipeline):
         ``value`` to hand the model (the result, or a redacted copy) or, when a rule withheld it, the
         ``violation`` (``result_withheld``) to hand it instead. Without ``result``, returns None.
         """
-        if result is NO_RESULT and self.policy.session_free:  # 0.2's path, exactly
-            steps = self._finish_plan(admission, outcome, error)
-            if steps is not None:
-                self._drive(steps)
-            return None
-        value, violation = result, None
-        after = self._after_plan(admission, outcome, result)
-        if after is not None:
-            value, violation = self._drive(after)
-        steps = self._finish_plan(admission, outcome, error)
-        if steps is not None:
-            self._drive(steps)
-        return None if result is NO_RESULT else GuardResult(value, violation, admission)
+        return self._pipeline.drive(self._pipeline.finish_plan(admission, outcome, error, result))
 
     @overload
     async def afinish(
@@ -279,26 +354,7 @@ class Guard(Pipeline):
         result: Any = NO_RESULT,
     ) -> GuardResult | None:
         """:meth:`finish` for async callers."""
-        if result is NO_RESULT and self.policy.session_free:
-            steps = self._finish_plan(admission, outcome, error)
-            if steps is not None:
-                await self._adrive(steps)
-            return None
-        value, violation = result, None
-        after = self._after_plan(admission, outcome, result)
-        if after is not None:
-            value, violation = await self._adrive(after)
-        steps = self._finish_plan(admission, outcome, error)
-        if steps is not None:
-            await self._adrive(steps)
-        return None if result is NO_RESULT else GuardResult(value, violation, admission)
-
-    def _after_plan(self, admission: Admission, outcome: Outcome, result: Any) -> Any:
-        """The steps that judge and remember a finished call's result, or None when there is nothing to do."""
-        policy = self.policy
-        if policy.session_free or admission.finished or not admission.admitted or outcome not in ("ok", "error"):
-            return None
-        return self._after_steps(admission, policy, result)
+        return await self._pipeline.adrive(self._pipeline.finish_plan(admission, outcome, error, result))
 
     # -- session memory (spec section 11) -------------------------------------------------------------
 
@@ -308,41 +364,22 @@ class Guard(Pipeline):
         Adapters call it with the user's messages; call it yourself for any other way a user's words reach the
         agent. A no-op without a session, or when no check of the policy reads the user's requests.
         """
-        steps = self._observe_plan(text, session)
-        if steps is not None:
-            self._drive(steps)
+        self._pipeline.drive(self._pipeline.observe_plan(text, session))
 
     async def aobserve_input(self, text: str, *, session: str | None) -> None:
         """:meth:`observe_input` for async callers."""
-        steps = self._observe_plan(text, session)
-        if steps is not None:
-            await self._adrive(steps)
+        await self._pipeline.adrive(self._pipeline.observe_plan(text, session))
 
     def session_view(self, session: str) -> SessionView:
         """What the guard remembers of ``session`` (the parts the policy's checks read), as the policy sees it.
 
         Reads the store; changes nothing. A view of a session the policy needs nothing of is empty.
         """
-        view: SessionView = self._drive(self._view_of(session))
-        return view
+        return self._pipeline.drive(self._pipeline.session_view_steps(session))
 
     async def asession_view(self, session: str) -> SessionView:
         """:meth:`session_view` for async callers."""
-        view: SessionView = await self._adrive(self._view_of(session))
-        return view
-
-    def _view_of(self, session: str) -> Any:
-        view = yield from self._view_steps(ToolCall("", {}, session=session), self.policy)
-        if view is None:
-            raise StoreError("the session memory could not be read")
-        return view
-
-    def _observe_plan(self, text: str, session: str | None) -> Any:
-        if session is None or not isinstance(text, str) or not text.strip():
-            return None
-        if "texts" not in self.policy.session_reads:
-            return None
-        return self._observe_steps(text, str(session))
+        return await self._pipeline.adrive(self._pipeline.session_view_steps(session))
 
     def run(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]
@@ -353,33 +390,19 @@ class Guard(Pipeline):
         own faults refuse the call (``guard_unavailable``). ``is_error`` tells whether a returned value is a
         failed call (default: :meth:`is_error_result`). Takes :meth:`admit`'s keywords too.
         """
-        plan = self._run_plan(tool, args, fn, call)
-        if isinstance(plan, GuardResult):  # refused outright
-            return plan
-        if isinstance(plan, Admission):  # allowed, with nothing to count, retry or record: just call the tool
-            return GuardResult(sync_result(fn(**plan.call.args)), None, plan)
-        if isinstance(plan, PlainCall):  # nothing to count, retry or ask: call the tool, then write its event
-            with plan as arguments:
-                value = sync_result(fn(**arguments))
-            return plan.result(value)
-        return self._drive(plan)
+        plan = self._pipeline.run_plan(tool, args, fn, call)
+        if isinstance(plan, QuickRun):  # decided at once: refused, or a plain call with nothing to count, ask or retry
+            return plan.call(fn)
+        return self._pipeline.drive(plan)  # the steps, driven as tenacity drives a call: what next, then do it
 
     async def arun(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]
     ) -> GuardResult:
         """:meth:`run` for async tools: awaits ``fn(**args)`` (a sync ``fn``'s result is used as is)."""
-        plan = self._run_plan(tool, args, fn, call)
-        if isinstance(plan, GuardResult):
-            return plan
-        if isinstance(plan, Admission):
-            value = fn(**plan.call.args)
-            return GuardResult(await value if inspect.isawaitable(value) else value, None, plan)
-        if isinstance(plan, PlainCall):
-            with plan as arguments:
-                value = fn(**arguments)
-                value = await value if inspect.isawaitable(value) else value
-            return plan.result(value)
-        return await self._adrive(plan)
+        plan = self._pipeline.run_plan(tool, args, fn, call)
+        if isinstance(plan, QuickRun):
+            return await plan.acall(fn)
+        return await self._pipeline.adrive(plan)
 
     def invoke(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], **call: Unpack[RunKeywords]
@@ -428,12 +451,11 @@ class Guard(Pipeline):
 
     def malformed(self, tool: str, problem: str | None, *, server: str | None = None) -> Decision:
         """The ``invalid_arguments`` refusal for argument text that is not a JSON object."""
-        return Decision.deny(tool, "invalid_arguments", server=server, reason=problem, policy=self.policy.hash)
+        return Decision.malformed(tool, problem, server=server, policy=self.policy.hash)
 
     def rejected(self, call: ToolCall, reason: str) -> Decision:
         """The ``approval_denied`` refusal for a call a human rejected, naming the rule that asked for approval."""
-        decision = self._evaluate(call._replace(tool_schema=None))
-        return decision.violation("approval_denied", reason=reason)
+        return self._pipeline.evaluate(call._replace(tool_schema=None)).rejected(reason)
 
     def unavailable(self, tool: str, exc: BaseException, *, server: str | None = None) -> Decision:
         """The ``guard_unavailable`` refusal for a fault of the guard itself (fail closed, never end a run).
@@ -441,7 +463,7 @@ class Guard(Pipeline):
         The log gets the exception's type and traceback; the model gets only its type (its text may quote
         arguments, redacted ones included).
         """
-        return unavailable(tool, exc, server, self.policy)
+        return fault_decision(tool, exc, server, self.policy)
 
     @staticmethod
     def is_error_result(value: Any) -> bool:
@@ -474,41 +496,6 @@ class Guard(Pipeline):
 
     # -- living with a policy: shadow mode, reload, usage (spec section 9) ------------------------------
 
-    def _init_living(self, source: Any, mode: Mode | None, reload: bool | Literal["poll"], metrics: Any) -> None:
-        # Each costs nothing per call unless asked for: no shadow rule and no mode= -> no hook runs.
-        self.mode: Mode | None = mode
-        self._shadow: Shadow | None = None
-        self._reload_lock = threading.Lock()
-        self._reload_listeners: list[Callable[[Policy], None]] = []
-        self._policy_path: str | os.PathLike[str] | None = source if isinstance(source, (str, os.PathLike)) else None
-        self._watcher: Any = None
-        self._pins = None
-        self._pin_warned: set[str] = set()  # listed hashes already warned about (once each, not per listing)
-        self._set_policy(self.policy, PinWatch.for_policy(self.policy))
-        if metrics:
-            from mcp_guard._audit.metrics import metrics_sink
-
-            self.audit_sinks = (*self.audit_sinks, metrics_sink(metrics))
-        if reload not in (False, True, "poll"):
-            raise ValueError(f"reload must be True, False or 'poll', not {reload!r}")
-        if reload:
-            if self._policy_path is None:
-                raise ValueError("reload=True needs a policy file path to watch")
-            from mcp_guard._guard.reload import PolicyWatcher
-
-            self._watcher = PolicyWatcher(self, self._policy_path, poll=reload == "poll").start()
-
-    def _set_policy(self, policy: Policy, pins: PinWatch | None = None) -> None:
-        # Modes first, so a call decided by the new policy finds them; the shadow table is kept once made,
-        # since calls decided by the previous policy may still be finishing.
-        if self._shadow is not None or Shadow.needed(policy, self.mode):
-            shadow = self._shadow or Shadow(self.mode)
-            shadow.use(policy)
-            self._shadow = shadow
-        self._pins = pins
-        self.policy = policy
-        self._policy_hash = policy.hash
-
     def exposes(self, tool: str, *, server: str | None = None, annotations: Mapping[str, Any] | None = None) -> bool:
         """Whether adapters should show ``tool`` to the model: :meth:`Policy.exposes`, except that a tool hidden or
         denied outright by a rule in shadow mode stays visible (in shadow nothing is refused, so nothing is hidden).
@@ -516,14 +503,16 @@ class Guard(Pipeline):
         policy = self.policy
         if policy.exposes(tool, server=server, annotations=annotations):
             return True
-        if self._shadow is None:
+        if self._pipeline.shadow is None:
             return False
-        return self._shadow.mode_of(policy.evaluate(tool, {}, server=server, annotations=annotations)) == "shadow"
+        return (
+            self._pipeline.shadow.mode_of(policy.evaluate(tool, {}, server=server, annotations=annotations)) == "shadow"
+        )
 
     @property
     def pinning(self) -> bool:
         """True when the policy pins tools (a ``pins`` block): adapters then pass every listing to :meth:`listed`."""
-        return self._pins is not None
+        return self._pipeline.pins is not None
 
     def listed(
         self,
@@ -542,7 +531,7 @@ class Guard(Pipeline):
         this on every listing they see, with what the server said about the tool.
         """
         shown = self.exposes(tool, server=server, annotations=annotations)
-        pins = self._pins
+        pins = self._pipeline.pins
         if pins is None:
             return shown
         verdict = pins.listed(canonical_tool(tool, description, input_schema, annotations), server)
@@ -552,7 +541,10 @@ class Guard(Pipeline):
                 log.warning("pins: %s", verdict.describe())
             pointer = "/pins/on_change" if verdict.status == "changed" else "/pins/on_new"
             # In shadow nothing is refused, so nothing is hidden: the call's would-be refusal is audited instead.
-            shadow = self._shadow is not None and self._shadow.mode_at(pointer, self.policy.hash) == "shadow"
+            shadow = (
+                self._pipeline.shadow is not None
+                and self._pipeline.shadow.mode_at(pointer, self.policy.hash) == "shadow"
+            )
             if pins.action_for(verdict) == "hide" and not shadow:
                 return False
         return shown

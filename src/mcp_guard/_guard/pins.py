@@ -405,7 +405,7 @@ def drifted_refusal(guard: Any, tool: str, server: str | None) -> Any:
     """
     from mcp_guard._policy.decision import Decision
 
-    pins = getattr(guard, "_pins", None)
+    pins = guard._pipeline.pins  # the Guard's own package: it holds its pipeline, which holds the live pins
     if pins is None:
         return None
     base = Decision.allow(tool, server=server, policy=guard.policy.hash)

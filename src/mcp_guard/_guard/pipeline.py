@@ -1,36 +1,35 @@
 """The pipeline: steps 1-8 of a guarded call written once as generator steps, and the two drivers that run them.
 
 Each step is a generator that *yields* the I/O it needs (:mod:`mcp_guard._calls.ops`: check or reserve quota, give
-it back, ask a human, call the tool, sleep) and is sent the result; :meth:`Pipeline._drive` performs that I/O
-for sync callers and :meth:`Pipeline._adrive` for async ones (tenacity's design). So the logic of a call,
-waits and retries included, exists once, and ``run``/``arun`` cannot drift apart.
+it back, ask a human, call the tool, sleep) and is sent the result; :meth:`Pipeline.drive` performs that I/O
+for sync callers and :meth:`Pipeline.adrive` for async ones (tenacity's design: a loop asking what to do next
+and doing it). So the logic of a call, waits and retries included, exists once, and ``run``/``arun`` cannot
+drift apart.
 
-Read in this order: :meth:`~Pipeline._run_steps` (the whole call), :meth:`~Pipeline._admission_steps`
-(steps 1-6 with rate-limit waits), :meth:`~Pipeline._core_admit_steps` (decide, ask, reserve),
-:meth:`~Pipeline._finish_steps` (give quota back, write the event), then the drivers.
+Read in this order: :meth:`~Pipeline.run_plan` (what ``Guard.run`` starts),
+:meth:`~Pipeline._run_steps` (the whole call), :meth:`~Pipeline._admission_steps` (steps 1-6 with rate-limit
+waits), :meth:`~Pipeline._core_admit_steps` (decide, ask, reserve), :meth:`~Pipeline._finish_steps` (give
+quota back, write the event), then the drivers.
 
-:class:`Pipeline` is a base of :class:`~mcp_guard.Guard`, which holds the configuration it reads (declared
-below) and the public entry points.
+A :class:`~mcp_guard.Guard` holds one :class:`Pipeline` (built from its options, frozen in a
+:class:`~mcp_guard._guard.config.PipelineConfig`) and delegates each entry point to it.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from collections.abc import Callable, Mapping
+from types import CoroutineType, GeneratorType
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from mcp_guard._audit.events import AuditSink, CallEvent, emit, iso_time, scrub
 from mcp_guard._calls.approval import (
     ApprovalDecision,
     ApprovalRequest,
-    Asked,
-    Asker,
-    NoAnswer,
-    Workers,
     coerce_decision,
     within,
 )
@@ -55,9 +54,19 @@ from mcp_guard._calls.ops import (
 )
 from mcp_guard._compat import result_is_error
 from mcp_guard._errors import ApprovalError, StoreError
+from mcp_guard._guard.config import PipelineConfig
 from mcp_guard._guard.grants import grant_digest, grant_owner, grant_ttl, lookup_digests, new_grant_id
 from mcp_guard._guard.memory import caps as memory_caps
 from mcp_guard._guard.memory import input_record, parts_to_read, result_records, result_trust, view_from
+from mcp_guard._guard.perform import (
+    STORE_WORKERS,
+    answer_of,
+    as_store_error,
+    astore_op,
+    checked_verdict,
+    store_op,
+    verdict_of,
+)
 from mcp_guard._guard.pins import PinWatch, pinned_decision
 from mcp_guard._guard.retry import RetryPolicy, next_sleep
 from mcp_guard._guard.retry import not_sent as _not_sent
@@ -68,7 +77,7 @@ from mcp_guard._policy.decision import Decision, LimitCharge
 from mcp_guard._policy.policy import Policy
 from mcp_guard._policy.results import ResultVerdict, judge_result
 from mcp_guard._policy.session import EMPTY_VIEW, SessionView
-from mcp_guard._stores import Store, StoreProtocol, Verdict
+from mcp_guard._stores import Verdict
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -81,64 +90,67 @@ T = TypeVar("T")
 
 
 class Pipeline:
-    """Steps and drivers; the configuration they read is the :class:`~mcp_guard.Guard`'s (see its docstring)."""
+    """Steps 1-8 of a guarded call and the drivers that run them, for one :class:`~mcp_guard.Guard`.
 
-    policy: Policy
-    _policy_hash: str | None
-    _shadow: Shadow | None
-    store: Store | StoreProtocol
-    store_timeout_s: float
-    _store_bounded: bool
-    _asker: Asker | None
-    audit_sinks: tuple[AuditSink, ...]
-    audit_failure: Literal["open", "closed"]
-    audit_failures: int
-    _audit_lock: threading.Lock
-    _audit_key: bytes | None
-    on_rate_limit: Literal["error", "wait"]
-    max_wait_s: float
-    fail_mode: Literal["closed", "open"]
-    approval_timeout_s: float
-    retry: RetryPolicy | None
-    clock: Callable[[], float]
-    sleep: Callable[[float], None]
-    asleep: Callable[[float], Awaitable[None]]
-    check_tool_schema: bool
-    _pins: PinWatch | None
-    _grants: bool
-    session_memory_bytes: int
-    session_ttl_s: float
+    Holds the frozen options (:class:`~mcp_guard._guard.config.PipelineConfig`) and the policy in force, which a
+    reload swaps (:meth:`use_policy`); a call reads the policy once at its start and is decided by it to the end.
+    """
 
-    # -- what the entry points start -----------------------------------------------------------------
+    __slots__ = ("_audit_lock", "audit_failures", "config", "pins", "policy", "policy_hash", "shadow")
 
-    def _run_plan(
+    def __init__(self, config: PipelineConfig, policy: Policy, pins: PinWatch | None = None) -> None:
+        self.config = config
+        self.shadow: Shadow | None = None
+        self.use_policy(policy, pins)
+        self.audit_failures = 0
+        """Audit writes that failed (one per sink per event), counted in both modes."""
+        self._audit_lock = threading.Lock()
+
+    def use_policy(self, policy: Policy, pins: PinWatch | None = None) -> None:
+        """Put ``policy`` in force (at construction and on reload); calls already started keep theirs."""
+        # Modes first, so a call decided by the new policy finds them; the shadow table is kept once made,
+        # since calls decided by the previous policy may still be finishing.
+        if self.shadow is not None or Shadow.needed(policy, self.config.mode):
+            shadow = self.shadow or Shadow(self.config.mode)
+            shadow.use(policy)
+            self.shadow = shadow
+        self.pins = pins
+        self.policy = policy
+        self.policy_hash: str | None = getattr(policy, "hash", None)
+
+    def copy(self) -> Pipeline:
+        """A pipeline for a view of its Guard (``with_approver``): the same policy for now, its own config."""
+        return copy.copy(self)
+
+    # -- what the entry points start: steps to drive, or the answer when it needs no I/O -------------
+
+    def run_plan(
         self, tool: str, args: Mapping[str, Any] | None, fn: Callable[..., Any], keywords: RunKeywords
-    ) -> GuardResult | Admission | PlainCall | Steps[GuardResult]:
-        """What ``run``/``arun`` drive: the steps of the whole call; a :class:`PlainCall` when there is nothing to
-        count, ask or retry; when there is not even an event to write, the call's finished admission (the caller
-        just calls the tool); or, for a call the policy refuses outright, its result (event written)."""
+    ) -> Steps[GuardResult] | QuickRun:
+        """The steps of the whole call; or, when the decision is all there is (refused outright, or allowed with
+        nothing to count, ask, retry or read), a :class:`QuickRun` that calls the tool without steps."""
         approval = keywords.pop("approval", None)
         is_error = keywords.pop("is_error", None)
         call = new_call(tool, args, **cast("CallKeywords", keywords))
         policy = self.policy  # one policy for the whole call, even if a reload lands midway
+        config = self.config
         started = time.perf_counter()
         decision: Decision | None = None
         if approval is None and policy.session_free:  # a session-aware policy reads memory first: the steps
-            decision = self._evaluate(call, policy)
-            if decision.denied and self._shadow is None:
+            decision = self.evaluate(call, policy)
+            if decision.denied and self.shadow is None:
                 # Refused outright: what the steps do, without them. The steps scrub a refusal's reason once more
                 # where the rule redacts (for an approver's or a store's words): so here, for the same text.
                 if decision.redact and decision.reason is not None:
                     decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
-                admission = Admission(call, decision, None, started, None, False, True)  # finished
+                admission = Admission.done(call, decision, started)
                 self._record(admission, "denied", None)
-                return GuardResult(None, decision, admission)
+                return QuickRun(admission, None, None, GuardResult(None, decision, admission))
             if decision.action == "allow" and not decision.limits and self._retry_for(call, decision) is None:
-                if not self.audit_sinks:
-                    return Admission(call, decision, None, 0.0, None, False, True)  # finished
-                if self._shadow is None and self.audit_failure == "open":
-                    admission = Admission(call, decision, None, started, None, False, True)  # finished
-                    return PlainCall(admission, is_error, self._record)
+                if not config.audit_sinks:  # nothing to write either
+                    return QuickRun(Admission.done(call, decision, 0.0), is_error, None)
+                if self.shadow is None and config.audit_failure == "open":
+                    return QuickRun(Admission.done(call, decision, started), is_error, self._record)
         state = AttemptState(self._coerce_given(approval), started, policy=policy)
         return self._fault_safe(call, state, self._run_steps(call, state, decision, fn, is_error))
 
@@ -151,39 +163,78 @@ class Pipeline:
                 raise
             return self._guard_fault(call, state, exc)
 
-    def _admit_plan(
+    def admit_plan(
         self, tool: str, args: Mapping[str, Any] | None, keywords: AdmitKeywords
     ) -> Admission | Steps[Admission]:
-        """What ``admit``/``aadmit`` drive: steps 1-6; or the admission itself when the decision is all there is
-        (refused outright, or allowed with nothing to count or ask)."""
+        """``Guard.admit``: steps 1-6; or the admission itself when the decision is all there is (refused
+        outright, or allowed with nothing to count or ask)."""
         approval = keywords.pop("approval", None)
         call = new_call(tool, args, **cast("CallKeywords", keywords))
         policy = self.policy  # one policy for the whole call, even if a reload lands midway
-        if approval is not None or self._shadow is not None or not policy.session_free:
+        if approval is not None or self.shadow is not None or not policy.session_free:
             return self._admission_steps(call, AttemptState(self._coerce_given(approval), policy=policy), None)
         started = time.perf_counter()
-        decision = self._evaluate(call, policy)
-        if decision.denied or (decision.action == "allow" and not decision.limits and self.audit_failure == "open"):
+        decision = self.evaluate(call, policy)
+        if decision.denied or (
+            decision.action == "allow" and not decision.limits and self.config.audit_failure == "open"
+        ):
             return Admission(call, decision, None, started)  # positional: keywords cost ~0.2 µs more per call
         return self._admission_steps(call, AttemptState(None, started, policy=policy), decision)
 
-    def _finish_plan(self, admission: Admission, outcome: Outcome, error: BaseException | None) -> Steps[None] | None:
-        """What ``finish``/``afinish`` drive: the steps; or, with no quota to give back, None (event written).
+    def check_plan(self, tool: str, args: Mapping[str, Any] | None, keywords: CallKeywords) -> Steps[Decision]:
+        """``Guard.check``: steps 1-4 without side effects."""
+        return self._check_steps(new_call(tool, args, **keywords))
 
-        Only a call that did not run, or failed, can give quota back (see :meth:`_finish_steps`): any other
-        outcome settles here, its reservation kept, without the steps and their driver.
-        """
-        if admission.token is not None and (outcome == "denied" or outcome == "error"):
-            return self._finish_steps(admission, outcome, error)
-        if not admission.finished:
-            admission.finished = True
-            admission.token = None
-            self._record(admission, outcome, error)
-        return None
+    def finish_plan(
+        self, admission: Admission, outcome: Outcome, error: BaseException | None, result: Any
+    ) -> Steps[GuardResult | None] | GuardResult | None:
+        """``Guard.finish``: judge and remember the result (when handed over and the policy reads results), give
+        quota back where due, write the event; without steps when no quota can come back."""
+        policy = self.policy
+        if policy.session_free or admission.finished or not admission.admitted or outcome not in ("ok", "error"):
+            # Nothing to judge or remember: settled here, with steps only when quota can come back (a call that
+            # did not run, or failed: see _finish_steps); any other outcome keeps its reservation.
+            answer = None if result is NO_RESULT else GuardResult(result, None, admission)
+            if admission.token is not None and (outcome == "denied" or outcome == "error"):
+                steps = self._finish_steps(admission, outcome, error)
+                return steps if answer is None else self._then(steps, answer)
+            if not admission.finished:
+                admission.finished = True
+                admission.token = None
+                self._record(admission, outcome, error)
+            return answer
+        return self._after_then_settle_steps(admission, outcome, error, policy, result)
+
+    def _after_then_settle_steps(
+        self, admission: Admission, outcome: Outcome, error: BaseException | None, policy: Policy, result: Any
+    ) -> Steps[GuardResult | None]:
+        value, violation = yield from self._after_steps(admission, policy, result)
+        yield from self._finish_steps(admission, outcome, error)
+        return None if result is NO_RESULT else GuardResult(value, violation, admission)
+
+    @staticmethod
+    def _then(steps: Steps[None], answer: T) -> Steps[T]:
+        yield from steps
+        return answer
+
+    def observe_plan(self, text: str, session: str | None) -> Steps[None] | None:
+        """``Guard.observe_input``: remember the user's words, when a check of the policy reads them."""
+        if session is None or not isinstance(text, str) or not text.strip():
+            return None
+        if "texts" not in self.policy.session_reads:
+            return None
+        return self._observe_steps(text, str(session))
+
+    def session_view_steps(self, session: str) -> Steps[SessionView]:
+        """``Guard.session_view``: what the guard remembers of ``session``, as the policy sees it."""
+        view = yield from self._view_steps(ToolCall("", {}, session=session), self.policy)
+        if view is None:
+            raise StoreError("the session memory could not be read")
+        return view
 
     # -- the steps, once -------------------------------------------------------------------------------
 
-    def _evaluate(self, call: ToolCall, policy: Policy | None = None, view: SessionView | None = None) -> Decision:
+    def evaluate(self, call: ToolCall, policy: Policy | None = None, view: SessionView | None = None) -> Decision:
         policy = self.policy if policy is None else policy  # the call's own policy, across a reload
         try:
             problem = self._argument_problem(call)
@@ -191,13 +242,8 @@ class Pipeline:
                 # Refused before the policy reads the arguments, but its rules' redact paths hide them all the
                 # same (spec section 10), and the reason may quote a value (a schema error names what it got).
                 redact = redact_for(policy, call)
-                return Decision.deny(
-                    call.tool,
-                    "invalid_arguments",
-                    server=call.server,
-                    reason=scrub(problem, call.args, redact),
-                    policy=policy.hash,
-                    redact=redact,
+                return Decision.malformed(
+                    call.tool, scrub(problem, call.args, redact), server=call.server, policy=policy.hash, redact=redact
                 )
             decision = policy.evaluate(
                 call.tool,
@@ -213,19 +259,18 @@ class Pipeline:
             if decision.redact and decision.reason is not None:
                 # A reason may quote the argument that failed a check: never a redacted one (spec section 8).
                 decision = decision.replace(reason=scrub(decision.reason, call.args, decision.redact))
-            if self._pins is not None:
-                decision = pinned_decision(self._pins, decision, call.tool, call.server)
+            if self.pins is not None:
+                decision = pinned_decision(self.pins, decision, call.tool, call.server)
             return decision
         except Exception as exc:
             # Fail closed: a policy that cannot decide never lets a call through. The model is told the
             # guard could not check the call; the log gets the exception's type only (its text or
             # traceback may quote arguments, redacted ones included).
             log.error("policy evaluation failed for %s (%s); denying the call", call.tool, type(exc).__name__)
-            return Decision.deny(
+            return Decision.unavailable(
                 call.tool,
-                "guard_unavailable",
+                "the policy could not be evaluated for this call",
                 server=call.server,
-                reason="the policy could not be evaluated for this call",
                 policy=getattr(policy, "hash", None),
                 redact=redact_for(policy, call),
             )
@@ -235,7 +280,7 @@ class Pipeline:
         bad = non_finite_path(call.args)
         if bad is not None:
             return f"{bad} is not a finite number (NaN and Infinity are not valid JSON)"
-        if call.tool_schema is not None and self.check_tool_schema:
+        if call.tool_schema is not None and self.config.check_tool_schema:
             return tool_schema_error(call.tool_schema, call.args)
         return None
 
@@ -244,7 +289,7 @@ class Pipeline:
         try:
             verdict: Verdict = yield op
         except StoreError as exc:
-            if self.fail_mode == "open":
+            if self.config.fail_mode == "open":
                 log.warning("rate-limit store failed, allowing %s (fail_mode='open'): %s", decision.tool, exc)
                 return decision, None
             log.error("rate-limit store failed, denying %s (fail_mode='closed'): %s", decision.tool, exc)
@@ -256,17 +301,7 @@ class Pipeline:
             )
         if verdict.ok:
             return decision, verdict
-        charge = verdict.charge
-        reason = charge.describe(decision.tool) if charge is not None else f"{decision.tool} is rate limited"
-        return (
-            decision.violation(
-                "rate_limited",
-                reason=reason,
-                rule=charge.rule if charge is not None else decision.rule,
-                retry_after_s=verdict.retry_after_s,
-            ),
-            verdict,
-        )
+        return decision.rate_limited(verdict.charge, verdict.retry_after_s), verdict
 
     def _check_steps(self, call: ToolCall) -> Steps[Decision]:
         """Steps 1-4 for a pre-flight look: the decision, with the budget checked (nothing reserved).
@@ -277,16 +312,16 @@ class Pipeline:
         policy = self.policy
         if policy.session_reads:
             view = yield from self._view_steps(call, policy)
-            decision = self._evaluate(call, policy, view) if view is not None else _memory_down(call, policy)
+            decision = self.evaluate(call, policy, view) if view is not None else _memory_down(call, policy)
         else:
-            decision = self._evaluate(call, policy)
-        if decision.needs_approval and self._grants:
+            decision = self.evaluate(call, policy)
+        if decision.needs_approval and self.config.grants:
             granted = yield from self._find_grant_steps(call, decision, policy)
             if granted is not None:
                 decision = decision.replace(action="allow")
         if not decision.denied and decision.limits:
             decision, _ = yield from self._budget_steps(decision, Check(decision.limits))
-        return decision if self._shadow is None else checked(self._shadow, decision)
+        return decision if self.shadow is None else checked(self.shadow, decision)
 
     def _admission_steps(self, call: ToolCall, state: AttemptState, decision: Decision | None) -> Steps[Admission]:
         """Steps 1-6 with rate-limit waits; a cancellation writes its event; closed audit writes ahead."""
@@ -295,7 +330,7 @@ class Pipeline:
             slept = 0.0
             while self._should_wait(admission):
                 wait = float(admission.decision.retry_after_s or 0.0)
-                if slept + wait > self.max_wait_s:
+                if slept + wait > self.config.max_wait_s:
                     break
                 yield Sleep(wait)
                 slept += wait
@@ -310,7 +345,7 @@ class Pipeline:
             admission.decision = admission.decision.replace(
                 reason=scrub(admission.decision.reason, admission.call.args, admission.decision.redact)
             )
-        if admission.admitted and self.audit_failure == "closed" and self.audit_sinks:
+        if admission.admitted and self.config.audit_failure == "closed" and self.config.audit_sinks:
             admission = yield from self._write_ahead_steps(admission)
         return admission
 
@@ -321,8 +356,8 @@ class Pipeline:
             charges, token = state.held
             state.held = None
             yield from self._release_steps(charges, token, call.tool)
-        decision = state.decision or Decision.deny(
-            call.tool, "guard_unavailable", server=call.server, redact=redact_for(state.policy or self.policy, call)
+        decision = state.decision or Decision.unavailable(
+            call.tool, server=call.server, redact=redact_for(state.policy or self.policy, call)
         )
         admission = Admission(call, decision, started=state.started, approval=state.approval)
         state.recorded = True
@@ -353,11 +388,11 @@ class Pipeline:
             policy = state.policy if state.policy is not None else self.policy
             if policy.session_reads and state.view is None:
                 return self._read_then_admit_steps(call, state, policy)
-            decision = self._evaluate(call, state.policy, state.view)  # steps 1-3
-        if self._shadow is None:
+            decision = self.evaluate(call, state.policy, state.view)  # steps 1-3
+        if self.shadow is None:
             return self._core_admit_steps(call, state, decision)
-        asks = self._asker is not None
-        return shadow_admit_steps(self._shadow, self._core_admit_steps, call, state, decision, asks)
+        asks = self.config.asker is not None
+        return shadow_admit_steps(self.shadow, self._core_admit_steps, call, state, decision, asks)
 
     def _read_then_admit_steps(self, call: ToolCall, state: AttemptState, policy: Policy) -> Steps[Admission]:
         """Read the session's memory once, then decide on it (a store failure refuses, fail closed)."""
@@ -377,7 +412,7 @@ class Pipeline:
             parts = yield Recall(session, parts_to_read(policy.session_reads))
             key = (yield from self._key_steps()) if "secrets" in policy.session_reads else None
         except StoreError as exc:
-            if self.fail_mode == "open":
+            if self.config.fail_mode == "open":
                 log.warning(
                     "session memory unreadable, deciding %s on an empty session (fail_mode='open'): %s", call.tool, exc
                 )
@@ -388,8 +423,8 @@ class Pipeline:
 
     def _key_steps(self) -> Steps[bytes]:
         """The key of session fingerprints: the audit key when set, else the store's own (shared by its clients)."""
-        if self._audit_key is not None:
-            return self._audit_key
+        if self.config.audit_key is not None:
+            return self.config.audit_key
         key: bytes = yield SessionKey()
         return key
 
@@ -443,8 +478,8 @@ class Pipeline:
                     trusted_values,
                 )
                 if records:
-                    limits = memory_caps(self.session_memory_bytes)
-                    trimmed = yield Remember(session, records, limits, self.session_ttl_s)
+                    limits = memory_caps(self.config.session_memory_bytes)
+                    trimmed = yield Remember(session, records, limits, self.config.session_ttl_s)
                     self._audit_trimmed(session, trimmed, limits)
             except StoreError as exc:
                 log.error("could not remember the result of %s in session memory: %s", call.tool, exc)
@@ -455,9 +490,9 @@ class Pipeline:
         return verdict.value, None
 
     def _observe_steps(self, text: str, session: str) -> Steps[None]:
-        limits = memory_caps(self.session_memory_bytes)
+        limits = memory_caps(self.config.session_memory_bytes)
         try:
-            trimmed = yield Remember(session, {"texts": [input_record(text)]}, limits, self.session_ttl_s)
+            trimmed = yield Remember(session, {"texts": [input_record(text)]}, limits, self.config.session_ttl_s)
         except StoreError as exc:
             log.error("could not remember the user's request in session memory: %s", exc)
             return
@@ -465,11 +500,11 @@ class Pipeline:
 
     def _audit_trimmed(self, session: str, trimmed: Any, limits: dict[str, int]) -> None:
         """Session memory is bounded: what fell out, and the cap, go to the audit."""
-        if not trimmed or not self.audit_sinks:
+        if not trimmed or not self.config.audit_sinks:
             return
         for part, (records, size) in dict(trimmed).items():
             event = {
-                "time": iso_time(self.clock()),
+                "time": iso_time(self.config.clock()),
                 "event": "session_trimmed",
                 "session": session,
                 "part": part,
@@ -477,7 +512,7 @@ class Pipeline:
                 "dropped_bytes": size,
                 "cap_bytes": limits.get(part),
             }
-            failed = emit(self.audit_sinks, event)
+            failed = emit(self.config.audit_sinks, event)
             if failed:
                 with self._audit_lock:
                     self.audit_failures += len(failed)
@@ -489,7 +524,7 @@ class Pipeline:
         grant answers yes, no human is asked), and a yes that grants (a session scope or a time to live) is
         kept for later identical calls once the call it answered is admitted.
         """
-        if not (self._grants and decision.needs_approval):
+        if not (self.config.grants and decision.needs_approval):
             return (yield from self._approve_and_reserve_steps(call, state, decision))
         policy = state.policy or self.policy
         if state.approval is None:
@@ -549,12 +584,11 @@ class Pipeline:
                 if checked.denied:
                     return Admission(call, checked, started=started)
             if not state.approval.approved:
-                reason = state.approval.reason or "a human declined this call"
-                return Admission(call, decision.violation("approval_denied", reason=reason), started=started)
+                return Admission(call, decision.rejected(state.approval.reason), started=started)
             if state.approval.kind == "edit" and state.approval.args is not None:
                 # Edited arguments are evaluated again from step 3; the human has already said yes.
                 call = call.with_args(state.approval.args)
-                decision = state.decision = self._evaluate(call, state.policy, state.view)
+                decision = state.decision = self.evaluate(call, state.policy, state.view)
                 if decision.denied:
                     return Admission(call, decision, started=started, approval=state.approval)
             decision = decision.replace(action="allow")
@@ -576,13 +610,12 @@ class Pipeline:
         refused for want of budget. Rejection, timeout or a failed approver gives the quota back.
         """
         started = state.started
-        if self._asker is None:
+        if self.config.asker is None:
             if decision.limits:  # a rate limit is the more useful answer when the budget is gone anyway
                 checked, _ = yield from self._budget_steps(decision, Check(decision.limits))
                 if checked.denied:
                     return Admission(call, checked, started=started)
-            reason = decision.reason or f"{call.tool} requires a human's approval and no approver is set"
-            return Admission(call, decision.violation("approval_required", reason=reason), started=started)
+            return Admission(call, decision.no_approver(), started=started)
         fail_open = False
         if decision.limits:
             held, verdict = yield from self._budget_steps(decision, Reserve(decision.limits))
@@ -598,14 +631,14 @@ class Pipeline:
         else:
             state.approval = answer
             if not answer.approved:
-                refusal = decision.violation("approval_denied", reason=answer.reason or "a human declined this call")
+                refusal = decision.rejected(answer.reason)
         if refusal is not None:
             yield from self._release_held_steps(state, call.tool)
             return Admission(call, refusal, started=started, approval=state.approval)
         assert state.approval is not None
         if state.approval.kind == "edit" and state.approval.args is not None:
             call = call.with_args(state.approval.args)
-            edited = state.decision = self._evaluate(call, state.policy, state.view)
+            edited = state.decision = self.evaluate(call, state.policy, state.view)
             if edited.denied:
                 yield from self._release_held_steps(state, call.tool)
                 return Admission(call, edited, started=started, approval=state.approval)
@@ -639,7 +672,9 @@ class Pipeline:
             log.error("could not give quota back for %s: %s", tool, exc)
 
     def _ask_steps(self, call: ToolCall, decision: Decision) -> Steps[ApprovalDecision | Decision]:
-        timeout = decision.approval_timeout_s if decision.approval_timeout_s is not None else self.approval_timeout_s
+        timeout = (
+            decision.approval_timeout_s if decision.approval_timeout_s is not None else self.config.approval_timeout_s
+        )
         request = ApprovalRequest(  # positional, in the field order: tool, args, server, identity, ...
             call.tool,
             dict(call.args),
@@ -661,7 +696,7 @@ class Pipeline:
 
     def _retry_for(self, call: ToolCall, decision: Decision) -> RetryPolicy | None:
         """The retry policy for this call, or None: retries only where repeating the call is known to be safe."""
-        retry = self.retry
+        retry = self.config.retry
         if retry is None or decision.retry is False:
             return None
         if decision.retry is True or not retry.idempotent_only:
@@ -787,10 +822,10 @@ class Pipeline:
     def _should_wait(self, admission: Admission) -> bool:
         d = admission.decision
         return (
-            self.on_rate_limit == "wait"
+            self.config.on_rate_limit == "wait"
             and d.code == "rate_limited"
             and d.retry_after_s is not None
-            and d.retry_after_s <= self.max_wait_s
+            and d.retry_after_s <= self.config.max_wait_s
         )
 
     def _coerce_given(self, approval: Any) -> ApprovalDecision | None:
@@ -811,11 +846,12 @@ class Pipeline:
         if admission.recorded:
             return []
         admission.recorded = True
-        sinks = admission.sinks if admission.sinks is not None else self.audit_sinks
+        config = self.config
+        sinks = admission.sinks if admission.sinks is not None else config.audit_sinks
         if not sinks:
             return []
         try:
-            event = CallEvent(admission, outcome, error, self.clock(), self._policy_hash, self._audit_key)
+            event = CallEvent(admission, outcome, error, config.clock(), self.policy_hash, config.audit_key)
         except Exception as exc:  # auditing must never break the call it records (an injected clock that fails)
             log.error("could not record the audit event for %s (%s)", admission.call.tool, type(exc).__name__)
             return []
@@ -827,37 +863,64 @@ class Pipeline:
 
     def _guard_fault(self, call: ToolCall, state: AttemptState, exc: Exception) -> GuardResult:
         # run/arun never raise for the guard's own faults: the call is refused (closed), with one event.
-        refusal = unavailable(call.tool, exc, call.server, self.policy, redact_for(state.policy or self.policy, call))
-        admission = Admission(call, refusal, finished=True)
+        refusal = fault_decision(
+            call.tool, exc, call.server, self.policy, redact_for(state.policy or self.policy, call)
+        )
+        admission = Admission.done(call, refusal)
         if not state.recorded:
             self._record(admission, "denied", None)
         return GuardResult(violation=admission.decision, admission=admission)
 
     # -- drivers: perform the I/O the steps ask for ----------------------------------------------------
 
-    def _drive(self, steps: Steps[T]) -> T:
-        """Run ``steps`` to the end, performing each action here and now (for sync callers)."""
+    @overload
+    def drive(self, plan: Steps[T]) -> T: ...
+
+    @overload
+    def drive(self, plan: T) -> T: ...
+
+    def drive(self, plan: Any) -> Any:
+        """Run a plan to its answer, performing each action here and now (the sync driver).
+
+        tenacity's driver: ask the steps what to do next (``send`` the last action's result, or ``throw`` its
+        exception in, so they settle quota and audit), do it, until they return. A plan that needed no I/O is
+        its own answer.
+        """
+        if type(plan) is not GeneratorType:
+            return plan
+        steps: Steps[Any] = plan
         value: Any = None
         error: BaseException | None = None
         while True:
-            done, op = _advance(steps, value, error)
-            if done:
-                return op  # type: ignore[no-any-return]  # the steps' return value
-            try:  # an exception is handed to the steps: they settle quota and audit, then re-raise
-                value, error = self._perform(op), None
+            try:
+                do = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, error = self._perform(do), None
             except BaseException as exc:
                 value, error = None, exc
 
-    async def _adrive(self, steps: Steps[T]) -> T:
-        """Run ``steps`` to the end, awaiting each action (for async callers)."""
+    @overload
+    async def adrive(self, plan: Steps[T]) -> T: ...
+
+    @overload
+    async def adrive(self, plan: T) -> T: ...
+
+    async def adrive(self, plan: Any) -> Any:
+        """:meth:`drive` for async callers: each action is awaited."""
+        if type(plan) is not GeneratorType:
+            return plan
+        steps: Steps[Any] = plan
         value: Any = None
         error: BaseException | None = None
         while True:
-            done, op = _advance(steps, value, error)
-            if done:
-                return op  # type: ignore[no-any-return]
             try:
-                value, error = await self._aperform(op), None
+                do = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as done:
+                return done.value
+            try:
+                value, error = await self._aperform(do), None
             except BaseException as exc:
                 value, error = None, exc
 
@@ -867,7 +930,7 @@ class Pipeline:
         if isinstance(op, Ask):
             return self._ask_sync(op)  # turns every approver failure into an answer
         if isinstance(op, Sleep):
-            return self.sleep(op.seconds)
+            return self.config.sleep(op.seconds)
         return self._store_sync(op)
 
     async def _aperform(self, op: Op) -> Any:
@@ -878,82 +941,94 @@ class Pipeline:
         if isinstance(op, Ask):
             return await self._ask_async(op)
         if isinstance(op, Sleep):
-            return await self.asleep(op.seconds)
+            return await self.config.asleep(op.seconds)
         return await self._store_async(op)
 
     def _store_sync(self, op: StoreOp) -> Any:
-        if self._store_bounded:  # a third-party store: a hung call is abandoned and the call refused
-            return _verdict_of(op, *_STORE_WORKERS.call(self.store_timeout_s, _store_op, self.store, op))
+        if self.config.store_bounded:  # a third-party store: a hung call is abandoned and the call refused
+            return verdict_of(op, *STORE_WORKERS.call(self.config.store_timeout_s, store_op, self.config.store, op))
         try:
-            value = _store_op(self.store, op)
+            value = store_op(self.config.store, op)
         except Exception as exc:  # built-in stores raise StoreError; anything else fails closed too
-            raise _as_store_error(exc) from exc
-        return _checked_verdict(op, value)
+            raise as_store_error(exc) from exc
+        return checked_verdict(op, value)
 
     async def _store_async(self, op: StoreOp) -> Any:
-        if self._store_bounded:
-            return _verdict_of(op, *await within(_astore_op(self.store, op), self.store_timeout_s))
+        if self.config.store_bounded:
+            return verdict_of(op, *await within(astore_op(self.config.store, op), self.config.store_timeout_s))
         try:
-            value = await _astore_op(self.store, op)
+            value = await astore_op(self.config.store, op)
         except Exception as exc:
-            raise _as_store_error(exc) from exc
-        return _checked_verdict(op, value)
+            raise as_store_error(exc) from exc
+        return checked_verdict(op, value)
 
     def _ask_sync(self, op: Ask) -> Answer:
         # The sync caller may itself be inside a running event loop, so nothing here runs a loop in this thread.
-        assert self._asker is not None  # the steps ask only when there is an approver
-        return _answer_of(op, self._asker.ask(op.request, op.timeout_s))
+        assert self.config.asker is not None  # the steps ask only when there is an approver
+        return answer_of(op, self.config.asker.ask(op.request, op.timeout_s))
 
     async def _ask_async(self, op: Ask) -> Answer:
-        assert self._asker is not None
-        return _answer_of(op, await self._asker.aask(op.request, op.timeout_s))
+        assert self.config.asker is not None
+        return answer_of(op, await self.config.asker.aask(op.request, op.timeout_s))
 
 
-class PlainCall:
-    """An allowed call with no quota, no approval and no retry, whose event is written as it ends (audit open).
+class QuickRun:
+    """A call decided without I/O, run without steps: refused outright (:attr:`refused`), or allowed with nothing
+    to count, ask or retry, so the tool is just called and its event written as it ends (``record``; None when
+    there are no sinks).
 
-    What :meth:`Pipeline._run_steps` does for such a call, without a generator and its driver (~1 µs): the entry
-    point calls the tool inside ``with plain as args:`` (a failure or cancellation there is recorded as it
-    propagates) and hands its value to :meth:`result`, which records the outcome. Nothing here can fail but the tool.
+    What :meth:`Pipeline._run_steps` does for such a call, without a generator and its driver: ~1 µs, a fifth of
+    the guard's cost on the allow path. Nothing here can fail but the tool.
     """
 
-    __slots__ = ("admission", "is_error", "record")
+    __slots__ = ("admission", "is_error", "record", "refused")
 
     def __init__(
         self,
         admission: Admission,
         is_error: Callable[[Any], bool] | None,
-        record: Callable[[Admission, Outcome, BaseException | None], object],
+        record: Callable[[Admission, Outcome, BaseException | None], object] | None,
+        refused: GuardResult | None = None,
     ) -> None:
         self.admission = admission
         self.is_error = is_error
         self.record = record
+        self.refused = refused
 
-    def __enter__(self) -> Mapping[str, Any]:
-        return self.admission.call.args
+    def call(self, fn: Callable[..., Any]) -> GuardResult:
+        if self.refused is not None:
+            return self.refused
+        try:
+            value = sync_result(fn(**self.admission.call.args))
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if self.record is not None:
+            self.record(self.admission, "error" if _failed(value, self.is_error) else "ok", None)
+        return GuardResult(value, None, self.admission)
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+    async def acall(self, fn: Callable[..., Any]) -> GuardResult:
+        if self.refused is not None:
+            return self.refused
+        try:
+            value = fn(**self.admission.call.args)  # a sync ``fn``'s result is used as is
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if self.record is not None:
+            self.record(self.admission, "error" if _failed(value, self.is_error) else "ok", None)
+        return GuardResult(value, None, self.admission)
+
+    def _failed(self, exc: BaseException) -> None:
         # As the steps would: an exception is the tool's error; anything else (cancelled, interrupted) is a
         # cancellation; GeneratorExit is passed on unrecorded.
-        if exc is not None and not isinstance(exc, GeneratorExit):
+        if self.record is not None and not isinstance(exc, GeneratorExit):
             self.record(self.admission, "error" if isinstance(exc, Exception) else "cancelled", exc)
-
-    def result(self, value: Any) -> GuardResult:
-        """The tool returned ``value``: write the call's event and hand the value on."""
-        self.record(self.admission, "error" if _failed(value, self.is_error) else "ok", None)
-        return GuardResult(value, None, self.admission)
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-
-
-def _advance(steps: Steps[Any], value: Any, error: BaseException | None) -> tuple[bool, Any]:
-    """Send the last action's result (or throw its exception) into ``steps``: (True, what they returned) when
-    they are done, else (False, the next action)."""
-    try:
-        return False, (steps.throw(error) if error is not None else steps.send(value))
-    except StopIteration as stop:
-        return True, stop.value
 
 
 class _NeverRan(TypeError):
@@ -999,19 +1074,18 @@ def _failed(value: Any, is_error: Callable[[Any], bool] | None) -> bool:
     return result_is_error(value)
 
 
-def unavailable(
+def fault_decision(
     tool: str, exc: BaseException, server: str | None, policy: Any, redact: tuple[str, ...] = ()
 ) -> Decision:
-    """The ``guard_unavailable`` refusal for a fault of the guard itself (see :meth:`Guard.unavailable`)."""
+    """The ``guard_unavailable`` refusal for a fault of the guard itself (see :meth:`Guard.unavailable`).
+
+    The log gets the exception's type and traceback; the model gets only its type (its text may quote
+    arguments, redacted ones included).
+    """
     log.error("mcp-guard failed while checking %s (%s)", tool, type(exc).__name__, exc_info=exc)
-    return Decision.deny(
-        tool,
-        "guard_unavailable",
-        server=server,
-        reason=f"the policy guard failed: {type(exc).__name__}",
-        rule="/guard",
-        policy=getattr(policy, "hash", None),
-        redact=redact,
+    reason = f"the policy guard failed: {type(exc).__name__}"
+    return Decision.unavailable(
+        tool, reason, server=server, rule="/guard", policy=getattr(policy, "hash", None), redact=redact
     )
 
 
@@ -1030,96 +1104,9 @@ def redact_for(policy: Any, call: ToolCall) -> tuple[str, ...]:
     return paths
 
 
-# -- the store and the approver, as the drivers call them -------------------------------------------------
-
-_STORE_WORKERS = Workers("mcp-guard-store")
-
-
-def _store_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
-    if isinstance(op, Recall):
-        return _session_store(store).session_read(op.session, op.parts)
-    if isinstance(op, Remember):
-        return _session_store(store).session_append(op.session, op.records, op.caps, op.ttl_s)
-    if isinstance(op, SessionKey):
-        return _session_store(store).session_key()
-    if isinstance(op, Check):
-        return store.check(op.charges)
-    if isinstance(op, Reserve):
-        return store.reserve(op.charges)
-    if isinstance(op, FindGrant):
-        return cast(Store, store).find_grant(op.owner, op.digests)
-    if isinstance(op, SaveGrant):
-        return cast(Store, store).save_grant(op.owner, op.digest, op.grant_id, op.ttl_s)
-    return store.release(op.charges, op.token)
-
-
-def _session_store(store: Any) -> Any:
-    if not callable(getattr(store, "session_read", None)):
-        raise StoreError(f"the store {type(store).__name__} keeps no session memory (a policy here needs it)")
-    return store
-
-
-async def _astore_op(store: Store | StoreProtocol, op: StoreOp) -> Any:
-    if isinstance(op, Recall):
-        return await _session_store(store).asession_read(op.session, op.parts)
-    if isinstance(op, Remember):
-        return await _session_store(store).asession_append(op.session, op.records, op.caps, op.ttl_s)
-    if isinstance(op, SessionKey):
-        return await _session_store(store).asession_key()
-    if isinstance(op, Check):
-        return await store.acheck(op.charges)
-    if isinstance(op, Reserve):
-        return await store.areserve(op.charges)
-    if isinstance(op, FindGrant):
-        return await cast(Store, store).afind_grant(op.owner, op.digests)
-    if isinstance(op, SaveGrant):
-        return await cast(Store, store).asave_grant(op.owner, op.digest, op.grant_id, op.ttl_s)
-    return await store.arelease(op.charges, op.token)
-
-
-def _verdict_of(op: StoreOp, value: Any, error: BaseException | None) -> Any:
-    if error is not None:
-        raise _as_store_error(error) from error
-    return _checked_verdict(op, value)
-
-
-def _checked_verdict(op: StoreOp, value: Any) -> Any:
-    """A store's answer, or StoreError when it is not a Verdict the guard can act on (fail closed)."""
-    if isinstance(op, (Release, SaveGrant)):
-        return None
-    if isinstance(op, FindGrant):
-        if value is not None and not isinstance(value, str):
-            raise StoreError(f"the store returned a grant id of type {type(value).__name__}")
-        return value
-    if isinstance(op, (Recall, Remember, SessionKey)):
-        return _checked_memory(op, value)
-    if not isinstance(value, Verdict) or type(value.ok) is not bool:
-        raise StoreError(f"the store returned {type(value).__name__}, not a Verdict")
-    if isinstance(op, Reserve) and value.ok and value.token is not None and not isinstance(value.token, str):
-        raise StoreError(f"the store returned a reservation token of type {type(value.token).__name__}")
-    return value
-
-
-def _checked_memory(op: Recall | Remember | SessionKey, value: Any) -> Any:
-    """A store's answer to a session-memory op, or StoreError when it has the wrong shape (fail closed)."""
-    if isinstance(op, SessionKey):
-        if not isinstance(value, bytes) or not value:
-            raise StoreError("the store returned no session key")
-        return value
-    if not isinstance(value, dict):
-        raise StoreError(f"the store returned {type(value).__name__} for session memory, not a dict")
-    return value
-
-
 def _memory_down(call: ToolCall, policy: Policy) -> Decision:
-    return Decision.deny(
-        call.tool,
-        "guard_unavailable",
-        server=call.server,
-        reason="the session memory could not be read",
-        rule="/store",
-        policy=policy.hash,
-    )
+    reason = "the session memory could not be read"
+    return Decision.unavailable(call.tool, reason, server=call.server, rule="/store", policy=policy.hash)
 
 
 class _NoResult:
@@ -1131,32 +1118,6 @@ class _NoResult:
 _NO_RESULT: Any = _NoResult()
 
 
-def _as_store_error(exc: BaseException) -> StoreError:
-    if isinstance(exc, StoreError):
-        return exc
-    error = StoreError(f"{type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _answer_of(op: Ask, outcome: Asked) -> Answer:
-    """What the approver's outcome means for the call: an answer, or the code of why there is none."""
-    raw, error = outcome
-    if isinstance(error, NoAnswer):
-        return Answer(code="approval_timeout", reason=f"no approval within {op.timeout_s:g} s")
-    if error is not None:
-        # The model is told a human did not approve; the details go to the log, with any redacted argument
-        # the approver's message quotes blanked.
-        detail = scrub(str(error), op.request.args, op.redact)
-        log.error("approver failed for %s: %s: %s", op.request.tool, type(error).__name__, detail)
-        return Answer(code="approval_denied", reason="the approval could not be obtained")
-    try:
-        return Answer(decision=coerce_decision(raw))
-    except ApprovalError:
-        log.error("approver for %s returned an invalid answer (%s)", op.request.tool, type(raw).__name__)
-        return Answer(code="approval_denied", reason="the approver gave no valid answer")
-
-
-__all__ = ["NO_RESULT", "Pipeline", "PlainCall", "sync_result", "unavailable"]
+__all__ = ["NO_RESULT", "Pipeline", "QuickRun", "fault_decision", "sync_result"]
 
 NO_RESULT = _NO_RESULT

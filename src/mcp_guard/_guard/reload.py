@@ -45,14 +45,14 @@ def reload_policy(guard: Guard, source: Any = None) -> bool:
         old = guard.policy
         try:
             new = load_policy(where)
-            pins = PinWatch.for_policy(new, guard._pins)  # a pins block whose lock cannot be read fails here
+            pins = PinWatch.for_policy(new, guard._pipeline.pins)  # a pins block whose lock cannot be read fails here
         except (MCPGuardError, OSError, TypeError, ValueError) as exc:
             log.error("policy reload from %s failed; keeping %s: %s", label, old.hash, exc)
             _audit(guard, {"ok": False, "error": str(exc), "policy": old.hash, "source": label})
             return False
         if new.hash == old.hash:
             return False
-        guard._set_policy(new, pins)
+        guard._pipeline.use_policy(new, pins)  # one write: calls already started keep theirs
         log.info("policy reloaded from %s: %s (was %s)", label, new.hash, old.hash)
         _audit(guard, {"ok": True, "policy": new.hash, "previous": old.hash, "source": label})
     for listener in list(guard._reload_listeners):

@@ -118,13 +118,7 @@ def admit_steps(
     would: Decision | None = None
     if decision.needs_approval and state.approval is None and shadow.mode_of(decision) == "shadow":
         # Never ask a human in shadow; record what enforcement would have done instead.
-        if not asks:
-            would = decision.violation(
-                "approval_required",
-                reason=decision.reason or f"{call.tool} requires a human's approval and no approver is set",
-            )
-        else:
-            would = decision
+        would = decision if asks else decision.no_approver()
         decision = decision.replace(action="allow")
     first: Decision | None = None  # the first refusal in shadow: what enforcement would have answered
     while True:  # each pass drops at least one budget, so this ends
@@ -207,13 +201,7 @@ def _reserve_what_fits(
         if charge is None:
             return (), None, None
         if shadow.mode_at(charge.rule, decision.policy) == "enforce":
-            refusal = decision.violation(
-                "rate_limited",
-                reason=charge.describe(decision.tool),
-                rule=charge.rule,
-                retry_after_s=verdict.retry_after_s,
-            )
-            return (), None, refusal
+            return (), None, decision.rate_limited(charge, verdict.retry_after_s)
         remaining = tuple(c for c in remaining if c.key != charge.key)
     return (), None, None
 

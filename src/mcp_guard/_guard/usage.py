@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 
 from mcp_guard._policy.decision import LimitCharge
 from mcp_guard._policy.matching import parse_pattern, pointer
-from mcp_guard._policy.policy import Policy, _compile_rule, risk_class
+from mcp_guard._policy.policy import Policy, compile_rule, risk_class
 from mcp_guard._stores import Usage, usage_by_check
 
 
@@ -80,7 +80,7 @@ def usage_charges(
     for name, rule in doc.classes.items():
         rules.append((rule, pointer("classes", name), f"classes.{name}", None))
     for rule, ptr, label, pattern in rules:
-        compiled = _compile_rule(rule, ptr, label, "allow", None)
+        compiled = compile_rule(rule, ptr, label, "allow", None)
         named = parse_pattern(pattern) if pattern is not None else None
         for spec in compiled.limits:
             if spec.scope == "tool":

@@ -57,7 +57,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from mcp_guard._audit.events import REDACTED, _redacted_paths, scrub
+from mcp_guard._audit.events import REDACTED, redacted_paths, scrub
 from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest, background_loop
 from mcp_guard._errors import ApprovalError, ConfigurationError
 from mcp_guard._inbox.stores import (
@@ -109,7 +109,7 @@ def shown_args(args: Mapping[str, Any], redact: Iterable[str] | None) -> tuple[d
     closed). Redaction is by top-level key, as in the audit log: a nested path hides its whole top-level
     value, so no part of a secret is shown.
     """
-    keys = set(args) if redact is None else _redacted_paths(args, redact)
+    keys = set(args) if redact is None else redacted_paths(args, redact)
     shown: dict[str, Any] = {}
     hidden: list[str] = []
     for key, value in args.items():

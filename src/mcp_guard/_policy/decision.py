@@ -159,6 +159,54 @@ class Decision:
     def require_approval(cls, tool: str, **fields: Any) -> Decision:
         return cls(action="require_approval", tool=tool, **fields)
 
+    # -- the refusals the guard makes itself, one constructor each ------------------------------------
+    @classmethod
+    def malformed(
+        cls,
+        tool: str,
+        problem: str | None,
+        *,
+        server: str | None = None,
+        policy: str | None = None,
+        redact: tuple[str, ...] = (),
+    ) -> Decision:
+        """``invalid_arguments``: arguments the policy cannot judge as given (not a JSON object, a number that is
+        not finite, a value the tool's schema does not take); ``problem`` says which."""
+        return cls("deny", tool, server, "invalid_arguments", None, problem, policy=policy, redact=redact)
+
+    @classmethod
+    def unavailable(
+        cls,
+        tool: str,
+        reason: str | None = None,
+        *,
+        server: str | None = None,
+        rule: str | None = None,
+        policy: str | None = None,
+        redact: tuple[str, ...] = (),
+    ) -> Decision:
+        """``guard_unavailable``: the guard could not check the call (its own fault, the evaluator's, a store's)."""
+        return cls("deny", tool, server, "guard_unavailable", rule, reason, policy=policy, redact=redact)
+
+    def rejected(self, reason: str | None = None) -> Decision:
+        """``approval_denied``: this call, declined by a human (``reason``: theirs, if they gave one)."""
+        return self.violation("approval_denied", reason=reason or "a human declined this call")
+
+    def no_approver(self) -> Decision:
+        """``approval_required``: this call needs a human's approval and the guard has no one to ask."""
+        return self.violation(
+            "approval_required", reason=self.reason or f"{self.tool} requires a human's approval and no approver is set"
+        )
+
+    def rate_limited(self, charge: LimitCharge | None, retry_after_s: float | None) -> Decision:
+        """``rate_limited``: this call, refused by the budget of ``charge`` (the limit that is spent, if known)."""
+        return self.violation(
+            "rate_limited",
+            reason=charge.describe(self.tool) if charge is not None else f"{self.tool} is rate limited",
+            rule=charge.rule if charge is not None else self.rule,
+            retry_after_s=retry_after_s,
+        )
+
     # -- reading ------------------------------------------------------------------------------------
     @property
     def allowed(self) -> bool:
@@ -275,6 +323,8 @@ def _slot_init(cls: type) -> Callable[..., None]:
     The generated one sets each field through ``object.__setattr__`` (a name lookup and a generic attribute
     write per field); this one calls each slot's own descriptor, which writes past the frozen ``__setattr__``
     the same way, in about half the time. Same parameters, defaults and order: the fields stay the one list.
+    Kept on purpose (0.3 review): measured again against the generated ``__init__``, it builds a Decision in
+    ~0.55x the time, and a refusal the guard makes builds one or two (``violation``, ``replace``).
     """
     fields = dataclasses.fields(cls)
     namespace: dict[str, object] = {}

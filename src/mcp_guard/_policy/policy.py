@@ -190,7 +190,7 @@ def _parse_rate(text: str) -> tuple[int, float]:
     return int(count), window
 
 
-def _compile_rule(
+def compile_rule(
     rule: Rule | AllTools, ptr: str, label: str, action: Action, reason: str | None, order: int = 0
 ) -> _Rule:
     redact = tuple(rule.redact)
@@ -433,7 +433,7 @@ class Policy:
         globs_q: dict[str, list[tuple[Pattern, _Rule]]] = {}  # server -> its globs
         for order, (text, rule) in enumerate(doc.tools.items()):
             pat = parse_pattern(text)
-            compiled = _compile_rule(rule, pointer("tools", text), text, rule.action, rule.reason, order)
+            compiled = compile_rule(rule, pointer("tools", text), text, rule.action, rule.reason, order)
             compiled.pattern = pat
             if pat.exact:
                 if pat.server is None:
@@ -453,13 +453,11 @@ class Policy:
             if pat.exact and pat.server is None:
                 self._hide_exact.setdefault(pat.name, i)
         self._classes = {
-            cls_name: _compile_rule(rule, pointer("classes", cls_name), f"classes.{cls_name}", rule.action, rule.reason)
+            cls_name: compile_rule(rule, pointer("classes", cls_name), f"classes.{cls_name}", rule.action, rule.reason)
             for cls_name, rule in doc.classes.items()
         }
         self._all = (
-            _compile_rule(doc.all_tools, "/all_tools", "all_tools", "allow", None)
-            if doc.all_tools is not None
-            else None
+            compile_rule(doc.all_tools, "/all_tools", "all_tools", "allow", None) if doc.all_tools is not None else None
         )
         self._default_rule = _Rule(pointer=self._DEFAULT_POINTER, action=doc.default)
         self.default_results: Trust | None = doc.default_results
@@ -1001,4 +999,4 @@ def load_policy(source: object) -> Policy:
     )
 
 
-__all__ = ["Policy", "PolicyError", "load_policy", "risk_class"]
+__all__ = ["Policy", "PolicyError", "compile_rule", "load_policy", "risk_class"]
