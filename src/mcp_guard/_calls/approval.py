@@ -1,8 +1,9 @@
 """Human approval: what an approver is asked (:class:`ApprovalRequest`) and what it answers (:class:`ApprovalDecision`).
 
 An approver is any callable taking an :class:`ApprovalRequest` and returning ``bool`` or an
-:class:`ApprovalDecision`, sync or async. The guard normalises it once (:func:`as_async_approver`), bounds it
-with a timeout, and turns anything else it does (raise, hang, return garbage) into a denial.
+:class:`ApprovalDecision`, sync or async. The guard normalises it once (:class:`Asker`), bounds it with a
+timeout (unless the Guard's is ``None``), and turns anything else it does (raise, hang, return garbage) into a
+denial.
 """
 
 from __future__ import annotations
