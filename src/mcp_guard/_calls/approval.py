@@ -109,6 +109,9 @@ class ApprovalDecision:
         return dataclasses.replace(self, **changes)
 
 
+_YES = ApprovalDecision.approve()
+_NO = ApprovalDecision.deny()
+
 ApproverResult: TypeAlias = bool | ApprovalDecision
 Approver: TypeAlias = Callable[[ApprovalRequest], ApproverResult | Awaitable[ApproverResult]]
 AsyncApprover: TypeAlias = Callable[[ApprovalRequest], Awaitable[ApproverResult]]
@@ -126,9 +129,9 @@ def coerce_decision(value: object) -> ApprovalDecision:
             raise ApprovalError("an 'edit' approval must carry the edited arguments as a mapping")
         return value
     if value is True:
-        return ApprovalDecision.approve()
+        return _YES  # frozen: one shared yes, as building one costs more than the rest of asking a fast approver
     if value is False:
-        return ApprovalDecision.deny()
+        return _NO
     if isinstance(value, Mapping):
         kind = value.get("type", value.get("decision"))
         scope, ttl_s = _grant_of(value)
