@@ -79,6 +79,8 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
             "result scan: detect pii, 5 KB",
             "Guard.run, deny_if, memory store",
             "Guard.run, from [user], 5 KB memory store",
+            "no session rules, memory: no session",
+            "no session rules, memory: session with memory",
         },
     ),
     # A path that is no interpreter: the peer figure is reported as not measured, and the rest still runs.
