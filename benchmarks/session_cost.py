@@ -15,6 +15,11 @@ Rows:
 - ``Guard.run, deny_if, memory store`` vs ``Guard.run, from [user], memory store``: the whole pipeline, the
   second reading session memory (~100 KB) from ``memory://`` before deciding and remembering the result after.
 
+Then a policy with **no session rules** (one ``deny_if``), a call in a session whose memory holds ~100 KB beside
+the same call with no session, interleaved batches, on ``memory://`` and on a ``redis-server`` this script starts
+(skipped, with a line saying so, when there is none): the session memory must cost such a call nothing (no
+read, no write: ``no session rules, ...`` rows, with their ratio).
+
 Not a timed test: figures depend on the machine; the script prints them and checks nothing.
 """
 
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from _report import add_flags, figures, size
+from runtime import start_redis
 
 from mcp_guard import Guard, Policy, ResultSeen, SessionView
 from mcp_guard._guard.memory import input_record, view_from
@@ -159,6 +165,55 @@ def main() -> None:
             median, p99 = timed(fn, batches, per_batch)
             out[name] = median
             print(f"{name:58} {median:12.1f} {p99:12.1f}")
+        no_session_rules(opts, plain, pay_args, parts, out)
+
+
+def no_session_rules(
+    opts: argparse.Namespace,
+    plain: Policy,
+    pay_args: dict[str, Any],
+    parts: dict[str, tuple[list[str], int]],
+    out: dict[str, float],
+) -> None:
+    """A policy without session rules: a call in a session with ~100 KB of memory vs the same call with none."""
+    redis = None if opts.smoke else start_redis()
+    uris = {"memory": "memory://"} | ({"redis": f"redis://127.0.0.1:{redis[1]}/0"} if redis else {})
+    rounds, per_batch = size(opts, (20, 1000), (6, 300), (1, 5))
+    print(f"\npolicy with no session rules (one deny_if), Guard.run, µs per call (median of {rounds} interleaved")
+    print(
+        f"rounds of {per_batch} calls); the session's memory holds {sum(len(r) for r in parts['texts'][0]) // 1000} KB"
+    )
+    print(f"{'store':10}{'no session':>14}{'session with memory':>22}{'ratio':>9}")
+    try:
+        for name, uri in uris.items():
+            guard = Guard(plain, store=uri, retry=False)
+            for record in parts["texts"][0]:
+                guard.store.session_append("s", {"texts": [record]}, {"texts": 10 * 100_000}, 3600.0)
+            calls = {
+                "no session": lambda g=guard: g.run("pay", pay_args, lambda **_: "ok"),
+                "session with memory": lambda g=guard: g.run("pay", pay_args, lambda **_: "ok", session="s"),
+            }
+            samples: dict[str, list[float]] = {k: [] for k in calls}
+            for call in calls.values():
+                call()
+            gc.collect()
+            for _ in range(rounds):
+                for label, call in calls.items():
+                    start = time.perf_counter_ns()
+                    for _ in range(per_batch):
+                        call()
+                    samples[label].append((time.perf_counter_ns() - start) / per_batch / 1000.0)
+            medians = {label: statistics.median(values) for label, values in samples.items()}
+            ratio = medians["session with memory"] / medians["no session"]
+            print(f"{name:10}{medians['no session']:>14.2f}{medians['session with memory']:>22.2f}{ratio:>8.2f}x")
+            out.update({f"no session rules, {name}: {label}": value for label, value in medians.items()})
+            guard.close()
+    finally:
+        if redis is not None:
+            redis[0].terminate()
+            redis[0].wait(10)
+    if redis is None:
+        print("redis row skipped: " + ("--smoke" if opts.smoke else "no redis-server on PATH"))
 
 
 if __name__ == "__main__":

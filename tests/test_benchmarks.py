@@ -22,7 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
 REDIS_FIGURES = {"evaluate + Redis reserve", "Guard.admit + finish, Redis", "raw Redis round trip (redis-py PING)"}
-CASES = ("allow", "deny (default)", "deny_if firing", "limit, admitted", "limit, refused", "approval (sync callback)")
+CASES = (
+    "allow",
+    "deny (default)",
+    "deny_if firing",
+    "limit, admitted",
+    "limit, refused",
+    "approval (sync callback)",
+    "approval (async callback)",
+    "approval (sync, no timeout)",
+)
+GRANT_FIGURES = {f"grants memory: {v}" for v in ("no grants", "lookup misses", "grant covers the call")}
 
 # script -> (extra arguments, figure names its JSON must have)
 EXPECTED: dict[str, tuple[list[str], set[str]]] = {
@@ -69,12 +79,14 @@ EXPECTED: dict[str, tuple[list[str], set[str]]] = {
             "result scan: detect pii, 5 KB",
             "Guard.run, deny_if, memory store",
             "Guard.run, from [user], 5 KB memory store",
+            "no session rules, memory: no session",
+            "no session rules, memory: session with memory",
         },
     ),
     # A path that is no interpreter: the peer figure is reported as not measured, and the rest still runs.
     "pipeline_cost": (
         ["--agt-python", str(ROOT / "no-such-python")],
-        {f"{case}: {column}" for case in CASES for column in ("bare", "admit+finish", "run", "arun")},
+        {f"{case}: {column}" for case in CASES for column in ("bare", "admit+finish", "run", "arun")} | GRANT_FIGURES,
     ),
 }
 

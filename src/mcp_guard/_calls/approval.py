@@ -1,8 +1,9 @@
 """Human approval: what an approver is asked (:class:`ApprovalRequest`) and what it answers (:class:`ApprovalDecision`).
 
 An approver is any callable taking an :class:`ApprovalRequest` and returning ``bool`` or an
-:class:`ApprovalDecision`, sync or async. The guard normalises it once (:func:`as_async_approver`), bounds it
-with a timeout, and turns anything else it does (raise, hang, return garbage) into a denial.
+:class:`ApprovalDecision`, sync or async. The guard normalises it once (:class:`Asker`), bounds it with a
+timeout (unless the Guard's is ``None``), and turns anything else it does (raise, hang, return garbage) into a
+denial.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import queue
 import sys
 import threading
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO, TypeAlias
 
@@ -108,6 +109,9 @@ class ApprovalDecision:
         return dataclasses.replace(self, **changes)
 
 
+_YES = ApprovalDecision.approve()
+_NO = ApprovalDecision.deny()
+
 ApproverResult: TypeAlias = bool | ApprovalDecision
 Approver: TypeAlias = Callable[[ApprovalRequest], ApproverResult | Awaitable[ApproverResult]]
 AsyncApprover: TypeAlias = Callable[[ApprovalRequest], Awaitable[ApproverResult]]
@@ -125,9 +129,9 @@ def coerce_decision(value: object) -> ApprovalDecision:
             raise ApprovalError("an 'edit' approval must carry the edited arguments as a mapping")
         return value
     if value is True:
-        return ApprovalDecision.approve()
+        return _YES  # frozen: one shared yes, as building one costs more than the rest of asking a fast approver
     if value is False:
-        return ApprovalDecision.deny()
+        return _NO
     if isinstance(value, Mapping):
         kind = value.get("type", value.get("decision"))
         scope, ttl_s = _grant_of(value)
@@ -200,9 +204,16 @@ class Asker:
     """An approver normalised once (when the Guard is built or given one): asked from sync code with :meth:`ask`,
     from async code with :meth:`aask`, each bounded by a timeout and never raising what the approver raised.
 
-    A sync approver runs on a reused daemon worker either way (no thread and no event loop made per approval);
-    an async one runs on the caller's loop, or, for sync callers, on one long-lived background loop. A hung
-    approver is abandoned at the timeout and never keeps the process alive.
+    A sync approver runs on a reused daemon worker (no thread and no event loop made per approval), except with
+    no timeout (``None``) from sync code, where it is called in line on the calling thread: the deployment has
+    accepted that a hung approver hangs the call, so the worker would buy nothing. From async code a sync
+    approver always runs on the worker (waited for without a bound when the timeout is ``None``): called on
+    the event loop's thread it would stall every other task of the loop, not only its own call.
+
+    An async approver runs on the caller's loop in a task of its own, started at once (:func:`started`): an
+    answer that needs no waiting costs no thread, no timer and at most one loop turn; for sync callers it
+    runs on one long-lived background loop. A hung approver is abandoned at the timeout and never keeps the
+    process alive.
     """
 
     __slots__ = ("approver",)
@@ -216,26 +227,43 @@ class Asker:
             return None
         return _AsyncAsker(approver) if is_async_callable(approver) else Asker(approver)
 
-    def ask(self, request: ApprovalRequest, timeout: float) -> Asked:
+    def ask(self, request: ApprovalRequest, timeout: float | None) -> Asked:
+        if timeout is None:
+            return _in_line(self.approver, request)
         return WORKERS.call(timeout, _settled, self.approver, request)
 
-    async def aask(self, request: ApprovalRequest, timeout: float) -> Asked:
+    async def aask(self, request: ApprovalRequest, timeout: float | None) -> Asked:
         return await within(asyncio.wrap_future(WORKERS.submit(_settled, self.approver, request)), timeout)
 
 
 class _AsyncAsker(Asker):
     __slots__ = ()
 
-    def ask(self, request: ApprovalRequest, timeout: float) -> Asked:
+    def ask(self, request: ApprovalRequest, timeout: float | None) -> Asked:
         future = asyncio.run_coroutine_threadsafe(self.aask(request, timeout), background_loop())
         try:
-            return future.result(timeout + 1.0)  # aask enforces the timeout; this is a backstop
+            # aask enforces the timeout; this is a backstop
+            return future.result(None if timeout is None else timeout + 1.0)
         except concurrent.futures.TimeoutError:
             future.cancel()
             return None, NoAnswer(f"no answer within {timeout:g} s")
 
-    async def aask(self, request: ApprovalRequest, timeout: float) -> Asked:
-        return await within(self.approver(request), timeout)  # type: ignore[arg-type]  # an async approver
+    async def aask(self, request: ApprovalRequest, timeout: float | None) -> Asked:
+        try:
+            answer = self.approver(request)
+        except Exception as exc:  # an async callable that failed before making its coroutine
+            return None, exc
+        if not inspect.iscoroutine(answer):  # an awaitable of another kind (a future): awaited as before
+            return await within(answer, timeout)  # type: ignore[arg-type]  # an async approver
+        return await started(answer, timeout)
+
+
+def _in_line(approver: Approver, request: ApprovalRequest) -> Asked:
+    """``approver(request)`` on the calling thread, with no bound (the caller chose no timeout)."""
+    try:
+        return _settled(approver, request), None
+    except Exception as exc:  # KeyboardInterrupt, SystemExit: not an answer, they propagate
+        return None, exc
 
 
 def _settled(approver: Approver, request: ApprovalRequest) -> Any:
@@ -252,8 +280,9 @@ async def _awaited(value: Awaitable[Any]) -> Any:
     return await value
 
 
-async def within(awaitable: Awaitable[Any], timeout: float) -> Asked:
-    """Await ``awaitable`` for at most ``timeout`` seconds; a late one is cancelled and left behind.
+async def within(awaitable: Awaitable[Any], timeout: float | None) -> Asked:
+    """Await ``awaitable`` for at most ``timeout`` seconds (``None``: without a bound); a late one is cancelled
+    and left behind.
 
     ``asyncio.wait``, not ``wait_for``: ``wait_for`` waits for the cancelled awaitable to finish, and one that
     swallows its cancellation would hold the caller forever. A caller cancelled meanwhile cancels it too.
@@ -268,6 +297,40 @@ async def within(awaitable: Awaitable[Any], timeout: float) -> Asked:
         task.cancel()
         task.add_done_callback(_consume_outcome)
         return None, NoAnswer(f"no answer within {timeout:g} s")
+    return _outcome(task)
+
+
+async def started(coroutine: Coroutine[Any, Any, Any], timeout: float | None) -> Asked:
+    """Run ``coroutine`` (an async approver's) on the caller's loop for at most ``timeout`` seconds, as
+    :func:`within` does, but started at once: an answer that needs no waiting costs no timer.
+
+    Why a task of its own and not the caller's (``asyncio.timeout`` or ``wait_for`` around a plain await):
+    at the timeout the approver must be *abandoned*, and a coroutine running in the caller's task cannot be
+    left behind: one that swallows its cancellation would hold the call forever. Its own task is also what
+    ``asyncio.timeout`` and anyio's cancel scopes (httpx) inside the approver bind to.
+
+    Python 3.12+ starts the task eagerly: its first step runs inside this call, and an approver that answers
+    without waiting is done before this returns (no loop turn). Before 3.12 the task's first step runs in the
+    next loop turn, and this coroutine resumes right after it in that same turn. Either way, only an approver
+    that is still waiting after its first step gets the timer and the wait of :func:`within`.
+    """
+    loop = asyncio.get_running_loop()
+    if sys.version_info >= (3, 12):
+        task = asyncio.Task(coroutine, loop=loop, eager_start=True)
+    else:
+        task = loop.create_task(coroutine)
+        try:
+            await asyncio.sleep(0)  # the task's first step runs just before this coroutine resumes
+        except BaseException:  # the caller was cancelled meanwhile: so is the approver
+            task.cancel()
+            task.add_done_callback(_consume_outcome)
+            raise
+    if task.done():
+        return _outcome(task)
+    return await within(task, timeout)
+
+
+def _outcome(task: asyncio.Future[Any]) -> Asked:
     if task.cancelled():  # it cancelled itself: no answer
         return None, asyncio.CancelledError()
     error = task.exception()

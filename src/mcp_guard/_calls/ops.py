@@ -82,10 +82,11 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """Ask the guard's approver, for at most ``timeout_s`` (answer: an :class:`Answer`, never an exception)."""
+    """Ask the guard's approver, for at most ``timeout_s`` (None: no bound; answer: an :class:`Answer`, never an
+    exception)."""
 
     request: ApprovalRequest
-    timeout_s: float
+    timeout_s: float | None
     redact: tuple[str, ...] = ()
 
 

@@ -33,7 +33,7 @@ class PipelineConfig:
     on_rate_limit: Literal["error", "wait"]
     max_wait_s: float
     fail_mode: Literal["closed", "open"]
-    approval_timeout_s: float
+    approval_timeout_s: float | None
     retry: RetryPolicy | None
     clock: Callable[[], float]
     sleep: Callable[[float], None]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping
+from json.encoder import encode_basestring_ascii  # what canonical_json escapes strings with
 from typing import Any
 
 from mcp_guard._guard.pins import canonical_json
@@ -56,9 +57,10 @@ def _args_text(args: Mapping[str, Any]) -> str | None:
         return None
 
 
-def _digest(base: Mapping[str, Any], args_text: str, where: str) -> str:
-    # The arguments go in as their canonical text (serialised once), the rest as canonical JSON around it.
-    text = canonical_json({**base, "where": where}) + "\n" + args_text
+def _digest(base_text: str, args_text: str, where: str) -> str:
+    # The text is canonical_json({**base, "where": where}) + "\n" + args_text, built without serialising again:
+    # "where" sorts after every key of the base, so it goes last, before the closing brace.
+    text = f'{base_text[:-1]},"where":{encode_basestring_ascii(where)}}}\n{args_text}'
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -75,11 +77,30 @@ def _base(tool: str, server: str | None, decision: Any, policy: Any) -> dict[str
     }
 
 
+_BASE_TEXTS: dict[tuple[Any, ...], str] = {}
+_MAX_BASE_TEXTS = 1024
+
+
+def _base_text(tool: str, server: str | None, decision: Any, policy: Any) -> str:
+    """``canonical_json(_base(...))``, kept per policy version and rule: serialising the rule's text for every
+    call that needs approval cost more than the rest of the call (the lookup is on every such call)."""
+    pin = getattr(decision, "pin", None)
+    key = (getattr(policy, "hash", None), tool, server, decision.rule, tuple(pin) if pin else None)
+    text = _BASE_TEXTS.get(key) if key[0] is not None else None
+    if text is None:
+        text = canonical_json(_base(tool, server, decision, policy))
+        if key[0] is not None:
+            if len(_BASE_TEXTS) >= _MAX_BASE_TEXTS:  # bounded: tool names may come from the model
+                _BASE_TEXTS.clear()
+            _BASE_TEXTS[key] = text
+    return text
+
+
 def lookup_digests(
     tool: str, server: str | None, args: Mapping[str, Any], session: str | None, decision: Any, policy: Any
 ) -> list[str]:
     """The keys a grant covering this call could have: these arguments or any, this session or any time."""
-    base = _base(tool, server, decision, policy)
+    base = _base_text(tool, server, decision, policy)
     wheres = ["ttl"] + ([f"session:{session}"] if session is not None else [])
     exact = _args_text(args)
     texts = ([exact] if exact is not None else []) + [_ANY_ARGS]
@@ -105,7 +126,7 @@ def grant_digest(
     if text is None:
         return None
     where = f"session:{session}" if session_scope else "ttl"
-    return _digest(_base(tool, server, decision, policy), text, where)
+    return _digest(_base_text(tool, server, decision, policy), text, where)
 
 
 def grant_ttl(session_scope: bool, ttl_s: float | None) -> float:

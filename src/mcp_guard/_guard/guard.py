@@ -93,7 +93,11 @@ class Guard:
     ``on_violation``: ``"return"`` gives back the violation payload; ``"raise"`` raises :class:`PolicyViolation`.
     ``fail_mode``: what a store failure means: ``"closed"`` denies (``guard_unavailable``), ``"open"`` allows
     and logs. ``approver``: a callable taking an :class:`ApprovalRequest` (sync or async), asked for at most
-    ``approval_timeout_s`` (a rule's ``approval.timeout_s`` wins). ``audit``: a JSONL path, ``"logging"``, a
+    ``approval_timeout_s`` (a rule's ``approval.timeout_s`` wins). A sync approver runs on a reused worker
+    thread so that the timeout can abandon it; ``approval_timeout_s=None`` asks with no timeout instead, a sync
+    approver then called in line by the sync entry points (cheapest, but a hung approver hangs the call; the
+    async ones still use the worker, as a sync approver on the event loop would stall the loop). An async
+    approver runs on the caller's event loop, with or without a timeout. ``audit``: a JSONL path, ``"logging"``, a
     sink, or a list of them. ``retry``: a :class:`RetryPolicy` for transient upstream failures, applied only
     to tools that declare themselves safe to repeat (annotations ``readOnlyHint``/``idempotentHint``, or
     ``retry: true`` on the rule; ``RetryPolicy(idempotent_only=False)`` for every tool); ``retry=False``
@@ -134,7 +138,7 @@ class Guard:
         max_wait_s: float = 30.0,
         on_violation: Literal["return", "raise"] = "return",
         fail_mode: Literal["closed", "open"] = "closed",
-        approval_timeout_s: float = 300.0,
+        approval_timeout_s: float | None = 300.0,
         retry: RetryPolicy | bool | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -155,8 +159,8 @@ class Guard:
             raise ValueError(f"on_violation must be 'return' or 'raise', not {on_violation!r}")
         if fail_mode not in ("closed", "open"):
             raise ValueError(f"fail_mode must be 'closed' or 'open', not {fail_mode!r}")
-        if not max_wait_s >= 0 or not approval_timeout_s > 0:  # written so that NaN is refused too
-            raise ValueError("max_wait_s must be >= 0 and approval_timeout_s > 0")
+        if not max_wait_s >= 0 or (approval_timeout_s is not None and not approval_timeout_s > 0):  # NaN refused
+            raise ValueError("max_wait_s must be >= 0 and approval_timeout_s > 0 (or None)")
         if audit_failure not in ("open", "closed"):
             raise ConfigurationError(f"audit_failure must be 'open' or 'closed', not {audit_failure!r}")
         if type(session_memory_bytes) is not int or session_memory_bytes < 1:
@@ -187,7 +191,7 @@ class Guard:
             on_rate_limit=on_rate_limit,
             max_wait_s=float(max_wait_s),
             fail_mode=fail_mode,
-            approval_timeout_s=float(approval_timeout_s),
+            approval_timeout_s=None if approval_timeout_s is None else float(approval_timeout_s),
             retry=retry or None,
             clock=clock if clock is not None else time.time,
             sleep=sleep,
@@ -222,7 +226,7 @@ class Guard:
     on_rate_limit = _Option[Literal["error", "wait"]]()
     max_wait_s = _Option[float]()
     fail_mode = _Option[Literal["closed", "open"]]()
-    approval_timeout_s = _Option[float]()
+    approval_timeout_s = _Option[float | None]()
     retry = _Option[RetryPolicy | None]()
     clock = _Option[Callable[[], float]]()
     sleep = _Option[Callable[[float], None]]()

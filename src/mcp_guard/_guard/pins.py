@@ -59,9 +59,15 @@ def canonical_tool(
     }
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
-    """Sorted keys, no insignificant space, ASCII escapes, no NaN: the text pins and grants hash."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    """Sorted keys, no insignificant space, ASCII escapes, no NaN: the text pins and grants hash.
+
+    One encoder made once: ``json.dumps`` with options builds a new one per call (most of a small value's cost).
+    """
+    return _CANONICAL.encode(value)
 
 
 def fingerprint(tool: Mapping[str, Any]) -> str:
