@@ -1,0 +1,289 @@
+"""The proxy is transparent (issue 25): everything but the tool calls it judges passes both ways, on every path.
+
+The npm ``@modelcontextprotocol/server-everything`` server is run directly and behind ``mcp-guard proxy``
+(the stdio relay, ``--no-relay``, the HTTP front) with one Python ``ClientSession`` that implements the client
+side: a sampling model, an elicitation form, a roots list that changes, a logging level, progress. Its
+transcript (the upstream's identity and capabilities, the tools it offers this client, each tool's result,
+every request the upstream made of the client, the notifications received) must be the same with and
+without the proxy. The server's answers are the judge: it registers its sampling, elicitation and roots tools
+only for a client that declared those capabilities, and echoes what the client answered.
+
+The npm filesystem server judges roots: when its client declares roots, it serves the client's directories
+instead of the one on its command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp.types as types
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import AnyUrl, FileUrl
+from servers.proxy_support import REPO, filesystem_server, free_port, http_processes, proxy_command, text, write_policy
+
+EVERYTHING_TOOLS = (
+    "echo",
+    "get-roots-list",
+    "trigger-sampling-request",
+    "trigger-elicitation-request",
+    "trigger-long-running-operation",
+    "toggle-simulated-logging",
+    "toggle-subscriber-updates",
+)
+#: Allows what the transcript calls; one more tool is hidden, to show the policy still applies on each path.
+POLICY: dict[str, Any] = {"version": "1", "default": "allow", "hide": ["get-env"]}
+WAIT_S = 20.0  # for a notification the upstream sends on its own (the roots sync runs 350 ms after initialize)
+
+
+def everything_server() -> list[str]:
+    """The command line of ``@modelcontextprotocol/server-everything`` over stdio (installed by ``.ci/run``)."""
+    prefix = Path(os.environ.get("MCP_GUARD_NPM_PREFIX", REPO / ".mcp-servers"))
+    entry = prefix / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    node = shutil.which("node")
+    if node is None or not entry.exists():
+        message = f"@modelcontextprotocol/server-everything is not installed at {entry} (or node is missing)"
+        if os.environ.get("MCP_GUARD_REQUIRE_NPM") == "1":
+            pytest.fail(message + " and MCP_GUARD_REQUIRE_NPM=1")
+        pytest.skip(message)
+    return [node, str(entry), "stdio"]
+
+
+Streams = tuple[Any, Any]
+Connect = Callable[[], AbstractAsyncContextManager[Streams]]
+
+
+@asynccontextmanager
+async def over_stdio(argv: list[str]) -> AsyncIterator[Streams]:
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+    async with stdio_client(params) as (read, write):
+        yield read, write
+
+
+@asynccontextmanager
+async def over_http(url: str) -> AsyncIterator[Streams]:
+    async with streamable_http_client(url) as (read, write, _):
+        yield read, write
+
+
+class Client:
+    """The client side of MCP, recording everything the upstream asks of it and tells it."""
+
+    def __init__(self, roots: list[Path]) -> None:
+        self.roots = roots
+        self.asked: list[dict[str, Any]] = []  # the upstream's requests, in order (method and what matters)
+        self.logs: list[types.LoggingMessageNotificationParams] = []
+        self.updated: list[str] = []
+        self.heard = anyio.Event()
+
+    def _heard(self) -> None:
+        self.heard.set()
+        self.heard = anyio.Event()
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait for the upstream to say something that makes ``predicate`` true (what it sends on its own)."""
+        with anyio.fail_after(WAIT_S):
+            while not predicate():
+                await self.heard.wait()
+
+    async def sampling(self, _ctx: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        said = [m.content.text for m in params.messages if isinstance(m.content, types.TextContent)]
+        self.asked.append({"method": "sampling/createMessage", "messages": said, "maxTokens": params.maxTokens})
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text=f"sampled: {' '.join(said)}"),
+            model="test-model",
+            stopReason="endTurn",
+        )
+
+    async def elicitation(self, _ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        self.asked.append({"method": "elicitation/create", "message": params.message})
+        return types.ElicitResult(action="accept", content={"name": "Ada", "check": True, "integer": 7})
+
+    async def list_roots(self, _ctx: Any) -> types.ListRootsResult:
+        self.asked.append({"method": "roots/list"})
+        roots = [types.Root(uri=FileUrl(p.as_uri()), name=p.name) for p in self.roots]
+        self._heard()
+        return types.ListRootsResult(roots=roots)
+
+    async def logging(self, params: types.LoggingMessageNotificationParams) -> None:
+        self.logs.append(params)
+        self._heard()
+
+    async def on_message(self, message: Any) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message.root, types.ResourceUpdatedNotification
+        ):
+            self.updated.append(str(message.root.params.uri))
+            self._heard()
+
+    def session(self, read: Any, write: Any) -> ClientSession:
+        return ClientSession(
+            read,
+            write,
+            sampling_callback=self.sampling,
+            elicitation_callback=self.elicitation,
+            list_roots_callback=self.list_roots,
+            logging_callback=self.logging,
+            message_handler=self.on_message,
+        )
+
+    def said(self, prefix: str) -> list[str]:
+        return [str(log.data) for log in self.logs if str(log.data).startswith(prefix)]
+
+
+async def transcript(connect: Connect, tmp: Path) -> dict[str, Any]:
+    """One client session against the everything server: what it was offered, told and asked, in order."""
+    first, second = tmp / "first-root", tmp / "second-root"
+    client = Client([first])
+    seen: dict[str, Any] = {}
+    async with connect() as (read, write), client.session(read, write) as session:
+        init = await session.initialize()
+        seen["server"] = init.serverInfo.name
+        seen["capabilities"] = init.capabilities.model_dump(mode="json", exclude_none=True)
+        # The upstream asks for the roots by itself once initialised, and says how many it got.
+        await client.until(lambda: bool(client.said("Roots updated")))
+        tools = (await session.list_tools()).tools
+        seen["tools"] = sorted(t.name for t in tools)
+
+        async def call(name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> str:
+            result = await session.call_tool(name, arguments or {}, **kwargs)
+            return ("error: " if result.isError else "") + text(result)
+
+        seen["roots"] = await call("get-roots-list")
+        # The client's roots change: it says so (client -> upstream notification), the upstream lists again.
+        client.roots = [first, second]
+        await session.send_roots_list_changed()
+        await client.until(lambda: "Roots updated: 2 root(s) received from client" in client.said("Roots updated"))
+        seen["roots_changed"] = await call("get-roots-list")
+        seen["roots_said"] = client.said("Roots updated")
+
+        seen["sampling"] = await call("trigger-sampling-request", {"prompt": "a haiku on guards", "maxTokens": 40})
+        seen["elicitation"] = await call("trigger-elicitation-request")
+
+        progress: list[list[float | None]] = []
+
+        async def on_progress(done: float, total: float | None, _message: str | None) -> None:
+            progress.append([done, total])
+
+        seen["long"] = await call(
+            "trigger-long-running-operation", {"duration": 0.3, "steps": 3}, progress_callback=on_progress
+        )
+        seen["progress"] = progress
+
+        await session.set_logging_level("debug")
+        seen["logging_on"] = await call("toggle-simulated-logging")
+        levels = {"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
+        # One simulated message at once (a random level), then every 5 s: the first is enough.
+        await client.until(lambda: any(log.level in levels and "-level message" in str(log.data) for log in client.logs))
+        seen["logging_off"] = await call("toggle-simulated-logging")
+
+        resources = (await session.list_resources()).resources
+        uri = str(resources[0].uri)
+        await session.subscribe_resource(AnyUrl(uri))
+        seen["subscribe_said"] = client.said("Received Subscribe Resource request")
+        seen["updates_on"] = await call("toggle-subscriber-updates")
+        await client.until(lambda: uri in client.updated)
+        seen["updates_off"] = await call("toggle-subscriber-updates")
+        seen["prompts"] = sorted(p.name for p in (await session.list_prompts()).prompts)
+
+        seen["echo"] = await call("echo", {"message": "hello"})
+        seen["asked"] = client.asked
+    return seen
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """The transcript without the proxy (the reference), and the directory its roots were under."""
+    tmp = tmp_path_factory.mktemp("direct")
+    command = everything_server()
+    return anyio.run(transcript, lambda: over_stdio(command), tmp), tmp
+
+
+def _same(direct: tuple[dict[str, Any], Path], proxied: dict[str, Any], tmp: Path) -> None:
+    expected, direct_tmp = direct
+    # Roots are each run's own directories; the hidden tool is the policy's doing, not the relay's.
+    shown = json.loads(json.dumps(proxied).replace(tmp.as_uri(), direct_tmp.as_uri()).replace(str(tmp), str(direct_tmp)))
+    assert shown["tools"] == [t for t in expected["tools"] if t != "get-env"]
+    assert "get-env" in expected["tools"]
+    for key in expected:
+        if key != "tools":
+            assert shown[key] == expected[key], key
+
+
+def test_the_reference_transcript_exercises_every_feature(direct: tuple[dict[str, Any], Path]) -> None:
+    """Without the proxy, the client-side features work: the comparisons below are not of two failures."""
+    seen, _ = direct
+    assert set(EVERYTHING_TOOLS) <= set(seen["tools"])
+    assert "first-root" in seen["roots"] and "second-root" in seen["roots_changed"]
+    assert "sampled: " in seen["sampling"] and "a haiku on guards" in seen["sampling"]
+    assert "User provided the requested information" in seen["elicitation"] and "Ada" in seen["elicitation"]
+    assert seen["progress"] == [[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]]
+    assert [a["method"] for a in seen["asked"]] == [
+        "roots/list",
+        "roots/list",
+        "sampling/createMessage",
+        "elicitation/create",
+    ]
+
+
+@pytest.mark.parametrize("mode", [[], ["--no-relay"]], ids=["relay", "no-relay"])
+def test_stdio_proxy_is_transparent(
+    direct: tuple[dict[str, Any], Path], tmp_path: Path, mode: list[str]
+) -> None:
+    policy = write_policy(tmp_path / "policy.json", POLICY)
+    argv = proxy_command(policy, *mode, upstream=everything_server())
+    _same(direct, anyio.run(transcript, lambda: over_stdio(argv), tmp_path), tmp_path)
+
+
+def test_http_front_is_transparent(direct: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.json", POLICY)
+    port = free_port()
+    argv = proxy_command(policy, "--listen", f"127.0.0.1:{port}", upstream=everything_server())
+    with http_processes((argv, port, None)) as (url,):
+        _same(direct, anyio.run(transcript, lambda: over_http(url), tmp_path), tmp_path)
+
+
+# -- roots reach the filesystem server ---------------------------------------------------------------------
+
+
+async def allowed_directories(connect: Connect, root: Path) -> str:
+    """What the filesystem server allows a client whose one root is ``root``, once it has asked for the roots."""
+    client = Client([root])
+    async with connect() as (read, write), client.session(read, write) as session:
+        await session.initialize()
+        await client.until(lambda: client.asked != [])  # the server asks for the roots once initialised
+        with anyio.fail_after(WAIT_S):
+            while True:  # the server applies the answer asynchronously (it resolves each path first)
+                shown = text(await session.call_tool("list_allowed_directories", {}))
+                if str(root.resolve()) in shown:
+                    return shown
+                await anyio.sleep(0.05)
+
+
+@pytest.mark.parametrize("path", ["relay", "no-relay", "http"])
+def test_filesystem_server_sees_the_clients_roots(tmp_path: Path, path: str) -> None:
+    command_line_dir, root = tmp_path / "from-command-line", tmp_path / "client-root"
+    command_line_dir.mkdir()
+    root.mkdir()
+    upstream = [*filesystem_server(), str(command_line_dir)]
+    policy = write_policy(tmp_path / "policy.json", POLICY)
+    if path == "http":
+        port = free_port()
+        argv = proxy_command(policy, "--listen", f"127.0.0.1:{port}", upstream=upstream)
+        with http_processes((argv, port, None)) as (url,):
+            shown = anyio.run(allowed_directories, lambda: over_http(url), root)
+    else:
+        argv = proxy_command(policy, *(["--no-relay"] if path == "no-relay" else []), upstream=upstream)
+        shown = anyio.run(allowed_directories, lambda: over_stdio(argv), root)
+    assert str(root.resolve()) in shown
+    assert str(command_line_dir.resolve()) not in shown  # replaced by the client's roots
