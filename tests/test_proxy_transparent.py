@@ -184,7 +184,9 @@ async def transcript(connect: Connect, tmp: Path) -> dict[str, Any]:
         seen["logging_on"] = await call("toggle-simulated-logging")
         levels = {"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
         # One simulated message at once (a random level), then every 5 s: the first is enough.
-        await client.until(lambda: any(log.level in levels and "-level message" in str(log.data) for log in client.logs))
+        await client.until(
+            lambda: any(log.level in levels and "-level message" in str(log.data) for log in client.logs)
+        )
         seen["logging_off"] = await call("toggle-simulated-logging")
 
         resources = (await session.list_resources()).resources
@@ -212,7 +214,9 @@ def direct(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
 def _same(direct: tuple[dict[str, Any], Path], proxied: dict[str, Any], tmp: Path) -> None:
     expected, direct_tmp = direct
     # Roots are each run's own directories; the hidden tool is the policy's doing, not the relay's.
-    shown = json.loads(json.dumps(proxied).replace(tmp.as_uri(), direct_tmp.as_uri()).replace(str(tmp), str(direct_tmp)))
+    shown = json.loads(
+        json.dumps(proxied).replace(tmp.as_uri(), direct_tmp.as_uri()).replace(str(tmp), str(direct_tmp))
+    )
     assert shown["tools"] == [t for t in expected["tools"] if t != "get-env"]
     assert "get-env" in expected["tools"]
     for key in expected:
@@ -237,9 +241,7 @@ def test_the_reference_transcript_exercises_every_feature(direct: tuple[dict[str
 
 
 @pytest.mark.parametrize("mode", [[], ["--no-relay"]], ids=["relay", "no-relay"])
-def test_stdio_proxy_is_transparent(
-    direct: tuple[dict[str, Any], Path], tmp_path: Path, mode: list[str]
-) -> None:
+def test_stdio_proxy_is_transparent(direct: tuple[dict[str, Any], Path], tmp_path: Path, mode: list[str]) -> None:
     policy = write_policy(tmp_path / "policy.json", POLICY)
     argv = proxy_command(policy, *mode, upstream=everything_server())
     _same(direct, anyio.run(transcript, lambda: over_stdio(argv), tmp_path), tmp_path)

@@ -137,7 +137,9 @@ class ClientSide:
         except ValueError as exc:  # the relay writes what it parsed; a message the SDK's model cannot hold
             log.warning("a message for the client did not fit the SDK's model; dropped: %s", exc)
             return
-        self._out.put_nowait(SessionMessage(message, metadata=ServerMessageMetadata(related_request_id=self._related(message))))
+        self._out.put_nowait(
+            SessionMessage(message, metadata=ServerMessageMetadata(related_request_id=self._related(message)))
+        )
 
     def _related(self, message: types.JSONRPCMessage) -> Any:
         root = message.root
@@ -299,7 +301,9 @@ class HttpUpstream:
             self.returncode = 0
             self.stdout.feed_eof()
 
-    async def _read(self, read: MemoryObjectReceiveStream[SessionMessage | Exception], scope: anyio.CancelScope) -> None:
+    async def _read(
+        self, read: MemoryObjectReceiveStream[SessionMessage | Exception], scope: anyio.CancelScope
+    ) -> None:
         async for item in read:
             if isinstance(item, Exception):
                 log.warning("the upstream session at %s failed: %s", self.url, item)
