@@ -226,7 +226,8 @@ def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path
     try:
         # The upstream serving this client: the one that answered its initialize (--no-relay first reaches the
         # upstream once on its own, to fail in one line if it is not an MCP server; that one has ended by now).
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
         proc.stdin.write(
             json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize}).encode() + b"\n"

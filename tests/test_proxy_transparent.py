@@ -29,7 +29,9 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import AnyUrl, FileUrl
+from servers import fixture_server
 from servers.proxy_support import REPO, filesystem_server, free_port, http_processes, proxy_command, text, write_policy
+from servers.raw_wire import SdkWire, call, spawn, typescript_server
 
 EVERYTHING_TOOLS = (
     "echo",
@@ -228,9 +230,11 @@ def test_the_reference_transcript_exercises_every_feature(direct: tuple[dict[str
     """Without the proxy, the client-side features work: the comparisons below are not of two failures."""
     seen, _ = direct
     assert set(EVERYTHING_TOOLS) <= set(seen["tools"])
-    assert "first-root" in seen["roots"] and "second-root" in seen["roots_changed"]
-    assert "sampled: " in seen["sampling"] and "a haiku on guards" in seen["sampling"]
-    assert "User provided the requested information" in seen["elicitation"] and "Ada" in seen["elicitation"]
+    assert "first-root" in seen["roots"]
+    assert "second-root" in seen["roots_changed"]
+    assert "sampled: Resource trigger-sampling-request context: a haiku on guards" in seen["sampling"]
+    assert "User provided the requested information" in seen["elicitation"]
+    assert "- Name: Ada" in seen["elicitation"]
     assert seen["progress"] == [[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]]
     assert [a["method"] for a in seen["asked"]] == [
         "roots/list",
@@ -261,13 +265,14 @@ def test_http_front_is_transparent(direct: tuple[dict[str, Any], Path], tmp_path
 async def allowed_directories(connect: Connect, root: Path) -> str:
     """What the filesystem server allows a client whose one root is ``root``, once it has asked for the roots."""
     client = Client([root])
+    expected = str(root.resolve())  # noqa: ASYNC240 - before the session: nothing else waits on this loop yet
     async with connect() as (read, write), client.session(read, write) as session:
         await session.initialize()
         await client.until(lambda: client.asked != [])  # the server asks for the roots once initialised
         with anyio.fail_after(WAIT_S):
             while True:  # the server applies the answer asynchronously (it resolves each path first)
                 shown = text(await session.call_tool("list_allowed_directories", {}))
-                if str(root.resolve()) in shown:
+                if expected in shown:
                     return shown
                 await anyio.sleep(0.05)
 
@@ -289,3 +294,64 @@ def test_filesystem_server_sees_the_clients_roots(tmp_path: Path, path: str) -> 
         shown = anyio.run(allowed_directories, lambda: over_stdio(argv), root)
     assert str(root.resolve()) in shown
     assert str(command_line_dir.resolve()) not in shown  # replaced by the client's roots
+
+
+# -- what passes is never a tool call past the guard ---------------------------------------------------------
+
+NESTED_POLICY: dict[str, Any] = {"version": "1", "default": "allow", "hide": ["admin_reset"]}
+
+
+def carriers() -> list[dict[str, Any]]:
+    """Client messages that pass the proxy unjudged (answers, notifications), each carrying a hidden call."""
+    hidden = call(901, "admin_reset")
+    return [
+        # An answer (to a request the upstream never made, as to a sampling request it did) holding a call.
+        {"jsonrpc": "2.0", "id": "sampled-1", "result": {"role": "assistant", "model": "m", "request": hidden}},
+        {"jsonrpc": "2.0", "id": 902, "result": {"content": {"type": "text", "text": json.dumps(hidden)}}},
+        # Notifications holding one, in params and as their text.
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/progress",
+            "params": {"progressToken": 1, "progress": 1, "x": hidden},
+        },
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed", "params": {"_meta": {"request": hidden}}},
+        # A notification named tools/call: no id, so never judged as a call; never passed on either.
+        {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "admin_reset", "arguments": {}}},
+        # A request that also carries a result is a request: judged (hidden) and refused.
+        {**call(903, "admin_reset"), "result": {}},
+    ]
+
+
+@asynccontextmanager
+async def raw_session(path: str, argv_for: Callable[..., list[str]], env: dict[str, str]) -> AsyncIterator[Any]:
+    if path == "http":
+        port = free_port()
+        with http_processes((argv_for("--listen", f"127.0.0.1:{port}"), port, env)) as (url,):
+            async with streamable_http_client(url) as (read, write, _), read, write:  # this test's own ends
+                yield SdkWire(read, write)
+    else:
+        async with spawn(argv_for(*(["--no-relay"] if path == "no-relay" else [])), env) as wire:
+            yield wire
+
+
+@pytest.mark.parametrize("path", ["relay", "no-relay", "http"])
+@pytest.mark.parametrize("upstream", ["python", "typescript"])
+async def test_nothing_carries_a_tool_call_past_the_guard(tmp_path: Path, path: str, upstream: str) -> None:
+    record = tmp_path / "record.jsonl"
+    command = fixture_server.command("recording") if upstream == "python" else typescript_server()
+    policy = write_policy(tmp_path / "policy.json", NESTED_POLICY)
+
+    def argv_for(*options: str) -> list[str]:
+        return proxy_command(policy, *options, upstream=command)
+
+    async with raw_session(path, argv_for, {"RECORD_FILE": str(record)}) as wire:
+        listed = await wire.start()
+        assert "admin_reset" not in {t["name"] for t in listed["result"]["tools"]}
+        for message in carriers():
+            await wire.send(message)
+        # Messages reach the upstream in order: once this call ran, every carrier above had arrived.
+        ran = await wire.request(call(904, "get_balance", asset="BTC"))
+        assert ran["result"].get("isError", False) is False
+        refused = await wire.answer_to(903)
+    assert json.loads(refused["result"]["content"][0]["text"])["code"] == "hidden"
+    assert [r["tool"] for r in json.loads(f"[{','.join(record.read_text().splitlines())}]")] == ["get_balance"]

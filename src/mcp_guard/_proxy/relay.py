@@ -337,6 +337,9 @@ class Relay:
             if "id" not in message:  # a notification
                 if method == "notifications/cancelled" and self._cancelled(message):
                     continue
+                if method == "tools/call":  # a call without an id: nothing to judge or answer; never sent on
+                    log.warning("refused a client notification named tools/call")
+                    continue
                 await self._to_upstream(line)
                 continue
             if not _valid_id(rid) or (isinstance(rid, str) and rid.startswith(ID_PREFIX)) or rid in self._pending:
