@@ -5,10 +5,11 @@
                     --identity-header H] [--allow-host HOST[:PORT]]... [--allow-origin ORIGIN]...
 
 Downstream is stdio unless ``--listen`` is given (streamable HTTP at ``/mcp``); upstream is the command
-(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. Stdio to stdio is served by the
-JSON-RPC relay in :mod:`mcp_guard._proxy.relay` (each message parsed once, strictly, and re-serialised;
-only tool calls decided), unless ``--no-relay`` is given or stdin/stdout are not pipes; everything else by the SDK-based
-server in :mod:`mcp_guard._proxy.server` (and :mod:`mcp_guard._proxy.http`). This module only parses options
+(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. Every path is the JSON-RPC relay of
+:mod:`mcp_guard._proxy.relay` (each message parsed once, strictly, and re-serialised; only tool calls decided,
+everything else passed both ways): on stdio pipes it reads the client itself; with ``--no-relay`` (or a terminal
+or a file on stdin) through the SDK's stdio server, and with ``--listen`` through the SDK's streamable-HTTP server
+(:mod:`mcp_guard._proxy.bridge`, :mod:`mcp_guard._proxy.http`). This module only parses options
 and runs them, and imports the ``mcp`` SDK only when the command runs, so ``mcp-guard --help`` and ``import mcp_guard``
 need no extra.
 
@@ -95,8 +96,9 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-relay",
         action="store_true",
-        help="stdio to stdio: serve through the mcp SDK's server and client (a full second MCP hop) instead of "
-        "the default JSON-RPC relay, which passes each message on as it parsed it and guards only tool calls",
+        help="stdio: read the client through the mcp SDK's stdio server instead of the relay's own pipe reader "
+        "(the relay still passes each message on as it parsed it and guards only tool calls); the upstream is "
+        "reached once first, to fail in one line if it is not an MCP server",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
     return parser
