@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import mcp.types as types
 import pytest
 from mcp import ClientSession, StdioServerParameters
@@ -355,3 +356,64 @@ async def test_nothing_carries_a_tool_call_past_the_guard(tmp_path: Path, path: 
         refused = await wire.answer_to(903)
     assert json.loads(refused["result"]["content"][0]["text"])["code"] == "hidden"
     assert [r["tool"] for r in json.loads(f"[{','.join(record.read_text().splitlines())}]")] == ["get_balance"]
+
+
+# -- resumable HTTP streams ----------------------------------------------------------------------------------
+
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """``(event id, message)`` for each SSE event with data (priming events carry none)."""
+    event_id, data = None, ""
+    async for raw in response.aiter_lines():
+        if raw.startswith("id:"):
+            event_id = raw[3:].strip()
+        elif raw.startswith("data:"):
+            data += raw[5:].strip()
+        elif raw == "":
+            if data:
+                yield event_id, json.loads(data)
+            event_id, data = None, ""
+
+
+async def lost_and_resumed(url: str) -> tuple[list[float], dict[str, Any]]:
+    """Start a slow call with progress, drop its stream after the first progress, resume with Last-Event-ID:
+    the progress seen after resuming, and the call's answer."""
+    async with httpx.AsyncClient(timeout=WAIT_S) as http:
+        init = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+        opened = await http.post(
+            url, headers=HEADERS, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init}
+        )
+        session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert (await http.post(url, headers={**HEADERS, **session}, json=initialized)).status_code == 202
+        params = {"name": "trigger-long-running-operation", "arguments": {"duration": 1.5, "steps": 3}}
+        params["_meta"] = {"progressToken": "slow"}
+        request = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}
+        last = None
+        async with http.stream("POST", url, headers={**HEADERS, **session}, json=request) as response:
+            async for event_id, message in sse_events(response):
+                if message.get("method") == "notifications/progress":
+                    last = event_id
+                    break  # the client loses the stream here
+        assert last is not None
+        progress: list[float] = []
+        resume = {**session, "Accept": "text/event-stream", "Last-Event-ID": last}
+        async with http.stream("GET", url, headers=resume) as response:
+            async for _, message in sse_events(response):
+                if message.get("method") == "notifications/progress":
+                    progress.append(message["params"]["progress"])
+                elif message.get("id") == 2:
+                    return progress, message
+    raise AssertionError("the resumed stream ended without the call's answer")
+
+
+def test_http_front_streams_resume_with_last_event_id(tmp_path: Path) -> None:
+    policy = write_policy(tmp_path / "policy.json", POLICY)
+    port = free_port()
+    argv = proxy_command(policy, "--listen", f"127.0.0.1:{port}", upstream=everything_server())
+    with http_processes((argv, port, None)) as (url,):
+        progress, answer = anyio.run(lost_and_resumed, url)
+    assert progress == [2, 3]
+    assert "Long running operation completed" in answer["result"]["content"][0]["text"]
