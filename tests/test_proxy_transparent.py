@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +417,44 @@ def test_http_front_streams_resume_with_last_event_id(tmp_path: Path) -> None:
         progress, answer = anyio.run(lost_and_resumed, url)
     assert progress == [2, 3]
     assert "Long running operation completed" in answer["result"]["content"][0]["text"]
+
+
+# -- the proxy's own question and the upstream's ---------------------------------------------------------------
+
+
+@contextmanager
+def proxied(path: str, policy: Path, upstream: list[str]) -> Iterator[Connect]:
+    """How a client reaches ``upstream`` through the proxy on ``path``."""
+    if path == "http":
+        port = free_port()
+        argv = proxy_command(policy, "--listen", f"127.0.0.1:{port}", upstream=upstream)
+        with http_processes((argv, port, None)) as (url,):
+            yield lambda: over_http(url)
+    else:
+        argv = proxy_command(policy, *(["--no-relay"] if path == "no-relay" else []), upstream=upstream)
+        yield lambda: over_stdio(argv)
+
+
+async def approved_elicitation(connect: Connect, tmp: Path) -> tuple[list[str], str]:
+    client = Client([tmp])
+    async with connect() as (read, write), client.session(read, write) as session:
+        await session.initialize()
+        result = await session.call_tool("trigger-elicitation-request", {})
+        # The server syncs the roots by itself after initialize: let that end before the session does (the SDK's
+        # stdio client fails on a message that arrives as it closes).
+        await client.until(lambda: bool(client.said("Roots updated")))
+    return [a["message"] for a in client.asked if a["method"] == "elicitation/create"], text(result)
+
+
+@pytest.mark.parametrize("path", ["relay", "no-relay", "http"])
+def test_the_proxys_approval_and_the_upstreams_elicitation_are_two_questions(tmp_path: Path, path: str) -> None:
+    # The call needs approval: the proxy asks this client (it declared elicitation) first; once approved, the
+    # upstream's own elicitation reaches the same client and its answer reaches the upstream.
+    approval = {"trigger-elicitation-request": {"action": "require_approval"}}
+    policy = write_policy(tmp_path / "policy.json", {"version": "1", "default": "allow", "tools": approval})
+    with proxied(path, policy, everything_server()) as connect:
+        asked, result = anyio.run(approved_elicitation, connect, tmp_path)
+    assert len(asked) == 2
+    assert asked[0].startswith("Allow trigger-elicitation-request on mcp-servers/everything?")
+    assert asked[1] == "Please provide inputs for the following fields:"
+    assert "- Name: Ada" in result  # the upstream got the client's answer to its own question
