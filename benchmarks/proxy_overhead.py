@@ -9,9 +9,10 @@ rate limit reserved in the memory store, one audit event written to a JSONL file
 
 Prints the median per call for each path, what the proxy adds, and that as a share of the direct round
 trip. Over stdio the default is the JSON-RPC relay (each message parsed once and re-serialised, only tool
-calls decided): what it adds is a second pipe, that parse and the guard's work. ``--no-relay`` (the SDK-based
-server, a full second MCP hop: pydantic models both ways) is the second stdio row; HTTP always goes through
-the SDK. The guard's own part is what ``benchmarks/guard_overhead.py`` measures.
+calls decided): what it adds is a second pipe, that parse and the guard's work. ``--no-relay`` (the same relay,
+reading the client through the SDK's stdio server: pydantic models, then the relay's parse) is the second stdio
+row; over HTTP the relay sits between the SDK's streamable-HTTP server and client. The guard's own part is what
+``benchmarks/guard_overhead.py`` measures.
 
 ``--json`` prints the per-call medians (µs) as one JSON line and the table to stderr, so ``benchmarks/paired.py
 proxy_overhead`` can pair two versions of ``src``: the proxy processes are started with this interpreter and

@@ -195,7 +195,8 @@ async def test_the_relay_forwards_only_what_it_judged(tmp_path: Path, upstream: 
 @pytest.mark.parametrize("upstream", list(UPSTREAMS))
 async def test_the_sdk_path_forwards_only_what_it_judged(tmp_path: Path, upstream: str) -> None:
     # --no-relay: the SDK's own stdio server reads the client (universal newlines, U+FFFD for bad bytes), so
-    # it reads some attempts differently from the relay; but what it forwards is its parse, re-serialised.
+    # it reads some attempts differently from the relay; but what it forwards is its parse, re-serialised, and
+    # parsed again by the relay, which judges it by the relay's rules.
     command = UPSTREAMS[upstream]()
     record, audit = tmp_path / "record.jsonl", tmp_path / "audit.jsonl"
     policy = write_policy(tmp_path / "policy.json", POLICY)
@@ -206,8 +207,9 @@ async def test_the_sdk_path_forwards_only_what_it_judged(tmp_path: Path, upstrea
     assert never_ran_forbidden(ran) == []
     assert ran_as_audited(ran, audit_events(audit)) == []
     assert Counter((r["tool"], r["args"].get("amount")) for r in ran) >= RAN
-    # The SDK parsed 2**53 + 1 exactly; the guard refuses it rather than let a TypeScript upstream round it.
-    assert json.loads(answers[15][0]["result"]["content"][0]["text"])["code"] == "invalid_arguments"
+    # The SDK parsed 2**53 + 1 exactly; the relay refuses it (as on its own path) rather than let a TypeScript
+    # upstream round it.
+    assert [a["error"]["code"] for a in answers[15]] == [-32600]
 
 
 def strict_object(raw: bytes) -> dict[str, Any]:

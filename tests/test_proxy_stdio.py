@@ -224,6 +224,16 @@ def test_upstream_ends_when_the_proxy_is_terminated(tmp_path: Path, record: Path
     argv = proxy_command(policy, *mode, upstream=proxy_upstream_server())
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
+        # The upstream serving this client: the one that answered its initialize (--no-relay first reaches the
+        # upstream once on its own, to fail in one line if it is not an MCP server; that one has ended by now).
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        initialize = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        proc.stdin.write(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize}).encode() + b"\n"
+        )
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
         assert wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", timeout=30)
         pid = int(pid_file.read_text())
         assert alive(pid)

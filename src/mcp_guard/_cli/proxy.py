@@ -5,10 +5,11 @@
                     --identity-header H] [--allow-host HOST[:PORT]]... [--allow-origin ORIGIN]...
 
 Downstream is stdio unless ``--listen`` is given (streamable HTTP at ``/mcp``); upstream is the command
-(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. Stdio to stdio is served by the
-JSON-RPC relay in :mod:`mcp_guard._proxy.relay` (each message parsed once, strictly, and re-serialised;
-only tool calls decided), unless ``--no-relay`` is given or stdin/stdout are not pipes; everything else by the SDK-based
-server in :mod:`mcp_guard._proxy.server` (and :mod:`mcp_guard._proxy.http`). This module only parses options
+(started over stdio) unless ``--upstream`` names a streamable-HTTP URL. Every path is the JSON-RPC relay of
+:mod:`mcp_guard._proxy.relay` (each message parsed once, strictly, and re-serialised; only tool calls decided,
+everything else passed both ways): on stdio pipes it reads the client itself; with ``--no-relay`` (or a terminal
+or a file on stdin) through the SDK's stdio server, and with ``--listen`` through the SDK's streamable-HTTP server
+(:mod:`mcp_guard._proxy.bridge`, :mod:`mcp_guard._proxy.http`). This module only parses options
 and runs them, and imports the ``mcp`` SDK only when the command runs, so ``mcp-guard --help`` and ``import mcp_guard``
 need no extra.
 
@@ -30,7 +31,7 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,9 @@ def add_proxy_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-relay",
         action="store_true",
-        help="stdio to stdio: serve through the mcp SDK's server and client (a full second MCP hop) instead of "
-        "the default JSON-RPC relay, which passes each message on as it parsed it and guards only tool calls",
+        help="stdio: read the client through the mcp SDK's stdio server instead of the relay's own pipe reader "
+        "(the relay still passes each message on as it parsed it and guards only tool calls); the upstream is "
+        "reached once first, to fail in one line if it is not an MCP server",
     )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the upstream server's command line")
     return parser
@@ -281,7 +283,7 @@ def run_proxy(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from mcp_guard._proxy.server import GuardProxy
+    from mcp_guard._proxy.bridge import RelayFront, SdkRelay
 
     upstream = args.upstream or command
     identity_of, identity = _identity(args, tokens)
@@ -290,22 +292,31 @@ def run_proxy(args: argparse.Namespace) -> int:
         from mcp_guard._proxy.jwt_gate import JwtGate, caller_claims
 
         gate, claims = JwtGate(args.jwt), caller_claims
-    proxy = GuardProxy(guard, upstream, server_name=args.server_name, identity=identity, claims=claims)
+    front = RelayFront(guard, upstream, server_name=args.server_name, identity=identity, claims=claims)
     # What the SDK logs while the upstream starts (a traceback per line of a server that is not JSON-RPC) is
     # held back and folded into the one line that says the upstream failed.
     starting = HeldLogs()
     try:
+        # Every path is the relay; the upstream is first reached once, so that one that is down or not MCP is
+        # one line before any client is served.
+        with starting:
+            anyio.run(_probe, front)
         if sock is None:
-            with starting:
-                anyio.run(_serve_stdio, proxy, starting.pass_on)
+            relay = SdkRelay(guard, upstream, server_name=args.server_name, identity=args.identity)
+            if not args.no_relay and _can_relay():
+                import asyncio
+
+                from mcp_guard._proxy.relay import serve_stdio
+
+                asyncio.run(serve_stdio(relay))
+            else:
+                anyio.run(_serve_stdio, relay)
         else:
-            with starting:
-                anyio.run(_probe, proxy)
             from mcp_guard._proxy.http import serve_http
 
-            anyio.run(serve_http, proxy, sock, door, identity_of, gate)
+            anyio.run(serve_http, front, sock, door, identity_of, gate)
     except Exception as exc:
-        if not proxy.connected:
+        if not front.connected:
             guard.close()
             return fail(_upstream_failed(upstream, exc, starting), subcommand="proxy")
         return fail(f"stopped serving: {describe_error(exc)}", subcommand="proxy")
@@ -365,31 +376,31 @@ async def _probe(proxy: Any) -> None:
         await proxy.probe()
 
 
-async def _serve_stdio(proxy: Any, connected: Callable[[], None] | None = None) -> None:
-    import anyio
+async def _serve_stdio(relay: Any) -> None:
+    """The relay, reading the client through the mcp SDK's stdio server (``--no-relay``, or a terminal or a file
+    on stdin, which the relay's own pipe reader cannot read)."""
+    import asyncio
+
     from mcp.server.stdio import stdio_server
 
-    async with anyio.create_task_group() as tg:
+    from mcp_guard._proxy.bridge import serve_on
+    from mcp_guard._proxy.relay import tell_on_reload
 
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    proxy.stop()
-                    return
-
-        tg.start_soon(stop_on_signal)
-        async with stdio_server() as (read_stream, write_stream):
-            try:
-                await proxy.serve(read_stream, write_stream, connected=connected)
-            finally:
-                await proxy.guard.aclose()  # store connections and audit files, from the loop that used them
-            if proxy.stopped:
-                # The upstream is closed by now. The SDK reads stdin in a thread that only a line or EOF can
-                # wake, and a signal brings neither: leave without waiting for it.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(0)
-        tg.cancel_scope.cancel()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, relay.stop)
+    tell_on_reload(relay)
+    async with stdio_server() as (read_stream, write_stream):
+        try:
+            await serve_on(relay, read_stream, write_stream)
+        finally:
+            await relay.guard.aclose()  # store connections and audit files, from the loop that used them
+        if relay.stopped:
+            # The upstream is closed by now. The SDK reads stdin in a thread that only a line or EOF can
+            # wake, and a signal brings neither: leave without waiting for it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 __all__ = ["add_proxy_parser", "run_proxy"]

@@ -1,7 +1,8 @@
 """The proxy's streamable-HTTP front: clients connect to ``http://HOST:PORT/mcp``; identity from each request.
 
-Stateful sessions (the SDK's ``StreamableHTTPSessionManager``), so a call that needs approval can ask its
-client by elicitation on the same stream. Each client session gets its own upstream session.
+Stateful sessions (the SDK's ``StreamableHTTPSessionManager``), each relayed by a relay of its own
+(:mod:`mcp_guard._proxy.bridge`) to an upstream session of its own: whatever the client and the upstream say
+to each other passes, only tool calls are judged. Streams are resumable (``Last-Event-ID``).
 
 Every request first passes the ``Host`` / ``Origin`` check of :mod:`mcp_guard._proxy.origin` (DNS rebinding).
 
@@ -33,10 +34,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from mcp_guard._proxy.bridge import RelayFront
+from mcp_guard._proxy.events import MemoryEventStore
 from mcp_guard._proxy.origin import FrontDoor, FrontDoorMiddleware
+from mcp_guard._proxy.relay import tell_on_reload
 from mcp_guard._proxy.server import GuardProxy
 
 IdentityFromHeaders = Callable[[Mapping[str, str]], "str | None"]
+Front = RelayFront | GuardProxy
 
 
 class IdentityReader:
@@ -128,14 +133,17 @@ def request_identity(
 
 
 def asgi_app(
-    proxy: GuardProxy, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor, gate: Any = None
+    proxy: Front, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor, gate: Any = None
 ) -> Starlette:
     """The proxy as an ASGI application serving MCP at ``/mcp``, behind ``door``'s Host/Origin check.
 
-    ``gate`` wraps the endpoint, to refuse requests before the SDK sees them (the JWT front's ``JwtGate``).
-    Call :meth:`GuardProxy.probe` first.
+    ``proxy``: a :class:`RelayFront` (what the CLI serves: each client session relayed to its own upstream
+    session) or a :class:`GuardProxy` (the SDK-based server). ``gate`` wraps the endpoint, to refuse requests
+    before the SDK sees them (the JWT front's ``JwtGate``). Call ``proxy.probe()`` first. Streams are resumable:
+    a client that lost one gets what it missed with ``Last-Event-ID`` (:mod:`mcp_guard._proxy.events`).
     """
-    manager = StreamableHTTPSessionManager(app=proxy.server)
+    app: Any = proxy.server if isinstance(proxy, GuardProxy) else proxy
+    manager = StreamableHTTPSessionManager(app=app, event_store=MemoryEventStore())
     endpoint: Any = _Endpoint(manager, identity_of)
     if gate is not None:
         endpoint = gate(endpoint)
@@ -185,7 +193,7 @@ def quiet_disconnects() -> None:
 
 
 async def serve_http(
-    proxy: GuardProxy,
+    proxy: Front,
     sock: socket.socket,
     door: FrontDoor,
     identity_of: IdentityFromHeaders | None = None,
@@ -197,7 +205,10 @@ async def serve_http(
     starts nothing.
     """
     try:
-        await proxy.probe()
+        if not (isinstance(proxy, RelayFront) and proxy.connected):
+            await proxy.probe()
+        if isinstance(proxy, RelayFront):
+            tell_on_reload(proxy)
         quiet_disconnects()
         config = uvicorn.Config(
             asgi_app(proxy, identity_of, door=door, gate=gate),

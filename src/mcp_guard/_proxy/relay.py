@@ -83,6 +83,33 @@ class Sink(Protocol):
     async def drain(self) -> None: ...
 
 
+class UpstreamPipe(Protocol):
+    """The upstream's input: an ``asyncio.StreamWriter`` for a child process."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class UpstreamProcess(Protocol):
+    """What the relay needs of its upstream: an ``asyncio.subprocess.Process``, or an HTTP session made to look
+    like one (:class:`mcp_guard._proxy.bridge.HttpUpstream`)."""
+
+    @property
+    def stdin(self) -> UpstreamPipe | None: ...
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+
 class _Reply:
     """An upstream answer the relay waited for: the line to relay (its parse re-serialised) and the parse.
 
@@ -192,7 +219,7 @@ class Relay:
         self.session = uuid.uuid4().hex  # the guard's ``session`` for session-scoped limits
         self.stopped = False
         self._client: Sink | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: UpstreamProcess | None = None
         self._pending: dict[Any, Any] = {}  # client request id (or relay id) -> None | _Rewrite | Future | _HELD
         self._asks: dict[str, asyncio.Future[dict[str, Any]]] = {}  # elicitations waiting for the client
         self._tools: dict[str, dict[str, Any]] = {}
@@ -211,13 +238,7 @@ class Relay:
         """Start the upstream and relay between it and the client on ``reader``/``writer`` until either
         the client leaves or :meth:`stop` is called; then close the upstream."""
         self._client = writer
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=dict(os.environ),  # as the SDK path: a server configured by environment behaves the same
-            limit=_LINE_LIMIT,
-        )
+        self._proc = await self._start_upstream()
         assert self._proc.stdout is not None
         upstream = asyncio.create_task(self._from_upstream(self._proc.stdout))
         client = asyncio.create_task(self._from_client(reader))
@@ -232,6 +253,25 @@ class Relay:
             await self._close_upstream()
             upstream.cancel()
             await asyncio.gather(upstream, client, stop, *self._calls, return_exceptions=True)
+
+    async def _start_upstream(self) -> UpstreamProcess:
+        """The upstream, started: the command as a child process (:mod:`mcp_guard._proxy.bridge` overrides this
+        for a streamable-HTTP upstream)."""
+        return await asyncio.create_subprocess_exec(
+            *self.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=dict(os.environ),  # as the SDK path: a server configured by environment behaves the same
+            limit=_LINE_LIMIT,
+        )
+
+    def caller(self, rid: Any) -> str | None:
+        """The identity of the client's request ``rid`` (the HTTP front reads it from that request)."""
+        return self.identity
+
+    def caller_claims(self, rid: Any) -> Mapping[str, Any] | None:
+        """The verified token claims of the client's request ``rid``, for ``claims.*`` conditions (the JWT front)."""
+        return None
 
     def stop(self) -> None:
         """End :meth:`serve` (a signal handler calls this); the upstream is then closed as on client EOF."""
@@ -296,6 +336,9 @@ class Relay:
                 continue
             if "id" not in message:  # a notification
                 if method == "notifications/cancelled" and self._cancelled(message):
+                    continue
+                if method == "tools/call":  # a call without an id: nothing to judge or answer; never sent on
+                    log.warning("refused a client notification named tools/call")
                     continue
                 await self._to_upstream(line)
                 continue
@@ -566,7 +609,8 @@ class Relay:
                 forward,
                 is_error=_is_error,
                 server=self._server(),
-                identity=self.identity,
+                identity=self.caller(rid),
+                claims=self.caller_claims(rid),
                 session=self.session,
                 annotations=tool_annotations(tool.get("annotations")) if tool is not None else None,
                 tool_schema=tool.get("inputSchema") if tool is not None else None,
@@ -591,7 +635,7 @@ class Relay:
     async def _withdrawn(self, rid: Any, name: str, args: Mapping[str, Any]) -> None:
         """The one event of a call withdrawn before the guard decided it, as the guard writes a call cancelled
         before its decision."""
-        call = new_call(name, args, self._server(), self.identity, self.session, call_id=str(rid))
+        call = new_call(name, args, self._server(), self.caller(rid), self.session, call_id=str(rid))
         decision = Decision.deny(name, "guard_unavailable", server=call.server, reason="withdrawn by the client")
         await self.guard.afinish(Admission(call, decision), "cancelled")
 
@@ -641,6 +685,29 @@ def can_relay() -> bool:
     return True
 
 
+class _Told(Protocol):
+    guard: Guard
+
+    async def policy_changed(self) -> None: ...
+
+
+def tell_on_reload(proxy: _Told) -> None:
+    """After each reload of the guard's policy, ``proxy`` tells its clients to list tools again (from this loop)."""
+    loop = asyncio.get_running_loop()
+    notices: set[asyncio.Task[None]] = set()
+
+    def tell_client(_policy: object) -> None:
+        # A reload happens on the file watcher's thread: hand the notification to this loop.
+        def send() -> None:
+            task = loop.create_task(proxy.policy_changed())
+            notices.add(task)
+            task.add_done_callback(notices.discard)
+
+        loop.call_soon_threadsafe(send)
+
+    proxy.guard.on_reload(tell_client)
+
+
 async def serve_stdio(relay: Relay) -> None:
     """Serve the client on this process's stdin/stdout; SIGINT and SIGTERM end it cleanly."""
     loop = asyncio.get_running_loop()
@@ -652,18 +719,7 @@ async def serve_stdio(relay: Relay) -> None:
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, relay.stop)
-    notices: set[asyncio.Task[None]] = set()
-
-    def tell_client(_policy: object) -> None:
-        # A reload happens on the file watcher's thread: hand the notification to this loop.
-        def send() -> None:
-            task = loop.create_task(relay.policy_changed())
-            notices.add(task)
-            task.add_done_callback(notices.discard)
-
-        loop.call_soon_threadsafe(send)
-
-    relay.guard.on_reload(tell_client)
+    tell_on_reload(relay)
     try:
         await relay.serve(reader, writer)
         with contextlib.suppress(ConnectionError):
@@ -675,4 +731,14 @@ async def serve_stdio(relay: Relay) -> None:
         transport.close()
 
 
-__all__ = ["ID_PREFIX", "MAX_CLIENT_MESSAGE", "Relay", "approval_message", "can_elicit", "can_relay", "serve_stdio"]
+__all__ = [
+    "ID_PREFIX",
+    "MAX_CLIENT_MESSAGE",
+    "Relay",
+    "UpstreamProcess",
+    "approval_message",
+    "can_elicit",
+    "can_relay",
+    "serve_stdio",
+    "tell_on_reload",
+]

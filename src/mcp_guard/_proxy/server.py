@@ -1,4 +1,8 @@
-"""The MCP proxy's server: an MCP server in front of an MCP server, every tool call through a :class:`Guard`.
+"""An SDK-based MCP proxy server: an MCP server in front of an MCP server, every tool call through a :class:`Guard`.
+
+``mcp-guard proxy`` no longer serves through this module (every path is the relay, which is transparent where
+this server is not, see :mod:`mcp_guard._proxy.bridge`); it stays for embedding a proxy in a Python process
+on the SDK's own streams.
 
 Built on the official SDK's low-level ``Server`` (downstream, towards the client) and ``ClientSession``
 (upstream). Requests are forwarded as the client sent them (cursor, ``_meta``, progress tokens), except:
