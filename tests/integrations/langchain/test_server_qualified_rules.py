@@ -1,0 +1,61 @@
+"""Silent skip (issue 9): a server-qualified rule (``exchange/withdraw: deny``) must apply without ``server=``.
+
+Each LangChain adapter finds the MCP server of a langchain-mcp-adapters tool by itself (the interceptor from
+its request, ``wrap_tools`` and ``GuardMiddleware`` from the tool), so the rule is never skipped. The judge is
+the recording FastMCP server over stdio: ``withdraw`` must never run. (The Agents SDK adapters take the name
+of the ``MCPServer`` they guard: see ``test_attack_hidden_agents.py``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from langchain.agents import create_agent
+
+from mcp_guard import Guard
+from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware, wrap_tools
+from tests.support.langchain_helpers import RecordingSession, call, script, tool_messages, violation
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+POLICY: dict[str, Any] = {"version": "1", "default": "allow", "tools": {"exchange/withdraw": {"action": "deny"}}}
+WITHDRAW = {"asset": "BTC", "amount": 1.0}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
+    session = await RecordingSession(tmp_path_factory.mktemp("skip") / "record.jsonl").start()
+    yield session
+    await session.close()
+
+
+async def refused(server: RecordingSession, tools: list[Any], middleware: list[Any]) -> dict[str, Any]:
+    before = len(server.record())
+    agent = create_agent(script(call("withdraw", WITHDRAW, "w1")), tools, middleware=middleware)
+    state = await agent.ainvoke({"messages": [("user", "go")]})
+    assert [r["tool"] for r in server.record()[before:]] == []
+    (message,) = tool_messages(state["messages"])
+    payload = violation(message)
+    assert payload is not None
+    return payload
+
+
+async def test_wrap_tools_hides_the_denied_tool_and_refuses_a_call(server: RecordingSession) -> None:
+    tools = await server.tools()
+    assert "withdraw" not in [t.name for t in wrap_tools(tools, POLICY)]
+    payload = await refused(server, wrap_tools(tools, POLICY, hide_denied=False), [])
+    assert (payload["code"], payload["server"]) == ("denied", "exchange")
+
+
+async def test_interceptor(server: RecordingSession) -> None:
+    tools = await server.tools(tool_interceptors=[GuardInterceptor(Guard(POLICY))])
+    payload = await refused(server, tools, [])
+    assert (payload["code"], payload["server"]) == ("denied", "exchange")
+
+
+async def test_middleware(server: RecordingSession) -> None:
+    payload = await refused(server, await server.tools(), [GuardMiddleware(POLICY)])
+    assert (payload["code"], payload["server"]) == ("denied", "exchange")
