@@ -7,7 +7,7 @@ need agentdojo, which is not in the dev extra (it pulls in model SDKs); they run
 and skip elsewhere::
 
     make bench-agentdojo ARGS=--help       # builds .bench-venvs/agentdojo once
-    .bench-venvs/agentdojo/bin/python -m pytest -q -p no:randomly tests/test_benchmark_agentdojo.py
+    .bench-venvs/agentdojo/bin/python -m pytest -q -p no:randomly tests/benchmarks/test_agentdojo_score.py
 
 The replay checks use the banking suite (its environment loads in milliseconds) and small policies written
 here, so they test the harness, not the example policies; they judge at the far side, in AgentDojo's

@@ -1,6 +1,6 @@
 """The sessions guide (spec section 11; ``docs/guides/sessions.md``, once the README's Sessions section) says what the
 code does: its policy loads and refuses what the text says it refuses, and its CLI block runs as written. Its blocks
-are marked ``<!-- check: NAME -->`` (the README's ``test:`` markers belong to tests/test_readme.py)."""
+are marked ``<!-- check: NAME -->`` (the README's ``test:`` markers belong to tests/docs/test_readme.py)."""
 
 from __future__ import annotations
 

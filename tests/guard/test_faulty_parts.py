@@ -1,6 +1,6 @@
 """Faulty parts fail closed (spec 0.2 section 8): a custom store that raises, hangs or returns garbage gives
 ``guard_unavailable`` on every path, sync and async, and never an exception out of invoke/ainvoke/run/arun;
-the tool never runs. (Faulty approvers: test_approvals_held.py and test_approvals.py.)"""
+the tool never runs. (Faulty approvers: tests/calls/test_approvals_held.py and tests/calls/test_approvals.py.)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Retrying transient upstream failures: exponential back-off with jitter, bounded by attempts and time slept.
 
 Sleeps are injected and recorded; nothing sleeps for real. The tools here declare themselves safe to repeat
-(``readOnlyHint``), the only ones retried by default (spec 0.2 section 8; ``test_retry_spend.py`` covers the
+(``readOnlyHint``), the only ones retried by default (spec 0.2 section 8; ``tests/guard/test_retry_spend.py`` covers the
 rest).
 """
 

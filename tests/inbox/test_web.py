@@ -1,7 +1,7 @@
 """The inbox's web app and ``mcp-guard inbox``: the token on every route, same-origin JSON for decisions, one
 decision per request, nothing redacted in any answer, and the command itself serving a Redis inbox.
 
-Requests go through Starlette's TestClient (the real ASGI app); the browser test is ``test_inbox_browser.py``.
+Requests go through Starlette's TestClient (the real ASGI app); the browser test is ``tests/inbox/test_browser.py``.
 """
 
 from __future__ import annotations

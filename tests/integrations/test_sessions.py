@@ -1,6 +1,6 @@
 """Spec section 11 through every adapter, sync and async, and the proxy, judged by what a real MCP server ran.
 
-One assistant session against the ``mailbox`` test server (``tests/servers/fixture_server.py``): the user asks
+One assistant session against the ``mailbox`` test server (``tests/support/servers/fixture_server.py``): the user asks
 to pay the rent to their IBAN; the inbox holds an injected message with an attacker's IBAN and a leaked key.
 A scripted model posts (allowed: nothing untrusted seen yet), reads the inbox (the key comes back redacted),
 then in one turn tries the attacker's payment (refused, ``untrusted_argument``), the user's payment (admitted:

@@ -1,6 +1,6 @@
 """The JWT verifier on its own: keys pinned to their algorithms, every bad token refused with a short reason.
 
-The proxy's HTTP front (``tests/test_proxy_jwt.py``) shows the same refusals end to end; this file covers the
+The proxy's HTTP front (``tests/proxy/test_jwt.py``) shows the same refusals end to end; this file covers the
 key handling and the reasons without starting processes.
 """
 

@@ -221,7 +221,7 @@ def strict_object(raw: bytes) -> dict[str, Any]:
 
 
 async def test_the_relay_forwards_only_what_it_parsed_from_the_upstream_too(tmp_path: Path) -> None:
-    # The other direction, from an upstream that writes what no SDK does (servers/hostile_upstream.py).
+    # The other direction, from an upstream that writes what no SDK does (tests/support/servers/hostile_upstream.py).
     record = tmp_path / "received.jsonl"
     policy = write_policy(tmp_path / "policy.json", POLICY)
     argv = proxy_command(policy, upstream=[sys.executable, str(Path(hostile_upstream.__file__))])

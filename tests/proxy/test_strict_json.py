@@ -1,7 +1,7 @@
 """The relay's one strict reading of a message (``_proxy_json``), in process: what it refuses, what it passes,
 and that what it passes re-serialised reads back as the same value under the strictest reading.
 
-The end-to-end judge (what real SDK readers ran) is ``test_proxy_smuggling.py``; this module pins the reader's
+The end-to-end judge (what real SDK readers ran) is ``tests/proxy/test_smuggling.py``; this module pins the reader's
 edges cheaply: a message over the limit is skipped to its LF and its tail never read as a message, a message
 cut off by EOF is refused, a message split across feeds is read once, whole.
 """

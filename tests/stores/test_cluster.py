@@ -1,7 +1,7 @@
 """The Redis Cluster store on a real 3-master cluster: keys spread by caller, one script per slot, slot-by-slot
 reservation that rolls back and never over-admits (also across processes and with a master killed mid-run).
 
-The behaviour matrix (``tests/test_store_behaviour.py``) runs on the cluster too, through conftest's ``store``.
+The behaviour matrix (``tests/stores/test_behaviour.py``) runs on the cluster too, through conftest's ``store``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Shared pieces of the Agents SDK tests: a scripted run against a guarded server, and reading what the model got.
 
 Offline: ``agents.testing.ScriptedModel`` plays the model, tracing is off, and the MCP server is the real
-counter server (``tests/servers/counter_server.py``) over stdio.
+counter server (``tests/support/servers/counter_server.py``) over stdio.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from agents.testing import ScriptedModel, assistant_message, function_call
 
 from tests.support.clock import FakeClock
 
-Clock = FakeClock  # the shared fake clock (tests/conftest.py), under the name these tests use
+Clock = FakeClock  # the shared fake clock (tests/support/clock.py), under the name these tests use
 
 
 @contextlib.asynccontextmanager
@@ -89,7 +89,7 @@ def tools_sent(model: ScriptedModel, call_index: int = 0) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def recording_server(record: Path, name: str = "exchange") -> AsyncIterator[MCPServerStdio]:
-    """The recording server (``tests/servers/recording_server.py``) over stdio, as ``MCPServerStdio`` ``name``."""
+    """The recording server (``tests/support/servers/recording_server.py``) over stdio, as ``MCPServerStdio`` ``name``."""
     from tests.support.servers.recording_server import server_params as recording_params
 
     p = recording_params(record)

@@ -1,14 +1,14 @@
 """The shared table of cases: one policy and the decision each call must get, through every adapter.
 
 The LangChain adapters (``wrap_tools``, ``GuardInterceptor``, ``GuardMiddleware``) and the Agents SDK
-adapters all run this table against the real counter server (``tests/servers/counter_server.py``, server
+adapters all run this table against the real counter server (``tests/support/servers/counter_server.py``, server
 name ``"exchange"``) and must give the same decisions.
 
 How to run a case: build a fresh ``Guard(CASES_POLICY)`` (fresh ``memory://`` store, no approver) per
 case, tell the adapter the server is ``"exchange"``, make the call ``case.repeat`` times; every call but the
 last must be allowed, and the last must give ``case.expect``: ``"allow"`` or a violation code.
 
-Import as ``from cases import CASES, CASES_POLICY`` (pytest puts ``tests/`` on ``sys.path``: no ``tests/__init__.py``).
+Import as ``from tests.support.cases import CASES, CASES_POLICY``.
 """
 
 from __future__ import annotations

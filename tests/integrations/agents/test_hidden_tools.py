@@ -130,7 +130,7 @@ async def test_guard_tools_hidden_and_denied_calls_get_the_policy_answer(server:
 
 async def test_an_unknown_tool_is_answered_too(server: MCPServerStdio) -> None:
     # Spec section 10: a name no tool has is answered by the agent's guard as well (before 0.3 it ended the run).
-    # Every entry point and runner, with and without guard_run_config: tests/test_agents_unknown_tools.py.
+    # Every entry point and runner, with and without guard_run_config: tests/integrations/agents/test_unknown_tools.py.
     sink = MemorySink()
     guard_mcp_server(server, Guard(POLICY, audit=sink))
     model = script(call("no_such_tool", {}, "x1"))

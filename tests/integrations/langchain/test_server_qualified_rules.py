@@ -3,7 +3,7 @@
 Each LangChain adapter finds the MCP server of a langchain-mcp-adapters tool by itself (the interceptor from
 its request, ``wrap_tools`` and ``GuardMiddleware`` from the tool), so the rule is never skipped. The judge is
 the recording FastMCP server over stdio: ``withdraw`` must never run. (The Agents SDK adapters take the name
-of the ``MCPServer`` they guard: see ``test_attack_hidden_agents.py``.)
+of the ``MCPServer`` they guard: see ``tests/integrations/agents/test_hidden_tools.py``.)
 """
 
 from __future__ import annotations
