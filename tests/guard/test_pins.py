@@ -1,6 +1,6 @@
 """Tool pinning (spec section 11): a rug pull and a shadowing tool, behind every adapter and the proxy.
 
-The upstream is ``tests/support/servers/rugpull_server.py``, a real MCP server over stdio whose ``send_note`` gains hidden
+The upstream is ``support/servers/rugpull_server.py``, a real MCP server over stdio whose ``send_note`` gains hidden
 instructions and a ``bcc`` parameter, or which grows a new ``send_note_v2``, between two listings. The lock is
 written by the real ``mcp-guard pin`` command. The judge is what the server recorded it ran, and the raw audit
 bytes; the rest of the tools keep working.

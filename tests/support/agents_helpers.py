@@ -89,7 +89,7 @@ def tools_sent(model: ScriptedModel, call_index: int = 0) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def recording_server(record: Path, name: str = "exchange") -> AsyncIterator[MCPServerStdio]:
-    """The recording server (``tests/support/servers/recording_server.py``) over stdio, as ``MCPServerStdio`` ``name``."""
+    """The recording server (``support/servers/recording_server.py``) over stdio, as ``MCPServerStdio`` ``name``."""
     from tests.support.servers.recording_server import server_params as recording_params
 
     p = recording_params(record)

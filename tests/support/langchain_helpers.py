@@ -136,7 +136,7 @@ async def exchange_tools(
 
 
 class RecordingSession(ExchangeServer):
-    """The recording server (``tests/support/servers/recording_server.py``) on one MCP session, like :class:`ExchangeServer`.
+    """The recording server (``support/servers/recording_server.py``) on one MCP session, like :class:`ExchangeServer`.
 
     What the server ran is read back with :meth:`record`: the judge of every attack test.
     """

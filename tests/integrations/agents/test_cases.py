@@ -1,4 +1,4 @@
-"""The shared table of cases (``tests/support/cases.py``) through the Agents SDK adapters: the same decisions as LangChain.
+"""The shared table of cases (``support/cases.py``) through the Agents SDK adapters: the same decisions as LangChain.
 
 Each case runs on a fresh ``Guard(CASES_POLICY)`` (no approver) against the real counter server, server
 name ``"exchange"``, twice:

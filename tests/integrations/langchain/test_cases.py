@@ -1,4 +1,4 @@
-"""The shared table (``tests/support/cases.py``) through all three LangChain adapters, each in a real ``create_agent`` loop
+"""The shared table (``support/cases.py``) through all three LangChain adapters, each in a real ``create_agent`` loop
 over the real counter server: every adapter gives the decision the table expects, with the same payload, and
 only allowed calls reach the server."""
 
