@@ -15,14 +15,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
 from mcp_guard._stores import Store
 from mcp_guard._stores.memory import MemoryStore
 from tests.support.clock import FakeClock
 from tests.support.redis_server import RedisServer, need_redis
+
+if TYPE_CHECKING:  # the frameworks are imported only by the fixtures that use them: the extra venvs of .ci/run lack one
+    from agents.mcp import MCPServerStdio
+
+    from tests.support.langchain_helpers import ExchangeServer, RecordingSession
 
 pytest_plugins = (
     "tests.support.cluster_fixture",
@@ -91,3 +99,41 @@ def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Store]:
         made = RedisStore(request.getfixturevalue("redis_url"), clock=clock)
     yield made
     made.close()
+
+
+# -- real MCP servers, one per test module (their tests carry ``module_loop``, tests/support/marks.py) ---------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def exchange_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
+    """The counter server's exchange tools on one langchain-mcp-adapters session, for the module."""
+    from tests.support.langchain_helpers import ExchangeServer
+
+    exchange = await ExchangeServer(tmp_path_factory.mktemp("exchange") / "calls.txt").start()
+    yield exchange
+    await exchange.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def recording_session(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
+    """The recording server on one langchain-mcp-adapters session, for the module; ``.record()`` is what it ran."""
+    from tests.support.langchain_helpers import RecordingSession
+
+    session = await RecordingSession(tmp_path_factory.mktemp("recording") / "record.jsonl").start()
+    yield session
+    await session.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def agents_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The record file of ``agents_recording_server``: every call it ran (read it with ``read_record``)."""
+    return tmp_path_factory.mktemp("agents_recording") / "record.jsonl"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def agents_recording_server(agents_record: Path) -> AsyncIterator[MCPServerStdio]:
+    """The recording server as the Agents SDK's ``MCPServerStdio`` named ``exchange``, for the module."""
+    from tests.support.agents_helpers import recording_server
+
+    async with recording_server(agents_record) as server:
+        yield server

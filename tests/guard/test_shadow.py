@@ -6,19 +6,16 @@ function's own list of calls (unit tests), never the guard's view.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 
 from mcp_guard import ApprovalDecision, Guard, MemorySink, Policy, PolicyError
 from mcp_guard.integrations.langchain import GuardInterceptor
 from tests.support.clock import FakeClock
 from tests.support.langchain_helpers import ExchangeServer, call, script, tool_messages, violation
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
+from tests.support.marks import module_loop
 
 AGENT_POLICY: dict[str, Any] = {
     "version": "1",
@@ -52,15 +49,8 @@ ENFORCED = [
 ]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
-    exchange = await ExchangeServer(tmp_path_factory.mktemp("shadow") / "calls.txt").start()
-    yield exchange
-    await exchange.close()
-
-
-async def run_agent(server: ExchangeServer, guard: Guard) -> list[Any]:
-    tools = await server.tools(tool_interceptors=[GuardInterceptor(guard)])
+async def run_agent(exchange_server: ExchangeServer, guard: Guard) -> list[Any]:
+    tools = await exchange_server.tools(tool_interceptors=[GuardInterceptor(guard)])
     model = script(*(call(name, args, f"c{i}") for i, (name, args) in enumerate(SCRIPT)))
     state = await create_agent(model, tools).ainvoke({"messages": [("user", "go")]}, context={"user_id": "erin"})
     assert state["messages"][-1].content == "done"
@@ -69,14 +59,16 @@ async def run_agent(server: ExchangeServer, guard: Guard) -> list[Any]:
 
 @module_loop
 async def test_agent_run_under_shadow_audits_what_enforce_decides_and_every_call_reaches_the_server(
-    server: ExchangeServer,
+    exchange_server: ExchangeServer,
 ) -> None:
     enforce_sink, shadow_sink = MemorySink(), MemorySink()
-    before = server.counts()
-    enforced = await run_agent(server, Guard(AGENT_POLICY, audit=enforce_sink, clock=FakeClock()))
-    middle = server.counts()
-    shadowed = await run_agent(server, Guard(AGENT_POLICY, audit=shadow_sink, clock=FakeClock(), mode="shadow"))
-    after = server.counts()
+    before = exchange_server.counts()
+    enforced = await run_agent(exchange_server, Guard(AGENT_POLICY, audit=enforce_sink, clock=FakeClock()))
+    middle = exchange_server.counts()
+    shadowed = await run_agent(
+        exchange_server, Guard(AGENT_POLICY, audit=shadow_sink, clock=FakeClock(), mode="shadow")
+    )
+    after = exchange_server.counts()
 
     # Enforced: the audit says what happened, and only the two allowed calls reached the server.
     assert [(e["decision"], e["code"]) for e in enforce_sink.events] == ENFORCED

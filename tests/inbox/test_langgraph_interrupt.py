@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
@@ -21,16 +19,7 @@ from langgraph.types import Command
 from mcp_guard import Inbox
 from mcp_guard.integrations.langchain import GuardMiddleware
 from tests.support.langchain_helpers import ExchangeServer, call, script, text_of, tool_messages, violation
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def exchange(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
-    server = await ExchangeServer(tmp_path_factory.mktemp("inbox") / "calls.txt").start()
-    yield server
-    await server.close()
-
+from tests.support.marks import module_loop
 
 WITHDRAW_POLICY: dict[str, Any] = {
     "version": "1",
@@ -57,7 +46,7 @@ WITHDRAW_POLICY: dict[str, Any] = {
     ],
 )
 async def test_langgraph_interrupt_resumes_with_the_inbox_decision(
-    exchange: ExchangeServer,
+    exchange_server: ExchangeServer,
     inbox_url: str,
     decision: dict[str, Any],
     called: int,
@@ -68,12 +57,12 @@ async def test_langgraph_interrupt_resumes_with_the_inbox_decision(
     args = {"asset": "BTC", "amount": 1, "address": "cold-wallet-7"}
     agent = create_agent(
         script(call("withdraw", args, "w1")),
-        await exchange.tools(),
+        await exchange_server.tools(),
         middleware=[middleware],
         checkpointer=InMemorySaver(),
     )
     config = {"configurable": {"thread_id": f"t-{id(decision)}-{inbox_url}"}}
-    before = exchange.counts()["withdraw"]
+    before = exchange_server.counts()["withdraw"]
 
     paused = await agent.ainvoke({"messages": [("user", "withdraw")]}, config=config)
     (pause,) = paused["__interrupt__"]
@@ -92,7 +81,7 @@ async def test_langgraph_interrupt_resumes_with_the_inbox_decision(
     state = await agent.ainvoke(Command(resume=resume), config=config)
 
     (message,) = tool_messages(state["messages"])
-    assert exchange.counts()["withdraw"] - before == called
+    assert exchange_server.counts()["withdraw"] - before == called
     if code is None:
         amount = resume["args"]["amount"] if resume["type"] == "edit" else 1
         assert text_of(message) == f"withdrew {amount:g} BTC to cold-wallet-7"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from mcp_guard import ApprovalRequest, Inbox
 from mcp_guard._cli.main import main
 from mcp_guard._inbox.web import COOKIE, cookie_value, create_app
 from mcp_guard._install import install_hint
+from tests.support.servers.proxy_support import free_port
 
 TOKEN = "inbox-token-" + "x" * 20
 SECRET = "sk-live-DO-NOT-SHOW-1234"
@@ -269,16 +269,9 @@ def test_the_command_refuses_to_start_without_a_token(
     assert "memory:// or redis://" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.mark.redis
 def test_the_command_serves_a_redis_inbox(redis_url: str) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MCP_GUARD_INBOX_TOKEN": TOKEN}
     proc = subprocess.Popen(
         [

@@ -29,10 +29,9 @@ from langchain_core.tools import BaseTool, StructuredTool
 from mcp_guard import Guard, MemorySink
 from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware, wrap_tools
 from tests.support.langchain_helpers import RecordingSession, ThreadedSession, script, text_of, tool_messages
+from tests.support.marks import module_loop
 from tests.support.servers import fixture_server
 from tests.support.servers.fixture_server import ATTACKER_IBAN, LEAKED_KEY, read_record
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
 
 USER_IBAN = "DE89 3704 0044 0532 0130 00"
 USER_REQUEST = f"Read my inbox, then pay my rent of 950 EUR to {USER_IBAN} and tell the landlord."

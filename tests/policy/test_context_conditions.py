@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-import pytest_asyncio
 import yaml
 from agents import set_tracing_disabled
 from agents.mcp import MCPServerStdio
@@ -30,10 +28,11 @@ from mcp_guard._cli.main import main
 from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware
 from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_tools, unguard_mcp_server
 from tests.support.agents_helpers import call as agents_call
-from tests.support.agents_helpers import recording_server, run, tool_outputs
+from tests.support.agents_helpers import run, tool_outputs
 from tests.support.agents_helpers import script as agents_script
 from tests.support.agents_helpers import violation as agents_violation
 from tests.support.langchain_helpers import RecordingSession, script, tool_messages, violation
+from tests.support.marks import module_loop
 
 set_tracing_disabled(True)
 
@@ -242,7 +241,6 @@ def test_the_guard_passes_context_and_claims_to_every_entry_point() -> None:
 
 # -- LangChain: create_agent with a context_schema, judged by the recording server ----------------------------
 
-module_loop = pytest.mark.asyncio(loop_scope="module")
 
 LC_POLICY = _doc(
     transfer={"require": {"context.tenant": {"eq": "acme"}}, "deny_if": {"context.plan": {"eq": "free"}}},
@@ -257,13 +255,6 @@ class AgentContext:
     plan: str | None = None
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def lc_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
-    session = await RecordingSession(tmp_path_factory.mktemp("context_lc") / "record.jsonl").start()
-    yield session
-    await session.close()
-
-
 def _transfer_turns(nonce: str) -> AIMessage:
     return AIMessage(
         "", tool_calls=[{"name": "transfer", "args": {"amount": 5, "memo": nonce}, "id": "t1", "type": "tool_call"}]
@@ -272,13 +263,13 @@ def _transfer_turns(nonce: str) -> AIMessage:
 
 @module_loop
 @pytest.mark.parametrize("adapter", ["middleware", "interceptor"])
-async def test_langchain_runtime_context_drives_the_decision(lc_server: RecordingSession, adapter: str) -> None:
+async def test_langchain_runtime_context_drives_the_decision(recording_session: RecordingSession, adapter: str) -> None:
     sink = MemorySink()
     guard = Guard(LC_POLICY, audit=sink)
     if adapter == "middleware":
-        tools, middleware = await lc_server.tools(), [GuardMiddleware(guard)]
+        tools, middleware = await recording_session.tools(), [GuardMiddleware(guard)]
     else:
-        tools, middleware = await lc_server.tools(tool_interceptors=[GuardInterceptor(guard)]), []
+        tools, middleware = await recording_session.tools(tool_interceptors=[GuardInterceptor(guard)]), []
     contexts = {
         "allowed": AgentContext("alice", tenant="acme", plan="pro"),
         "other tenant": AgentContext("bob", tenant="globex", plan="pro"),
@@ -301,7 +292,7 @@ async def test_langchain_runtime_context_drives_the_decision(lc_server: Recordin
         "free plan": "denied",
         "no tenant": "identity_required",
     }
-    ran = [r["args"]["memo"] for r in lc_server.record() if nonce in str(r["args"].get("memo"))]
+    ran = [r["args"]["memo"] for r in recording_session.record() if nonce in str(r["args"].get("memo"))]
     assert ran == [f"{nonce} allowed"]
     # The identity still comes from the context's user_id; the context object itself is not audited.
     assert [(e["identity"], e.get("code")) for e in sink.events] == [
@@ -314,9 +305,9 @@ async def test_langchain_runtime_context_drives_the_decision(lc_server: Recordin
 
 
 @module_loop
-async def test_langchain_configurable_is_not_the_context(lc_server: RecordingSession) -> None:
+async def test_langchain_configurable_is_not_the_context(recording_session: RecordingSession) -> None:
     # config["configurable"] carries run settings, not the caller: it must never satisfy a context.* rule.
-    tools = await lc_server.tools()
+    tools = await recording_session.tools()
     nonce = uuid.uuid4().hex
     agent = create_agent(script(_transfer_turns(nonce)), tools, middleware=[GuardMiddleware(LC_POLICY)])
     state = await agent.ainvoke(
@@ -324,21 +315,10 @@ async def test_langchain_configurable_is_not_the_context(lc_server: RecordingSes
     )
     (message,) = tool_messages(state["messages"])
     assert (violation(message) or {}).get("code") == "identity_required"
-    assert [r for r in lc_server.record() if r["args"].get("memo") == nonce] == []
+    assert [r for r in recording_session.record() if r["args"].get("memo") == nonce] == []
 
 
 # -- Agents SDK: Runner.run(..., context=...), judged by the recording server ------------------------------------
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def agents_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("context_agents") / "record.jsonl"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def agents_server(agents_record: Path) -> AsyncIterator[MCPServerStdio]:
-    async with recording_server(agents_record) as server:
-        yield server
 
 
 class RunContext(BaseModel):
@@ -348,10 +328,12 @@ class RunContext(BaseModel):
 
 
 @module_loop
-async def test_agents_run_context_drives_the_decision(agents_server: MCPServerStdio, agents_record: Path) -> None:
+async def test_agents_run_context_drives_the_decision(
+    agents_recording_server: MCPServerStdio, agents_record: Path
+) -> None:
     from tests.support.servers.recording_server import read_record
 
-    guard_mcp_server(agents_server, Guard(LC_POLICY))
+    guard_mcp_server(agents_recording_server, Guard(LC_POLICY))
     try:
         nonce = uuid.uuid4().hex
         contexts: dict[str, Any] = {
@@ -365,7 +347,7 @@ async def test_agents_run_context_drives_the_decision(agents_server: MCPServerSt
         results: dict[str, Any] = {}
         for label, context in contexts.items():
             model = agents_script(agents_call("transfer", {"amount": 5, "memo": f"{nonce} {label}"}, "c1"))
-            await run(model, mcp_servers=[agents_server], context=context)
+            await run(model, mcp_servers=[agents_recording_server], context=context)
             output = tool_outputs(model)["c1"]
             payload = agents_violation(output)
             results[label] = payload["code"] if payload else output
@@ -380,7 +362,7 @@ async def test_agents_run_context_drives_the_decision(agents_server: MCPServerSt
         ran = [r["args"]["memo"] for r in read_record(agents_record) if nonce in str(r["args"].get("memo"))]
         assert ran == [f"{nonce} allowed", f"{nonce} dict allowed"]
     finally:
-        unguard_mcp_server(agents_server)
+        unguard_mcp_server(agents_recording_server)
 
 
 @module_loop

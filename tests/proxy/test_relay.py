@@ -11,8 +11,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from mcp_guard._proxy.relay import ID_PREFIX, Relay
 from tests.support.servers.proxy_support import alive, proxy_command, wait_until, write_policy
 from tests.support.servers.proxy_upstream_server import command as proxy_upstream_server
 from tests.support.servers.proxy_upstream_server import read_record
+from tests.support.servers.raw_wire import INITIALIZED, TIMEOUT, call, initialize, spawn
 
 POLICY: dict[str, Any] = {
     "version": "1",
@@ -30,81 +30,6 @@ POLICY: dict[str, Any] = {
     "hide": ["delete_notes"],
     "tools": {"publish": {"action": "require_approval", "approval": {"timeout_s": 30}}},
 }
-TIMEOUT = 20.0
-
-
-def initialize(rid: Any = 0, capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
-    params = {
-        "protocolVersion": "2025-06-18",
-        "capabilities": capabilities or {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    }
-    return {"jsonrpc": "2.0", "id": rid, "method": "initialize", "params": params}
-
-
-INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-
-
-def call(rid: Any, tool: str, **args: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": {"name": tool, "arguments": args}}
-
-
-class Wire:
-    """One process spoken to in raw JSON-RPC lines over its stdin/stdout."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-
-    async def send(self, message: dict[str, Any] | bytes) -> None:
-        assert self.proc.stdin is not None
-        line = message if isinstance(message, bytes) else json.dumps(message).encode() + b"\n"
-        self.proc.stdin.write(line)
-        await self.proc.stdin.drain()
-
-    async def line(self) -> bytes:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)
-        assert line, "the process closed its stdout"
-        return line
-
-    async def message(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(await self.line())
-        return parsed
-
-    async def answer_to(self, rid: Any) -> dict[str, Any]:
-        """The next message that answers ``rid`` (notifications in between are skipped)."""
-        while True:
-            message = await self.message()
-            if message.get("id") == rid and "method" not in message:
-                return message
-
-    async def request(self, message: dict[str, Any]) -> bytes:
-        """Send a request; its answer as the bytes received (the next line: nothing else is in flight)."""
-        await self.send(message)
-        return await self.line()
-
-
-@asynccontextmanager
-async def spawn(argv: Sequence[str], env: dict[str, str]) -> AsyncIterator[Wire]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env={**os.environ, **env}
-    )
-    try:
-        yield Wire(proc)
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), TIMEOUT)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Path:
-    return tmp_path / "record.jsonl"
 
 
 PASSED_THROUGH = [
@@ -128,9 +53,9 @@ async def test_resources_prompts_and_pings_are_the_upstreams_own_bytes(tmp_path:
 
     async def answers(argv: Sequence[str]) -> list[bytes]:
         async with spawn(argv, env) as wire:
-            await wire.request(initialize())
+            await wire.request_bytes(initialize())
             await wire.send(INITIALIZED)
-            return [await wire.request(message) for message in PASSED_THROUGH]
+            return [await wire.request_bytes(message) for message in PASSED_THROUGH]
 
     direct = await answers(proxy_upstream_server())
     relayed = await answers(proxy_command(policy, upstream=proxy_upstream_server()))
@@ -144,12 +69,12 @@ async def test_reserved_and_duplicate_ids_are_refused_not_forwarded(tmp_path: Pa
     policy = write_policy(tmp_path / "policy.json", POLICY)
     argv = proxy_command(policy, upstream=proxy_upstream_server())
     async with spawn(argv, {"RECORD_FILE": str(record)}) as wire:
-        init = await wire.request(initialize(capabilities={"elicitation": {}}))
+        init = await wire.request_bytes(initialize(capabilities={"elicitation": {}}))
         assert json.loads(init)["result"]["capabilities"]["tools"]["listChanged"] is True
         await wire.send(INITIALIZED)
 
         # An id in the relay's own namespace: it could answer (or steal the answer to) a relay request.
-        reserved = json.loads(await wire.request(call(f"{ID_PREFIX}1", "echo", text="sneaky")))
+        reserved = json.loads(await wire.request_bytes(call(f"{ID_PREFIX}1", "echo", text="sneaky")))
         assert reserved["id"] == f"{ID_PREFIX}1"
         assert reserved["error"]["code"] == -32600
         assert "result" not in reserved
@@ -162,7 +87,7 @@ async def test_reserved_and_duplicate_ids_are_refused_not_forwarded(tmp_path: Pa
         assert isinstance(asked["id"], str)
         assert asked["id"].startswith(ID_PREFIX)
         assert "Allow publish on notes?" in asked["params"]["message"]
-        duplicate = json.loads(await wire.request(call(7, "echo", text="same id")))
+        duplicate = json.loads(await wire.request_bytes(call(7, "echo", text="same id")))
         assert duplicate["id"] == 7
         assert duplicate["error"]["code"] == -32600
 
@@ -173,7 +98,7 @@ async def test_reserved_and_duplicate_ids_are_refused_not_forwarded(tmp_path: Pa
         assert held["result"]["content"][0]["text"] == "published: held"
 
         # A hidden tool: refused by the relay, with the violation JSON, and never sent upstream.
-        hidden = json.loads(await wire.request(call(8, "delete_notes", folder="all")))
+        hidden = json.loads(await wire.request_bytes(call(8, "delete_notes", folder="all")))
         assert hidden["result"]["isError"] is True
         assert json.loads(hidden["result"]["content"][0]["text"])["code"] == "hidden"
 
@@ -184,10 +109,10 @@ async def test_reserved_and_duplicate_ids_are_refused_not_forwarded(tmp_path: Pa
 async def test_batches_are_refused(tmp_path: Path, record: Path) -> None:
     policy = write_policy(tmp_path / "policy.json", POLICY)
     async with spawn(proxy_command(policy, upstream=proxy_upstream_server()), {"RECORD_FILE": str(record)}) as wire:
-        await wire.request(initialize())
+        await wire.request_bytes(initialize())
         await wire.send(INITIALIZED)
         batch = json.dumps([call(1, "delete_notes", folder="all"), call(2, "echo", text="x")]).encode() + b"\n"
-        refused = json.loads(await wire.request(batch))
+        refused = json.loads(await wire.request_bytes(batch))
         assert refused["error"]["code"] == -32600
     assert read_record(record) == []
 
@@ -197,9 +122,9 @@ async def test_an_upstream_that_dies_mid_session_gets_errors_not_a_hang(tmp_path
     pid_file = tmp_path / "upstream.pid"
     argv = proxy_command(policy, upstream=proxy_upstream_server())
     async with spawn(argv, {"RECORD_FILE": str(record), "PID_FILE": str(pid_file)}) as wire:
-        await wire.request(initialize(capabilities={"elicitation": {}}))
+        await wire.request_bytes(initialize(capabilities={"elicitation": {}}))
         await wire.send(INITIALIZED)
-        echoed = json.loads(await wire.request(call(1, "echo", text="before")))
+        echoed = json.loads(await wire.request_bytes(call(1, "echo", text="before")))
         assert echoed["result"]["content"][0]["text"] == "before"
 
         await wire.send(call(2, "publish", text="approved too late"))  # held, waiting for the client
@@ -214,8 +139,10 @@ async def test_an_upstream_that_dies_mid_session_gets_errors_not_a_hang(tmp_path
         # with a JSON-RPC error (-32000), none hangs, none is reported as a success.
         await wire.send({"jsonrpc": "2.0", "id": asked["id"], "result": {"action": "accept"}})
         held = await wire.answer_to(2)
-        read = json.loads(await wire.request({"jsonrpc": "2.0", "id": 3, "method": "resources/list", "params": {}}))
-        later = json.loads(await wire.request(call(4, "echo", text="after")))
+        read = json.loads(
+            await wire.request_bytes({"jsonrpc": "2.0", "id": 3, "method": "resources/list", "params": {}})
+        )
+        later = json.loads(await wire.request_bytes(call(4, "echo", text="after")))
         for answer in (held, read, later):
             assert answer["error"]["code"] == -32000, answer
             assert "ended" in answer["error"]["message"]

@@ -59,11 +59,6 @@ POLICY: dict[str, Any] = {
 }
 
 
-@pytest.fixture
-def record(tmp_path: Path) -> Path:
-    return tmp_path / "record.jsonl"
-
-
 @asynccontextmanager
 async def proxied(
     argv: list[str], env: dict[str, str] | None = None, **session_kwargs: Any

@@ -15,14 +15,9 @@ import time
 
 import pytest
 
+from tests.support.servers.proxy_support import free_port
+
 REDIS_BINARY = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _ping(port: int) -> bool:

@@ -7,12 +7,9 @@ quota and the next call was wrongly ``rate_limited``. The judge is the recording
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from agents import set_tracing_disabled
 from agents.mcp import MCPServerStdio
 from mcp.types import CallToolResult, Tool, ToolAnnotations
@@ -20,10 +17,10 @@ from mcp.types import CallToolResult, Tool, ToolAnnotations
 from mcp_guard import Guard, MemorySink
 from mcp_guard._compat import error_result, result_is_error, tool_annotations, tool_input_schema
 from mcp_guard.integrations.openai_agents import guard_mcp_server, unguard_mcp_server
-from tests.support.agents_helpers import call, recording_server, run, script, tool_outputs, violation
+from tests.support.agents_helpers import call, run, script, tool_outputs, violation
+from tests.support.marks import module_loop
 from tests.support.servers.recording_server import read_record
 
-module_loop = pytest.mark.asyncio(loop_scope="module")
 set_tracing_disabled(True)
 
 
@@ -43,31 +40,22 @@ def test_tool_schema_and_annotations_read_in_either_spelling() -> None:
     assert isinstance(tool.annotations, ToolAnnotations)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def record(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("compat") / "record.jsonl"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(record: Path) -> AsyncIterator[MCPServerStdio]:
-    async with recording_server(record) as srv:
-        yield srv
-
-
 @module_loop
-async def test_a_failing_tool_is_audited_error_and_gives_its_quota_back(server: MCPServerStdio, record: Path) -> None:
+async def test_a_failing_tool_is_audited_error_and_gives_its_quota_back(
+    agents_recording_server: MCPServerStdio, agents_record: Path
+) -> None:
     policy: dict[str, Any] = {"version": "1", "default": "allow", "tools": {"fail": {"rate_limit": "1/minute"}}}
     sink = MemorySink()
     guard = Guard(policy, audit=sink, clock=lambda: 1_000.0)
-    guard_mcp_server(server, guard)
+    guard_mcp_server(agents_recording_server, guard)
     try:
-        before = len(read_record(record))
+        before = len(read_record(agents_record))
         model = script(call("fail", {"amount": 1}, "f1"), call("fail", {"amount": 2}, "f2"))
-        _, result = await run(model, mcp_servers=[server])
+        _, result = await run(model, mcp_servers=[agents_recording_server])
     finally:
-        unguard_mcp_server(server)
+        unguard_mcp_server(agents_recording_server)
     assert result.final_output == "done"
     # Both ran: the first failure gave its unit back, so the second was not rate limited.
-    assert [r["args"]["amount"] for r in read_record(record)[before:]] == [1, 2]
+    assert [r["args"]["amount"] for r in read_record(agents_record)[before:]] == [1, 2]
     assert violation(tool_outputs(model)["f2"]) is None
     assert [(e["tool"], e["outcome"]) for e in sink.events] == [("fail", "error"), ("fail", "error")]

@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from agents import (
     Agent,
     RunConfig,
@@ -41,11 +40,11 @@ from mcp_guard.integrations.openai_agents import (
     policy_guardrail,
     unguard_mcp_server,
 )
-from tests.support.agents_helpers import call, recording_server, script, tool_outputs, tools_sent, violation
+from tests.support.agents_helpers import call, script, tool_outputs, tools_sent, violation
+from tests.support.marks import module_loop
 from tests.support.servers.recording_server import read_record
 
 # Not a module-wide pytestmark: the run_sync tests are plain functions (run_sync needs no running event loop).
-in_module_loop = pytest.mark.asyncio(loop_scope="module")
 set_tracing_disabled(True)
 
 POLICY: dict[str, Any] = {
@@ -59,22 +58,11 @@ ENTRIES = ["policy_guardrail", "guard_tools", "guard_tools_all_hidden", "guard_m
 CONFIGS = ["guard_run_config", "fallback"]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def record(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("agents_unknown") / "record.jsonl"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(record: Path) -> AsyncIterator[MCPServerStdio]:
-    async with recording_server(record) as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
 def _reset(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if "server" in request.fixturenames:
-        unguard_mcp_server(request.getfixturevalue("server"))
+    if "agents_recording_server" in request.fixturenames:
+        unguard_mcp_server(request.getfixturevalue("agents_recording_server"))
 
 
 @pytest.fixture(params=CONFIGS)
@@ -111,7 +99,9 @@ def function_tools(ran: list[str]) -> dict[str, Any]:
     return {"admin_reset": admin_reset, "get_balance": get_balance, "transfer": transfer}
 
 
-def agent_for(entry: str, guard: Guard, model: ScriptedModel, ran: list[str], server: MCPServerStdio) -> Agent[Any]:
+def agent_for(
+    entry: str, guard: Guard, model: ScriptedModel, ran: list[str], agents_recording_server: MCPServerStdio
+) -> Agent[Any]:
     tools = function_tools(ran)
     if entry == "policy_guardrail":  # a bare guardrail hides nothing: the hidden tool is shown and refused
         guardrail = policy_guardrail(guard)
@@ -123,8 +113,8 @@ def agent_for(entry: str, guard: Guard, model: ScriptedModel, ran: list[str], se
         kept = guard_tools([tools["admin_reset"]], guard)
         assert kept == []
         return Agent(name="trader", model=model, tools=kept)
-    guard_mcp_server(server, guard)
-    return Agent(name="trader", model=model, mcp_servers=[server])
+    guard_mcp_server(agents_recording_server, guard)
+    return Agent(name="trader", model=model, mcp_servers=[agents_recording_server])
 
 
 async def drive(runner: str, agent: Agent[Any], input: Any, run_config: RunConfig | None) -> Any:
@@ -142,12 +132,12 @@ def in_thread(fn: Callable[[], Any]) -> Any:
         return pool.submit(fn).result()
 
 
-def assert_answered(model: ScriptedModel, events: list[dict[str, Any]], server: str | None) -> None:
+def assert_answered(model: ScriptedModel, events: list[dict[str, Any]], agents_recording_server: str | None) -> None:
     """The model got the policy JSON for both calls, and each wrote exactly one audit event."""
     outputs = tool_outputs(model)
     hidden = violation(outputs["h1"]) or {}
     assert (hidden.get("code"), hidden.get("tool"), hidden.get("rule")) == ("hidden", "admin_reset", "/hide/0")
-    assert hidden.get("server") == server
+    assert hidden.get("server") == agents_recording_server
     unknown = violation(outputs["u1"]) or {}
     assert (unknown.get("code"), unknown.get("tool"), unknown.get("reason")) == (
         "hidden",
@@ -165,24 +155,24 @@ def assert_answered(model: ScriptedModel, events: list[dict[str, Any]], server: 
 # -- every entry point, every runner, with and without guard_run_config -----------------------------------
 
 
-@in_module_loop
+@module_loop
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("runner", ["run", "run_streamed"])
 async def test_hidden_and_unknown_calls_get_the_policy_answer(
-    server: MCPServerStdio, record: Path, entry: str, runner: str, config: str
+    agents_recording_server: MCPServerStdio, agents_record: Path, entry: str, runner: str, config: str
 ) -> None:
     sink, ran = MemorySink(), []
     guard = Guard(POLICY, audit=sink)
     model = script([call("admin_reset", {}, "h1"), call("no_such_tool", {"x": 1}, "u1")])
-    agent = agent_for(entry, guard, model, ran, server)
-    before = len(read_record(record))
+    agent = agent_for(entry, guard, model, ran, agents_recording_server)
+    before = len(read_record(agents_record))
 
     result = await drive(runner, agent, "go", guard_run_config(guard) if config == "guard_run_config" else None)
 
     assert result.final_output == "done"  # the run went on
     assert_answered(model, sink.events, "exchange" if entry == "guard_mcp_server" else None)
     assert ran == []  # the hidden tool never ran
-    assert read_record(record)[before:] == []
+    assert read_record(agents_record)[before:] == []
     if entry != "policy_guardrail":
         assert "admin_reset" not in tools_sent(model)
     unknown = next(e for e in sink.events if e["call_id"] == "u1")
@@ -192,11 +182,11 @@ async def test_hidden_and_unknown_calls_get_the_policy_answer(
 
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_run_sync(tmp_path: Path, entry: str, config: str) -> None:
-    record = tmp_path / "record.jsonl"
+    agents_record = tmp_path / "record.jsonl"
 
     def main() -> tuple[ScriptedModel, list[dict[str, Any]], list[str]]:
         asyncio.set_event_loop(loop := asyncio.new_event_loop())  # run_sync runs on this thread's default loop
-        srv = MCPServerStdio(params=_params(record), name="exchange", client_session_timeout_seconds=30)
+        srv = MCPServerStdio(params=_params(agents_record), name="exchange", client_session_timeout_seconds=30)
         try:
             if entry == "guard_mcp_server":
                 loop.run_until_complete(srv.connect())
@@ -217,33 +207,33 @@ def test_run_sync(tmp_path: Path, entry: str, config: str) -> None:
     model, events, ran = in_thread(main)
     assert_answered(model, events, "exchange" if entry == "guard_mcp_server" else None)
     assert ran == []
-    assert "admin_reset" not in [r["tool"] for r in read_record(record)]
+    assert "admin_reset" not in [r["tool"] for r in read_record(agents_record)]
 
 
-def _params(record: Path) -> Any:
+def _params(agents_record: Path) -> Any:
     from tests.support.servers.recording_server import server_params
 
-    p = server_params(record)
+    p = server_params(agents_record)
     return {"command": p["command"], "args": p["args"], "env": p["env"]}
 
 
 # -- with the run paused for approval ----------------------------------------------------------------------
 
 
-@in_module_loop
+@module_loop
 @pytest.mark.parametrize("entry", ["guard_tools", "guard_mcp_server"])
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 async def test_a_pause_for_approval_answers_each_call_once(
-    server: MCPServerStdio, record: Path, entry: str, approve: bool, config: str
+    agents_recording_server: MCPServerStdio, agents_record: Path, entry: str, approve: bool, config: str
 ) -> None:
     sink, ran = MemorySink(), []
     guard = Guard(POLICY, audit=sink)
     model = script(
         [call("transfer", {"amount": 5000}, "t1"), call("admin_reset", {}, "h1"), call("no_such_tool", {}, "u1")]
     )
-    agent = agent_for(entry, guard, model, ran, server)
+    agent = agent_for(entry, guard, model, ran, agents_recording_server)
     run_config = guard_run_config(guard) if config == "guard_run_config" else None
-    before = len(read_record(record))
+    before = len(read_record(agents_record))
 
     paused = await Runner.run(agent, "go", run_config=run_config)
     (item,) = paused.interruptions
@@ -258,7 +248,7 @@ async def test_a_pause_for_approval_answers_each_call_once(
     outputs = tool_outputs(model)
     assert (violation(outputs["h1"]) or {}).get("code") == "hidden"
     assert (violation(outputs["u1"]) or {}).get("reason") == UNKNOWN_REASON
-    ran_here = ran + [r["tool"] for r in read_record(record)[before:]]
+    ran_here = ran + [r["tool"] for r in read_record(agents_record)[before:]]
     assert ran_here == (["transfer"] if approve else [])
     events = sorted((e["call_id"], e["code"]) for e in sink.events)
     assert events == [("h1", "hidden"), ("t1", None if approve else "approval_denied"), ("u1", "hidden")]
@@ -267,8 +257,8 @@ async def test_a_pause_for_approval_answers_each_call_once(
 # -- guard_run_config itself -------------------------------------------------------------------------------
 
 
-@in_module_loop
-async def test_guard_run_config_merges_and_keeps_the_users_formatter(server: MCPServerStdio) -> None:
+@module_loop
+async def test_guard_run_config_merges_and_keeps_the_users_formatter(agents_recording_server: MCPServerStdio) -> None:
     seen: list[str] = []
 
     def formatter(args: Any) -> str:
@@ -296,7 +286,7 @@ async def test_guard_run_config_merges_and_keeps_the_users_formatter(server: MCP
     assert seen == ["tool_exception"]
 
 
-@in_module_loop
+@module_loop
 async def test_on_violation_raise_is_the_users_choice_in_the_fallback_only() -> None:
     # The fallback refuses through a guardrail, which raises as asked; the SDK's formatter cannot raise.
     guard = Guard(POLICY, on_violation="raise")
@@ -309,7 +299,7 @@ async def test_on_violation_raise_is_the_users_choice_in_the_fallback_only() -> 
     assert (violation(tool_outputs(model)["u1"]) or {}).get("code") == "hidden"
 
 
-@in_module_loop
+@module_loop
 async def test_an_agent_no_guard_is_tied_to_is_the_sdks_business() -> None:
     # The fallback answers only for agents that carry a guard, or for names a guard keeps back.
     tools = list(function_tools([]).values())
@@ -318,7 +308,7 @@ async def test_an_agent_no_guard_is_tied_to_is_the_sdks_business() -> None:
         await Runner.run(Agent(name="a", model=script(call("no_such_tool", {}, "u1")), tools=tools), "go")
 
 
-@in_module_loop
+@module_loop
 async def test_with_guard_run_config_the_private_fallback_stays_out() -> None:
     # The fallback is installed (an adapter was built) but a run with guard_run_config is answered by the SDK's
     # public formatter: it is told no arguments, so the event has none (the fallback would record {"x": ...}).

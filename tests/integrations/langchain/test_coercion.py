@@ -10,11 +10,10 @@ the same server under ``wrap_tools`` and ``GuardMiddleware`` (MCP tools have no 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool, StructuredTool
@@ -24,16 +23,9 @@ from mcp_guard import Guard
 from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware, wrap_tools
 from tests.support.attack_cases import CONTROL, REFUSED_CODES, SENDS, never_approve, policy, ran_attacks
 from tests.support.langchain_helpers import RecordingSession, ThreadedSession, script, tool_messages, violation
+from tests.support.marks import module_loop
 
-module_loop = pytest.mark.asyncio(loop_scope="module")
 KINDS = ["deny_if", "approve_if"]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
-    session = await RecordingSession(tmp_path_factory.mktemp("coercion") / "record.jsonl").start()
-    yield session
-    await session.close()
 
 
 @pytest.fixture(scope="module")
@@ -71,47 +63,49 @@ def check(state: dict[str, Any], new_record: list[dict[str, Any]], *, payloads: 
 # -- async: MCP tools ------------------------------------------------------------------------------------
 
 
-async def run_async(server: RecordingSession, tools: list[BaseTool], middleware: list[Any]) -> None:
-    before = len(server.record())
+async def run_async(recording_session: RecordingSession, tools: list[BaseTool], middleware: list[Any]) -> None:
+    before = len(recording_session.record())
     agent = create_agent(script(attack_turn()), tools, middleware=middleware)
     state = await agent.ainvoke({"messages": [("user", "go")]})
-    check(state, server.record()[before:])
+    check(state, recording_session.record()[before:])
 
 
 @module_loop
 @pytest.mark.parametrize("kind", KINDS)
-async def test_wrap_tools_mcp(server: RecordingSession, kind: str) -> None:
-    await run_async(server, wrap_tools(await server.tools(), guard_for(kind)), [])
+async def test_wrap_tools_mcp(recording_session: RecordingSession, kind: str) -> None:
+    await run_async(recording_session, wrap_tools(await recording_session.tools(), guard_for(kind)), [])
 
 
 @module_loop
 @pytest.mark.parametrize("kind", KINDS)
-async def test_interceptor(server: RecordingSession, kind: str) -> None:
-    tools = await server.tools(tool_interceptors=[GuardInterceptor(guard_for(kind))])
-    await run_async(server, tools, [])
+async def test_interceptor(recording_session: RecordingSession, kind: str) -> None:
+    tools = await recording_session.tools(tool_interceptors=[GuardInterceptor(guard_for(kind))])
+    await run_async(recording_session, tools, [])
 
 
 @module_loop
 @pytest.mark.parametrize("kind", KINDS)
-async def test_interceptor_outside_an_agent_with_learned_schemas(server: RecordingSession, kind: str) -> None:
+async def test_interceptor_outside_an_agent_with_learned_schemas(
+    recording_session: RecordingSession, kind: str
+) -> None:
     # No ToolRuntime outside create_agent: the interceptor learns the schemas from the loaded tools.
     interceptor = GuardInterceptor(guard_for(kind))
-    tools = await server.tools(tool_interceptors=[interceptor])
+    tools = await recording_session.tools(tool_interceptors=[interceptor])
     interceptor.learn(tools)
     (transfer,) = [t for t in tools if t.name == "transfer"]
-    before = len(server.record())
+    before = len(recording_session.record())
     for label, args in SENDS:
         message = await transfer.ainvoke({"type": "tool_call", "name": "transfer", "args": args, "id": label})
         payload = violation(message)
         assert payload is not None, (label, message)
         assert payload["code"] in REFUSED_CODES, (label, payload)
-    assert ran_attacks(server.record()[before:]) == []
+    assert ran_attacks(recording_session.record()[before:]) == []
 
 
 @module_loop
 @pytest.mark.parametrize("kind", KINDS)
-async def test_middleware_mcp(server: RecordingSession, kind: str) -> None:
-    await run_async(server, await server.tools(), [GuardMiddleware(guard_for(kind))])
+async def test_middleware_mcp(recording_session: RecordingSession, kind: str) -> None:
+    await run_async(recording_session, await recording_session.tools(), [GuardMiddleware(guard_for(kind))])
 
 
 # -- sync: a plain tool that forwards to the server ---------------------------------------------------------

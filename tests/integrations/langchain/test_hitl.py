@@ -9,11 +9,9 @@ recording FastMCP server over stdio.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.messages import AIMessage
@@ -23,8 +21,7 @@ from langgraph.types import Command
 from mcp_guard import Guard, MemorySink
 from mcp_guard.integrations.langchain import GuardMiddleware
 from tests.support.langchain_helpers import RecordingSession, script, tool_messages, violation
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
+from tests.support.marks import module_loop
 
 POLICY: dict[str, Any] = {
     "version": "1",
@@ -38,13 +35,6 @@ POLICY: dict[str, Any] = {
     },
 }
 ASKED = {"amount": 5000}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
-    session = await RecordingSession(tmp_path_factory.mktemp("hitl") / "record.jsonl").start()
-    yield session
-    await session.close()
 
 
 def thread(name: str) -> dict[str, Any]:
@@ -92,14 +82,14 @@ def both_calls() -> AIMessage:
     ids=lambda v: str(v)[:40],
 )
 async def test_pause_and_resume_with_each_decision_beside_langchain_hitl(
-    server: RecordingSession, resume: Any, ran: int | None, code: str | None
+    recording_session: RecordingSession, resume: Any, ran: int | None, code: str | None
 ) -> None:
     sink = MemorySink()
     hitl = HumanInTheLoopMiddleware(interrupt_on={"get_balance": True})
     guard = GuardMiddleware(Guard(POLICY, audit=sink), approval="interrupt")
-    tools = await server.tools()
+    tools = await recording_session.tools()
     agent = create_agent(script(both_calls()), tools, middleware=[hitl, guard], checkpointer=InMemorySaver())
-    before = len(server.record())
+    before = len(recording_session.record())
     name = f"t-{id(resume)}"
 
     # 1. LangChain's own middleware asks first (after the model turn), in its batched shape.
@@ -117,14 +107,14 @@ async def test_pause_and_resume_with_each_decision_beside_langchain_hitl(
     assert list(branches) == ["approve", "edit", "reject"]
     edit_args = branches["edit"]["properties"]["edited_action"]["properties"]["args"]
     assert edit_args["properties"]["amount"]["type"] == "integer"  # the tool's own argument schema
-    assert [r["tool"] for r in server.record()[before:]] == ["get_balance"]
+    assert [r["tool"] for r in recording_session.record()[before:]] == ["get_balance"]
 
     # 3. The answer.
     state = await agent.ainvoke(Command(resume=resume), config=thread(name))
 
     assert "__interrupt__" not in state
     assert state["messages"][-1].content == "done"
-    transfers = [r["args"]["amount"] for r in server.record()[before:] if r["tool"] == "transfer"]
+    transfers = [r["args"]["amount"] for r in recording_session.record()[before:] if r["tool"] == "transfer"]
     (result,) = [m for m in tool_messages(state["messages"]) if m.tool_call_id == "t1"]
     if code is None:
         assert transfers == [ran]
@@ -140,11 +130,11 @@ async def test_pause_and_resume_with_each_decision_beside_langchain_hitl(
 
 
 @module_loop
-async def test_budget_checked_when_pausing_and_again_on_resume(server: RecordingSession) -> None:
+async def test_budget_checked_when_pausing_and_again_on_resume(recording_session: RecordingSession) -> None:
     limited = {**POLICY, "tools": {"transfer": {**POLICY["tools"]["transfer"], "rate_limit": "1/minute"}}}
     guard = Guard(limited, clock=lambda: 1_000.0)
-    tools = await server.tools()
-    before = len(server.record())
+    tools = await recording_session.tools()
+    before = len(recording_session.record())
     agents = [
         create_agent(
             script(AIMessage("", tool_calls=[{"name": "transfer", "args": ASKED, "id": "t", "type": "tool_call"}])),
@@ -168,4 +158,4 @@ async def test_budget_checked_when_pausing_and_again_on_resume(server: Recording
     state = await agents[2].ainvoke({"messages": [("user", "go")]}, config=thread("b2"))
     assert "__interrupt__" not in state
     assert (violation(tool_messages(state["messages"])[-1]) or {}).get("code") == "rate_limited"
-    assert [r["tool"] for r in server.record()[before:]] == ["transfer"]
+    assert [r["tool"] for r in recording_session.record()[before:]] == ["transfer"]

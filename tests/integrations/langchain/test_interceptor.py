@@ -3,11 +3,9 @@ refusals as ``isError`` results that never reach the server, all in a real ``cre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 from langchain_mcp_adapters.client import MultiServerMCPClient
 
@@ -15,16 +13,8 @@ from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink, Poli
 from mcp_guard.integrations.langchain import GuardInterceptor
 from tests.support.cases import CASES_POLICY
 from tests.support.langchain_helpers import ExchangeServer, call, script, text_of, tool_call, tool_messages, violation
+from tests.support.marks import module_loop
 from tests.support.servers.counter_server import read_counts, server_params
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
-    exchange = await ExchangeServer(tmp_path_factory.mktemp("intercept") / "calls.txt").start()
-    yield exchange
-    await exchange.close()
 
 
 def by_name(tools: list[Any]) -> dict[str, Any]:
@@ -32,16 +22,16 @@ def by_name(tools: list[Any]) -> dict[str, Any]:
 
 
 @module_loop
-async def test_agent_refusals_never_reach_the_server(server: ExchangeServer) -> None:
+async def test_agent_refusals_never_reach_the_server(exchange_server: ExchangeServer) -> None:
     sink = MemorySink()
-    tools = await server.tools(tool_interceptors=[GuardInterceptor(CASES_POLICY, audit=sink)])
+    tools = await exchange_server.tools(tool_interceptors=[GuardInterceptor(CASES_POLICY, audit=sink)])
     model = script(
         call("get_balance", {"asset": "BTC"}, "c1"),
         call("delete_api_key", {"key_id": "k1"}, "c2"),
         call("withdraw", {"asset": "BTC", "amount": 1, "address": "addr"}, "c3"),
         call("place_order", {"symbol": "BTCUSD", "side": "hold", "amount": 1}, "c4"),
     )
-    before = server.counts()
+    before = exchange_server.counts()
 
     state = await create_agent(model, tools).ainvoke(
         {"messages": [("user", "go")]},
@@ -65,16 +55,18 @@ async def test_agent_refusals_never_reach_the_server(server: ExchangeServer) -> 
     # The model's next turn received the refusal.
     assert violation(model.seen[2][-1]) == payloads[0]
 
-    after = server.counts()
+    after = exchange_server.counts()
     assert after - before == {"get_balance": 1}
     assert {(e["identity"], e["session"]) for e in sink.events} == {("erin", "t-9")}
 
 
 @module_loop
-async def test_server_name_decides_which_rule_applies(server: ExchangeServer) -> None:
+async def test_server_name_decides_which_rule_applies(exchange_server: ExchangeServer) -> None:
     args = {"asset": "BTC", "amount": 1, "address": "addr"}
-    on_exchange = by_name(await server.tools(tool_interceptors=[GuardInterceptor(CASES_POLICY)]))
-    on_backup = by_name(await server.tools(server_name="backup", tool_interceptors=[GuardInterceptor(CASES_POLICY)]))
+    on_exchange = by_name(await exchange_server.tools(tool_interceptors=[GuardInterceptor(CASES_POLICY)]))
+    on_backup = by_name(
+        await exchange_server.tools(server_name="backup", tool_interceptors=[GuardInterceptor(CASES_POLICY)])
+    )
 
     held = violation(await on_exchange["withdraw"].ainvoke(tool_call("withdraw", args)))
     refused = violation(await on_backup["withdraw"].ainvoke(tool_call("withdraw", args)))
@@ -86,38 +78,38 @@ async def test_server_name_decides_which_rule_applies(server: ExchangeServer) ->
 
 
 @module_loop
-async def test_callback_approval_with_edit_reaches_the_server_with_edited_args(server: ExchangeServer) -> None:
+async def test_callback_approval_with_edit_reaches_the_server_with_edited_args(exchange_server: ExchangeServer) -> None:
     asked: list[ApprovalRequest] = []
 
     async def approver(request: ApprovalRequest) -> ApprovalDecision:
         asked.append(request)
         return ApprovalDecision.edit({**request.args, "amount": 0.25})
 
-    tools = by_name(await server.tools(tool_interceptors=[GuardInterceptor(CASES_POLICY, approver=approver)]))
-    before = server.counts()["withdraw"]
+    tools = by_name(await exchange_server.tools(tool_interceptors=[GuardInterceptor(CASES_POLICY, approver=approver)]))
+    before = exchange_server.counts()["withdraw"]
 
     result = await tools["withdraw"].ainvoke(tool_call("withdraw", {"asset": "BTC", "amount": 9, "address": "a1"}))
 
     assert result.status == "success"
     assert text_of(result) == "withdrew 0.25 BTC to a1"
-    assert server.counts()["withdraw"] - before == 1
+    assert exchange_server.counts()["withdraw"] - before == 1
     assert asked[0].server == "exchange"
     assert asked[0].args == {"asset": "BTC", "amount": 9, "address": "a1"}
 
 
 @module_loop
-async def test_risk_class_comes_from_the_tool_annotations_in_the_agent(server: ExchangeServer) -> None:
+async def test_risk_class_comes_from_the_tool_annotations_in_the_agent(exchange_server: ExchangeServer) -> None:
     policy = {
         "version": "1",
         "default": "allow",
         "classes": {"destructive": {"action": "deny", "reason": "no destructive calls"}},
     }
-    tools = await server.tools(tool_interceptors=[GuardInterceptor(policy)])
+    tools = await exchange_server.tools(tool_interceptors=[GuardInterceptor(policy)])
     model = script(
         call("get_balance", {"asset": "BTC"}, "c1"),
         call("withdraw", {"asset": "BTC", "amount": 1, "address": "a"}, "c2"),
     )
-    before = server.counts()
+    before = exchange_server.counts()
 
     state = await create_agent(model, tools).ainvoke({"messages": [("user", "go")]})
 
@@ -126,13 +118,13 @@ async def test_risk_class_comes_from_the_tool_annotations_in_the_agent(server: E
     payload = violation(refused)
     assert payload is not None
     assert (payload["code"], payload["rule"]) == ("denied", "/classes/destructive")
-    assert server.counts() - before == {"get_balance": 1}
+    assert exchange_server.counts() - before == {"get_balance": 1}
 
 
 @module_loop
-async def test_raise_mode_propagates(server: ExchangeServer) -> None:
+async def test_raise_mode_propagates(exchange_server: ExchangeServer) -> None:
     guard = Guard(CASES_POLICY, on_violation="raise")
-    tools = by_name(await server.tools(tool_interceptors=[GuardInterceptor(guard)]))
+    tools = by_name(await exchange_server.tools(tool_interceptors=[GuardInterceptor(guard)]))
     with pytest.raises(PolicyViolation) as caught:
         await tools["delete_api_key"].ainvoke(tool_call("delete_api_key", {"key_id": "k"}))
     assert caught.value.code == "hidden"

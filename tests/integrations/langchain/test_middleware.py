@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware, ToolRetryMiddleware
 from langchain_core.messages import AIMessage
@@ -22,8 +20,7 @@ from mcp_guard import ApprovalDecision, ApprovalRequest, Guard, MemorySink, Poli
 from mcp_guard._install import install_hint
 from mcp_guard.integrations.langchain import GuardMiddleware
 from tests.support.langchain_helpers import ExchangeServer, call, script, text_of, tool_messages, violation
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
+from tests.support.marks import module_loop
 
 POLICY: dict[str, Any] = {
     "version": "1",
@@ -43,13 +40,6 @@ POLICY: dict[str, Any] = {
     },
 }
 WITHDRAW = {"asset": "BTC", "amount": 1, "address": "addr"}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
-    exchange = await ExchangeServer(tmp_path_factory.mktemp("middleware") / "calls.txt").start()
-    yield exchange
-    await exchange.close()
 
 
 def thread(name: str) -> dict[str, Any]:
@@ -77,13 +67,13 @@ def thread(name: str) -> dict[str, Any]:
     ],
 )
 async def test_interrupt_pauses_then_resumes_with_each_decision(
-    server: ExchangeServer, resume: Any, code: str | None, text: str | None
+    exchange_server: ExchangeServer, resume: Any, code: str | None, text: str | None
 ) -> None:
     guard = Guard(POLICY)
     middleware = GuardMiddleware(guard, approval="interrupt", server="exchange")
     model = script(call("withdraw", WITHDRAW, "w1"))
-    agent = create_agent(model, await server.tools(), middleware=[middleware], checkpointer=InMemorySaver())
-    before = server.counts()["withdraw"]
+    agent = create_agent(model, await exchange_server.tools(), middleware=[middleware], checkpointer=InMemorySaver())
+    before = exchange_server.counts()["withdraw"]
 
     paused = await agent.ainvoke({"messages": [("user", "go")]}, config=thread("t1"))
 
@@ -106,7 +96,7 @@ async def test_interrupt_pauses_then_resumes_with_each_decision(
     }
     decisions = [branch["properties"]["type"]["const"] for branch in pause.response_schema["oneOf"]]
     assert decisions == ["approve", "edit", "reject"]
-    assert server.counts()["withdraw"] == before
+    assert exchange_server.counts()["withdraw"] == before
     assert guard.check("withdraw", WITHDRAW, server="exchange").needs_approval  # no quota used by the pause
 
     state = await agent.ainvoke(Command(resume=resume), config=thread("t1"))
@@ -117,37 +107,37 @@ async def test_interrupt_pauses_then_resumes_with_each_decision(
     if code is None:
         assert result.status == "success"
         assert text_of(result) == text
-        assert server.counts()["withdraw"] - before == 1
+        assert exchange_server.counts()["withdraw"] - before == 1
         assert guard.check("withdraw", WITHDRAW, server="exchange").code == "rate_limited"  # charged once
     else:
         payload = violation(result)
         assert payload is not None
         assert payload["code"] == code
-        assert server.counts()["withdraw"] == before
+        assert exchange_server.counts()["withdraw"] == before
         assert guard.check("withdraw", WITHDRAW, server="exchange").needs_approval  # nothing charged
     if isinstance(resume, dict) and resume.get("message"):
         assert payload["reason"] == "not on a Sunday"
 
 
 @module_loop
-async def test_paused_pass_consumes_no_quota(server: ExchangeServer) -> None:
+async def test_paused_pass_consumes_no_quota(exchange_server: ExchangeServer) -> None:
     # One withdrawal a minute. Two threads pause on it: had the paused pass reserved quota, the second would
     # have been refused at once instead of pausing. Each resume re-runs the code before interrupt(), and the
     # budget is charged exactly once, by the first approved call.
     guard = Guard(POLICY, clock=lambda: 5_000.0)
     agent = create_agent(
         script(call("withdraw", WITHDRAW, "a1")),
-        await server.tools(),
+        await exchange_server.tools(),
         middleware=[GuardMiddleware(guard, approval="interrupt", server="exchange")],
         checkpointer=InMemorySaver(),
     )
     other = create_agent(
         script(call("withdraw", WITHDRAW, "b1")),
-        await server.tools(),
+        await exchange_server.tools(),
         middleware=[GuardMiddleware(guard, approval="interrupt", server="exchange")],
         checkpointer=InMemorySaver(),
     )
-    before = server.counts()["withdraw"]
+    before = exchange_server.counts()["withdraw"]
 
     first = await agent.ainvoke({"messages": [("user", "go")]}, config=thread("A"))
     second = await other.ainvoke({"messages": [("user", "go")]}, config=thread("B"))
@@ -164,29 +154,29 @@ async def test_paused_pass_consumes_no_quota(server: ExchangeServer) -> None:
     assert payload is not None
     assert payload["code"] == "rate_limited"
     assert payload["retry_after_s"] == 60.0
-    assert server.counts()["withdraw"] - before == 1
+    assert exchange_server.counts()["withdraw"] - before == 1
 
 
 @module_loop
-async def test_interrupt_only_when_approval_is_needed(server: ExchangeServer) -> None:
+async def test_interrupt_only_when_approval_is_needed(exchange_server: ExchangeServer) -> None:
     middleware = GuardMiddleware(POLICY, approval="interrupt", server="exchange")
     model = script(
         call("get_balance", {"asset": "BTC"}, "c1"),
         call("place_order", {"symbol": "X", "side": "buy", "amount": 5}, "c2"),
         call("place_order", {"symbol": "X", "side": "buy", "amount": 500}, "c3"),
     )
-    agent = create_agent(model, await server.tools(), middleware=[middleware], checkpointer=InMemorySaver())
-    before = server.counts()
+    agent = create_agent(model, await exchange_server.tools(), middleware=[middleware], checkpointer=InMemorySaver())
+    before = exchange_server.counts()
 
     paused = await agent.ainvoke({"messages": [("user", "go")]}, config=thread("t"))
     (pause,) = paused["__interrupt__"]
     assert (pause.value["name"], pause.value["tool_call_id"]) == ("place_order", "c3")
     assert pause.value["mcp_guard"]["rule"] == "/tools/place_order/approve_if/args.amount-gt"
-    assert server.counts() - before == {"get_balance": 1, "place_order": 1}
+    assert exchange_server.counts() - before == {"get_balance": 1, "place_order": 1}
 
     state = await agent.ainvoke(Command(resume={"type": "approve"}), config=thread("t"))
     assert [m.status for m in tool_messages(state["messages"])] == ["success"] * 3
-    assert server.counts() - before == {"get_balance": 1, "place_order": 2}
+    assert exchange_server.counts() - before == {"get_balance": 1, "place_order": 2}
 
 
 # -- approval by callback ----------------------------------------------------------------------------------
@@ -201,7 +191,9 @@ async def test_interrupt_only_when_approval_is_needed(server: ExchangeServer) ->
         (ApprovalDecision.edit({"asset": "ETH", "amount": 2, "address": "hot"}), None, "withdrew 2 ETH to hot"),
     ],
 )
-async def test_callback_approval(server: ExchangeServer, answer: Any, code: str | None, text: str | None) -> None:
+async def test_callback_approval(
+    exchange_server: ExchangeServer, answer: Any, code: str | None, text: str | None
+) -> None:
     asked: list[ApprovalRequest] = []
 
     async def approver(request: ApprovalRequest) -> Any:
@@ -209,8 +201,10 @@ async def test_callback_approval(server: ExchangeServer, answer: Any, code: str 
         return answer
 
     middleware = GuardMiddleware(POLICY, approver=approver, server="exchange")
-    agent = create_agent(script(call("withdraw", WITHDRAW, "w1")), await server.tools(), middleware=[middleware])
-    before = server.counts()["withdraw"]
+    agent = create_agent(
+        script(call("withdraw", WITHDRAW, "w1")), await exchange_server.tools(), middleware=[middleware]
+    )
+    before = exchange_server.counts()["withdraw"]
 
     state = await agent.ainvoke({"messages": [("user", "go")]}, context={"user_id": "fay"})
 
@@ -218,25 +212,25 @@ async def test_callback_approval(server: ExchangeServer, answer: Any, code: str 
     assert [(r.tool, r.identity, r.rule) for r in asked] == [("withdraw", "fay", "/tools/exchange~1withdraw")]
     if code is None:
         assert text_of(result) == text
-        assert server.counts()["withdraw"] - before == 1
+        assert exchange_server.counts()["withdraw"] - before == 1
     else:
         payload = violation(result)
         assert payload is not None
         assert (payload["code"], payload["reason"]) == (code, "too much")
-        assert server.counts()["withdraw"] == before
+        assert exchange_server.counts()["withdraw"] == before
 
 
 # -- what the model is shown -------------------------------------------------------------------------------
 
 
 @module_loop
-async def test_hidden_tools_are_not_bound_and_refused_if_called(server: ExchangeServer) -> None:
+async def test_hidden_tools_are_not_bound_and_refused_if_called(exchange_server: ExchangeServer) -> None:
     model = script(call("delete_api_key", {"key_id": "k"}, "d1"), call("flaky", {}, "f1"))
     first = GuardMiddleware(POLICY, server="exchange")
     second = GuardMiddleware({"version": "1", "default": "allow"})  # two instances: distinct default names
     assert first.name != second.name
-    agent = create_agent(model, await server.tools(), middleware=[first, second])
-    before = server.counts()
+    agent = create_agent(model, await exchange_server.tools(), middleware=[first, second])
+    before = exchange_server.counts()
 
     state = await agent.ainvoke({"messages": [("user", "go")]})
 
@@ -245,16 +239,16 @@ async def test_hidden_tools_are_not_bound_and_refused_if_called(server: Exchange
     assert all(names == ["get_balance", "place_order", "withdraw"] for names in model.bound)
     codes = [(violation(m) or {}).get("code") for m in tool_messages(state["messages"])]
     assert codes == ["hidden", "default_deny"]
-    assert server.counts() == before
+    assert exchange_server.counts() == before
     assert state["messages"][-1].content == "done"
 
 
 @module_loop
-async def test_raise_mode_ends_the_run_by_design(server: ExchangeServer) -> None:
+async def test_raise_mode_ends_the_run_by_design(exchange_server: ExchangeServer) -> None:
     guard = Guard(POLICY, on_violation="raise")
     agent = create_agent(
         script(call("delete_api_key", {"key_id": "k"}, "d1")),
-        await server.tools(),
+        await exchange_server.tools(),
         middleware=[GuardMiddleware(guard, server="exchange")],
     )
     with pytest.raises(PolicyViolation):
@@ -265,7 +259,7 @@ async def test_raise_mode_ends_the_run_by_design(server: ExchangeServer) -> None
 
 
 @module_loop
-async def test_beside_human_in_the_loop_and_tool_retry(server: ExchangeServer) -> None:
+async def test_beside_human_in_the_loop_and_tool_retry(exchange_server: ExchangeServer) -> None:
     attempts: list[int] = []
 
     async def unstable(x: int) -> str:
@@ -283,13 +277,13 @@ async def test_beside_human_in_the_loop_and_tool_retry(server: ExchangeServer) -
         ToolRetryMiddleware(max_retries=2, initial_delay=0.0, backoff_factor=0.0, jitter=False),
         GuardMiddleware(guard, approval="interrupt", server="exchange"),
     ]
-    tools = [*await server.tools(), StructuredTool.from_function(coroutine=unstable)]
+    tools = [*await exchange_server.tools(), StructuredTool.from_function(coroutine=unstable)]
     model = script(
         call("place_order", {"symbol": "X", "side": "buy", "amount": 500}, "p1"),
         call("unstable", {"x": 7}, "u1"),
     )
     agent = create_agent(model, tools, middleware=middleware, checkpointer=InMemorySaver())
-    before = server.counts()
+    before = exchange_server.counts()
 
     # 1. LangChain's HITL asks first (after the model turn) ...
     state = await agent.ainvoke({"messages": [("user", "go")]}, config=thread("h"))
@@ -299,7 +293,7 @@ async def test_beside_human_in_the_loop_and_tool_retry(server: ExchangeServer) -
     state = await agent.ainvoke(Command(resume={"decisions": [{"type": "approve"}]}), config=thread("h"))
     (ours,) = state["__interrupt__"]
     assert ours.value["type"] == "tool_approval"
-    assert server.counts() == before
+    assert exchange_server.counts() == before
     # 3. Approved: the order runs; the unstable tool fails once and ToolRetry runs it again through the guard.
     state = await agent.ainvoke(Command(resume=True), config=thread("h"))
 
@@ -308,7 +302,7 @@ async def test_beside_human_in_the_loop_and_tool_retry(server: ExchangeServer) -
     assert [m.status for m in results] == ["success", "success"]
     assert text_of(results[1]) == "ok 7"
     assert attempts == [7, 7]
-    assert server.counts() - before == {"place_order": 1}
+    assert exchange_server.counts() - before == {"place_order": 1}
     assert [(e["tool"], e["outcome"]) for e in sink.events] == [
         ("place_order", "ok"),
         ("unstable", "error"),

@@ -8,11 +8,9 @@ of the ``MCPServer`` they guard: see ``tests/integrations/agents/test_hidden_too
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 
 from mcp_guard import Guard
@@ -25,37 +23,30 @@ POLICY: dict[str, Any] = {"version": "1", "default": "allow", "tools": {"exchang
 WITHDRAW = {"asset": "BTC", "amount": 1.0}
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
-    session = await RecordingSession(tmp_path_factory.mktemp("skip") / "record.jsonl").start()
-    yield session
-    await session.close()
-
-
-async def refused(server: RecordingSession, tools: list[Any], middleware: list[Any]) -> dict[str, Any]:
-    before = len(server.record())
+async def refused(recording_session: RecordingSession, tools: list[Any], middleware: list[Any]) -> dict[str, Any]:
+    before = len(recording_session.record())
     agent = create_agent(script(call("withdraw", WITHDRAW, "w1")), tools, middleware=middleware)
     state = await agent.ainvoke({"messages": [("user", "go")]})
-    assert [r["tool"] for r in server.record()[before:]] == []
+    assert [r["tool"] for r in recording_session.record()[before:]] == []
     (message,) = tool_messages(state["messages"])
     payload = violation(message)
     assert payload is not None
     return payload
 
 
-async def test_wrap_tools_hides_the_denied_tool_and_refuses_a_call(server: RecordingSession) -> None:
-    tools = await server.tools()
+async def test_wrap_tools_hides_the_denied_tool_and_refuses_a_call(recording_session: RecordingSession) -> None:
+    tools = await recording_session.tools()
     assert "withdraw" not in [t.name for t in wrap_tools(tools, POLICY)]
-    payload = await refused(server, wrap_tools(tools, POLICY, hide_denied=False), [])
+    payload = await refused(recording_session, wrap_tools(tools, POLICY, hide_denied=False), [])
     assert (payload["code"], payload["server"]) == ("denied", "exchange")
 
 
-async def test_interceptor(server: RecordingSession) -> None:
-    tools = await server.tools(tool_interceptors=[GuardInterceptor(Guard(POLICY))])
-    payload = await refused(server, tools, [])
+async def test_interceptor(recording_session: RecordingSession) -> None:
+    tools = await recording_session.tools(tool_interceptors=[GuardInterceptor(Guard(POLICY))])
+    payload = await refused(recording_session, tools, [])
     assert (payload["code"], payload["server"]) == ("denied", "exchange")
 
 
-async def test_middleware(server: RecordingSession) -> None:
-    payload = await refused(server, await server.tools(), [GuardMiddleware(POLICY)])
+async def test_middleware(recording_session: RecordingSession) -> None:
+    payload = await refused(recording_session, await recording_session.tools(), [GuardMiddleware(POLICY)])
     assert (payload["code"], payload["server"]) == ("denied", "exchange")

@@ -5,13 +5,11 @@ violation JSON, without ending the run."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from langchain.agents import create_agent
 from langchain.tools import ToolRuntime
 from langchain_core.messages import ToolMessage
@@ -30,15 +28,7 @@ from tests.support.langchain_helpers import (
     tool_messages,
     violation,
 )
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
-    exchange = await ExchangeServer(tmp_path_factory.mktemp("wrap") / "calls.txt").start()
-    yield exchange
-    await exchange.close()
+from tests.support.marks import module_loop
 
 
 def by_name(tools: list[Any]) -> dict[str, Any]:
@@ -49,8 +39,8 @@ def by_name(tools: list[Any]) -> dict[str, Any]:
 
 
 @module_loop
-async def test_copies_keep_shape_and_leave_out_what_the_policy_hides(server: ExchangeServer) -> None:
-    tools = await server.tools()
+async def test_copies_keep_shape_and_leave_out_what_the_policy_hides(exchange_server: ExchangeServer) -> None:
+    tools = await exchange_server.tools()
     guarded = wrap_tools(tools, CASES_POLICY, server="exchange")
 
     # delete_api_key is hidden, flaky has no rule under default deny: the model is never shown them.
@@ -73,9 +63,9 @@ async def test_copies_keep_shape_and_leave_out_what_the_policy_hides(server: Exc
 
 
 @module_loop
-async def test_mcp_tool_keeps_artifact_and_reports_violation_as_error_message(server: ExchangeServer) -> None:
-    guarded = by_name(wrap_tools(await server.tools(), CASES_POLICY, server="exchange"))
-    before = server.counts()
+async def test_mcp_tool_keeps_artifact_and_reports_violation_as_error_message(exchange_server: ExchangeServer) -> None:
+    guarded = by_name(wrap_tools(await exchange_server.tools(), CASES_POLICY, server="exchange"))
+    before = exchange_server.counts()
 
     ok = await guarded["get_balance"].ainvoke(tool_call("get_balance", {"asset": "BTC"}, "c1"))
     assert isinstance(ok, ToolMessage)
@@ -94,7 +84,7 @@ async def test_mcp_tool_keeps_artifact_and_reports_violation_as_error_message(se
     assert payload["server"] == "exchange"
     assert payload["policy"].startswith("sha256:")
 
-    after = server.counts()
+    after = exchange_server.counts()
     assert after["get_balance"] - before["get_balance"] == 1  # the refused call never reached the server
 
 
@@ -102,14 +92,14 @@ async def test_mcp_tool_keeps_artifact_and_reports_violation_as_error_message(se
 
 
 @module_loop
-async def test_agent_runs_allowed_call_and_model_sees_each_violation(server: ExchangeServer) -> None:
-    tools = wrap_tools(await server.tools(), CASES_POLICY, server="exchange")
+async def test_agent_runs_allowed_call_and_model_sees_each_violation(exchange_server: ExchangeServer) -> None:
+    tools = wrap_tools(await exchange_server.tools(), CASES_POLICY, server="exchange")
     model = script(
         call("get_balance", {"asset": "ETH"}, "c1"),
         call("place_order", {"symbol": "BTCUSD", "side": "buy", "amount": 5000}, "c2"),
         call("withdraw", {"asset": "BTC", "amount": 1, "address": "addr"}, "c3"),
     )
-    before = server.counts()
+    before = exchange_server.counts()
 
     state = await create_agent(model, tools).ainvoke({"messages": [("user", "go")]})
 
@@ -135,18 +125,18 @@ async def test_agent_runs_allowed_call_and_model_sees_each_violation(server: Exc
     assert model.bound
     assert all(names == ["get_balance", "create_listen_key", "place_order", "withdraw"] for names in model.bound)
 
-    after = server.counts()
+    after = exchange_server.counts()
     assert after["get_balance"] - before["get_balance"] == 1
     assert after["place_order"] == before["place_order"]
     assert after["withdraw"] == before["withdraw"]
 
 
 @module_loop
-async def test_rate_limited_call_reports_retry_after_and_frees_with_the_window(server: ExchangeServer) -> None:
+async def test_rate_limited_call_reports_retry_after_and_frees_with_the_window(exchange_server: ExchangeServer) -> None:
     clock = FakeClock()
-    tools = wrap_tools(await server.tools(), Guard(CASES_POLICY, clock=clock), server="exchange")
+    tools = wrap_tools(await exchange_server.tools(), Guard(CASES_POLICY, clock=clock), server="exchange")
     listen_key = by_name(tools)["create_listen_key"]
-    before = server.counts()["create_listen_key"]
+    before = exchange_server.counts()["create_listen_key"]
 
     first = await listen_key.ainvoke(tool_call("create_listen_key", {}, "k1"))
     clock.now += 10.0
@@ -160,7 +150,7 @@ async def test_rate_limited_call_reports_retry_after_and_frees_with_the_window(s
     assert payload["retry_after_s"] == 50.0  # the first call leaves the 60 s window 50 s from now
     assert payload["rule"] == "/tools/create_listen_key/limits/0"
     assert "50" in payload["hint"]
-    assert server.counts()["create_listen_key"] - before == 2
+    assert exchange_server.counts()["create_listen_key"] - before == 2
 
     clock.now += 50.0
     fourth = await listen_key.ainvoke(tool_call("create_listen_key", {}, "k4"))
@@ -168,10 +158,10 @@ async def test_rate_limited_call_reports_retry_after_and_frees_with_the_window(s
 
 
 @module_loop
-async def test_identity_and_session_come_from_runtime_context_and_thread(server: ExchangeServer) -> None:
+async def test_identity_and_session_come_from_runtime_context_and_thread(exchange_server: ExchangeServer) -> None:
     sink = MemorySink()
     guard = Guard(CASES_POLICY, audit=sink)
-    tools = wrap_tools(await server.tools(), guard, server="exchange")
+    tools = wrap_tools(await exchange_server.tools(), guard, server="exchange")
 
     # An MCP tool (gets ToolRuntime injected) and a plain tool (does not): both find the caller.
     def echo(text: str) -> str:
@@ -199,7 +189,7 @@ async def test_identity_and_session_come_from_runtime_context_and_thread(server:
         seen.append(runtime)
         return f"ctx-{runtime.context['user_id']}"
 
-    tools = wrap_tools(await server.tools(), guard, server="exchange", identity="svc", session=session_of)
+    tools = wrap_tools(await exchange_server.tools(), guard, server="exchange", identity="svc", session=session_of)
     model = script(call("get_balance", {"asset": "BTC"}, "c1"))
     await create_agent(model, tools).ainvoke({"messages": [("user", "go")]}, context={"user_id": "bob"})
     assert [(e["identity"], e["session"]) for e in sink.events] == [("svc", "ctx-bob")]
@@ -222,16 +212,18 @@ async def test_identity_and_session_come_from_runtime_context_and_thread(server:
         (ApprovalDecision.edit({"asset": "BTC", "amount": 1, "address": "bad-x"}), "denied", None),
     ],
 )
-async def test_callback_approval(server: ExchangeServer, answer: Any, code: str | None, reached: str | None) -> None:
+async def test_callback_approval(
+    exchange_server: ExchangeServer, answer: Any, code: str | None, reached: str | None
+) -> None:
     asked: list[ApprovalRequest] = []
 
     def approver(request: ApprovalRequest) -> Any:
         asked.append(request)
         return answer
 
-    tools = wrap_tools(await server.tools(), CASES_POLICY, server="exchange", approver=approver)
+    tools = wrap_tools(await exchange_server.tools(), CASES_POLICY, server="exchange", approver=approver)
     model = script(call("withdraw", {"asset": "BTC", "amount": 1, "address": "addr"}, "w1"))
-    before = server.counts()["withdraw"]
+    before = exchange_server.counts()["withdraw"]
 
     state = await create_agent(model, tools).ainvoke({"messages": [("user", "go")]}, context={"user_id": "carol"})
 
@@ -246,57 +238,57 @@ async def test_callback_approval(server: ExchangeServer, answer: Any, code: str 
     if code is None:
         assert result.status == "success"
         assert text_of(result) == reached
-        assert server.counts()["withdraw"] - before == 1
+        assert exchange_server.counts()["withdraw"] - before == 1
     else:
         payload = violation(result)
         assert payload is not None
         assert payload["code"] == code
-        assert server.counts()["withdraw"] == before
+        assert exchange_server.counts()["withdraw"] == before
     if answer == ApprovalDecision.deny("not today"):
         assert payload is not None
         assert payload["reason"] == "not today"
 
 
 @module_loop
-async def test_failing_approver_and_store_outage_do_not_end_the_run(server: ExchangeServer) -> None:
+async def test_failing_approver_and_store_outage_do_not_end_the_run(exchange_server: ExchangeServer) -> None:
     def broken(request: ApprovalRequest) -> bool:
         raise RuntimeError("approval service down")
 
     # Port 1 refuses connections: a real outage, reported within the store's timeout.
     outage = Guard(CASES_POLICY, store="redis://127.0.0.1:1/0")
     tools = [
-        *wrap_tools(await server.tools(), CASES_POLICY, server="exchange", approver=broken),
+        *wrap_tools(await exchange_server.tools(), CASES_POLICY, server="exchange", approver=broken),
     ]
-    limited = by_name(wrap_tools(await server.tools(), outage, server="exchange"))["create_listen_key"]
+    limited = by_name(wrap_tools(await exchange_server.tools(), outage, server="exchange"))["create_listen_key"]
     model = script(
         call("withdraw", {"asset": "BTC", "amount": 1, "address": "addr"}, "w1"),
         call("create_listen_key", {}, "k1"),
     )
     tools = [t for t in tools if t.name != "create_listen_key"] + [limited]
-    before = server.counts()
+    before = exchange_server.counts()
 
     state = await create_agent(model, tools).ainvoke({"messages": [("user", "go")]})
 
     assert state["messages"][-1].content == "done"
     codes = [(violation(m) or {}).get("code") for m in tool_messages(state["messages"])]
     assert codes == ["approval_denied", "guard_unavailable"]
-    after = server.counts()
+    after = exchange_server.counts()
     assert after["withdraw"] == before["withdraw"]
     assert after["create_listen_key"] == before["create_listen_key"]
 
 
 @module_loop
-async def test_server_error_result_stays_an_error_and_gives_quota_back(server: ExchangeServer) -> None:
+async def test_server_error_result_stays_an_error_and_gives_quota_back(exchange_server: ExchangeServer) -> None:
     policy = {"version": "1", "default": "deny", "tools": {"flaky": {"rate_limit": "1/minute"}}}
     guard = Guard(policy, retry=False)
-    (flaky,) = wrap_tools([t for t in await server.tools() if t.name == "flaky"], guard, server="exchange")
-    before = server.counts()["flaky"]
+    (flaky,) = wrap_tools([t for t in await exchange_server.tools() if t.name == "flaky"], guard, server="exchange")
+    before = exchange_server.counts()["flaky"]
 
     first = await flaky.ainvoke(tool_call("flaky", {}, "f1"))
     second = await flaky.ainvoke(tool_call("flaky", {}, "f2"))
 
     # Both reached the server: the failed first call gave its quota back (count_failures is off).
-    assert server.counts()["flaky"] - before == 2
+    assert exchange_server.counts()["flaky"] - before == 2
     for message in (first, second):
         assert message.status == "error"
         assert violation(message) is None
@@ -304,9 +296,9 @@ async def test_server_error_result_stays_an_error_and_gives_quota_back(server: E
 
 
 @module_loop
-async def test_on_violation_raise_propagates(server: ExchangeServer) -> None:
+async def test_on_violation_raise_propagates(exchange_server: ExchangeServer) -> None:
     guard = Guard(CASES_POLICY, on_violation="raise")
-    tools = by_name(wrap_tools(await server.tools(), guard, server="exchange"))
+    tools = by_name(wrap_tools(await exchange_server.tools(), guard, server="exchange"))
     with pytest.raises(PolicyViolation) as caught:
         await tools["place_order"].ainvoke(tool_call("place_order", {"symbol": "X", "side": "buy", "amount": 1e6}))
     assert caught.value.code == "denied"

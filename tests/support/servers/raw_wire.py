@@ -103,12 +103,21 @@ class Wire(Messages):
         self.proc.stdin.write(message if isinstance(message, bytes) else line(message))
         await self.proc.stdin.drain()
 
-    async def _next(self) -> dict[str, Any]:
+    async def next_line(self, timeout: float = TIMEOUT) -> bytes:
+        """The next line as received, unparsed (kept in ``lines``, not in ``seen``)."""
         assert self.proc.stdout is not None
-        raw = await self.proc.stdout.readline()
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         assert raw, "the process closed its stdout"
         self.lines.append(raw)
-        parsed: dict[str, Any] = json.loads(raw)
+        return raw
+
+    async def request_bytes(self, message: dict[str, Any] | bytes) -> bytes:
+        """Send a request; its answer as the bytes received (the next line: nothing else may be in flight)."""
+        await self.send(message)
+        return await self.next_line()
+
+    async def _next(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(await self.next_line())
         return parsed
 
 
