@@ -1,7 +1,7 @@
 """What every benchmark script shares: the ``--json`` flag and where its table goes.
 
 With ``--json`` a script still prints its table, but to stderr, and prints its figures on stdout as one
-JSON object, name -> µs (``paired.py`` reads that line, and ``tests/test_benchmarks.py`` checks it). The
+JSON object, name -> µs (``paired.py`` reads that line, and ``tests/benchmarks/test_scripts.py`` checks it). The
 tables stay exactly as they were for a human reader.
 """
 

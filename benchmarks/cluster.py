@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/cluster.py`` (``--seconds``, ``--procs``, ``--concurrency``,
 ``--identities`` to change the load). Needs ``redis-server`` and ``redis-cli`` on PATH.
 
-Starts one plain redis-server and a cluster of three masters (``tests/cluster_fixture.py``), then for each
+Starts one plain redis-server and a cluster of three masters (``tests/support/cluster_fixture.py``), then for each
 backend runs ``--procs`` client processes, each an event loop with ``--concurrency`` calls in flight, each
 call ``areserve`` for a random one of ``--identities`` callers (limits never full, so every call is a
 complete decision that writes). Two workloads:
@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tests.support
 
-from cluster_fixture import CLI, SERVER, LocalCluster
 from runtime import start_redis
 
 from mcp_guard import LimitCharge
 from mcp_guard._stores import store_from_uri
+from tests.support.cluster_fixture import CLI, SERVER, LocalCluster
 
 WORKLOADS = ("per-identity", "per-identity + global")
 

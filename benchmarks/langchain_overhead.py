@@ -35,8 +35,8 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 from mcp_guard import Guard
 from mcp_guard.integrations.langchain import wrap_tools
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servers.counter_server import server_params
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: tests.support
+from tests.support.servers.counter_server import server_params
 
 ALLOW = {
     "version": "1",

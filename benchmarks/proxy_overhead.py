@@ -1,6 +1,6 @@
 """Per-call time through ``mcp-guard proxy`` vs straight to the upstream, over stdio and streamable HTTP.
 
-Real processes on one machine: the recording test server (``tests/servers/proxy_upstream_server.py``, not
+Real processes on one machine: the recording test server (``tests/support/servers/proxy_upstream_server.py``, not
 recording: no RECORD_FILE), the proxy started by its CLI, and an ``mcp`` SDK ``ClientSession`` that keeps
 one session open and calls ``echo`` many times. The policy makes the guard do real work on every call (a
 rate limit reserved in the memory store, one audit event written to a JSONL file).
@@ -40,10 +40,10 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the repository root: tests.support
 
-from servers.proxy_support import free_port, http_processes, proxy_command  # noqa: E402
-from servers.proxy_upstream_server import command as upstream_command  # noqa: E402
+from tests.support.servers.proxy_support import free_port, http_processes, proxy_command  # noqa: E402
+from tests.support.servers.proxy_upstream_server import command as upstream_command  # noqa: E402
 
 POLICY = {
     "version": "1",

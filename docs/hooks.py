@@ -10,7 +10,7 @@ A page holds a marker line, ``<!-- generated: NAME -->``, and the build replaces
 * ``cli``: ``mcp-guard --help`` and every subcommand's ``--help``, as argparse prints them.
 
 A field, operator or code with no description here or in the model fails the build (``mkdocs build --strict``
-runs in ``make test``), and ``tests/test_docs.py`` checks that every one of them is on the page.
+runs in ``make test``), and ``tests/docs/test_site.py`` checks that every one of them is on the page.
 """
 
 from __future__ import annotations

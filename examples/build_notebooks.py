@@ -3,7 +3,7 @@
 The ``.py`` files are the sources: plain Python in jupytext's percent format (``# %%`` starts a cell), so ruff
 sees them and a diff reads as code. The ``.ipynb`` files are what a reader opens: built from the sources,
 executed, committed with their outputs. Cells tagged ``remove-cell`` are the notebook's own checks: they run
-(here and in ``tests/test_notebooks.py``) but are left out of the ``.ipynb``.
+(here and in ``tests/examples/test_notebooks.py``) but are left out of the ``.ipynb``.
 
     python examples/build_notebooks.py            # rebuild every notebook (or: make notebooks)
     python examples/build_notebooks.py 05         # only those whose name starts with 05

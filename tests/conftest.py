@@ -10,45 +10,31 @@
   ``unix_url`` the same server over a Unix socket; all stopped at the end.
 - ``store``: parametrised ``memory``, ``redis`` and ``cluster`` (a 3-master Redis Cluster; both marked
   ``redis``), built with ``clock``: write a behaviour test once and it runs on every backend.
-- ``redis_cluster``, ``redis_cluster_url``, ``cluster_factory``: see ``cluster_fixture.py``.
+- ``redis_cluster``, ``redis_cluster_url``, ``cluster_factory``: see ``tests/support/cluster_fixture.py``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import pytest_asyncio
 
 from mcp_guard._stores import Store
 from mcp_guard._stores.memory import MemoryStore
+from tests.support.clock import FakeClock
+from tests.support.redis_server import RedisServer, need_redis
 
-REDIS_BINARY = shutil.which("redis-server")
+if TYPE_CHECKING:  # the frameworks are imported only by the fixtures that use them: the extra venvs of .ci/run lack one
+    from agents.mcp import MCPServerStdio
 
-pytest_plugins = ("cluster_fixture",)  # redis_cluster, redis_cluster_url, cluster_factory: a real Redis Cluster
+    from tests.support.langchain_helpers import ExchangeServer, RecordingSession
 
-
-class FakeClock:
-    """A clock that moves only when told: ``clock()`` is the time, ``clock.advance(s)`` moves it on.
-
-    Starts at an epoch-sized value so float precision matches real timestamps.
-    """
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
+pytest_plugins = (
+    "tests.support.cluster_fixture",
+)  # redis_cluster, redis_cluster_url, cluster_factory: a real Redis Cluster
 
 
 @pytest.fixture
@@ -56,101 +42,9 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def _need_redis() -> str:
-    if REDIS_BINARY is None:
-        message = "redis-server is not installed (apt-get install redis-server); the Redis tests need a real server"
-        if os.environ.get("MCP_GUARD_REQUIRE_REDIS") == "1":
-            pytest.fail(message + " and MCP_GUARD_REQUIRE_REDIS=1")
-        pytest.skip(message)
-    return REDIS_BINARY
-
-
-class RedisServer:
-    """A real redis-server subprocess on 127.0.0.1, no persistence. ``url`` stays valid across restarts."""
-
-    def __init__(self, binary: str, port: int | None = None) -> None:
-        self.binary = binary
-        self.port = port or _free_port()
-        self.socket_path = os.path.join(tempfile.mkdtemp(prefix="mcpg-redis-"), "redis.sock")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def unix_url(self) -> str:
-        """The same server over its Unix socket."""
-        return f"unix://{self.socket_path}?db=0"
-
-    def start(self) -> RedisServer:
-        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        cmd += ["--unixsocket", self.socket_path]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10.0
-        while not _ping(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port}: {err.strip()}")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-    def close(self) -> None:
-        """Stop for good and remove the socket's directory."""
-        self.stop()
-        shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
-
-    def pause(self) -> None:
-        """SIGSTOP: the port still accepts connections but nothing answers (a hung server)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def flushdb(self) -> None:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(b"FLUSHDB\r\n")
-            if not s.recv(16).startswith(b"+OK"):
-                raise RuntimeError("FLUSHDB failed")
-
-
 @pytest.fixture(scope="session")
 def _redis_session_server() -> Iterator[RedisServer]:
-    server = RedisServer(_need_redis()).start()
+    server = RedisServer(need_redis()).start()
     yield server
     server.close()
 
@@ -171,7 +65,7 @@ def redis_url(_redis_session_server: RedisServer) -> str:
 @pytest.fixture
 def redis_factory() -> Iterator[Callable[[], RedisServer]]:
     """Start private redis-servers a test can stop, restart and pause; all stopped at the end."""
-    binary = _need_redis()
+    binary = need_redis()
     servers: list[RedisServer] = []
 
     def start() -> RedisServer:
@@ -205,3 +99,41 @@ def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[Store]:
         made = RedisStore(request.getfixturevalue("redis_url"), clock=clock)
     yield made
     made.close()
+
+
+# -- real MCP servers, one per test module (their tests carry ``module_loop``, tests/support/marks.py) ---------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def exchange_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ExchangeServer]:
+    """The counter server's exchange tools on one langchain-mcp-adapters session, for the module."""
+    from tests.support.langchain_helpers import ExchangeServer
+
+    exchange = await ExchangeServer(tmp_path_factory.mktemp("exchange") / "calls.txt").start()
+    yield exchange
+    await exchange.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def recording_session(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RecordingSession]:
+    """The recording server on one langchain-mcp-adapters session, for the module; ``.record()`` is what it ran."""
+    from tests.support.langchain_helpers import RecordingSession
+
+    session = await RecordingSession(tmp_path_factory.mktemp("recording") / "record.jsonl").start()
+    yield session
+    await session.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def agents_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The record file of ``agents_recording_server``: every call it ran (read it with ``read_record``)."""
+    return tmp_path_factory.mktemp("agents_recording") / "record.jsonl"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def agents_recording_server(agents_record: Path) -> AsyncIterator[MCPServerStdio]:
+    """The recording server as the Agents SDK's ``MCPServerStdio`` named ``exchange``, for the module."""
+    from tests.support.agents_helpers import recording_server
+
+    async with recording_server(agents_record) as server:
+        yield server

@@ -1,7 +1,7 @@
 """A demo MCP server modelled on an exchange account (stdio). State lives in memory and dies with the process.
 
 Run it directly (``python examples/servers/exchange_server.py``) or let a client start it over stdio. It is
-the server the demo, the notebooks and ``tests/test_init.py`` talk to: nothing here talks to a real exchange.
+the server the demo, the notebooks and ``tests/cli/test_init.py`` talk to: nothing here talks to a real exchange.
 
 Tools, by what they do (the MCP annotations say the same, honestly):
 
