@@ -26,11 +26,9 @@ from typing import Any
 import anyio
 import pytest
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.memory import create_client_server_memory_streams
 
 from mcp_guard import Guard, Inbox, Policy
 from mcp_guard._proxy.relay import Relay
-from mcp_guard._proxy.server import GuardProxy
 from tests.support.servers import fixture_server
 from tests.support.servers.fixture_server import read_record
 from tests.support.servers.proxy_support import HttpProcess, alive, free_port, proxy_command, wait_until, write_policy
@@ -226,25 +224,18 @@ class RelayWire(Messages):
 
 
 @asynccontextmanager
-async def in_process(path: str, guard: Guard) -> AsyncIterator[Messages]:
-    if path == "relay":
-        wire = RelayWire(Relay(guard, waiting_server()))
-        try:
-            yield wire
-        finally:
-            wire.reader.feed_eof()
-            await asyncio.wait_for(wire.serving, 20)
-        return
-    proxy = GuardProxy(guard, waiting_server())
-    async with create_client_server_memory_streams() as (client, server), anyio.create_task_group() as tg:
-        tg.start_soon(proxy.serve, *server)
-        yield SdkWire(*client)
-        proxy.stop()
+async def in_process(guard: Guard) -> AsyncIterator[Messages]:
+    """The relay in this process (every CLI path is this relay), so a test can hand the guard a clock and a sleep."""
+    wire = RelayWire(Relay(guard, waiting_server()))
+    try:
+        yield wire
+    finally:
+        wire.reader.feed_eof()
+        await asyncio.wait_for(wire.serving, 20)
 
 
-@pytest.mark.parametrize("path", ["relay", "sdk"])
 async def test_a_cancel_withdraws_a_call_waiting_for_its_rate_limit_window(
-    tmp_path: Path, redis_url: str, path: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record, audit = tmp_path / "record.jsonl", tmp_path / "audit.jsonl"
     monkeypatch.setenv("RECORD_FILE", str(record))
@@ -258,7 +249,7 @@ async def test_a_cancel_withdraws_a_call_waiting_for_its_rate_limit_window(
         await asyncio.Event().wait()
 
     guard = Guard(pol, store=redis_url, audit=str(audit), on_rate_limit="wait", max_wait_s=120, asleep=asleep)
-    async with in_process(path, guard) as wire:
+    async with in_process(guard) as wire:
         await wire.start()
         first = await wire.request(call("t1", "transfer", amount=1))
         assert first["result"]["content"][0]["text"] == "moved 1"
@@ -282,7 +273,7 @@ async def test_a_cancel_before_the_guard_sees_the_call_withdraws_it(
     monkeypatch.setenv("RECORD_FILE", str(record))
     pol = policy(max_calls=2)
     guard = Guard(pol, store=redis_url, audit=str(audit))
-    async with in_process("relay", guard) as wire:
+    async with in_process(guard) as wire:
         await wire.request(initialize())
         await wire.send(INITIALIZED)
         assert isinstance(wire, RelayWire)

@@ -23,11 +23,9 @@ from agents.mcp import MCPServerStdio
 from agents.testing import ScriptedModel, assistant_message, function_call
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from mcp.shared.memory import create_client_server_memory_streams
 from pydantic import AnyUrl
 
-from mcp_guard import Guard, Policy
-from mcp_guard._proxy.server import GuardProxy
+from mcp_guard import Policy
 from tests.support.agents_helpers import tool_outputs
 from tests.support.servers.proxy_support import (
     alive,
@@ -302,42 +300,6 @@ async def test_third_party_filesystem_server_from_npm(tmp_path: Path) -> None:
     assert written["code"] == "hidden"
     # The upstream never acted on either: the disk is the record.
     assert sorted(p.name for p in root.iterdir()) == ["a.txt"]
-
-
-async def test_policy_changed_tells_clients_to_list_again(
-    tmp_path: Path, record: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # In-process, to swap the policy the way a reload does and call policy_changed() by hand; the upstream
-    # is still the real recording server over stdio, and the client a real ClientSession.
-    monkeypatch.setenv("RECORD_FILE", str(record))
-    guard = Guard(POLICY)
-    proxy = GuardProxy(guard, proxy_upstream_server())
-    seen: list[Any] = []
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, types.ServerNotification):
-            seen.append(message.root)
-
-    async with (
-        create_client_server_memory_streams() as (client_streams, server_streams),
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(proxy.serve, *server_streams)
-        async with ClientSession(*client_streams, message_handler=on_message) as session:
-            await session.initialize()
-            before = {t.name for t in (await session.list_tools()).tools}
-            guard.policy = Policy.from_dict({**POLICY, "hide": ["delete_notes", "echo"]})
-            await proxy.policy_changed()
-            await session.send_ping()  # the notification was sent first, on the same stream
-            after = {t.name for t in (await session.list_tools()).tools}
-            hidden = violation(await session.call_tool("echo", {"text": "now hidden"}))
-        proxy.stop()
-    assert "echo" in before
-    assert "echo" not in after
-    assert any(isinstance(n, types.ToolListChangedNotification) for n in seen)
-    assert hidden is not None
-    assert hidden["code"] == "hidden"
-    assert read_record(record) == []
 
 
 async def first_pending(inbox: Any) -> list[dict[str, Any]]:

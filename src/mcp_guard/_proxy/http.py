@@ -38,10 +38,8 @@ from mcp_guard._proxy.bridge import RelayFront
 from mcp_guard._proxy.events import MemoryEventStore
 from mcp_guard._proxy.origin import FrontDoor, FrontDoorMiddleware
 from mcp_guard._proxy.relay import tell_on_reload
-from mcp_guard._proxy.server import GuardProxy
 
 IdentityFromHeaders = Callable[[Mapping[str, str]], "str | None"]
-Front = RelayFront | GuardProxy
 
 
 class IdentityReader:
@@ -133,16 +131,16 @@ def request_identity(
 
 
 def asgi_app(
-    proxy: Front, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor, gate: Any = None
+    proxy: RelayFront, identity_of: IdentityFromHeaders | None = None, *, door: FrontDoor, gate: Any = None
 ) -> Starlette:
     """The proxy as an ASGI application serving MCP at ``/mcp``, behind ``door``'s Host/Origin check.
 
-    ``proxy``: a :class:`RelayFront` (what the CLI serves: each client session relayed to its own upstream
-    session) or a :class:`GuardProxy` (the SDK-based server). ``gate`` wraps the endpoint, to refuse requests
-    before the SDK sees them (the JWT front's ``JwtGate``). Call ``proxy.probe()`` first. Streams are resumable:
-    a client that lost one gets what it missed with ``Last-Event-ID`` (:mod:`mcp_guard._proxy.events`).
+    ``proxy``: a :class:`RelayFront` (each client session relayed to its own upstream session). ``gate`` wraps
+    the endpoint, to refuse requests before the SDK sees them (the JWT front's ``JwtGate``). Call
+    ``proxy.probe()`` first. Streams are resumable: a client that lost one gets what it missed with
+    ``Last-Event-ID`` (:mod:`mcp_guard._proxy.events`).
     """
-    app: Any = proxy.server if isinstance(proxy, GuardProxy) else proxy
+    app: Any = proxy  # not an SDK Server: RelayFront offers the one method the manager calls, run()
     manager = StreamableHTTPSessionManager(app=app, event_store=MemoryEventStore())
     endpoint: Any = _Endpoint(manager, identity_of)
     if gate is not None:
@@ -193,7 +191,7 @@ def quiet_disconnects() -> None:
 
 
 async def serve_http(
-    proxy: Front,
+    proxy: RelayFront,
     sock: socket.socket,
     door: FrontDoor,
     identity_of: IdentityFromHeaders | None = None,

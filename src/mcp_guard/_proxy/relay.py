@@ -1,9 +1,9 @@
 """The MCP proxy's stdio fast path: a JSON-RPC relay that forwards lines as bytes, guarding only tool calls.
 
-``mcp-guard proxy -- CMD`` serves a stdio client in front of a stdio upstream. The SDK-based server
-(:mod:`mcp_guard._proxy.server`) is a full second MCP hop: every message is parsed into pydantic models and
-serialised again, both ways, through anyio task groups; on a local echo that more than doubles a call. This
-relay keeps the wire as it is: each newline-delimited message is parsed once, strictly
+``mcp-guard proxy -- CMD`` serves a stdio client in front of a stdio upstream, and every other path (``--no-relay``,
+the HTTP front, an HTTP upstream) is this relay too, with the SDK only as transport
+(:mod:`mcp_guard._proxy.bridge`): a second SDK session would be a full second MCP hop that declares none of the
+client's capabilities. The relay keeps the wire as it is: each newline-delimited message is parsed once, strictly
 (:mod:`mcp_guard._proxy.strict_json`), to read its ``method`` and ``id``, and what goes on is that parse
 re-serialised, never the bytes received (another reader could split or decode them another way); a message
 that cannot be read one way only is refused with a JSON-RPC error. Messages go on as they came, except:

@@ -1,9 +1,7 @@
-"""What both proxy paths say on the wire: the refusal a client sees, and the approval question and its answer.
+"""What the proxy says on the wire of its own: the refusal a client sees, and the approval question and its answer.
 
-The stdio relay (:mod:`mcp_guard._proxy.relay`, JSON as dicts) and the SDK-based server
-(:mod:`mcp_guard._proxy.server`, pydantic models) decide every call through the same ``Guard.arun``; what
-they send back must not differ either, so each rule is written here once, on plain JSON, and the SDK path
-validates it into its models. Imports nothing of the ``mcp`` SDK.
+Written on plain JSON, apart from the relay (:mod:`mcp_guard._proxy.relay`) that sends them, so each rule is
+in one place and testable alone. Imports nothing of the ``mcp`` SDK.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tool pinning behind the adapters and paths ``test_pins.py`` does not drive end to end (spec section 11).
 
-For each: a real MCP server (``servers/rugpull_server.py``) is pinned with ``mcp-guard pin``, then changes what it
+For each: a real MCP server (``rugpull_server.py``) is pinned with ``mcp-guard pin``, then changes what it
 lists (a rug pull of ``send_note``, or a new ``send_note_v2`` shadowing it). The drifted tool is refused with
 ``tool_changed`` or left out of what the model is shown, as the policy says; the other tools keep working. The
 judge is what the server recorded it ran and the raw audit bytes.
@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_helpers import call, script, tool_call, tool_messages
-from langchain_helpers import violation as lc_violation
 from langchain_mcp_adapters.client import MultiServerMCPClient
 from langchain_mcp_adapters.tools import load_mcp_tools
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from pins_helpers import SERVER, Rug, sync_server
 
 from mcp_guard._guard.pins import Lock
 from mcp_guard.integrations.langchain import GuardInterceptor, GuardMiddleware, wrap_tools
+from tests.support.langchain_helpers import call, script, tool_call, tool_messages
+from tests.support.langchain_helpers import violation as lc_violation
+from tests.support.pins_helpers import SERVER, Rug, sync_server
 
 NOTE = {"to": "bob", "text": "hi"}
 
@@ -142,9 +142,9 @@ def _agents_params(rug: Rug) -> Any:
 async def test_agents_mcp_server_hides_a_shadowing_tool_and_refuses_a_call_to_it(rug: Rug) -> None:
     from agents import Agent, Runner, set_tracing_disabled
     from agents.mcp import MCPServerStdio
-    from agents_helpers import call as agents_call
-    from agents_helpers import script as agents_script
-    from agents_helpers import tool_outputs, tools_sent, violation
+    from tests.support.agents_helpers import call as agents_call
+    from tests.support.agents_helpers import script as agents_script
+    from tests.support.agents_helpers import tool_outputs, tools_sent, violation
 
     from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_run_config
 
@@ -172,9 +172,9 @@ async def test_agents_guard_tools_over_the_servers_tools(rug: Rug, pull: str) ->
     the listing is compared when the tools are guarded; a pulled tool is refused, a new one kept back."""
     from agents import Agent, Runner, set_tracing_disabled
     from agents.mcp import MCPServerStdio, MCPUtil
-    from agents_helpers import call as agents_call
-    from agents_helpers import script as agents_script
-    from agents_helpers import tool_outputs, tools_sent, violation
+    from tests.support.agents_helpers import call as agents_call
+    from tests.support.agents_helpers import script as agents_script
+    from tests.support.agents_helpers import tool_outputs, tools_sent, violation
 
     from mcp_guard.integrations.openai_agents import guard_run_config, guard_tools
 
@@ -241,9 +241,9 @@ async def test_a_bare_policy_guardrail_refuses_a_pulled_tool_the_agent_holds(rug
 
     from agents import Agent, Runner, set_tracing_disabled
     from agents.mcp import MCPServerStdio, MCPUtil
-    from agents_helpers import call as agents_call
-    from agents_helpers import script as agents_script
-    from agents_helpers import tool_outputs, violation
+    from tests.support.agents_helpers import call as agents_call
+    from tests.support.agents_helpers import script as agents_script
+    from tests.support.agents_helpers import tool_outputs, violation
 
     from mcp_guard.integrations.openai_agents import policy_guardrail
 

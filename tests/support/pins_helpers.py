@@ -1,6 +1,6 @@
 """Test support for pinning behind each adapter: the rug-pull server's files, its lock, and sync LangChain tools.
 
-The upstream is ``servers/rugpull_server.py`` over stdio; what it lists changes when a test writes ``pull``
+The upstream is ``rugpull_server.py`` over stdio; what it lists changes when a test writes ``pull``
 (``description``: ``send_note`` gains hidden instructions and a ``bcc`` parameter; ``shadow``: a new
 ``send_note_v2``). The lock is written by the real ``mcp-guard pin`` (``main([...])``). The judge is what the
 server recorded it ran, and the raw audit bytes.

@@ -286,7 +286,7 @@ def test_the_guides_example_loads_and_labels_as_it_says() -> None:
 
     import yaml
 
-    page = (Path(__file__).resolve().parent.parent / "docs" / "guides" / "sessions.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "guides" / "sessions.md").read_text(encoding="utf-8")
     found = re.search(r"<!-- check: field-trust -->\n```yaml\n(.*?)\n```", page, re.DOTALL)
     assert found is not None
     policy = Policy.from_dict({"version": "1", "default": "allow", **yaml.safe_load(found.group(1))})

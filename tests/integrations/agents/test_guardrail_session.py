@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 from agents import Agent, Runner, function_tool, set_tracing_disabled
-from agents_helpers import call, script, tool_outputs, violation
 
 from mcp_guard import Policy
 from mcp_guard._cli.main import main
 from mcp_guard.integrations.openai_agents import guard_tools, policy_guardrail
+from tests.support.agents_helpers import call, script, tool_outputs, violation
 
 USER_IBAN = "DE89 3704 0044 0532 0130 00"
 ATTACKER_IBAN = "GB29NWBK60161331926819"

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import RedisServer
 
 from mcp_guard import ApprovalRequest, ConfigurationError, Inbox, PolicyError
 from mcp_guard._cli.main import main
 from mcp_guard._inbox.stores import Backend, Conn, StoreOptions, backend_from_url
 from mcp_guard._inbox.urls import shown_url
+from tests.support.redis_server import RedisServer
 
 PASSWORD = "hunter2-Pa55"
 TOKEN = "t" * 20

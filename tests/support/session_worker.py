@@ -1,6 +1,7 @@
 """A worker process for the shared-session test: one Guard on Redis in front of the real ``mailbox`` MCP server.
 
-``python session_worker.py REDIS_URL RECORD_FILE STEPS_JSON``: starts the ``mailbox`` test server (stdio,
+``python -m tests.support.session_worker REDIS_URL RECORD_FILE STEPS_JSON`` (from the repository
+root): starts the ``mailbox`` test server (stdio,
 recording into RECORD_FILE), builds a Guard with the session tests' policy on the Redis store, and runs the
 steps in order: ``["observe", session, text]`` hands the user's words to session memory; ``["call", session,
 tool, args]`` calls the tool through ``guard.arun`` (with the annotations the server lists). Prints one JSON line
@@ -17,9 +18,9 @@ from typing import Any
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from servers import fixture_server
 
 from mcp_guard import Guard
+from tests.support.servers import fixture_server
 
 POLICY: dict[str, Any] = {
     "version": "1",

@@ -19,11 +19,11 @@ import pytest
 import pytest_asyncio
 from agents import Agent, Runner, set_tracing_disabled
 from agents.mcp import MCPServerStdio
-from agents_helpers import call, counter_server, script, tool_outputs
-from servers.counter_server import read_record
 
 from mcp_guard import Guard
 from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_tools, unguard_mcp_server
+from tests.support.agents_helpers import call, counter_server, script, tool_outputs
+from tests.support.servers.counter_server import read_record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

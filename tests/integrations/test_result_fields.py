@@ -1,6 +1,6 @@
 """Trust per field of a structured result through an adapter, judged by what a real MCP server ran.
 
-The ``calendar`` test server (``tests/servers/fixture_server.py``) returns its events as MCP
+The ``calendar`` test server (``tests/support/servers/fixture_server.py``) returns its events as MCP
 ``structuredContent``: participants the calendar recorded, and a description in which an outsider names another
 address. Under ``results: {result: untrusted, result.json.events.*.participants: trusted}`` a scripted model,
 through LangChain's ``GuardInterceptor`` on the MCP tools, invites a recorded participant (the server runs it)
@@ -16,18 +16,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage
-from langchain_helpers import RecordingSession, script, text_of, tool_messages
-from servers import fixture_server
-from servers.fixture_server import CALENDAR_ATTACKER
 
 from mcp_guard import Guard
 from mcp_guard.integrations.langchain import GuardInterceptor
-
-module_loop = pytest.mark.asyncio(loop_scope="module")
+from tests.support.langchain_helpers import RecordingSession, script, text_of, tool_messages
+from tests.support.marks import module_loop
+from tests.support.servers import fixture_server
+from tests.support.servers.fixture_server import CALENDAR_ATTACKER
 
 COLLEAGUE = "dana@partner.test"
 

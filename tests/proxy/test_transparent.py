@@ -30,9 +30,18 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import AnyUrl, FileUrl
-from servers import fixture_server
-from servers.proxy_support import REPO, filesystem_server, free_port, http_processes, proxy_command, text, write_policy
-from servers.raw_wire import SdkWire, call, spawn, typescript_server
+
+from tests.support.servers import fixture_server
+from tests.support.servers.proxy_support import (
+    REPO,
+    filesystem_server,
+    free_port,
+    http_processes,
+    proxy_command,
+    text,
+    write_policy,
+)
+from tests.support.servers.raw_wire import SdkWire, call, spawn, typescript_server
 
 EVERYTHING_TOOLS = (
     "echo",

@@ -1,5 +1,5 @@
 """``mcp-guard pin`` against a streamable-HTTP server, several servers into one lock, and ``--check`` after a
-rug pull over HTTP: the real CLI (``main([...])``), real servers (``servers/rugpull_server.py --http``, the fixture
+rug pull over HTTP: the real CLI (``main([...])``), real servers (``rugpull_server.py --http``, the fixture
 exchange server over stdio), judged by the lock file's bytes, the exit code and what was printed.
 """
 
@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from servers import fixture_server
-from servers.proxy_support import free_port, http_processes
 
 from mcp_guard._cli.main import main
 from mcp_guard._guard.pins import Lock
+from tests.support.servers import fixture_server
+from tests.support.servers.proxy_support import free_port, http_processes
 
-RUGPULL = Path(__file__).parent / "servers" / "rugpull_server.py"
+RUGPULL = Path(__file__).resolve().parents[1] / "support" / "servers" / "rugpull_server.py"
 
 
 class Pinned:

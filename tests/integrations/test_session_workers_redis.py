@@ -20,22 +20,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers.fixture_server import ATTACKER_IBAN, LEAKED_KEY, read_record
+
+from tests.support.servers.fixture_server import ATTACKER_IBAN, LEAKED_KEY, read_record
 
 pytestmark = pytest.mark.redis
 
-WORKER = Path(__file__).with_name("session_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+#: Run as ``python -m tests.support.session_worker`` from the repository root, so its ``tests.support`` imports resolve.
+WORKER = "tests.support.session_worker"
 USER_IBAN = "DE89 3704 0044 0532 0130 00"
 REQUEST = f"Read my inbox, then pay my rent of 950 EUR to {USER_IBAN}."
 
 
 def worker(redis_url: str, record: Path, steps: list[list[Any]]) -> list[tuple[str, str, str | None]]:
     done = subprocess.run(
-        [sys.executable, str(WORKER), redis_url, str(record), json.dumps(steps)],
+        [sys.executable, "-m", WORKER, redis_url, str(record), json.dumps(steps)],
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=WORKER.parent,
+        cwd=ROOT,
         check=False,
     )
     assert done.returncode == 0, done.stderr
