@@ -142,11 +142,11 @@ def _agents_params(rug: Rug) -> Any:
 async def test_agents_mcp_server_hides_a_shadowing_tool_and_refuses_a_call_to_it(rug: Rug) -> None:
     from agents import Agent, Runner, set_tracing_disabled
     from agents.mcp import MCPServerStdio
+
+    from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_run_config
     from tests.support.agents_helpers import call as agents_call
     from tests.support.agents_helpers import script as agents_script
     from tests.support.agents_helpers import tool_outputs, tools_sent, violation
-
-    from mcp_guard.integrations.openai_agents import guard_mcp_server, guard_run_config
 
     set_tracing_disabled(True)
     rug.pull("shadow")
@@ -172,11 +172,11 @@ async def test_agents_guard_tools_over_the_servers_tools(rug: Rug, pull: str) ->
     the listing is compared when the tools are guarded; a pulled tool is refused, a new one kept back."""
     from agents import Agent, Runner, set_tracing_disabled
     from agents.mcp import MCPServerStdio, MCPUtil
+
+    from mcp_guard.integrations.openai_agents import guard_run_config, guard_tools
     from tests.support.agents_helpers import call as agents_call
     from tests.support.agents_helpers import script as agents_script
     from tests.support.agents_helpers import tool_outputs, tools_sent, violation
-
-    from mcp_guard.integrations.openai_agents import guard_run_config, guard_tools
 
     set_tracing_disabled(True)
     guard = rug.guard(on_change="deny", on_new="hide")
@@ -241,11 +241,11 @@ async def test_a_bare_policy_guardrail_refuses_a_pulled_tool_the_agent_holds(rug
 
     from agents import Agent, Runner, set_tracing_disabled
     from agents.mcp import MCPServerStdio, MCPUtil
+
+    from mcp_guard.integrations.openai_agents import policy_guardrail
     from tests.support.agents_helpers import call as agents_call
     from tests.support.agents_helpers import script as agents_script
     from tests.support.agents_helpers import tool_outputs, violation
-
-    from mcp_guard.integrations.openai_agents import policy_guardrail
 
     set_tracing_disabled(True)
     guardrail = policy_guardrail(rug.guard(), server="notes")
