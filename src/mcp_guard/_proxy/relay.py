@@ -53,10 +53,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from mcp_guard._calls.approval import ApprovalDecision, ApprovalRequest
-from mcp_guard._calls.call import Admission, new_call
+from mcp_guard._calls.call import Admission, GuardResult, new_call
 from mcp_guard._compat import tool_annotations
 from mcp_guard._guard.guard import Guard
 from mcp_guard._policy.decision import Decision
+from mcp_guard._proxy.drive import CallDriver, plan_steps
 from mcp_guard._proxy.strict_json import INVALID_REQUEST, Refusal, dump, read_messages
 from mcp_guard._proxy.wire import APPROVAL_SCHEMA, approval_answer, approval_message, can_elicit, refusal
 
@@ -127,12 +128,17 @@ class _UpstreamFailed(Exception):
 
 
 class _Call:
-    """A client's ``tools/call`` from its arrival until its answer: the task deciding and forwarding it,
-    whether that task is inside the guard yet, and whether the client withdrew it before that."""
+    """A client's ``tools/call`` from its arrival until its answer: the request as parsed, the task deciding
+    it when it is not driven in line (see :mod:`mcp_guard._proxy.drive`), whether it is inside the guard yet,
+    and whether the client withdrew it before that."""
 
-    __slots__ = ("in_guard", "task", "withdrawn")
+    __slots__ = ("args", "in_guard", "line", "message", "params", "task", "withdrawn")
 
-    def __init__(self) -> None:
+    def __init__(self, message: dict[str, Any], line: bytes) -> None:
+        self.message = message
+        self.line = line
+        self.params: dict[str, Any] = {}
+        self.args: dict[str, Any] = {}
         self.task: asyncio.Task[None] | None = None
         self.in_guard = False
         self.withdrawn = False
@@ -227,6 +233,10 @@ class Relay:
             if client.done() and not client.cancelled() and client.exception() is not None:
                 log.error("reading the client failed: %r", client.exception())
         finally:
+            for rid, waiter in list(self._pending.items()):
+                if isinstance(waiter, CallDriver):  # in flight upstream, driven in line: cancelled, as a task is
+                    self._pending[rid] = _CANCELLED
+                    waiter.advance(None, asyncio.CancelledError())
             for task in (client, stop, *self._calls):
                 task.cancel()
             await self._close_upstream()
@@ -307,10 +317,12 @@ class Relay:
                 continue
             if method == "tools/call":
                 self._pending[rid] = _HELD
-                state = self._held[rid] = _Call()
-                task = state.task = asyncio.create_task(self._call(rid, message, line, state))
-                self._calls.add(task)
-                task.add_done_callback(self._calls.discard)
+                state = self._held[rid] = _Call(message, line)
+                self._start_call(rid, state)
+                proc = self._proc
+                if proc is not None and proc.stdin is not None and not self._gone:
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await proc.stdin.drain()  # backpressure, as for every other message sent upstream
                 continue
             if method == "initialize":
                 params = message.get("params")
@@ -328,22 +340,31 @@ class Relay:
         params = message.get("params")
         rid = params.get("requestId") if isinstance(params, dict) else None
         state = self._held.get(rid) if _valid_id(rid) else None
-        if state is None or state.task is None:
+        if state is None:
             return False  # not a tools/call in flight here: the upstream's business
         waiter = self._pending.get(rid)
+        if state.task is None and not isinstance(waiter, CallDriver):
+            return False
         if waiter is _HELD:
             # Not upstream: withdrawn. The guard writes its "cancelled" event and gives back the quota it held
             # (a call between two attempts keeps the charge: the guard knows it was handed on).
             state.withdrawn = True
-            if state.in_guard:
+            if state.in_guard and state.task is not None:
                 state.task.cancel()
             return True
+        if isinstance(waiter, CallDriver):
+            # In flight upstream, driven in line: as below, the guard is told by the cancellation thrown into
+            # the call's steps (charge kept, "cancelled" written), and the upstream is told too.
+            self._pending[rid] = _CANCELLED
+            waiter.advance(None, asyncio.CancelledError())
+            return False
         if isinstance(waiter, asyncio.Future):
             # In flight upstream: the upstream is told too. The id stays taken until it answers, and that
             # answer (the Python SDK sends a "Request cancelled" error) is dropped, never counted as a failed
             # call: cancelling the task makes the guard keep the charge and write "cancelled".
             self._pending[rid] = _CANCELLED
-            state.task.cancel()
+            if state.task is not None:
+                state.task.cancel()
             return False
         return True  # cancelled already
 
@@ -385,6 +406,16 @@ class Relay:
         if waiter is _CANCELLED:  # the client cancelled it: nobody waits for this answer any more
             del self._pending[rid]
             return
+        if isinstance(waiter, CallDriver):
+            self._pending[rid] = _HELD  # with the guard again until its steps end (a retry sends it again)
+            reply = _Reply(line, message)
+            if waiter.session_free and not _is_error(reply):
+                # The steps will hand on exactly this answer (no result rule, nothing to retry): the client gets
+                # it now, and the quota and the audit event are settled after, off the client's wait.
+                waiter.early = True
+                self._to_client(line)
+            waiter.advance(reply, None)
+            return
         if isinstance(waiter, asyncio.Future):
             self._settled(rid)
             if not waiter.done():
@@ -407,6 +438,9 @@ class Relay:
             return  # still with the guard: its forward() sees _gone and answers
         if waiter is _CANCELLED:
             del self._pending[rid]
+        elif isinstance(waiter, CallDriver):
+            self._pending[rid] = _HELD
+            waiter.advance(None, _UpstreamFailed(code, message))
         elif isinstance(waiter, asyncio.Future):
             self._settled(rid)
             if not waiter.done():
@@ -533,60 +567,135 @@ class Relay:
 
     # -- tool calls ------------------------------------------------------------------------------------
 
-    async def _call(self, rid: Any, message: dict[str, Any], original: bytes, state: _Call) -> None:
+    def _start_call(self, rid: Any, state: _Call) -> None:
+        """A client's ``tools/call``: decided and sent upstream on this turn when the tool's declaration is
+        known; else a task lists the upstream's tools first."""
+        message = state.message
+        params = message.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        args = params.get("arguments", {}) if isinstance(params, dict) else None
+        if args is None:
+            args = {}
+        if not isinstance(params, dict) or not isinstance(name, str) or not isinstance(args, dict):
+            self._end_call(rid)
+            self._to_client(_error_line(rid, _INVALID_PARAMS, "mcp-guard: tools/call needs a name and arguments"))
+            return
+        state.params, state.args = params, args
+        if name in self._tools or self._listed:
+            self._guard_call(rid, state, name, self._tools.get(name))
+            return
+        task = state.task = asyncio.create_task(self._list_then_call(rid, state, name))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _list_then_call(self, rid: Any, state: _Call, name: str) -> None:
         try:
-            params = message.get("params")
-            name = params.get("name") if isinstance(params, dict) else None
-            args = params.get("arguments", {}) if isinstance(params, dict) else None
-            if args is None:
-                args = {}
-            if not isinstance(params, dict) or not isinstance(name, str) or not isinstance(args, dict):
-                self._to_client(_error_line(rid, _INVALID_PARAMS, "mcp-guard: tools/call needs a name and arguments"))
-                return
             tool = await self._tool(name)
-            if state.withdrawn:  # cancelled by the client before the guard saw it: never decided, never sent
-                await self._withdrawn(rid, name, args)
-                return
-
-            async def forward(**arguments: Any) -> _Reply:
-                # The client's request as parsed when the guard admitted the arguments as sent; else with the
-                # approved arguments (same id, same _meta and progress token).
-                if arguments == args and "arguments" in params:
-                    line = original
-                else:
-                    line = _dump({**message, "params": {**params, "arguments": arguments}})
-                return await self._request_upstream(rid, line)
-
-            guard = self.guard.with_approver(self._asker()) if self._elicit else self.guard
-            # From here a cancellation reaches the guard (see _cancelled), which writes the call's one event.
-            state.in_guard = True
-            result = await guard.arun(
-                name,
-                args,
-                forward,
-                is_error=_is_error,
-                server=self._server(),
-                identity=self.identity,
-                session=self.session,
-                annotations=tool_annotations(tool.get("annotations")) if tool is not None else None,
-                tool_schema=tool.get("inputSchema") if tool is not None else None,
-                call_id=str(rid),
-            )
-            if result.violation is not None:
-                self._to_client(_dump({"jsonrpc": "2.0", "id": rid, "result": refusal(result.violation)}))
-            else:
-                self._to_client(result.value.line)
         except asyncio.CancelledError:
+            self._end_call(rid)
             raise
-        except _UpstreamFailed as exc:  # sent, and no answer came back: audited as an error, charge kept
-            self._to_client(_error_line(rid, exc.code, exc.message))
-        except Exception:  # never leave the client waiting, never let a call through on a fault
+        except Exception:  # never leave the client waiting
             log.exception("tools/call %r failed in the relay", rid)
+            self._end_call(rid)
             self._to_client(_error_line(rid, _INTERNAL_ERROR, "mcp-guard: the call could not be decided"))
-        finally:
-            self._held.pop(rid, None)
-            if self._pending.get(rid) is not _CANCELLED:
-                self._pending.pop(rid, None)
+            return
+        if state.withdrawn:  # cancelled by the client before the guard saw it: never decided, never sent
+            self._end_call(rid)
+            await self._withdrawn(rid, name, state.args)
+            return
+        state.task = None  # from here the driver hands the call to a task of its own if it must wait
+        self._guard_call(rid, state, name, tool)
+
+    def _guard_call(self, rid: Any, state: _Call, name: str, tool: dict[str, Any] | None) -> None:
+        guard = self.guard.with_approver(self._asker()) if self._elicit else self.guard
+        keywords: dict[str, Any] = {
+            "is_error": _is_error,
+            "server": self._server(),
+            "identity": self.identity,
+            "session": self.session,
+            "annotations": tool_annotations(tool.get("annotations")) if tool is not None else None,
+            "tool_schema": tool.get("inputSchema") if tool is not None else None,
+            "call_id": str(rid),
+        }
+        try:
+            plan, session_free = plan_steps(guard, name, state.args, keywords)
+        except Exception:  # never let a call through on a fault
+            log.exception("tools/call %r failed in the relay", rid)
+            self._end_call(rid)
+            self._to_client(_error_line(rid, _INTERNAL_ERROR, "mcp-guard: the call could not be decided"))
+            return
+        if isinstance(plan, GuardResult):  # refused outright (its event written)
+            self._end_call(rid)
+            self._answer(rid, plan)
+            return
+        # From here a cancellation reaches the guard (see _cancelled), which writes the call's one event.
+        state.in_guard = True
+        CallDriver(self, rid, guard, plan, session_free).advance(None, None)
+
+    def _end_call(self, rid: Any) -> None:
+        self._held.pop(rid, None)
+        if self._pending.get(rid) is not _CANCELLED:
+            self._pending.pop(rid, None)
+
+    def _answer(self, rid: Any, result: GuardResult) -> None:
+        if result.violation is not None:
+            self._to_client(_dump({"jsonrpc": "2.0", "id": rid, "result": refusal(result.violation)}))
+        else:
+            self._to_client(result.value.line)
+
+    def _call_line(self, state: _Call, arguments: Mapping[str, Any]) -> bytes:
+        # The client's request as parsed when the guard admitted the arguments as sent; else with the approved
+        # arguments (same id, same _meta and progress token).
+        if arguments == state.args and "arguments" in state.params:
+            return state.line
+        return _dump({**state.message, "params": {**state.params, "arguments": dict(arguments)}})
+
+    # -- the call driver's host (mcp_guard._proxy.drive.Host) ------------------------------------------
+
+    def send_call(self, driver: CallDriver, args: Mapping[str, Any]) -> Any:
+        rid = driver.rid
+        if self._gone:
+            gone = _error_line(rid, _UPSTREAM_GONE, "mcp-guard: the upstream server has ended")
+            return _Reply(gone, json.loads(gone))
+        state = self._held.get(rid)
+        assert state is not None  # held until the driver ends
+        self._pending[rid] = driver
+        self._write_upstream(self._call_line(state, args))  # a failed write: the upstream's EOF answers it
+        return None
+
+    async def request_call(self, driver: CallDriver, args: Mapping[str, Any]) -> Any:
+        state = self._held.get(driver.rid)
+        assert state is not None
+        return await self._request_upstream(driver.rid, self._call_line(state, args))
+
+    def call_task(self, driver: CallDriver, task: asyncio.Task[None]) -> None:
+        state = self._held.get(driver.rid)
+        if state is not None:
+            state.task = task
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    def call_done(self, driver: CallDriver, result: GuardResult) -> None:
+        rid = driver.rid
+        self._end_call(rid)
+        if not driver.early:
+            self._answer(rid, result)
+        elif result.violation is not None:  # pragma: no cover - the steps hand on an admitted call's answer
+            log.error("tools/call %r was refused after its answer went to the client", rid)
+
+    def call_raised(self, driver: CallDriver, exc: BaseException) -> None:
+        rid = driver.rid
+        self._end_call(rid)
+        if isinstance(exc, asyncio.CancelledError) or driver.early:
+            return  # withdrawn or cancelled: MCP sends no answer
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt, SystemExit: the relay stops, as it did when a call task raised them
+        if isinstance(exc, _UpstreamFailed):  # sent, and no answer came back: audited as an error, charge kept
+            self._to_client(_error_line(rid, exc.code, exc.message))
+            return
+        # Never leave the client waiting, never let a call through on a fault.
+        log.error("tools/call %r failed in the relay", rid, exc_info=exc)
+        self._to_client(_error_line(rid, _INTERNAL_ERROR, "mcp-guard: the call could not be decided"))
 
     async def _withdrawn(self, rid: Any, name: str, args: Mapping[str, Any]) -> None:
         """The one event of a call withdrawn before the guard decided it, as the guard writes a call cancelled
