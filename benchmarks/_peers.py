@@ -32,11 +32,15 @@ BONANZA = "bonanza-mcp-guard[yaml]==0.1.4"
 class Peer:
     name: str
     transport: str  # "stdio" or "http"
-    argv: list[str]  # for http: the command line without the port (see http_argv)
+    argv: list[str]  # for http: the command line without the port (see command)
 
-    def http_argv(self, port: int) -> list[str]:
-        # Its stdout goes to stderr: with --json, stdout carries only the figures (exec: the same process).
-        return ["sh", "-c", 'exec "$@" 1>&2', "sh", *(part.replace("{port}", str(port)) for part in self.argv)]
+    def command(self, port: int = 0) -> list[str]:
+        """The peer's command line. Run without ``PYTHONPATH`` (``paired.py`` sets it to one side's ``src``, whose
+        ``mcp_guard`` would shadow bonanza-mcp-guard's own package of that name); an HTTP peer's stdout goes to
+        stderr, so that with ``--json`` stdout carries only the figures (``exec``: the same process)."""
+        argv = [part.replace("{port}", str(port)) for part in self.argv]
+        redirect = " 1>&2" if self.transport == "http" else ""
+        return ["sh", "-c", f'unset PYTHONPATH; exec "$@"{redirect}', "sh", *argv]
 
 
 def _run(argv: Sequence[str], log: Path) -> bool:

@@ -116,10 +116,13 @@ async def _peer_starts(argv: Sequence[str]) -> bool:
     """Whether a stdio peer holds a stock client's session (one call) within PEER_START_S. bonanza-mcp-guard
     0.1.4 does not: it reads one upstream line after each client line, so ``notifications/initialized``, which
     has no answer, stalls it."""
-    with anyio.move_on_after(PEER_START_S):
-        async with stdio_session(argv) as session:
-            await timed_calls(session, 1)
-            return True
+    try:
+        with anyio.move_on_after(PEER_START_S):
+            async with stdio_session(argv) as session:
+                await timed_calls(session, 1)
+                return True
+    except Exception:  # it ended, or answered something else
+        return False
     return False
 
 
@@ -148,7 +151,7 @@ async def main(calls: int, with_peers: bool) -> None:
             "stdio: relay": proxy_command(policy, "--audit", audit, upstream=upstream_command()),
             "stdio: --no-relay": proxy_command(policy, "--audit", audit, "--no-relay", upstream=upstream_command()),
         }
-        stdio.update({f"stdio: {p.name}": p.argv for p in found if p.transport == "stdio"})
+        stdio.update({f"stdio: {p.name}": p.command() for p in found if p.transport == "stdio"})
         peer_names = {p.name for p in found}
         up_port = free_port()
         direct_http = [*upstream_command(), "--http", str(up_port)]
@@ -164,7 +167,7 @@ async def main(calls: int, with_peers: bool) -> None:
             for peer in found:
                 if peer.transport == "http":
                     port = free_port()
-                    http.append((f"http->stdio: {peer.name}", peer.http_argv(port), port))
+                    http.append((f"http->stdio: {peer.name}", peer.command(port), port))
         (upstream_url_ready,) = processes.enter_context(http_processes((http[0][1], http[0][2], None)))
         urls = [upstream_url_ready, *processes.enter_context(http_processes(*((a, p, None) for _, a, p in http[1:])))]
         async with contextlib.AsyncExitStack() as sessions:
@@ -176,7 +179,7 @@ async def main(calls: int, with_peers: bool) -> None:
                 if await _peer_starts(argv):
                     opened.append(await sessions.enter_async_context(stdio_session(argv)))
                 else:  # a peer that cannot hold a stock client's session: said, and left out
-                    why = f"no answer to a stock client's session start within {PEER_START_S} s"
+                    why = f"it did not hold a stock client's session (one call within {PEER_START_S} s)"
                     print(f"skipped {name[7:]}: {why}", file=OUT)
                     del stdio[name]
             opened += [await sessions.enter_async_context(http_session(url)) for url in urls]
