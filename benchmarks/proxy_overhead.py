@@ -5,13 +5,19 @@ recording: no RECORD_FILE), the proxy started by its CLI, and an ``mcp`` SDK ``C
 one session open and calls ``echo`` many times. The policy makes the guard do real work on every call (a
 rate limit reserved in the memory store, one audit event written to a JSONL file).
 
-    python benchmarks/proxy_overhead.py [--calls 400] [--quick] [--json]
+    python benchmarks/proxy_overhead.py [--calls 400] [--quick] [--json] [--peers]
 
 Prints the median per call for each path, what the proxy adds, and that as a share of the direct round
 trip. Over stdio the default is the JSON-RPC relay (each message parsed once and re-serialised, only tool
 calls decided): what it adds is a second pipe, that parse and the guard's work. ``--no-relay`` (the SDK-based
 server, a full second MCP hop: pydantic models both ways) is the second stdio row; HTTP always goes through
 the SDK. The guard's own part is what ``benchmarks/guard_overhead.py`` measures.
+
+``--peers`` (``make bench-proxy``) adds pass-through peers to the same interleaved rounds, each installed on
+first use under ``.bench-venvs/`` (:mod:`_peers`): PyPI and npm ``mcp-proxy`` as HTTP fronts over the same stdio
+upstream (beside ours, ``--listen`` with ``-- CMD``), and ``bonanza-mcp-guard`` on stdio (skipped with a line
+when it cannot hold a stock client's session: 0.1.4 cannot). Each path's ratio to the direct stdio call is
+printed, and ours / the peer on the same path.
 
 ``--json`` prints the per-call medians (µs) as one JSON line and the table to stderr, so ``benchmarks/paired.py
 proxy_overhead`` can pair two versions of ``src``: the proxy processes are started with this interpreter and
