@@ -139,7 +139,8 @@ async def test_an_error_result_gives_its_charge_back_after_the_answer(tmp_path: 
         after = (await wire.answers(1))["b"]
         await wire.write(_call("c", "echo", text="over"))
         over = (await wire.answers(1))["c"]
-    assert _is_error(failed) and failed["result"]["content"][0]["text"] == "could not fly"
+    assert _is_error(failed)
+    assert failed["result"]["content"][0]["text"] == "could not fly"
     assert not _is_error(after)
     assert json.loads(over["result"]["content"][0]["text"])["code"] == "rate_limited"
     assert [r["tool"] for r in read_record(record)] == ["fail", "echo"]
