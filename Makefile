@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: demo demo-inbox test lint typecheck docs bench bench-paired bench-agentdojo install clean notebooks
+.PHONY: demo demo-inbox test lint typecheck docs bench bench-paired bench-proxy bench-agentdojo install clean notebooks
 
 # The first run installs for a minute or two: say so before each phase, and let pip show what it fetches.
 $(STAMP): pyproject.toml
@@ -61,6 +61,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_cost.py --quick $(if $(AGT_PYTHON),--agt-python $(AGT_PYTHON))
 	$(BIN)/python benchmarks/proxy_overhead.py --calls 100
 	$(BIN)/python benchmarks/cluster.py --seconds 1
+
+# The proxy beside pass-through peers in one run (PyPI and npm mcp-proxy, bonanza-mcp-guard), each installed on
+# first use under .bench-venvs/ (pinned, from PyPI / npm). ARGS: e.g. ARGS=--quick, ARGS="--calls 1000".
+bench-proxy: $(STAMP)
+	$(BIN)/python benchmarks/proxy_overhead.py --peers $(ARGS)
 
 # Before vs after in one run: make bench-paired BEFORE=880776b [AFTER=/path/to/worktree] [ROUNDS=3]
 bench-paired: $(STAMP)
